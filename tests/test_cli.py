@@ -1,0 +1,165 @@
+"""The command line, in-process with CliRunner and as the installed `trainctl` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS, tiny_config, write_config
+
+# The console script installed beside the Python running the tests.
+TRAINCTL = str(Path(sys.executable).parent / "trainctl")
+
+
+def test_train_prints_epochs_and_test_table(cli, tmp_path):
+    result = cli("train", tiny_config(tmp_path), "--out", tmp_path / "run", "--set", "trainer.epochs=2")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"run folder: {tmp_path / 'run'}"
+    assert lines[1].startswith("epoch 1/2  train/loss ")
+    assert lines[2].startswith("epoch 2/2  train/loss ")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert f"accuracy  │ {summary['test']['accuracy']:.4f}" in result.stdout
+
+
+def test_quiet_prints_only_the_run_folder(cli, tmp_path):
+    result = cli("train", tiny_config(tmp_path), "--out", tmp_path / "run", "--quiet", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{tmp_path / 'run'}\n"
+    assert "seed: 3\n" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_config_errors_exit_2_with_one_line_each(cli, tmp_path):
+    path = tiny_config(tmp_path, optimizer={"name": "adamm"}, model={"name": "mlp", "dropout": 2})
+    result = cli("train", path)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    line_of = {text.strip(): number for number, text in enumerate(path.read_text().splitlines(), 1)}
+    assert lines[0] == f"error: {path}:{line_of['dropout: 2']}: model.dropout: Input should be less than 1 (got 2)"
+    assert lines[1].startswith(f"error: {path}:{line_of['name: adamm']}: optimizer.name: unknown optimizer 'adamm' (did you mean 'adam'")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_config_file_exits_2(cli, tmp_path):
+    result = cli("train", tmp_path / "absent.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'absent.yaml'}: config file not found\n"
+
+
+def test_unavailable_device_is_an_error_not_a_fallback(cli, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = cli("train", tiny_config(tmp_path), "--device", "cuda")
+    assert result.exit_code == 2
+    assert "trainer.device: 'cuda' asked for, but CUDA is not available here" in result.stderr
+
+
+def test_eval_of_folder_without_checkpoint(cli, tmp_path):
+    (tmp_path / "run").mkdir()
+    result = cli("eval", tmp_path / "run")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'run'}: not a run folder (no config.yaml in it)\n"
+    shutil.copy(CONFIGS / "digits_mlp.yaml", tmp_path / "run" / "config.yaml")
+    result = cli("eval", tmp_path / "run")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'run' / 'checkpoints' / 'best.pt'}: checkpoint not found\n"
+
+
+def test_eval_rejects_unknown_split(cli, digits_run):
+    result = cli("eval", digits_run.run.path, "--split", "holdout")
+    assert result.exit_code == 2
+    assert "--split: unknown split 'holdout'; allowed: train, val, test" in result.stderr
+
+
+def test_eval_writes_output_file(cli, digits_run, tmp_path):
+    result = cli("eval", digits_run.run.path, "--output", tmp_path / "metrics.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "metrics.json").read_text()) == digits_run.summary["test"]
+
+
+def test_list_losses_filters_by_task(cli):
+    result = cli("list-losses", "--task", "regression")
+    assert result.exit_code == 0
+    for name in ("mse", "l1", "huber", "smooth_l1"):
+        assert f"│ {name} " in result.stdout
+    assert "cross_entropy" not in result.stdout
+    assert "delta: float > 0 = 1.0" in result.stdout
+    bad = cli("list-losses", "--task", "vision")
+    assert bad.exit_code == 2
+    assert "unknown task 'vision'; allowed: classification, distribution, regression" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "command, shows",
+    [
+        ("list-datasets", "synthetic_regression"),
+        ("list-models", "output_activation"),
+        ("list-optimizers", "nesterov"),
+        ("list-schedulers", "reduce_on_plateau"),
+        ("list-metrics", "Macro F1"),
+    ],
+)
+def test_other_listings(cli, command, shows):
+    result = cli(command)
+    assert result.exit_code == 0
+    assert shows in result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "list-losses", "list-models"])
+def test_every_help_shows_an_example(cli, command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    assert f"Example: trainctl {command}" in result.stdout
+
+
+# ---- the installed command, in real subprocesses ----------------------------------------------
+
+
+def run_installed(*args, cwd=None):
+    return subprocess.run([TRAINCTL, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_installed_help_is_fast_and_torch_free():
+    started = time.perf_counter()
+    result = run_installed("--help")
+    assert result.returncode == 0
+    assert "Example: trainctl train configs/digits_mlp.yaml" in result.stdout
+    # Not a timing assertion: the listing path must not import torch at all.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, trainctl.cli, trainctl.components, trainctl.listing; "
+                               "print('torch' in sys.modules, 'sklearn' in sys.modules)"],
+        capture_output=True, text=True,
+    )
+    assert probe.stdout.strip() == "False False"
+    assert time.perf_counter() - started < 60  # only guards against a hang
+
+
+def test_installed_train_then_eval(tmp_path):
+    config = tiny_config(tmp_path)
+    trained = run_installed("train", config, "--out", tmp_path / "run")
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.splitlines()[1].startswith("epoch 1/3  train/loss")  # not a terminal: plain lines
+    evaluated = run_installed("eval", tmp_path / "run")
+    assert evaluated.returncode == 0, evaluated.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert json.loads((tmp_path / "run" / "eval-test-best.json").read_text()) == summary["test"]
+
+
+def test_installed_bad_yaml_has_no_traceback(tmp_path):
+    path = write_config(tmp_path, "model: [unclosed\n")
+    result = run_installed("train", path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {path}:2:")
+    assert "Traceback" not in result.stderr
+    debug = run_installed("--debug", "train", path)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

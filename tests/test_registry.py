@@ -1,0 +1,66 @@
+"""The registry: lookups with suggestions, duplicate checks, parameter models, listings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+from pydantic import Field, ValidationError
+
+from trainctl.components import REGISTRIES
+from trainctl.errors import UserError
+from trainctl.listing import describe_params
+from trainctl.registry import Registry
+
+
+def make_registry() -> Registry:
+    registry = Registry("widget")
+
+    @registry.register("spinner", summary="spins")
+    def spinner(context, *, speed: Annotated[float, Field(gt=0)] = 1.0, sizes: list[int] = (1, 2)):
+        return context, speed, sizes
+
+    return registry
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UserError) as caught:
+        make_registry().get("spiner")
+    assert str(caught.value) == "unknown widget 'spiner' (did you mean 'spinner'?); registered: spinner"
+
+
+def test_duplicate_registration_is_refused():
+    registry = make_registry()
+    with pytest.raises(ValueError, match="widget 'spinner' is already registered"):
+        registry.register("spinner", summary="again")(lambda context: None)
+
+
+def test_parameters_come_from_the_builder_signature():
+    entry = make_registry().get("spinner")
+    assert entry.params.model_validate({}).model_dump() == {"speed": 1.0, "sizes": [1, 2]}
+    with pytest.raises(ValidationError):
+        entry.params.model_validate({"speed": 0})
+    with pytest.raises(ValidationError):
+        entry.params.model_validate({"colour": "red"})
+    assert entry.build("ctx", {"speed": 2.0, "sizes": [3]}) == ("ctx", 2.0, [3])
+    assert describe_params(entry.params) == ["speed: float > 0 = 1.0", "sizes: [int, ...] = [1, 2]"]
+
+
+def test_registries_hold_the_agreed_components():
+    assert {name: REGISTRIES[name].names() for name in ("datasets", "optimizers", "schedulers")} == {
+        "datasets": ["digits", "iris", "wine", "breast_cancer", "diabetes", "synthetic_regression"],
+        "optimizers": ["sgd", "adam", "adamw", "rmsprop"],
+        "schedulers": ["step", "cosine", "onecycle", "reduce_on_plateau"],
+    }
+    assert {"mse", "l1", "huber", "smooth_l1", "cross_entropy", "nll", "bce_with_logits", "kl_div"} <= set(
+        REGISTRIES["losses"].names()
+    )
+    assert {"mlp", "cnn", "rnn"} <= set(REGISTRIES["models"].names())
+
+
+@pytest.mark.parametrize("name", REGISTRIES["losses"].names())
+def test_every_loss_documents_itself(name):
+    info = REGISTRIES["losses"].get(name).info
+    assert info["task"] in ("classification", "regression", "distribution")
+    assert info["target"] in ("index", "value", "binary", "distribution")
+    assert info["formula"] and info["output"] and info["use_when"]

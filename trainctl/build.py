@@ -1,0 +1,100 @@
+"""Builders: the one place that knows both the config and torch.
+
+Each function turns one section of a validated `Config` into torch objects through its registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainctl.components import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from trainctl.components.losses import LossContext
+from trainctl.components.models import ModelContext
+from trainctl.components.schedulers import SchedulerContext
+from trainctl.config import Config
+from trainctl.data import PreparedData, prepare_data
+from trainctl.errors import UserError
+from trainctl.task import plan_targets
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; a device asked for by name must exist."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_available = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"trainer.device: {name!r} asked for, but CUDA is not available here; use cpu or auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"trainer.device: {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if name == "mps" and not mps_available:
+        raise UserError("trainer.device: 'mps' asked for, but MPS is not available here; use cpu or auto")
+    return torch.device(name)
+
+
+def build_data(config: Config, device: torch.device) -> PreparedData:
+    raw = DATASETS.get(config.dataset.name).build(None, config.dataset.params)
+    plan = plan_targets(LOSSES.get(config.loss.name).info["target"], raw.task)
+    return prepare_data(
+        raw,
+        plan,
+        val_fraction=config.data.val_fraction,
+        test_fraction=config.data.test_fraction,
+        split_seed=config.data.split_seed,
+        device=device,
+    )
+
+
+def build_model(config: Config, data: PreparedData) -> torch.nn.Module:
+    context = ModelContext(data.input_shape, data.plan.num_outputs)
+    # Seed right before initialisation so the same seed gives the same weights whatever ran before.
+    torch.manual_seed(config.seed)
+    return MODELS.get(config.model.name).build(context, config.model.params)
+
+
+def build_loss(config: Config, data: PreparedData) -> torch.nn.Module:
+    return LOSSES.get(config.loss.name).build(LossContext(data.task, data.plan), config.loss.params)
+
+
+@dataclass
+class ModelParts:
+    """What evaluation needs: the prepared data, the model and the loss, on one device."""
+
+    data: PreparedData
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    device: torch.device
+
+
+@dataclass
+class TrainingParts(ModelParts):
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any | None = None
+    scheduler_interval: str = "epoch"
+
+
+def build_model_parts(config: Config) -> ModelParts:
+    device = resolve_device(config.trainer.device)
+    data = build_data(config, device)
+    model = build_model(config, data).to(device)
+    loss_fn = build_loss(config, data).to(device)
+    return ModelParts(data, model, loss_fn, device)
+
+
+def build_training(config: Config) -> TrainingParts:
+    parts = build_model_parts(config)
+    optimizer = OPTIMIZERS.get(config.optimizer.name).build(parts.model.parameters(), config.optimizer.params)
+    scheduler, interval = None, "epoch"
+    if config.scheduler is not None:
+        entry = SCHEDULERS.get(config.scheduler.name)
+        steps_per_epoch = -(-len(parts.data.train) // config.data.batch_size)
+        context = SchedulerContext(optimizer, config.trainer.epochs, steps_per_epoch)
+        scheduler, interval = entry.build(context, config.scheduler.params), entry.info["interval"]
+    return TrainingParts(parts.data, parts.model, parts.loss_fn, parts.device, optimizer, scheduler, interval)

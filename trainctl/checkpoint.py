@@ -1,0 +1,116 @@
+"""Checkpoints are plain dicts of tensors and built-in values (nanoGPT's shape), including the config.
+
+They load with `torch.load(weights_only=True)` and nothing else: a checkpoint that needs pickled
+code to load is refused, never retried unsafely.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainctl.errors import UserError
+
+
+def _write_atomically(payload: bytes, path: Path) -> None:
+    """A temporary file in the same folder, flushed and fsynced, then renamed over `path`:
+    a reader (or a run resumed after a crash) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def serialize(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    _write_atomically(serialize(state), path)
+
+
+def _link_or_write(source: Path, target: Path, payload: bytes) -> None:
+    """Make `target` hold what `source` holds now, atomically; a hard link costs no second write.
+
+    When `source` is later replaced (os.replace gives it a new inode), `target` keeps the old data.
+    """
+    tmp = target.with_name(f".{target.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a filesystem without hard links
+        _write_atomically(payload, target)
+        return
+    os.replace(tmp, target)
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a background thread, so the disk write and fsync overlap training.
+
+    `save` serialises the state before returning, so training can go on changing the live model
+    and optimizer. One write is in flight at most; `wait` re-raises an error of the write.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def save(self, state: dict[str, Any], path: Path, also: Path | None = None) -> None:
+        """Write `state` to `path` and, when given, make `also` a copy of it (best = this last)."""
+        payload = serialize(state)
+        self.wait()
+        self._pending = self._executor.submit(self._write, payload, path, also)
+
+    @staticmethod
+    def _write(payload: bytes, path: Path, also: Path | None) -> None:
+        _write_atomically(payload, path)
+        if also is not None:
+            _link_or_write(path, also, payload)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._executor.shutdown(wait=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt, truncated, not a torch file, or needs unsafe unpickling
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a readable trainctl checkpoint ({reason[:200]})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"{path}: not a trainctl checkpoint (no model state in it)")
+    return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else (first[0] if first else "")
+        raise UserError(f"{path}: checkpoint does not fit this model ({detail[:200]})") from None

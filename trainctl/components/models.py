@@ -1,0 +1,90 @@
+"""Models. Input size and number of outputs come from the dataset and the loss, never the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from trainctl.errors import UserError
+from trainctl.registry import Registry
+
+MODELS = Registry("model")
+
+Activation = Literal["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu"]
+OutputActivation = Literal["none", "softmax", "log_softmax", "sigmoid"]
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    input_shape: tuple[int, ...]  # one sample, e.g. (1, 8, 8) or (30,)
+    num_outputs: int
+
+
+@MODELS.register(
+    "mlp",
+    summary="Fully connected layers; any input is flattened",
+    input="any",
+)
+def mlp(
+    context: ModelContext,
+    *,
+    hidden: list[Annotated[int, Field(ge=1)]] = (256, 256),  # sizes of the hidden layers
+    activation: Activation = "relu",
+    dropout: Dropout = 0.0,
+    batch_norm: bool = False,
+    # Left at none for losses that take logits; the others exist so mistakes can be expressed and caught.
+    output_activation: OutputActivation = "none",
+) -> Any:
+    from trainctl.networks import MLP
+
+    return MLP(context.input_shape, context.num_outputs, hidden, activation, dropout, batch_norm, output_activation)
+
+
+@MODELS.register(
+    "cnn",
+    summary="Small conv net: 3×3 conv blocks with max-pooling, then a fully connected head",
+    input="image C×H×W",
+)
+def cnn(
+    context: ModelContext,
+    *,
+    channels: list[Annotated[int, Field(ge=1)]] = (32, 64),  # one conv block per entry
+    hidden: Annotated[int, Field(ge=1)] = 128,  # width of the fully connected layer
+    activation: Activation = "relu",
+    dropout: Dropout = 0.25,
+    batch_norm: bool = True,
+) -> Any:
+    from trainctl.networks import CNN
+
+    if len(context.input_shape) != 3:
+        raise UserError(f"model 'cnn' needs image-shaped input (C×H×W); this dataset gives {context.input_shape}")
+    return CNN(context.input_shape, context.num_outputs, channels, hidden, activation, dropout, batch_norm)
+
+
+@MODELS.register(
+    "rnn",
+    summary="LSTM/GRU/RNN over a sequence (an image is read row by row); the last state feeds a linear head",
+    input="sequence T×F or image 1×H×W",
+)
+def rnn(
+    context: ModelContext,
+    *,
+    cell: Literal["lstm", "gru", "rnn"] = "lstm",
+    hidden_size: Annotated[int, Field(ge=1)] = 64,
+    layers: Annotated[int, Field(ge=1)] = 1,
+    bidirectional: bool = False,
+    dropout: Dropout = 0.0,  # between stacked layers
+) -> Any:
+    from trainctl.networks import SequenceClassifier
+
+    shape = context.input_shape
+    if len(shape) == 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 2:
+        raise UserError(
+            f"model 'rnn' needs sequence input (T×F) or a one-channel image; this dataset gives {context.input_shape}"
+        )
+    return SequenceClassifier(shape, context.num_outputs, cell, hidden_size, layers, bidirectional, dropout)

@@ -1,0 +1,297 @@
+"""The config schema and its validation: raw YAML data in, a resolved `Config` or every problem out.
+
+Validation runs in two layers. Pydantic checks the shape of the file (sections, trainer settings,
+split fractions). Each component's parameters are then checked against the keyword-only parameters
+of the builder its `name` selects. Every problem is collected with the file and line it stands on,
+so a config with three mistakes is fixed in one round, not three.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS
+from trainctl.components.metrics import DEFAULT_METRICS
+from trainctl.errors import ConfigError, Problem
+from trainctl.registry import Registry, suggest
+from trainctl.task import incompatibility
+from trainctl.yaml_source import Key, SourceMap, apply_overrides, load_config_file
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+
+
+# ---- the shape of the file, as pydantic sees it -------------------------------------------------
+
+
+class _Component(BaseModel):
+    """`name` plus the component's own parameters, which are checked against its builder."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class _Data(_Component):
+    name: str = "digits"
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    val_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.2
+    split_seed: int = 0  # the split stays the same when only `seed` changes, so runs compare fairly
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> _Data:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 to leave training data "
+                f"(got {self.val_fraction} + {self.test_fraction})"
+            )
+        return self
+
+
+class _Trainer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: Annotated[int, Field(ge=1)] = 20
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"  # auto: cuda, then mps, then cpu
+    monitor: str | None = None  # which epoch is "best"; default val/accuracy or val/loss by task
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "run"  # default: the config file's stem
+    seed: int = 0  # model initialisation, dropout and shuffling
+    data: _Data = _Data()
+    model: _Component
+    loss: _Component
+    optimizer: _Component
+    scheduler: _Component | None = None
+    trainer: _Trainer = _Trainer()
+    metrics: list[str] | None = None  # default: by task (accuracy, precision, recall, f1 / mse, rmse, mae, r2)
+    output_dir: str = "runs"
+
+
+DATA_SETTINGS = tuple(name for name in _Data.model_fields if name != "name")
+COMPONENT_SECTIONS: dict[str, Registry] = {
+    "data": DATASETS,
+    "model": MODELS,
+    "loss": LOSSES,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+}
+
+
+# ---- the resolved config the rest of trainctl uses ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    batch_size: int
+    val_fraction: float
+    test_fraction: float
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    epochs: int
+    device: str
+    monitor: str
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    seed: int
+    data: DataSettings
+    dataset: Component
+    model: Component
+    loss: Component
+    optimizer: Component
+    scheduler: Component | None
+    trainer: TrainerSettings
+    metrics: list[str]
+    output_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data, in the shape of the YAML file: exactly what runs."""
+
+        def section(component: Component | None, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+            if component is None:
+                return None
+            return {"name": component.name, **(extra or {}), **component.params}
+
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "data": section(self.dataset, asdict(self.data)),
+            "model": section(self.model),
+            "loss": section(self.loss),
+            "optimizer": section(self.optimizer),
+            "scheduler": section(self.scheduler),
+            "trainer": asdict(self.trainer),
+            "metrics": list(self.metrics),
+            "output_dir": self.output_dir,
+        }
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+
+def _allowed_keys(loc: Key) -> list[str]:
+    """The keys allowed at the mapping that holds `loc`, for 'did you mean' on an unknown key."""
+    parent = loc[:-1]
+    if parent == ():
+        return list(_File.model_fields)
+    if parent == ("trainer",):
+        return list(_Trainer.model_fields)
+    return []
+
+
+def _message(error: dict[str, Any], loc: Key) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        return f"unknown key{suggest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}"
+    if kind == "missing":
+        return "required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and loc[-1] == "device":
+        message = "must be auto, cpu, mps, cuda or cuda:N"
+    if kind.startswith("model_") or kind == "value_error":
+        return message
+    return f"{message} (got {error['input']!r})"
+
+
+def _pydantic_problems(error: ValidationError, source: SourceMap, prefix: Key = ()) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        loc = prefix + tuple(item["loc"])
+        problems.append(Problem(source.where(loc), ".".join(str(k) for k in loc), _message(item, loc)))
+    return problems
+
+
+def _check_component(
+    section: str, raw: Any, registry: Registry, source: SourceMap, problems: list[Problem]
+) -> Component | None:
+    """The component a section names, its parameters validated and defaults filled; None on problems."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        return None  # already reported by the shape check
+    name = raw["name"]
+    if name not in registry:
+        problems.append(Problem(source.where((section, "name")), f"{section}.name", registry.unknown_name_message(name)))
+        return None
+    entry = registry.get(name)
+    skip = {"name", *DATA_SETTINGS} if section == "data" else {"name"}
+    params = {key: value for key, value in raw.items() if key not in skip}
+    try:
+        validated = entry.params.model_validate(params)
+    except ValidationError as error:
+        allowed = list(entry.params.model_fields)
+        for item in error.errors():
+            loc = (section, *item["loc"])
+            dotted = ".".join(str(k) for k in loc)
+            if item["type"] == "extra_forbidden":
+                key = str(item["loc"][-1])
+                accepted = ", ".join(allowed) if allowed else "no parameters"
+                message = f"{registry.kind} {name!r} has no parameter {key!r}{suggest(key, allowed)}; it accepts: {accepted}"
+            else:
+                message = _message(item, loc)
+            problems.append(Problem(source.where(loc), dotted, message))
+        return None
+    return Component(name, validated.model_dump(mode="json"))  # tuples become lists, as in YAML
+
+
+def _check_pairings(shape: _File, dataset: Component, loss: Component, source: SourceMap) -> tuple[list[str], str, list[Problem]]:
+    """Loss, metrics and monitor against the dataset's task; returns the resolved metrics and monitor."""
+    problems = []
+    task_kind = DATASETS.get(dataset.name).info["task"]
+    target = LOSSES.get(loss.name).info["target"]
+    reason = incompatibility(loss.name, target, dataset.name, task_kind)
+    if reason:
+        problems.append(Problem(source.where(("loss", "name")), "loss.name", reason))
+
+    metrics = shape.metrics if shape.metrics is not None else DEFAULT_METRICS[task_kind]
+    for index, metric in enumerate(metrics):
+        loc = ("metrics", index)
+        if metric not in METRICS:
+            problems.append(Problem(source.where(loc), f"metrics.{index}", METRICS.unknown_name_message(metric)))
+        elif METRICS.get(metric).info["task"] != task_kind:
+            allowed = ", ".join(DEFAULT_METRICS[task_kind])
+            problems.append(
+                Problem(
+                    source.where(loc),
+                    f"metrics.{index}",
+                    f"metric {metric!r} is for {METRICS.get(metric).info['task']}, but dataset "
+                    f"{dataset.name!r} is {task_kind}; use one of: {allowed}",
+                )
+            )
+
+    monitor = shape.trainer.monitor
+    if monitor is None:
+        monitor = "val/accuracy" if task_kind == "classification" and "accuracy" in metrics else "val/loss"
+    allowed_monitors = ["val/loss", *(f"val/{m}" for m in metrics)]
+    if monitor not in allowed_monitors:
+        problems.append(
+            Problem(
+                source.where(("trainer", "monitor")),
+                "trainer.monitor",
+                f"cannot monitor {monitor!r}{suggest(monitor, allowed_monitors)}; allowed: {', '.join(allowed_monitors)}",
+            )
+        )
+    return list(metrics), monitor, problems
+
+
+def validate(data: dict[str, Any], source: SourceMap) -> Config:
+    problems: list[Problem] = []
+    shape: _File | None = None
+    try:
+        shape = _File.model_validate(data)
+    except ValidationError as error:
+        problems += _pydantic_problems(error, source)
+
+    raw_sections = {section: data.get(section) for section in COMPONENT_SECTIONS}
+    if isinstance(raw_sections["data"], dict) or raw_sections["data"] is None:
+        raw_sections["data"] = {"name": _Data().name, **(raw_sections["data"] or {})}
+    components = {
+        section: _check_component(section, raw_sections[section], registry, source, problems)
+        for section, registry in COMPONENT_SECTIONS.items()
+    }
+    if problems or shape is None:
+        raise ConfigError(problems)
+
+    metrics, monitor, pairing_problems = _check_pairings(shape, components["data"], components["loss"], source)
+    if pairing_problems:
+        raise ConfigError(pairing_problems)
+
+    data_settings = shape.data
+    return Config(
+        name=shape.name,
+        seed=shape.seed,
+        data=DataSettings(**{key: getattr(data_settings, key) for key in DATA_SETTINGS}),
+        dataset=components["data"],
+        model=components["model"],
+        loss=components["loss"],
+        optimizer=components["optimizer"],
+        scheduler=components["scheduler"],
+        trainer=TrainerSettings(shape.trainer.epochs, shape.trainer.device, monitor),
+        metrics=metrics,
+        output_dir=shape.output_dir,
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config file. Raises UserError (ConfigError) on any problem."""
+    data, source = load_config_file(path)
+    data.setdefault("name", re.sub(r"[^\w.-]+", "-", Path(path).stem))
+    apply_overrides(data, overrides or [], source)
+    return validate(data, source)

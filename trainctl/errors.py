@@ -1,0 +1,46 @@
+"""The errors a user can cause, and the exit codes the command line turns them into.
+
+Anything raised as a `UserError` is the user's to fix: the CLI prints its message as one red line
+(one per problem for a config) and exits with `EXIT_USER_ERROR`. Every other exception is a bug in
+trainctl and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem with the user's input: a config, a file, a run folder, a checkpoint."""
+
+    def lines(self) -> list[str]:
+        return [str(self)]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a config: where it stands and what is wrong with it."""
+
+    where: str  # "configs/x.yaml:12" or "--set optimizer.lr"
+    key: str  # dotted key, e.g. "optimizer.lr"; empty for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        key = f" {self.key}:" if self.key else ""
+        return f"{self.where}:{key} {self.message}"
+
+
+class ConfigError(UserError):
+    """Every problem found in one config, reported together rather than one per run."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]

@@ -1,0 +1,85 @@
+"""Registries printed as tables, for `trainctl list-*`. Reads metadata only: no torch."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from rich.markup import escape
+from rich.table import Table
+
+from trainctl.registry import Registry
+
+_BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
+
+
+def type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else type_name(a) for a in args)
+    if origin in (list, tuple):
+        inner = type_name(args[0]) if args else "any"
+        return f"[{inner}, ...]" if origin is list else f"({', '.join(type_name(a) for a in args)})"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _bounds(metadata: list[Any]) -> str:
+    parts = []
+    for item in metadata:
+        for attribute, symbol in _BOUNDS:
+            value = getattr(item, attribute, None)
+            if value is not None:
+                parts.append(f"{symbol} {value}")
+    return " and ".join(parts)
+
+
+def describe_params(params: type[BaseModel]) -> list[str]:
+    """One line per parameter: `name: type (bounds) = default`."""
+    lines = []
+    for name, info in params.model_fields.items():
+        text = f"{name}: {type_name(info.annotation)}"
+        bounds = _bounds(info.metadata)
+        if bounds:
+            text += f" {bounds}"
+        if not info.is_required():
+            default = info.default
+            text += f" = {list(default) if isinstance(default, tuple) else default}"
+        lines.append(text)
+    return lines
+
+
+def registry_table(title: str, registry: Registry, fields: list[tuple[str, str]], entries: list | None = None) -> Table:
+    """A table of `registry`: name, task, a details column built from `fields`, and the parameters."""
+    has_task = any(entry.info.get("task") for entry in registry)
+    table = Table(title=title, show_lines=True, title_justify="left", expand=True)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    if has_task:
+        table.add_column("task", no_wrap=True)
+    table.add_column("details", ratio=3)
+    table.add_column("parameters", ratio=2)
+    for entry in entries if entries is not None else list(registry):
+        details = [entry.summary]
+        for key, label in fields:
+            if entry.info.get(key) is not None:
+                details.append(f"[dim]{label}:[/dim] {escape(str(entry.info[key]))}")
+        row = [entry.name, *([str(entry.info.get("task", ""))] if has_task else [])]
+        row += ["\n".join(details), "\n".join(describe_params(entry.params)) or "—"]
+        table.add_row(*row)
+    return table
+
+
+LISTING_FIELDS: dict[str, list[tuple[str, str]]] = {
+    "losses": [("formula", "formula"), ("output", "model output"), ("use_when", "use when")],
+    "datasets": [("input", "input")],
+    "models": [("input", "input")],
+    "optimizers": [],
+    "schedulers": [("interval", "steps every")],
+    "metrics": [("goal", "better")],
+}

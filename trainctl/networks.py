@@ -1,0 +1,112 @@
+"""The torch modules behind the registered models."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+}
+OUTPUT_ACTIVATIONS = {
+    "none": None,
+    "softmax": lambda: nn.Softmax(dim=-1),
+    "log_softmax": lambda: nn.LogSoftmax(dim=-1),
+    "sigmoid": nn.Sigmoid,
+}
+
+
+class MLP(nn.Sequential):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        hidden: Sequence[int],
+        activation: str,
+        dropout: float,
+        batch_norm: bool,
+        output_activation: str = "none",
+    ):
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for size in hidden:
+            layers.append(nn.Linear(width, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, num_outputs))
+        make_output = OUTPUT_ACTIVATIONS[output_activation]
+        if make_output is not None:
+            layers.append(make_output())
+        super().__init__(*layers)
+
+
+class CNN(nn.Sequential):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        channels: Sequence[int],
+        hidden: int,
+        activation: str,
+        dropout: float,
+        batch_norm: bool,
+    ):
+        in_channels, height, width = input_shape
+        layers: list[nn.Module] = []
+        for out_channels in channels:
+            layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out_channels))
+            layers.append(ACTIVATIONS[activation]())
+            # Pool only while the map is large enough: 8×8 digits survive two or three blocks.
+            if min(height, width) >= 4:
+                layers.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            in_channels = out_channels
+        layers += [nn.Flatten(), nn.Linear(in_channels * height * width, hidden), ACTIVATIONS[activation]()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(hidden, num_outputs))
+        super().__init__(*layers)
+
+
+class SequenceClassifier(nn.Module):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        cell: str,
+        hidden_size: int,
+        layers: int,
+        bidirectional: bool,
+        dropout: float,
+    ):
+        super().__init__()
+        recurrent = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+        self.steps, features = input_shape
+        self.recurrent = recurrent(
+            features,
+            hidden_size,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sequence = x.reshape(x.shape[0], self.steps, -1)
+        outputs, _ = self.recurrent(sequence)
+        return self.head(outputs[:, -1])
