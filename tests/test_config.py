@@ -163,3 +163,14 @@ def test_name_defaults_to_file_stem(tmp_path):
     config = load_config(path)
     assert config.name == "my-experiment"
     assert config.dataset.name == "digits"
+
+
+def test_section_given_as_a_name_only(tmp_path):
+    path = write_config(tmp_path, """
+        model: mlp
+        loss: {name: cross_entropy}
+        optimizer: {name: adam, betas: [0.9]}
+    """)
+    lines = problems_of(path)
+    assert f"{path}:1: model: must be a mapping with a name, e.g. {{name: ...}} (got 'mlp')" in lines
+    assert f"{path}:3: optimizer.betas.1: too few items: item 1 is missing" in lines

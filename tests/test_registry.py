@@ -61,6 +61,10 @@ def test_registries_hold_the_agreed_components():
 @pytest.mark.parametrize("name", REGISTRIES["losses"].names())
 def test_every_loss_documents_itself(name):
     info = REGISTRIES["losses"].get(name).info
+    assert info["formula"] and info["output"] and info["use_when"]
+    if info.get("composite"):
+        assert info["task"] == "any"
+        return
     assert info["task"] in ("classification", "regression", "distribution")
     assert info["target"] in ("index", "value", "binary", "distribution")
-    assert info["formula"] and info["output"] and info["use_when"]
+    assert info["input"] in ("logits", "log-probabilities", "values")

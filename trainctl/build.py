@@ -12,6 +12,7 @@ import torch
 
 from trainctl.components import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.components.losses import LossContext
+from trainctl.components.losses import profile as loss_profile
 from trainctl.components.models import ModelContext
 from trainctl.components.schedulers import SchedulerContext
 from trainctl.config import Config
@@ -41,8 +42,9 @@ def resolve_device(name: str) -> torch.device:
 
 def build_data(config: Config, device: torch.device) -> PreparedData:
     raw = DATASETS.get(config.dataset.name).build(None, config.dataset.params)
-    plan = plan_targets(LOSSES.get(config.loss.name).info["target"], raw.task)
-    return prepare_data(
+    loss = loss_profile(config.loss.name, config.loss.params)
+    plan = plan_targets(loss.target, raw.task, loss.layout)
+    data = prepare_data(
         raw,
         plan,
         val_fraction=config.data.val_fraction,
@@ -50,6 +52,12 @@ def build_data(config: Config, device: torch.device) -> PreparedData:
         split_seed=config.data.split_seed,
         device=device,
     )
+    if plan.layout == "log_rate" and bool((data.train.targets < 0).any()):
+        raise UserError(
+            f"loss {config.loss.name!r} models counts, but dataset {config.dataset.name!r} has negative targets; "
+            "use a loss for real values such as mse or huber"
+        )
+    return data
 
 
 def build_model(config: Config, data: PreparedData) -> torch.nn.Module:
@@ -60,7 +68,11 @@ def build_model(config: Config, data: PreparedData) -> torch.nn.Module:
 
 
 def build_loss(config: Config, data: PreparedData) -> torch.nn.Module:
-    return LOSSES.get(config.loss.name).build(LossContext(data.task, data.plan), config.loss.params)
+    counts: tuple[int, ...] = ()
+    if data.task.kind == "classification":
+        counts = tuple(torch.bincount(data.train.labels.cpu(), minlength=data.task.num_classes).tolist())
+    context = LossContext(data.task, data.plan, counts)
+    return LOSSES.get(config.loss.name).build(context, config.loss.params)
 
 
 @dataclass
@@ -90,7 +102,9 @@ def build_model_parts(config: Config) -> ModelParts:
 
 def build_training(config: Config) -> TrainingParts:
     parts = build_model_parts(config)
-    optimizer = OPTIMIZERS.get(config.optimizer.name).build(parts.model.parameters(), config.optimizer.params)
+    # A loss with learned parameters (adaptive, uncertainty_sum) trains with the model.
+    parameters = [*parts.model.parameters(), *parts.loss_fn.parameters()]
+    optimizer = OPTIMIZERS.get(config.optimizer.name).build(parameters, config.optimizer.params)
     scheduler, interval = None, "epoch"
     if config.scheduler is not None:
         entry = SCHEDULERS.get(config.scheduler.name)

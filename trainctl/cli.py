@@ -140,11 +140,12 @@ def _print_listing(key: str, task: str | None = None) -> None:
     registry = REGISTRIES[key]
     entries = list(registry)
     if task is not None:
-        tasks = sorted({entry.info.get("task") for entry in entries})
+        tasks = sorted({entry.info.get("task") for entry in entries} - {"any"})
         if task not in tasks:
             with user_errors():
                 raise UserError(f"--task: unknown task {task!r}; allowed: {', '.join(tasks)}")
-        entries = [entry for entry in entries if entry.info.get("task") == task]
+        # Composites ("any") combine losses of whichever task, so they belong in every task's list.
+        entries = [entry for entry in entries if entry.info.get("task") in (task, "any")]
     console = Console()
     if not console.is_terminal:  # pipes and files get a width that keeps formulas on one line
         console = Console(width=120)

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.components.metrics import DEFAULT_METRICS
-from trainctl.errors import ConfigError, Problem
+from trainctl.components.losses import profile as loss_profile
+from trainctl.errors import ConfigError, Problem, UserError
 from trainctl.registry import Registry, suggest
 from trainctl.task import incompatibility
 from trainctl.yaml_source import Key, SourceMap, apply_overrides, load_config_file
@@ -163,7 +164,11 @@ def _message(error: dict[str, Any], loc: Key) -> str:
         allowed = _allowed_keys(loc)
         return f"unknown key{suggest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}"
     if kind == "missing":
+        if isinstance(loc[-1], int):
+            return f"too few items: item {loc[-1]} is missing"
         return "required key is missing"
+    if kind in ("model_type", "dict_type"):
+        return f"must be a mapping with a name, e.g. {{name: ...}} (got {error['input']!r})"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and loc[-1] == "device":
         message = "must be auto, cpu, mps, cuda or cuda:N"
@@ -181,42 +186,67 @@ def _pydantic_problems(error: ValidationError, source: SourceMap, prefix: Key = 
 
 
 def _check_component(
-    section: str, raw: Any, registry: Registry, source: SourceMap, problems: list[Problem]
+    loc: Key, raw: Any, registry: Registry, source: SourceMap, problems: list[Problem], skip: set[str] = frozenset()
 ) -> Component | None:
-    """The component a section names, its parameters validated and defaults filled; None on problems."""
+    """The component at `loc`, its parameters validated and defaults filled; None on problems.
+
+    `skip` names keys that sit beside the parameters but belong to the caller (data settings,
+    a composite term's weight).
+    """
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         return None  # already reported by the shape check
+    dotted = ".".join(str(k) for k in loc)
     name = raw["name"]
     if name not in registry:
-        problems.append(Problem(source.where((section, "name")), f"{section}.name", registry.unknown_name_message(name)))
+        problems.append(Problem(source.where((*loc, "name")), f"{dotted}.name", registry.unknown_name_message(name)))
         return None
     entry = registry.get(name)
-    skip = {"name", *DATA_SETTINGS} if section == "data" else {"name"}
-    params = {key: value for key, value in raw.items() if key not in skip}
+    params = {key: value for key, value in raw.items() if key not in {"name", *skip}}
     try:
-        validated = entry.params.model_validate(params)
+        validated = entry.params.model_validate(params).model_dump(mode="json")  # tuples become lists, as in YAML
     except ValidationError as error:
         allowed = list(entry.params.model_fields)
         for item in error.errors():
-            loc = (section, *item["loc"])
-            dotted = ".".join(str(k) for k in loc)
-            if item["type"] == "extra_forbidden":
+            item_loc = (*loc, *item["loc"])
+            if item["type"] == "extra_forbidden" and len(item["loc"]) == 1:
                 key = str(item["loc"][-1])
                 accepted = ", ".join(allowed) if allowed else "no parameters"
                 message = f"{registry.kind} {name!r} has no parameter {key!r}{suggest(key, allowed)}; it accepts: {accepted}"
             else:
-                message = _message(item, loc)
-            problems.append(Problem(source.where(loc), dotted, message))
+                message = _message(item, item_loc)
+            problems.append(Problem(source.where(item_loc), ".".join(str(k) for k in item_loc), message))
         return None
-    return Component(name, validated.model_dump(mode="json"))  # tuples become lists, as in YAML
+    if entry.info.get("composite"):
+        validated["terms"] = _check_terms(loc, raw["terms"], registry, source, problems)
+        if validated["terms"] is None:
+            return None
+    return Component(name, validated)
+
+
+def _check_terms(loc: Key, raw_terms: list, registry: Registry, source: SourceMap, problems: list[Problem]) -> list | None:
+    """Each term of a composite loss, validated like a loss of its own, with its weight kept."""
+    terms = []
+    for index, raw in enumerate(raw_terms):
+        term_loc = (*loc, "terms", index)
+        if raw.get("name") in registry and registry.get(raw["name"]).info.get("composite"):
+            where = source.where((*term_loc, "name"))
+            problems.append(Problem(where, ".".join(map(str, term_loc)) + ".name", "composite losses cannot be nested"))
+            return None
+        term = _check_component(term_loc, raw, registry, source, problems, skip={"weight"})
+        if term is None:
+            return None
+        terms.append({"name": term.name, "weight": raw.get("weight", 1.0), **term.params})
+    return terms
 
 
 def _check_pairings(shape: _File, dataset: Component, loss: Component, source: SourceMap) -> tuple[list[str], str, list[Problem]]:
     """Loss, metrics and monitor against the dataset's task; returns the resolved metrics and monitor."""
     problems = []
     task_kind = DATASETS.get(dataset.name).info["task"]
-    target = LOSSES.get(loss.name).info["target"]
-    reason = incompatibility(loss.name, target, dataset.name, task_kind)
+    try:
+        reason = incompatibility(loss.name, loss_profile(loss.name, loss.params).target, dataset.name, task_kind)
+    except UserError as error:
+        reason = str(error)
     if reason:
         problems.append(Problem(source.where(("loss", "name")), "loss.name", reason))
 
@@ -263,7 +293,9 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
     if isinstance(raw_sections["data"], dict) or raw_sections["data"] is None:
         raw_sections["data"] = {"name": _Data().name, **(raw_sections["data"] or {})}
     components = {
-        section: _check_component(section, raw_sections[section], registry, source, problems)
+        section: _check_component(
+            (section,), raw_sections[section], registry, source, problems, set(DATA_SETTINGS) if section == "data" else set()
+        )
         for section, registry in COMPONENT_SECTIONS.items()
     }
     if problems or shape is None:

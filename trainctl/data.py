@@ -36,7 +36,8 @@ class PreparedData:
     task: Task
     plan: TargetPlan
     input_shape: tuple[int, ...]
-    # Regression models learn standardised targets; predictions are mapped back with these.
+    # Regression models learn standardised targets (see TargetPlan.scale_targets); predictions
+    # are mapped back with these, so metrics are in the data's units.
     target_mean: torch.Tensor | None = None
     target_std: torch.Tensor | None = None
 
@@ -46,6 +47,10 @@ class PreparedData:
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Model outputs as predictions in the labels' terms: class indices or values in data units."""
         if self.task.kind == "regression":
+            if self.plan.layout == "log_rate":
+                return outputs.exp()
+            if self.plan.layout == "mean_variance":
+                outputs = outputs[:, : self.task.num_targets]
             return outputs * self.target_std + self.target_mean
         if outputs.shape[-1] == 1:  # one logit for a binary task
             return (outputs[:, 0] > 0).long()
@@ -110,7 +115,10 @@ def prepare_data(
         return Split(inputs, labels, (labels - target_mean) / target_std)
 
     target_mean = target_std = None
-    if raw.task.kind == "regression":
+    if raw.task.kind == "regression" and not plan.scale_targets:
+        target_mean = to_tensor(np.zeros(raw.task.num_targets), torch.float32)
+        target_std = to_tensor(np.ones(raw.task.num_targets), torch.float32)
+    elif raw.task.kind == "regression":
         target_mean = to_tensor(y_train.mean(axis=0), torch.float32)
         std = y_train.std(axis=0)
         target_std = to_tensor(np.where(std > 0, std, 1.0), torch.float32)

@@ -1,10 +1,27 @@
-"""Loss modules that torch does not provide in the form trainctl documents."""
+"""Loss modules behind the catalogue that torch does not provide in the form trainctl documents.
+
+Every module takes the model's raw outputs and the encoded targets and returns the mean loss over
+the batch. Losses with learned parameters (adaptive, uncertainty_sum) expose them to the
+optimizer as ordinary `nn.Parameter`s and report their current values through `logged_values`.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def logged_values(loss_fn: nn.Module) -> dict[str, float]:
+    """The learned values a loss wants written to metrics.jsonl each epoch ({} for most losses)."""
+    report = getattr(loss_fn, "logged_values", None)
+    return report() if callable(report) else {}
+
+
+# ---- distributions -------------------------------------------------------------------------------
 
 
 class KLDivergenceFromLogits(nn.Module):
@@ -16,3 +33,204 @@ class KLDivergenceFromLogits(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="batchmean")
+
+
+class JensenShannonFromLogits(nn.Module):
+    """JS(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m), m = ½(p + q), q = softmax(z); symmetric, at most ln 2."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_q = F.log_softmax(logits, dim=-1)
+        q = log_q.exp()
+        log_m = torch.log((0.5 * (target + q)).clamp_min(torch.finfo(q.dtype).tiny))
+        kl_pm = F.kl_div(log_m, target, reduction="batchmean")
+        kl_qm = F.kl_div(log_m, log_q, reduction="batchmean", log_target=True)
+        return 0.5 * (kl_pm + kl_qm)
+
+
+# ---- regression ----------------------------------------------------------------------------------
+
+
+class LogCosh(nn.Module):
+    """mean(log cosh(ŷ − y)), computed as |r| + softplus(−2|r|) − ln 2 so large r cannot overflow."""
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        r = (prediction - target).abs()
+        return (r + F.softplus(-2 * r) - math.log(2)).mean()
+
+
+class Quantile(nn.Module):
+    """Pinball loss: mean(max(q·(y − ŷ), (q − 1)·(y − ŷ))); its minimiser is the q-quantile."""
+
+    def __init__(self, q: float):
+        super().__init__()
+        self.q = q
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        r = target - prediction
+        return torch.maximum(self.q * r, (self.q - 1) * r).mean()
+
+
+class GaussianNLL(nn.Module):
+    """The model outputs a mean and a raw variance per target; variance = softplus(raw) + eps."""
+
+    def __init__(self, eps: float = 1e-6, full: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.full = full
+
+    def forward(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mean, raw = outputs.chunk(2, dim=-1)
+        variance = F.softplus(raw) + self.eps
+        return F.gaussian_nll_loss(mean, target, variance, full=self.full, eps=self.eps)
+
+
+# ---- classification ------------------------------------------------------------------------------
+
+
+class Focal(nn.Module):
+    """Focal loss (Lin et al. 2017): mean(−α_y (1 − p_y)^γ log p_y), p = softmax(z).
+
+    γ = 0 and no α is cross-entropy; larger γ down-weights samples the model already gets right.
+    """
+
+    def __init__(self, gamma: float, alpha: torch.Tensor | None):
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("alpha", alpha)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits, dim=-1).gather(1, target.unsqueeze(1)).squeeze(1)
+        loss = -((1 - log_p.exp()) ** self.gamma) * log_p
+        if self.alpha is not None:
+            loss = loss * self.alpha[target]
+        return loss.mean()
+
+
+# ---- robust and adaptive -------------------------------------------------------------------------
+
+
+def barron_rho(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Barron's general robust loss ρ(x, α, c) (CVPR 2019), elementwise.
+
+    ρ = |α−2|/α · (((x/c)²/|α−2| + 1)^(α/2) − 1), with its limits at α = 2 (½(x/c)²) and α = 0
+    (log(½(x/c)² + 1)). The power is taken as expm1(α/2 · log1p(·)) to stay accurate near α = 0.
+    """
+    alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
+    squared = (x / scale) ** 2
+    eps = torch.finfo(x.dtype).eps
+    beta_safe = torch.clamp((alpha - 2).abs(), min=eps)
+    alpha_safe = torch.where(alpha >= 0, torch.ones_like(alpha), -torch.ones_like(alpha)) * torch.clamp(
+        alpha.abs(), min=eps
+    )
+    general = (beta_safe / alpha_safe) * torch.expm1(0.5 * alpha * torch.log1p(squared / beta_safe))
+    return torch.where(alpha == 2, 0.5 * squared, torch.where(alpha == 0, torch.log1p(0.5 * squared), general))
+
+
+class Robust(nn.Module):
+    """ρ(ŷ − y, α, c) with fixed α and c, averaged."""
+
+    def __init__(self, alpha: float, scale: float):
+        super().__init__()
+        self.alpha = alpha
+        self.scale = scale
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        alpha = torch.tensor(self.alpha, dtype=prediction.dtype, device=prediction.device)
+        return barron_rho(prediction - target, alpha, torch.tensor(self.scale)).mean()
+
+
+def barron_log_partition(alpha: torch.Tensor, points: int = 2049) -> torch.Tensor:
+    """log Z(α), Z(α) = ∫ exp(−ρ(x, α, 1)) dx, by quadrature on x = √2·tan θ, differentiable in α.
+
+    For α ∈ [0, 2] the tails are no heavier than Cauchy's (α = 0, Z = √2·π), so on θ ∈ (−π/2, π/2)
+    the integrand is bounded and smooth and the trapezoid rule converges fast.
+    """
+    theta = torch.linspace(-math.pi / 2, math.pi / 2, points, dtype=torch.float64, device=alpha.device)[1:-1]
+    x = math.sqrt(2) * torch.tan(theta)
+    jacobian = math.sqrt(2) / torch.cos(theta) ** 2
+    rho = barron_rho(x.unsqueeze(-1), alpha.double().unsqueeze(0), torch.tensor(1.0, dtype=torch.float64))
+    integrand = torch.exp(-rho) * jacobian.unsqueeze(-1)
+    step = theta[1] - theta[0]
+    return torch.log(integrand.sum(0) * step).to(alpha.dtype)
+
+
+class AdaptiveRobust(nn.Module):
+    """Barron's adaptive loss: the negative log-likelihood −log p(x | α, c) = ρ(x, α, c) + log c + log Z(α).
+
+    α (one per output, kept in [alpha_min, alpha_max] by a sigmoid) and the scale c (kept above
+    scale_min by a softplus) are learned with the model. The log Z(α) term is what makes learning α
+    meaningful: without it, making α small would always lower ρ.
+    """
+
+    def __init__(self, outputs: int, alpha_min: float, alpha_max: float, alpha_init: float, scale_init: float,
+                 scale_min: float = 1e-5):
+        super().__init__()
+        self.alpha_min, self.alpha_max, self.scale_min = alpha_min, alpha_max, scale_min
+        fraction = (alpha_init - alpha_min) / (alpha_max - alpha_min)
+        self.alpha_logit = nn.Parameter(torch.full((outputs,), math.log(fraction / (1 - fraction))))
+        # softplus⁻¹(scale_init − scale_min)
+        self.scale_raw = nn.Parameter(torch.full((outputs,), math.log(math.expm1(scale_init - scale_min))))
+
+    def alpha(self) -> torch.Tensor:
+        return self.alpha_min + (self.alpha_max - self.alpha_min) * torch.sigmoid(self.alpha_logit)
+
+    def scale(self) -> torch.Tensor:
+        return F.softplus(self.scale_raw) + self.scale_min
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        alpha, scale = self.alpha(), self.scale()
+        nll = barron_rho(prediction - target, alpha, scale) + torch.log(scale) + barron_log_partition(alpha)
+        return nll.mean()
+
+    def logged_values(self) -> dict[str, float]:
+        values = {}
+        for name, tensor in (("alpha", self.alpha()), ("scale", self.scale())):
+            for i, value in enumerate(tensor.detach().cpu().tolist()):
+                values[f"loss/{name}" + (f"_{i}" if len(tensor) > 1 else "")] = value
+        return values
+
+
+# ---- composite -----------------------------------------------------------------------------------
+
+
+class WeightedSum(nn.Module):
+    """Σ wᵢ·Lᵢ over terms that share the model's outputs and targets."""
+
+    def __init__(self, terms: Sequence[nn.Module], weights: Sequence[float]):
+        super().__init__()
+        self.terms = nn.ModuleList(terms)
+        self.weights = list(weights)
+
+    def forward(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * term(outputs, target) for w, term in zip(self.weights, self.terms))
+
+    def logged_values(self) -> dict[str, float]:
+        return {
+            key.replace("loss/", f"loss/term{i}.", 1): value
+            for i, term in enumerate(self.terms)
+            for key, value in logged_values(term).items()
+        }
+
+
+class UncertaintyWeightedSum(WeightedSum):
+    """Kendall et al. 2018: Σ wᵢ·(exp(−sᵢ)·Lᵢ + sᵢ), sᵢ = log σᵢ² learned; wᵢ a fixed prior (1 by default).
+
+    A term that stays large gets a large σᵢ and so a small weight; the + sᵢ keeps σᵢ from growing forever.
+    """
+
+    def __init__(self, terms: Sequence[nn.Module], weights: Sequence[float]):
+        super().__init__(terms, weights)
+        self.log_variance = nn.Parameter(torch.zeros(len(terms)))
+
+    def forward(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = outputs.new_zeros(())
+        for i, (w, term) in enumerate(zip(self.weights, self.terms)):
+            s = self.log_variance[i]
+            total = total + w * (torch.exp(-s) * term(outputs, target) + s)
+        return total
+
+    def logged_values(self) -> dict[str, float]:
+        values = super().logged_values()
+        for i, s in enumerate(self.log_variance.detach().cpu().tolist()):
+            values[f"loss/weight{i}"] = math.exp(-s)
+        return values

@@ -39,12 +39,29 @@ class Task:
         return f"regression with {self.num_targets} output(s)"
 
 
+TARGET_DESCRIPTIONS: dict[TargetKind, str] = {
+    "index": "class index",
+    "value": "real values (one-hot vectors on a classification dataset)",
+    "binary": "0/1 per output (one output on a binary dataset)",
+    "distribution": "probability vectors (one-hot on a classification dataset)",
+}
+
+
 @dataclass(frozen=True)
 class TargetPlan:
-    """How a loss meets a task: the model's output size and how targets are encoded."""
+    """How a loss meets a task: the model's output size, how targets are encoded, how outputs
+    become predictions."""
 
     num_outputs: int
     encoding: Literal["index", "value", "one_hot", "binary_column"]
+    # Regression only. values: outputs are predictions; log_rate: exp(output) is (Poisson);
+    # mean_variance: the first half of the outputs are predictions, the second half variances.
+    layout: Literal["values", "log_rate", "mean_variance"] = "values"
+
+    @property
+    def scale_targets(self) -> bool:
+        """Regression targets are standardised for learning, except counts for a Poisson rate."""
+        return self.encoding == "value" and self.layout != "log_rate"
 
 
 def incompatibility(loss_name: str, target: TargetKind, dataset_name: str, task_kind: TaskKind) -> str | None:
@@ -58,9 +75,10 @@ def incompatibility(loss_name: str, target: TargetKind, dataset_name: str, task_
     )
 
 
-def plan_targets(target: TargetKind, task: Task) -> TargetPlan:
+def plan_targets(target: TargetKind, task: Task, layout: str = "values") -> TargetPlan:
     if task.kind == "regression":
-        return TargetPlan(task.num_targets, "value")
+        outputs = task.num_targets * (2 if layout == "mean_variance" else 1)
+        return TargetPlan(outputs, "value", layout)  # type: ignore[arg-type]
     if target == "index":
         return TargetPlan(task.num_classes, "index")
     if target == "binary" and task.num_classes == 2:

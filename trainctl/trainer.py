@@ -18,6 +18,7 @@ from trainctl import __version__
 from trainctl.checkpoint import CheckpointWriter, load_checkpoint, load_model_state
 from trainctl.components.metrics import compute, goal
 from trainctl.data import PreparedData, Split, ordered_batches, shuffled_batches
+from trainctl.loss_functions import logged_values
 from trainctl.progress import QuietReporter, Reporter
 from trainctl.runs import RunFolder
 from trainctl.statistics import ConfusionMatrix, RegressionStatistics
@@ -103,9 +104,11 @@ def evaluate_checkpoint(
     """Load a checkpoint into the model and evaluate one split: the record `summary.json` and `eval` share."""
     state = load_checkpoint(checkpoint_path)
     load_model_state(model, state, checkpoint_path)
+    if state.get("loss"):
+        load_model_state(loss_fn, {"model": state["loss"]}, checkpoint_path)
     model.to(data.train.inputs.device)
     result = evaluate(model, data.split(split_name), loss_fn, data, metric_names, details=True)
-    return {
+    record = {
         "split": split_name,
         "checkpoint": str(checkpoint_path),
         "epoch": state.get("epoch"),
@@ -113,6 +116,10 @@ def evaluate_checkpoint(
         **result.metrics,
         **result.details,
     }
+    learned = logged_values(loss_fn)
+    if learned:
+        record["loss_parameters"] = learned
+    return record
 
 
 def is_improvement(value: float, best: float | None, mode: str) -> bool:
@@ -148,6 +155,7 @@ class Trainer:
     def _checkpoint(self, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),  # learned loss parameters (adaptive α and c, ...)
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": epoch,
@@ -194,6 +202,7 @@ class Trainer:
                     "train/loss": train_loss,
                     **validation.flat("val"),
                     "lr": self.optimizer.param_groups[0]["lr"],  # the rate this epoch ended with
+                    **logged_values(self.loss_fn),
                 }
                 self._step_epoch_scheduler(row)
                 row["seconds"] = time.perf_counter() - epoch_started
