@@ -163,3 +163,31 @@ def test_installed_bad_yaml_has_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     debug = run_installed("--debug", "train", path)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_list_losses_details(cli):
+    result = cli("list-losses", "huber")
+    assert result.exit_code == 0
+    lines = [line.rstrip() for line in result.stdout.strip().splitlines()]
+    assert lines[0] == "huber — Huber loss: quadratic near zero, linear beyond delta"
+    assert "parameters    delta: float > 0 = 1.0" in lines
+    assert lines[-3:] == ["loss:", "  name: huber", "  delta: 1.0"]
+    assert cli("list-losses", "--details", "huber").stdout == result.stdout
+    unknown = cli("list-losses", "hubber")
+    assert unknown.exit_code == 2 and "unknown loss 'hubber' (did you mean 'huber'?)" in unknown.stderr
+
+
+def test_every_loss_has_a_detail_page_with_a_valid_example(cli, tmp_path):
+    """The example config of each loss's detail page validates as it is printed."""
+    import yaml
+
+    from trainctl.components import LOSSES
+    from trainctl.components.losses import profile
+
+    for name in LOSSES.names():
+        page = cli("list-losses", name).stdout
+        snippet = yaml.safe_load(page[page.index("\nloss:"):])
+        loss = snippet["loss"]
+        assert loss["name"] == name
+        LOSSES.get(name).params.model_validate({k: v for k, v in loss.items() if k != "name"})
+        assert profile(name, loss).target in ("index", "value", "binary", "distribution")

@@ -174,3 +174,38 @@ def test_section_given_as_a_name_only(tmp_path):
     lines = problems_of(path)
     assert f"{path}:1: model: must be a mapping with a name, e.g. {{name: ...}} (got 'mlp')" in lines
     assert f"{path}:3: optimizer.betas.1: too few items: item 1 is missing" in lines
+
+
+def test_composite_terms_are_validated_like_losses(tmp_path):
+    path = write_config(tmp_path, """
+        model: {name: mlp}
+        optimizer: {name: adam}
+        loss:
+          name: sum
+          terms:
+            - name: cross_entropy
+              weight: 1.0
+            - name: focal
+              weight: 0.1
+              gama: 2.0
+    """)
+    (line,) = problems_of(path)
+    assert line.startswith(f"{path}:10: loss.terms.1.gama: loss 'focal' has no parameter 'gama' (did you mean 'gamma'?)")
+    path.write_text(path.read_text().replace("gama: 2.0", "gamma: 2.0"))
+    config = load_config(path)
+    assert config.loss.params["terms"] == [
+        {"name": "cross_entropy", "weight": 1.0, "label_smoothing": 0.0, "class_weight": None},
+        {"name": "focal", "weight": 0.1, "gamma": 2.0, "alpha": None},
+    ]
+
+
+def test_composite_terms_must_agree(tmp_path):
+    path = tiny_config(tmp_path, loss={"name": "sum", "terms": [{"name": "cross_entropy"}, {"name": "mse"}]})
+    (line,) = problems_of(path)
+    assert "loss.name: the terms of loss 'sum' must expect the same targets and model outputs" in line
+
+
+def test_composites_do_not_nest(tmp_path):
+    path = tiny_config(tmp_path, loss={"name": "sum", "terms": [{"name": "sum", "terms": [{"name": "mse"}]}]})
+    (line,) = problems_of(path)
+    assert line.endswith("loss.terms.0.name: composite losses cannot be nested")

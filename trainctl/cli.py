@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trainctl.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
@@ -58,14 +59,20 @@ def main_options(
     _state["debug"] = debug
 
 
-def _metrics_table(title: str, record: dict) -> Table:
-    table = Table(title=title, title_justify="left")
+def _heading(console: Console, text: str) -> None:
+    # A line of its own rather than a table title, which rich wraps to the table's narrow width.
+    console.print(f"[bold]{escape(text)}[/bold]")
+
+
+def _print_metrics(console: Console, title: str, record: dict) -> None:
+    _heading(console, title)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in record.items():
         if isinstance(value, float):
             table.add_row(key, f"{value:.4f}")
-    return table
+    console.print(table)
 
 
 @app.command()
@@ -79,8 +86,9 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (sets seed).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; print only the run folder.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop on warnings from the checks, not only on errors.")] = False,
 ) -> None:
-    """Train the model a config describes, then evaluate its best checkpoint on the test split.
+    """Check the config (as `trainctl validate` does), train, then evaluate the best checkpoint on the test split.
 
     Writes a new run folder with config.yaml, metrics.jsonl, checkpoints/{best,last}.pt and summary.json.
 
@@ -95,7 +103,7 @@ def train(
         settings.append(f"seed={seed}")
     console = Console(highlight=False)
     with user_errors():
-        result = run_training(config, settings, out=out, console=console, quiet=quiet)
+        result = run_training(config, settings, out=out, console=console, quiet=quiet, strict=strict)
     if quiet:
         console.print(str(result.run.path))
         return
@@ -104,8 +112,41 @@ def train(
         f"best epoch {summary['best_epoch']} ({summary['monitor']} {summary['best_value']:.4f}), "
         f"trained in {summary['train_seconds']:.1f}s on {summary['device']}"
     )
-    console.print(_metrics_table("test split, best checkpoint", summary["test"]))
+    _print_metrics(console, "test split, best checkpoint", summary["test"])
     console.print(f"run folder: {result.run.path}")
+
+
+@app.command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", "-s", help="Override a config value: key.path=value (YAML). Repeatable."),
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 on warnings too, not only on errors.")] = False,
+) -> None:
+    """Build everything, run one forward and backward pass, and check for the classic loss mistakes.
+
+    Prints the parameter count, input, output and target shapes, and the initial loss beside what a
+    fresh model should give; then each problem found with what to do instead. Errors exit 2;
+    warnings do too with --strict. `trainctl train` runs the same checks first.
+
+    Example: trainctl validate configs/seed_torch_ce.yaml
+    """
+    from trainctl.workflows import validate as check
+
+    console = Console(highlight=False)
+    with user_errors():
+        report = check(config, overrides)
+    for line in report.summary_lines():
+        console.print(line, soft_wrap=True)
+    for finding in report.findings:
+        colour = "red" if finding.level == "error" else "yellow"
+        console.print(f"[{colour}]{finding.level}:[/{colour}] {escape(str(finding))}", soft_wrap=True)
+    if report.errors or (strict and report.warnings):
+        raise typer.Exit(EXIT_USER_ERROR)
+    if not report.findings:
+        console.print("[green]no problems found[/green]")
 
 
 @app.command("eval")
@@ -114,11 +155,14 @@ def evaluate(
     checkpoint: Annotated[str, typer.Option(help="best, last, or a path to a checkpoint file.")] = "best",
     split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
     output: Annotated[Optional[Path], typer.Option(help="Also write the metrics JSON to this file.")] = None,
+    worst: Annotated[int, typer.Option(min=0, help="How many highest-loss samples to report.")] = 10,
 ) -> None:
     """Rebuild a run's model from its saved config, load a checkpoint and report metrics on a split.
 
-    The metrics are printed and written to RUN_DIR/eval-SPLIT-CHECKPOINT.json. On the test split with
-    the best checkpoint they reproduce the test metrics in summary.json.
+    Also reports where the loss comes from: mean loss per class, quantiles of the per-sample loss,
+    and the highest-loss samples (dataset row, target, prediction, loss), where noisy labels and
+    outliers show up. Everything is written to RUN_DIR/eval-SPLIT-CHECKPOINT.json; on the test
+    split with the best checkpoint and the default --worst it reproduces summary.json's test record.
 
     Example: trainctl eval runs/digits_mlp-20260101-120000 --checkpoint last --split val
     """
@@ -126,11 +170,41 @@ def evaluate(
 
     console = Console(highlight=False)
     with user_errors():
-        run, record = evaluate_run(run_dir, checkpoint, split)
-    console.print(_metrics_table(f"{split} metrics ({checkpoint} checkpoint, epoch {record['epoch']})", record))
+        run, record = evaluate_run(run_dir, checkpoint, split, worst)
+    _print_metrics(console, f"{split} split, {checkpoint} checkpoint (epoch {record['epoch']})", record)
+    _print_loss_report(console, record["loss_report"])
     if output is not None:
         output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     console.print(f"written: {run.path / f'eval-{split}-{Path(checkpoint).stem}.json'}")
+
+
+def _print_loss_report(console: Console, report: dict) -> None:
+    quantiles = "  ".join(f"{name} {value:.4g}" for name, value in report["quantiles"].items())
+    console.print(f"per-sample loss: {quantiles}", soft_wrap=True)
+    if "per_class" in report:
+        _heading(console, "mean loss per class")
+        by_class = Table()
+        by_class.add_column("class")
+        by_class.add_column("loss", justify="right")
+        for name, value in sorted(report["per_class"].items(), key=lambda item: -(item[1] or 0)):
+            by_class.add_row(name, "—" if value is None else f"{value:.4f}")
+        console.print(by_class)
+    if report["worst"]:
+        _heading(console, "highest-loss samples")
+        worst = Table()
+        for column in ("row", "target", "prediction", "loss"):
+            worst.add_column(column, justify="right")
+        for sample in report["worst"]:
+            worst.add_row(*(_short(sample[key]) for key in ("row", "target", "prediction")), f"{sample['loss']:.4f}")
+        console.print(worst)
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+    return str(value)
 
 
 def _print_listing(key: str, task: str | None = None) -> None:
@@ -146,23 +220,37 @@ def _print_listing(key: str, task: str | None = None) -> None:
                 raise UserError(f"--task: unknown task {task!r}; allowed: {', '.join(tasks)}")
         # Composites ("any") combine losses of whichever task, so they belong in every task's list.
         entries = [entry for entry in entries if entry.info.get("task") in (task, "any")]
+    _listing_console().print(registry_table(key, registry, LISTING_FIELDS[key], entries))
+
+
+def _listing_console() -> Console:
     console = Console()
-    if not console.is_terminal:  # pipes and files get a width that keeps formulas on one line
-        console = Console(width=120)
-    console.print(registry_table(key, registry, LISTING_FIELDS[key], entries))
+    # Pipes and files get a width that keeps formulas on one line.
+    return console if console.is_terminal else Console(width=120)
 
 
 @app.command("list-losses")
 def list_losses(
+    name: Annotated[Optional[str], typer.Argument(help="Show this loss in full, with an example config.")] = None,
     task: Annotated[
         Optional[str], typer.Option(help="Only losses for this task: classification, regression or distribution.")
     ] = None,
+    details: Annotated[Optional[str], typer.Option("--details", help="Same as NAME.", show_default=False)] = None,
 ) -> None:
-    """List the registered losses: task, formula, expected model output, parameters, when to use.
+    """List the registered losses: task, formula, target, expected model output, parameters, when to use.
 
-    Example: trainctl list-losses --task regression
+    Example: trainctl list-losses --task regression   (or: trainctl list-losses huber)
     """
-    _print_listing("losses", task)
+    name = name or details
+    if name is None:
+        _print_listing("losses", task)
+        return
+    from trainctl.components import LOSSES
+    from trainctl.listing import loss_details
+
+    with user_errors():
+        entry = LOSSES.get(name)
+    _listing_console().print(loss_details(entry))
 
 
 def _add_listing_command(key: str) -> None:

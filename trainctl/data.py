@@ -23,6 +23,7 @@ class Split:
     inputs: torch.Tensor
     labels: torch.Tensor  # what metrics compare against: class indices or values in the data's units
     targets: torch.Tensor  # what the loss compares against, encoded for it (one-hot, standardised, ...)
+    rows: np.ndarray | None = None  # each sample's row in the dataset, for reports that point at samples
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -106,13 +107,13 @@ def prepare_data(
     def to_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)
 
-    def make_split(x: np.ndarray, y: np.ndarray) -> Split:
+    def make_split(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> Split:
         inputs = to_tensor(x.reshape(len(x), *raw.input_shape), torch.float32)
         if raw.task.kind == "classification":
             labels = to_tensor(y, torch.int64)
-            return Split(inputs, labels, encode_targets(labels, plan, raw.task))
+            return Split(inputs, labels, encode_targets(labels, plan, raw.task), rows)
         labels = to_tensor(y, torch.float32)
-        return Split(inputs, labels, (labels - target_mean) / target_std)
+        return Split(inputs, labels, (labels - target_mean) / target_std, rows)
 
     target_mean = target_std = None
     if raw.task.kind == "regression" and not plan.scale_targets:
@@ -124,9 +125,9 @@ def prepare_data(
         target_std = to_tensor(np.where(std > 0, std, 1.0), torch.float32)
 
     return PreparedData(
-        train=make_split(x_train, y_train),
-        val=make_split(x_val, y_val),
-        test=make_split(x_test, y_test),
+        train=make_split(x_train, y_train, train_idx),
+        val=make_split(x_val, y_val, val_idx),
+        test=make_split(x_test, y_test, test_idx),
         task=raw.task,
         plan=plan,
         input_shape=raw.input_shape,

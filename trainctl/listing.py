@@ -7,7 +7,9 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
+from rich.console import Group
 from rich.markup import escape
+from rich.syntax import Syntax
 from rich.table import Table
 
 from trainctl.registry import Registry
@@ -24,6 +26,8 @@ def type_name(annotation: Any) -> str:
         return "|".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " or ".join("none" if a is type(None) else type_name(a) for a in args)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "{" + ", ".join(annotation.model_fields) + ", ...}"
     if origin in (list, tuple):
         inner = type_name(args[0]) if args else "any"
         return f"[{inner}, ...]" if origin is list else f"({', '.join(type_name(a) for a in args)})"
@@ -76,10 +80,39 @@ def registry_table(title: str, registry: Registry, fields: list[tuple[str, str]]
 
 
 LISTING_FIELDS: dict[str, list[tuple[str, str]]] = {
-    "losses": [("formula", "formula"), ("output", "model output"), ("use_when", "use when")],
+    "losses": [("formula", "formula"), ("target_text", "target"), ("output", "model output"), ("use_when", "use when")],
     "datasets": [("input", "input")],
     "models": [("input", "input")],
     "optimizers": [],
     "schedulers": [("interval", "steps every")],
     "metrics": [("goal", "better")],
 }
+
+
+def loss_details(entry: Any) -> Group:
+    """One loss in full, ending with a config snippet that uses it with its defaults."""
+    import yaml
+
+    info = entry.info
+    example = info.get("example")
+    if example is None:
+        example = {key: (list(v) if isinstance(v, tuple) else v) for key, v in _defaults(entry.params).items()}
+    snippet = yaml.safe_dump({"loss": {"name": entry.name, **example}}, sort_keys=False, allow_unicode=True)
+    rows = Table.grid(padding=(0, 2))
+    rows.add_column(style="bold")
+    rows.add_column()
+    for label, value in (
+        ("task", info.get("task")),
+        ("formula", info.get("formula")),
+        ("target", info.get("target_text")),
+        ("model output", info.get("output")),
+        ("parameters", "\n".join(describe_params(entry.params)) or "none"),
+        ("use when", info.get("use_when")),
+    ):
+        rows.add_row(label, escape(str(value)))
+    return Group(f"[bold cyan]{entry.name}[/bold cyan] — {escape(entry.summary)}", rows, "", "[bold]example[/bold]",
+                 Syntax(snippet, "yaml", theme="ansi_dark", background_color="default"))
+
+
+def _defaults(params: type[BaseModel]) -> dict[str, Any]:
+    return {name: info.default for name, info in params.model_fields.items() if not info.is_required()}

@@ -19,6 +19,7 @@ from trainctl.checkpoint import CheckpointWriter, load_checkpoint, load_model_st
 from trainctl.components.metrics import compute, goal
 from trainctl.data import PreparedData, Split, ordered_batches, shuffled_batches
 from trainctl.loss_functions import logged_values
+from trainctl.loss_report import loss_report
 from trainctl.progress import QuietReporter, Reporter
 from trainctl.runs import RunFolder
 from trainctl.statistics import ConfusionMatrix, RegressionStatistics
@@ -73,8 +74,13 @@ def evaluate(
     metric_names: list[str],
     *,
     details: bool = False,
+    worst: int = 0,
 ) -> Evaluation:
-    """Mean loss and metrics over a whole split, computed from statistics summed over batches."""
+    """Mean loss and metrics over a whole split, computed from statistics summed over batches.
+
+    With `details`, also per-class metrics, the confusion matrix and the loss report (with the
+    `worst` highest-loss samples).
+    """
     model.eval()
     device = split.inputs.device
     if data.task.kind == "classification":
@@ -82,14 +88,19 @@ def evaluate(
     else:
         statistics = RegressionStatistics(data.task.num_targets, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    all_outputs = []
     for inputs, targets, labels in ordered_batches(split, EVAL_BATCH_SIZE):
         outputs = model(inputs)
         loss_sum += loss_fn(outputs, targets).double() * len(inputs)
         statistics.update(data.predictions(outputs), labels)
+        if details:
+            all_outputs.append(outputs)
     result = statistics.result()
     evaluation = Evaluation(loss_sum.item() / len(split), compute(metric_names, result))
-    if details and data.task.kind == "classification":
-        evaluation.details = ConfusionMatrix.details(result, data.task.class_names)
+    if details:
+        if data.task.kind == "classification":
+            evaluation.details = ConfusionMatrix.details(result, data.task.class_names)
+        evaluation.details["loss_report"] = loss_report(loss_fn, torch.cat(all_outputs), split, data, worst)
     return evaluation
 
 
@@ -100,6 +111,7 @@ def evaluate_checkpoint(
     loss_fn: torch.nn.Module,
     data: PreparedData,
     metric_names: list[str],
+    worst: int = 10,
 ) -> dict[str, Any]:
     """Load a checkpoint into the model and evaluate one split: the record `summary.json` and `eval` share."""
     state = load_checkpoint(checkpoint_path)
@@ -107,7 +119,7 @@ def evaluate_checkpoint(
     if state.get("loss"):
         load_model_state(loss_fn, {"model": state["loss"]}, checkpoint_path)
     model.to(data.train.inputs.device)
-    result = evaluate(model, data.split(split_name), loss_fn, data, metric_names, details=True)
+    result = evaluate(model, data.split(split_name), loss_fn, data, metric_names, details=True, worst=worst)
     record = {
         "split": split_name,
         "checkpoint": str(checkpoint_path),

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trainctl.errors import UserError
 from trainctl.registry import Registry
-from trainctl.task import TargetPlan, Task
+from trainctl.task import TARGET_DESCRIPTIONS, TargetPlan, Task
 
 LOSSES = Registry("loss")
 
@@ -52,6 +52,8 @@ def profile(name: str, params: dict[str, Any]) -> LossProfile:
 
 
 def _register(name: str, **metadata: Any):
+    if "target" in metadata:
+        metadata["target_text"] = TARGET_DESCRIPTIONS[metadata["target"]]
     return LOSSES.register(name, **metadata)
 
 
@@ -386,7 +388,9 @@ def _build_terms(context: LossContext, terms: list[Any]) -> tuple[list[Any], lis
     task="any", composite=True,
     formula="Σ wᵢ·Lᵢ",
     output="what the terms expect (they must agree)",
+    target_text="what the terms expect",
     use_when="adding a regulariser or mixing criteria, e.g. cross_entropy + 0.1·focal",
+    example={"terms": [{"name": "cross_entropy", "weight": 1.0}, {"name": "focal", "weight": 0.1, "gamma": 2.0}]},
 )
 def sum_(context: LossContext, *, terms: Annotated[list[LossTerm], Field(min_length=1)]) -> Any:
     from trainctl.loss_functions import WeightedSum
@@ -400,7 +404,9 @@ def sum_(context: LossContext, *, terms: Annotated[list[LossTerm], Field(min_len
     task="any", composite=True,
     formula="Σ wᵢ·(exp(−sᵢ)·Lᵢ + sᵢ),  sᵢ = log σᵢ² learned",
     output="what the terms expect (they must agree)",
+    target_text="what the terms expect",
     use_when="terms on different scales whose balance you would otherwise tune by hand; weights are logged",
+    example={"terms": [{"name": "mse"}, {"name": "l1"}]},
 )
 def uncertainty_sum(context: LossContext, *, terms: Annotated[list[LossTerm], Field(min_length=1)]) -> Any:
     from trainctl.loss_functions import UncertaintyWeightedSum

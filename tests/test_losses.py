@@ -1,0 +1,332 @@
+"""Every loss against an independent numpy implementation of its formula, edge cases included.
+
+The references below are written from the formulas in the catalogue, in float64 numpy, without
+calling the torch function under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from trainctl.components.losses import LOSSES, LossContext
+from trainctl.loss_functions import barron_log_partition, barron_rho
+from trainctl.task import Task, plan_targets
+
+RNG = np.random.default_rng(0)
+CLASSES = 4
+
+
+def build(name: str, task: Task, **params):
+    info = LOSSES.get(name).info
+    plan = plan_targets(info.get("target", "value"), task, info.get("layout", "values"))
+    counts = (10, 20, 30, 40)[: task.num_classes] if task.kind == "classification" else ()
+    resolved = LOSSES.get(name).params.model_validate(params).model_dump(mode="json")
+    return LOSSES.get(name).build(LossContext(task, plan, counts), resolved)
+
+
+CLASSIFICATION = Task("classification", num_classes=CLASSES, class_names=tuple("abcd"))
+BINARY = Task("classification", num_classes=2, class_names=("no", "yes"))
+REGRESSION = Task("regression", num_targets=3)
+
+
+def torch_loss(module, outputs: np.ndarray, target: np.ndarray, target_dtype=torch.float32):
+    out = torch.tensor(outputs, dtype=torch.float32, requires_grad=True)
+    value = module(out, torch.tensor(target, dtype=target_dtype))
+    value.backward()
+    assert torch.isfinite(out.grad).all(), "gradient not finite"
+    return value.item(), out.grad
+
+
+# ---- numpy references ----------------------------------------------------------------------------
+
+
+def log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def log_sigmoid(z):
+    return -np.logaddexp(0, -z)
+
+
+def rho(x, alpha, c):
+    z = (x / c) ** 2
+    if alpha == 2:
+        return 0.5 * z
+    if alpha == 0:
+        return np.log(0.5 * z + 1)
+    b = abs(alpha - 2)
+    return b / alpha * ((z / b + 1) ** (alpha / 2) - 1)
+
+
+def log_partition(alpha):
+    value, _ = integrate.quad(lambda x: math.exp(-rho(x, alpha, 1.0)), -np.inf, np.inf, limit=500)
+    return math.log(value)
+
+
+REGRESSION_REFERENCES = {
+    "mse": (lambda p, y: np.mean((p - y) ** 2), {}),
+    "l1": (lambda p, y: np.mean(np.abs(p - y)), {}),
+    "huber": (lambda p, y: np.mean(np.where(np.abs(p - y) <= 0.7, 0.5 * (p - y) ** 2, 0.7 * (np.abs(p - y) - 0.35))),
+              {"delta": 0.7}),
+    "smooth_l1": (lambda p, y: np.mean(np.where(np.abs(p - y) < 0.7, 0.5 * (p - y) ** 2 / 0.7, np.abs(p - y) - 0.35)),
+                  {"beta": 0.7}),
+    "log_cosh": (lambda p, y: np.mean(np.logaddexp(p - y, y - p) - np.log(2)), {}),
+    "quantile": (lambda p, y: np.mean(np.maximum(0.9 * (y - p), -0.1 * (y - p))), {"q": 0.9}),
+    "robust": (lambda p, y: np.mean(rho(p - y, 0.5, 1.3)), {"alpha": 0.5, "scale": 1.3}),
+}
+
+# residual scales: ordinary, zero residuals, very large residuals
+CASES = {
+    "random": lambda y: y + RNG.normal(0, 1.5, y.shape),
+    "zero residual": lambda y: y.copy(),
+    "huge residual": lambda y: y + RNG.choice([-1, 1], y.shape) * 1e4,
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", REGRESSION_REFERENCES)
+def test_regression_losses_match_their_formulas(name, case):
+    reference, params = REGRESSION_REFERENCES[name]
+    target = RNG.normal(0, 1, (16, 3))
+    prediction = CASES[case](target).astype(np.float32).astype(np.float64)
+    value, _ = torch_loss(build(name, REGRESSION, **params), prediction, target)
+    expected = reference(prediction, target)
+    assert value == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    if case == "zero residual":
+        assert value == pytest.approx(0.0, abs=1e-6)
+
+
+def test_all_equal_targets():
+    target = np.full((8, 3), 2.5)
+    for name, (reference, params) in REGRESSION_REFERENCES.items():
+        prediction = np.linspace(-1, 1, 24).reshape(8, 3)
+        value, _ = torch_loss(build(name, REGRESSION, **params), prediction, target)
+        assert value == pytest.approx(reference(prediction, target), rel=1e-5), name
+
+
+def test_poisson_nll():
+    log_rate = RNG.normal(0, 1, (16, 3))
+    counts = RNG.poisson(3, (16, 3)).astype(np.float64)
+    value, _ = torch_loss(build("poisson_nll", REGRESSION), log_rate, counts)
+    assert value == pytest.approx(np.mean(np.exp(log_rate) - counts * log_rate), rel=1e-5)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_gaussian_nll_predicts_mean_and_variance(full):
+    assert plan_targets("value", REGRESSION, "mean_variance").num_outputs == 6
+    outputs = RNG.normal(0, 1, (16, 6))
+    target = RNG.normal(0, 1, (16, 3))
+    value, _ = torch_loss(build("gaussian_nll", REGRESSION, full=full), outputs, target)
+    mean, raw = outputs[:, :3], outputs[:, 3:]
+    variance = np.log1p(np.exp(raw)) + 1e-6
+    expected = np.mean(0.5 * (np.log(variance) + (target - mean) ** 2 / variance)) + (0.5 * np.log(2 * np.pi) if full else 0)
+    assert value == pytest.approx(expected, rel=1e-5)
+
+
+# ---- classification ------------------------------------------------------------------------------
+
+
+def classification_inputs(extreme: bool = False, single_class: bool = False):
+    logits = RNG.normal(0, 2, (20, CLASSES))
+    if extreme:
+        logits = RNG.choice([-1e4, 1e4], (20, CLASSES))
+    labels = np.full(20, 2) if single_class else RNG.integers(0, CLASSES, 20)
+    return logits.astype(np.float32).astype(np.float64), labels
+
+
+EDGE = {"random": {}, "extreme logits": {"extreme": True}, "single class present": {"single_class": True}}
+
+
+@pytest.mark.parametrize("edge", EDGE)
+def test_cross_entropy(edge):
+    logits, labels = classification_inputs(**EDGE[edge])
+    value, _ = torch_loss(build("cross_entropy", CLASSIFICATION), logits, labels, torch.long)
+    nll = -log_softmax(logits)[np.arange(20), labels]
+    assert value == pytest.approx(nll.mean(), rel=1e-5)
+
+
+def test_cross_entropy_label_smoothing():
+    logits, labels = classification_inputs()
+    value, _ = torch_loss(build("cross_entropy", CLASSIFICATION, label_smoothing=0.2), logits, labels, torch.long)
+    targets = np.full((20, CLASSES), 0.2 / CLASSES)
+    targets[np.arange(20), labels] += 0.8
+    assert value == pytest.approx(np.mean(-(targets * log_softmax(logits)).sum(1)), rel=1e-5)
+
+
+def test_cross_entropy_balanced_class_weight():
+    logits, labels = classification_inputs()
+    value, _ = torch_loss(build("cross_entropy", CLASSIFICATION, class_weight="balanced"), logits, labels, torch.long)
+    counts = np.array([10, 20, 30, 40])
+    weights = counts.sum() / (CLASSES * counts)  # scikit-learn's "balanced"
+    from sklearn.utils.class_weight import compute_class_weight
+
+    assert weights == pytest.approx(compute_class_weight("balanced", classes=np.arange(4), y=np.repeat(np.arange(4), counts)))
+    nll = -log_softmax(logits)[np.arange(20), labels]
+    assert value == pytest.approx((weights[labels] * nll).sum() / weights[labels].sum(), rel=1e-5)
+
+
+@pytest.mark.parametrize("edge", EDGE)
+def test_nll(edge):
+    logits, labels = classification_inputs(**EDGE[edge])
+    log_probabilities = log_softmax(logits)
+    value, _ = torch_loss(build("nll", CLASSIFICATION), log_probabilities, labels, torch.long)
+    assert value == pytest.approx(-log_probabilities[np.arange(20), labels].mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("pos_weight", [None, 3.0])
+@pytest.mark.parametrize("edge", ["random", "extreme logits"])
+def test_bce_with_logits(pos_weight, edge):
+    z = RNG.normal(0, 2, (20, 1)) if edge == "random" else RNG.choice([-1e4, 1e4], (20, 1))
+    y = RNG.integers(0, 2, (20, 1)).astype(np.float64)
+    value, _ = torch_loss(build("bce_with_logits", BINARY, pos_weight=pos_weight), z, y)
+    w = pos_weight or 1.0
+    expected = np.mean(-(w * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z)))
+    assert value == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("edge", EDGE)
+def test_focal(edge):
+    logits, labels = classification_inputs(**EDGE[edge])
+    alpha = [0.1, 0.2, 0.3, 0.4]
+    value, _ = torch_loss(build("focal", CLASSIFICATION, gamma=2.0, alpha=alpha), logits, labels, torch.long)
+    log_p = log_softmax(logits)[np.arange(20), labels]
+    expected = np.mean(-np.array(alpha)[labels] * (1 - np.exp(log_p)) ** 2 * log_p)
+    assert value == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_focal_with_gamma_zero_is_cross_entropy_and_binary_alpha():
+    logits, labels = classification_inputs()
+    focal, _ = torch_loss(build("focal", CLASSIFICATION, gamma=0.0), logits, labels, torch.long)
+    assert focal == pytest.approx(-log_softmax(logits)[np.arange(20), labels].mean(), rel=1e-5)
+    binary_logits, binary_labels = logits[:, :2], labels % 2
+    value, _ = torch_loss(build("focal", BINARY, gamma=1.0, alpha=0.25), binary_logits, binary_labels, torch.long)
+    log_p = log_softmax(binary_logits)[np.arange(20), binary_labels]
+    alpha_t = np.where(binary_labels == 1, 0.25, 0.75)
+    assert value == pytest.approx(np.mean(-alpha_t * (1 - np.exp(log_p)) * log_p), rel=1e-5)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin(p):
+    logits, labels = classification_inputs()
+    value, _ = torch_loss(build("multi_margin", CLASSIFICATION, margin=0.5, p=p), logits, labels, torch.long)
+    true = logits[np.arange(20), labels][:, None]
+    hinge = np.maximum(0, 0.5 - true + logits) ** p
+    hinge[np.arange(20), labels] = 0
+    assert value == pytest.approx(np.mean(hinge.sum(1) / CLASSES), rel=1e-5)
+
+
+# ---- distributions -------------------------------------------------------------------------------
+
+
+def soft_targets(one_hot: bool = False):
+    if one_hot:
+        return np.eye(CLASSES)[RNG.integers(0, CLASSES, 20)]
+    p = RNG.random((20, CLASSES)) + 0.05
+    return p / p.sum(1, keepdims=True)
+
+
+def xlogy(x, y):
+    return np.where(x > 0, x * np.log(np.where(x > 0, y, 1)), 0.0)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+@pytest.mark.parametrize("edge", ["random", "extreme logits"])
+def test_kl_div_is_batchmean_kl_from_logits(one_hot, edge):
+    logits, _ = classification_inputs(extreme=edge == "extreme logits")
+    p = soft_targets(one_hot)
+    value, _ = torch_loss(build("kl_div", CLASSIFICATION), logits, p)
+    log_q = log_softmax(logits)
+    expected = np.sum(xlogy(p, p) - p * log_q) / len(p)
+    assert value == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_js_divergence(one_hot):
+    logits, _ = classification_inputs()
+    p = soft_targets(one_hot)
+    value, _ = torch_loss(build("js_divergence", CLASSIFICATION), logits, p)
+    q = np.exp(log_softmax(logits))
+    m = 0.5 * (p + q)
+    expected = (0.5 * (xlogy(p, p) - xlogy(p, m)).sum() + 0.5 * (xlogy(q, q) - xlogy(q, m)).sum()) / len(p)
+    assert value == pytest.approx(expected, rel=1e-5)
+    assert value <= math.log(2)
+
+
+# ---- Barron's robust and adaptive losses ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "alpha, closed_form",
+    [
+        (2.0, lambda z: 0.5 * z),  # scaled L2
+        (0.0, lambda z: np.log(0.5 * z + 1)),  # Cauchy / log
+        (1.0, lambda z: np.sqrt(z + 1) - 1),  # pseudo-Huber / Charbonnier
+        (-2.0, lambda z: 2 * z / (z + 4)),  # Geman-McClure
+    ],
+)
+def test_barron_special_cases(alpha, closed_form):
+    x = torch.linspace(-30, 30, 121, dtype=torch.float64)
+    c = 1.7
+    value = barron_rho(x, torch.tensor(alpha, dtype=torch.float64), torch.tensor(c, dtype=torch.float64))
+    assert value.numpy() == pytest.approx(closed_form((x.numpy() / c) ** 2), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("limit", [0.0, 2.0])
+def test_barron_is_continuous_at_its_limits(limit):
+    x = torch.linspace(-5, 5, 41, dtype=torch.float64)
+    at = barron_rho(x, torch.tensor(limit, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    near = barron_rho(x, torch.tensor(limit + 1e-6, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    assert near.numpy() == pytest.approx(at.numpy(), rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.5, 1.0, 1.5, 1.999])
+def test_log_partition_matches_numerical_integration(alpha):
+    ours = barron_log_partition(torch.tensor([alpha], dtype=torch.float64)).item()
+    assert ours == pytest.approx(log_partition(alpha), abs=2e-4)
+
+
+def test_log_partition_known_values():
+    # α = 2 is a Gaussian, Z = √(2π); α = 0 is Cauchy-like, Z = √2·π.
+    values = barron_log_partition(torch.tensor([1e-9, 2.0 - 1e-9], dtype=torch.float64))
+    assert values.tolist() == pytest.approx([math.log(math.sqrt(2) * math.pi), math.log(math.sqrt(2 * math.pi))], abs=1e-3)
+
+
+def test_adaptive_loss_is_the_negative_log_likelihood():
+    loss = build("adaptive", REGRESSION, alpha_init=1.2, scale_init=0.8)
+    prediction = RNG.normal(0, 1, (16, 3))
+    target = RNG.normal(0, 1, (16, 3))
+    value, _ = torch_loss(loss, prediction, target)
+    expected = np.mean(rho(prediction - target, 1.2, 0.8) + np.log(0.8) + log_partition(1.2))
+    assert value == pytest.approx(expected, rel=1e-4)
+
+
+def test_adaptive_alpha_and_scale_receive_gradients_and_stay_in_range():
+    loss = build("adaptive", REGRESSION)
+    prediction = torch.randn(64, 3, dtype=torch.float32)
+    loss(prediction, torch.randn(64, 3) * 5).backward()
+    assert loss.alpha_logit.grad.abs().min() > 0 and loss.scale_raw.grad.abs().min() > 0
+    with torch.no_grad():
+        loss.alpha_logit.fill_(1e4)
+    assert loss.alpha().max().item() <= 1.999 + 1e-6
+
+
+def test_composite_sum_and_uncertainty_sum():
+    logits, labels = classification_inputs()
+    terms = [{"name": "cross_entropy", "weight": 1.0}, {"name": "focal", "weight": 0.5, "gamma": 2.0}]
+    value, _ = torch_loss(build("sum", CLASSIFICATION, terms=terms), logits, labels, torch.long)
+    log_p = log_softmax(logits)[np.arange(20), labels]
+    ce = -log_p.mean()
+    focal = np.mean(-((1 - np.exp(log_p)) ** 2) * log_p)
+    assert value == pytest.approx(ce + 0.5 * focal, rel=1e-5)
+    uncertainty = build("uncertainty_sum", CLASSIFICATION, terms=terms)
+    with torch.no_grad():
+        uncertainty.log_variance.copy_(torch.tensor([0.5, -1.0]))
+    value, _ = torch_loss(uncertainty, logits, labels, torch.long)
+    assert value == pytest.approx(math.exp(-0.5) * ce + 0.5 + 0.5 * (math.exp(1.0) * focal - 1.0), rel=1e-5)
+    assert uncertainty.logged_values() == pytest.approx({"loss/weight0": math.exp(-0.5), "loss/weight1": math.exp(1.0)})
