@@ -22,14 +22,17 @@ def test_default_config_reaches_its_accuracy(digits_run):
 def test_run_folder_holds_what_ran(digits_run):
     path = digits_run.run.path
     written_by_train = sorted(p.name for p in path.iterdir() if not p.name.startswith("eval-"))  # eval tests share it
-    assert written_by_train == ["checkpoints", "config.yaml", "metrics.jsonl", "summary.json"]
+    assert written_by_train == ["checkpoints", "config.yaml", "curves.png", "metrics.jsonl", "summary.json"]
     assert sorted(p.name for p in (path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     resolved = yaml.safe_load((path / "config.yaml").read_text())
     assert resolved["model"] == {
         "name": "mlp", "hidden": [256, 256], "activation": "relu", "dropout": 0.0,
         "batch_norm": False, "output_activation": "none",
     }
-    assert resolved["trainer"] == {"epochs": 20, "device": "cpu", "monitor": "val/accuracy"}
+    assert resolved["trainer"] == {
+        "epochs": 20, "device": "cpu", "monitor": "val/accuracy", "early_stopping": None,
+        "grad_clip_norm": None, "on_nonfinite": "stop", "max_skipped_steps": 10,
+    }
     rows = read_jsonl(path / "metrics.jsonl")
     assert [row["epoch"] for row in rows] == list(range(1, 21))
     assert set(rows[0]) == {

@@ -16,7 +16,7 @@ from trainctl.components.losses import profile as loss_profile
 from trainctl.components.models import ModelContext
 from trainctl.components.schedulers import SchedulerContext
 from trainctl.config import Config
-from trainctl.data import PreparedData, prepare_data
+from trainctl.data import PreparedData, prepare_data, steps_per_epoch
 from trainctl.errors import UserError
 from trainctl.task import plan_targets
 
@@ -108,7 +108,7 @@ def build_training(config: Config) -> TrainingParts:
     scheduler, interval = None, "epoch"
     if config.scheduler is not None:
         entry = SCHEDULERS.get(config.scheduler.name)
-        steps_per_epoch = -(-len(parts.data.train) // config.data.batch_size)
-        context = SchedulerContext(optimizer, config.trainer.epochs, steps_per_epoch)
+        steps = steps_per_epoch(len(parts.data.train), config.data.batch_size)
+        context = SchedulerContext(optimizer, config.trainer.epochs, steps)
         scheduler, interval = entry.build(context, config.scheduler.params), entry.info["interval"]
     return TrainingParts(parts.data, parts.model, parts.loss_fn, parts.device, optimizer, scheduler, interval)

@@ -47,8 +47,10 @@ def user_errors() -> Iterator[None]:
         for line in error.lines():
             err.print(f"[red]error:[/red] {line}", markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/yellow]")
+    except KeyboardInterrupt as interrupt:
+        hint = getattr(interrupt, "resume_hint", "")
+        message = f"interrupted; state saved. Resume with: {hint}" if hint else "interrupted"
+        Console(stderr=True, highlight=False).print(f"[yellow]{message}[/yellow]", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -77,7 +79,11 @@ def _print_metrics(console: Console, title: str, record: dict) -> None:
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config file.", show_default=False)] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(help="Continue this run folder from checkpoints/last.pt (extend it with --set trainer.epochs=N)."),
+    ] = None,
     overrides: Annotated[
         Optional[list[str]],
         typer.Option("--set", "-s", help="Override a config value: key.path=value (YAML). Repeatable."),
@@ -90,12 +96,20 @@ def train(
 ) -> None:
     """Check the config (as `trainctl validate` does), train, then evaluate the best checkpoint on the test split.
 
-    Writes a new run folder with config.yaml, metrics.jsonl, checkpoints/{best,last}.pt and summary.json.
+    Writes a new run folder with config.yaml, metrics.jsonl, checkpoints/{best,last}.pt, curves.png
+    and summary.json. The first Ctrl-C (or SIGTERM) finishes the current step, saves the run and
+    prints the command that resumes it; a second one stops at once.
 
     Example: trainctl train configs/digits_mlp.yaml --set trainer.epochs=5 --set model.hidden=[64,64]
+
+    Resume: trainctl train --resume runs/digits_mlp-20260101-120000 --set trainer.epochs=40
     """
+    from trainctl.workflows import resume as resume_training
     from trainctl.workflows import train as run_training
 
+    if (config is None) == (resume is None):
+        with user_errors():
+            raise UserError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
     settings = list(overrides or [])
     if device is not None:
         settings.append(f"trainer.device={device}")
@@ -103,7 +117,12 @@ def train(
         settings.append(f"seed={seed}")
     console = Console(highlight=False)
     with user_errors():
-        result = run_training(config, settings, out=out, console=console, quiet=quiet, strict=strict)
+        if resume is not None:
+            if out is not None:
+                raise UserError("--out: a resumed run continues in its own folder")
+            result = resume_training(resume, settings, console=console, quiet=quiet)
+        else:
+            result = run_training(config, settings, out=out, console=console, quiet=quiet, strict=strict)
     if quiet:
         console.print(str(result.run.path))
         return
@@ -176,6 +195,40 @@ def evaluate(
     if output is not None:
         output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     console.print(f"written: {run.path / f'eval-{split}-{Path(checkpoint).stem}.json'}")
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders) to overlay.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("curves.png"),
+) -> None:
+    """Overlay the loss curves (train and val) and the monitored metric of several runs in one PNG.
+
+    Example: trainctl plot runs/robust_mse-* runs/robust_huber-* -o robust.png
+    """
+    from trainctl.compare import expand_runs
+    from trainctl.curves import plot_runs
+
+    with user_errors():
+        folders = expand_runs(runs)
+        curves = [(folder.path.name, folder.read_metrics(), folder.read_config()["trainer"]["monitor"]) for folder in folders]
+        plot_runs(curves, output)
+    Console(highlight=False).print(f"written: {output} ({len(curves)} runs)")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders, or a sweep folder.", show_default=False)],
+) -> None:
+    """One table of runs: the config keys that differ, then test metrics side by side (best marked *).
+
+    Example: trainctl compare runs/robust_mse-* runs/robust_adaptive-*
+    """
+    from trainctl.compare import comparison_table, expand_runs
+
+    with user_errors():
+        table = comparison_table(expand_runs(runs))
+    _listing_console().print(table)
 
 
 def _print_loss_report(console: Console, report: dict) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.components.metrics import DEFAULT_METRICS
+from trainctl.components.metrics import goal as metric_goal
 from trainctl.components.losses import profile as loss_profile
 from trainctl.errors import ConfigError, Problem, UserError
 from trainctl.registry import Registry, suggest
@@ -54,11 +55,39 @@ class _Data(_Component):
         return self
 
 
-class _Trainer(BaseModel):
+class EarlyStoppingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    monitor: str | None = None  # default: trainer.monitor
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: lower is better for losses and errors
+    patience: Annotated[int, Field(ge=1)] = 5  # epochs without improvement before stopping
+    min_delta: Annotated[float, Field(ge=0)] = 0.0  # smaller changes do not count as improvement
+
+
+class TrainerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     epochs: Annotated[int, Field(ge=1)] = 20
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"  # auto: cuda, then mps, then cpu
     monitor: str | None = None  # which epoch is "best"; default val/accuracy or val/loss by task
+    early_stopping: EarlyStoppingSettings | None = None
+    grad_clip_norm: Annotated[float, Field(gt=0)] | None = None  # clip the gradient's total norm
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # an inf/NaN loss stops the run, or skips the step
+    max_skipped_steps: Annotated[int, Field(ge=0)] = 10  # with skip: stop after more than this many
+
+
+class LoggingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tensorboard: bool = False  # also write TensorBoard event files (pip install 'trainctl[tensorboard]')
+
+
+class SweepSettings(BaseModel):
+    """What `trainctl sweep` varies; `train` ignores it."""
+
+    model_config = ConfigDict(extra="forbid")
+    sampler: Literal["grid", "random", "tpe"] = "grid"
+    trials: Annotated[int, Field(ge=1)] | None = None  # random and tpe: how many trials in all
+    grid: dict[str, list[Any]] = {}  # dotted key: values (the cartesian product is run)
+    space: dict[str, str] = {}  # dotted key: loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B,...
+    seed: int = 0  # the sampler's seed
 
 
 class _File(BaseModel):
@@ -70,9 +99,11 @@ class _File(BaseModel):
     loss: _Component
     optimizer: _Component
     scheduler: _Component | None = None
-    trainer: _Trainer = _Trainer()
+    trainer: TrainerSettings = TrainerSettings()
     metrics: list[str] | None = None  # default: by task (accuracy, precision, recall, f1 / mse, rmse, mae, r2)
     output_dir: str = "runs"
+    logging: LoggingSettings = LoggingSettings()
+    sweep: SweepSettings | None = None
 
 
 DATA_SETTINGS = tuple(name for name in _Data.model_fields if name != "name")
@@ -103,13 +134,6 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
-class TrainerSettings:
-    epochs: int
-    device: str
-    monitor: str
-
-
-@dataclass(frozen=True)
 class Config:
     name: str
     seed: int
@@ -119,9 +143,11 @@ class Config:
     loss: Component
     optimizer: Component
     scheduler: Component | None
-    trainer: TrainerSettings
+    trainer: TrainerSettings  # monitor and early_stopping resolved
     metrics: list[str]
     output_dir: str
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    sweep: SweepSettings | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data, in the shape of the YAML file: exactly what runs."""
@@ -139,9 +165,11 @@ class Config:
             "loss": section(self.loss),
             "optimizer": section(self.optimizer),
             "scheduler": section(self.scheduler),
-            "trainer": asdict(self.trainer),
+            "trainer": self.trainer.model_dump(),
             "metrics": list(self.metrics),
             "output_dir": self.output_dir,
+            "logging": self.logging.model_dump(),
+            "sweep": self.sweep.model_dump() if self.sweep is not None else None,
         }
 
 
@@ -153,8 +181,14 @@ def _allowed_keys(loc: Key) -> list[str]:
     parent = loc[:-1]
     if parent == ():
         return list(_File.model_fields)
-    if parent == ("trainer",):
-        return list(_Trainer.model_fields)
+    sections = {
+        ("trainer",): TrainerSettings,
+        ("trainer", "early_stopping"): EarlyStoppingSettings,
+        ("logging",): LoggingSettings,
+        ("sweep",): SweepSettings,
+    }
+    if parent in sections:
+        return list(sections[parent].model_fields)
     return []
 
 
@@ -270,14 +304,19 @@ def _check_pairings(shape: _File, dataset: Component, loss: Component, source: S
     if monitor is None:
         monitor = "val/accuracy" if task_kind == "classification" and "accuracy" in metrics else "val/loss"
     allowed_monitors = ["val/loss", *(f"val/{m}" for m in metrics)]
-    if monitor not in allowed_monitors:
-        problems.append(
-            Problem(
-                source.where(("trainer", "monitor")),
-                "trainer.monitor",
-                f"cannot monitor {monitor!r}{suggest(monitor, allowed_monitors)}; allowed: {', '.join(allowed_monitors)}",
+    stopping = shape.trainer.early_stopping
+    watched = [(("trainer", "monitor"), monitor)]
+    if stopping is not None and stopping.monitor is not None:
+        watched.append((("trainer", "early_stopping", "monitor"), stopping.monitor))
+    for loc, value in watched:
+        if value not in allowed_monitors:
+            problems.append(
+                Problem(
+                    source.where(loc),
+                    ".".join(loc),
+                    f"cannot monitor {value!r}{suggest(value, allowed_monitors)}; allowed: {', '.join(allowed_monitors)}",
+                )
             )
-        )
     return list(metrics), monitor, problems
 
 
@@ -315,10 +354,22 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         loss=components["loss"],
         optimizer=components["optimizer"],
         scheduler=components["scheduler"],
-        trainer=TrainerSettings(shape.trainer.epochs, shape.trainer.device, monitor),
+        trainer=_resolve_trainer(shape.trainer, monitor),
         metrics=metrics,
         output_dir=shape.output_dir,
+        logging=shape.logging,
+        sweep=shape.sweep,
     )
+
+
+def _resolve_trainer(trainer: TrainerSettings, monitor: str) -> TrainerSettings:
+    """Fill in what defaults to something else: the monitor, and early stopping's monitor and mode."""
+    stopping = trainer.early_stopping
+    if stopping is not None:
+        watched = stopping.monitor or monitor
+        mode = stopping.mode if stopping.mode != "auto" else metric_goal(watched)
+        stopping = stopping.model_copy(update={"monitor": watched, "mode": mode})
+    return trainer.model_copy(update={"monitor": monitor, "early_stopping": stopping})
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -136,10 +136,22 @@ def prepare_data(
     )
 
 
+def steps_per_epoch(size: int, batch_size: int) -> int:
+    """How many batches `shuffled_batches` makes of `size` samples."""
+    steps = -(-size // batch_size)
+    return steps - 1 if steps > 1 and size % batch_size == 1 else steps
+
+
 def shuffled_batches(size: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
-    """Index tensors of one epoch in a seeded random order; the last batch may be smaller."""
-    order = torch.randperm(size, generator=generator)
-    return iter(order.to(device).split(batch_size))
+    """Index tensors of one epoch in a seeded random order; the last batch may be smaller.
+
+    A last batch of a single sample joins the one before it: batch norm cannot train on one sample.
+    """
+    order = torch.randperm(size, generator=generator).to(device)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return iter(batches)
 
 
 def ordered_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -16,7 +16,7 @@ REFRESH_SECONDS = 0.25
 
 
 class Reporter(Protocol):
-    def start(self, epochs: int, steps_per_epoch: int) -> None: ...
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int = 1) -> None: ...
     def start_epoch(self, epoch: int) -> None: ...
     def step(self, step: int, loss_sum: Any, samples: int) -> None: ...
     def end_epoch(self, row: dict[str, Any]) -> None: ...
@@ -40,7 +40,7 @@ def format_row(row: dict[str, Any], epochs: int) -> str:
 
 
 class QuietReporter:
-    def start(self, epochs: int, steps_per_epoch: int) -> None:
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int = 1) -> None:
         pass
 
     def start_epoch(self, epoch: int) -> None:
@@ -63,7 +63,7 @@ class PlainReporter(QuietReporter):
         self.console = console
         self.epochs = 0
 
-    def start(self, epochs: int, steps_per_epoch: int) -> None:
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int = 1) -> None:
         self.epochs = epochs
 
     def end_epoch(self, row: dict[str, Any]) -> None:
@@ -110,26 +110,28 @@ class LiveReporter(PlainReporter):
         else:
             self.progress.refresh()
 
-    def start(self, epochs: int, steps_per_epoch: int) -> None:
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int = 1) -> None:
         super().start(epochs, steps_per_epoch)
         self.steps_per_epoch = steps_per_epoch
+        self.first_epoch = first_epoch
         self._started = time.perf_counter()
         self.progress.start()
-        self.epoch_task = self.progress.add_task("epoch", total=epochs, info="")
+        self.epoch_task = self.progress.add_task("epoch", total=epochs, completed=first_epoch - 1, info="")
         self.step_task = self.progress.add_task("step", total=steps_per_epoch, info="")
 
     def start_epoch(self, epoch: int) -> None:
         # No redraw here (rich's reset() would force one): the next due step moves the bar back.
         self._epoch_started = time.perf_counter()
-        self._steps_before_epoch = (epoch - 1) * self.steps_per_epoch
+        self._steps_before_epoch = (epoch - self.first_epoch) * self.steps_per_epoch
 
     def step(self, step: int, loss_sum: Any, samples: int) -> None:
         if not self._due():
             return
         now = time.perf_counter()
         rate = samples / max(now - self._epoch_started, 1e-9)
-        done = self._steps_before_epoch + step
-        remaining = (now - self._started) / done * (self.epochs * self.steps_per_epoch - done)
+        done = self._steps_before_epoch + step  # steps done in this process, for the rate
+        total = (self.epochs - self.first_epoch + 1) * self.steps_per_epoch
+        remaining = (now - self._started) / max(done, 1) * (total - done)
         info = f"loss {float(loss_sum) / samples:.4f}  {rate:,.0f} samples/s  ETA {_clock(remaining)}"
         self.progress.update(self.step_task, completed=step, info=info)
         self._redraw()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,9 @@ class RunFolder:
             return self.path / "checkpoints" / f"{which}.pt"
         return Path(which)
 
+    def read_config(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+
     def write_config(self, config: dict[str, Any]) -> None:
         header = "# Resolved config written by trainctl: exactly what ran, defaults filled in.\n"
         self.config_path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -80,10 +84,24 @@ class RunFolder:
         with self.metrics_path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(row) + "\n")
 
+    def keep_metrics_through(self, epoch: int) -> None:
+        """Drop rows after `epoch`: after a crash, epochs past the last checkpoint are trained again."""
+        rows = [row for row in self.read_metrics() if row["epoch"] <= epoch]
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.metrics_path)
+
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line]
+        rows = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a kill mid-write; that epoch is trained again
+                break
+        return rows
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         path = self.path / name

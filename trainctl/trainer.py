@@ -10,14 +10,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from trainctl import __version__
 from trainctl.checkpoint import CheckpointWriter, load_checkpoint, load_model_state
+from trainctl.errors import UserError
+from trainctl.interrupts import Interrupted, StopRequest
+from trainctl.training_state import EarlyStopping, RandomStates, TrainingState, config_hash
 from trainctl.components.metrics import compute, goal
-from trainctl.data import PreparedData, Split, ordered_batches, shuffled_batches
+from trainctl.data import PreparedData, Split, ordered_batches, shuffled_batches, steps_per_epoch
 from trainctl.loss_functions import logged_values
 from trainctl.loss_report import loss_report
 from trainctl.progress import QuietReporter, Reporter
@@ -37,6 +41,20 @@ class Evaluation:
         return {f"{prefix}/loss": self.loss, **{f"{prefix}/{k}": v for k, v in self.metrics.items()}}
 
 
+class NonFiniteLoss(UserError):
+    """The loss became inf or NaN: the run stops and keeps its last good checkpoint."""
+
+
+@dataclass
+class EpochProgress:
+    loss_sum: torch.Tensor  # summed over samples, on the device
+    samples: int
+    steps: int  # batches done in this epoch, including those before a resume
+    optimizer_steps: int  # optimizer steps taken in this call
+    interrupted: bool = False
+    skipped: int = 0  # non-finite steps skipped in this call
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     split: Split,
@@ -45,24 +63,59 @@ def train_one_epoch(
     *,
     batch_size: int,
     generator: torch.Generator,
-    scheduler_per_step: Any | None,
-    reporter: Reporter,
-) -> float:
-    """One pass over the shuffled training split; returns the mean training loss per sample."""
+    scheduler_per_step: Any | None = None,
+    reporter: Reporter | None = None,
+    grad_clip_norm: float | None = None,
+    skip_nonfinite: bool = False,
+    start_step: int = 0,
+    progress: EpochProgress | None = None,
+    stop: StopRequest | None = None,
+    epoch: int = 0,
+) -> EpochProgress:
+    """One pass over the shuffled training split (or the rest of one, from `start_step`).
+
+    Non-finite losses are found without a host sync per step: the first bad step is remembered on
+    the device and read once at the end. Skipping them (`skip_nonfinite`) needs a decision before
+    each optimizer step, so that mode reads the loss every step.
+    """
     model.train()
-    loss_sum = torch.zeros((), device=split.inputs.device)
-    samples = 0
-    for step, index in enumerate(shuffled_batches(len(split), batch_size, generator, split.inputs.device), 1):
+    device = split.inputs.device
+    reporter = reporter or QuietReporter()
+    loss_sum = progress.loss_sum if progress else torch.zeros((), device=device)
+    samples = progress.samples if progress else 0
+    first_bad_step = torch.zeros((), dtype=torch.long, device=device)
+    optimizer_steps = skipped = 0
+    step = start_step
+    batches = shuffled_batches(len(split), batch_size, generator, device)
+    for step, index in enumerate(batches, 1):
+        if step <= start_step:
+            continue  # resuming mid-epoch: these batches were trained before the interruption
         loss = loss_fn(model(split.inputs[index]), split.targets[index])
+        finite = torch.isfinite(loss)
+        if skip_nonfinite and not bool(finite):
+            skipped += 1
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
         optimizer.step()
+        optimizer_steps += 1
         if scheduler_per_step is not None:
             scheduler_per_step.step()
+        first_bad_step = torch.where((first_bad_step == 0) & ~finite, step, first_bad_step)
         loss_sum += loss.detach() * len(index)
         samples += len(index)
         reporter.step(step, loss_sum, samples)
-    return loss_sum.item() / samples
+        if stop is not None and stop.requested:
+            return EpochProgress(loss_sum, samples, step, optimizer_steps, interrupted=True, skipped=skipped)
+    bad = int(first_bad_step)
+    if bad:
+        raise NonFiniteLoss(
+            f"the training loss became non-finite at epoch {epoch}, step {bad}; the run stopped and keeps its "
+            "last good checkpoint. Lower optimizer.lr, set trainer.grad_clip_norm, or set trainer.on_nonfinite: skip"
+        )
+    return EpochProgress(loss_sum, samples, step, optimizer_steps, skipped=skipped)
 
 
 @torch.no_grad()
@@ -145,6 +198,8 @@ class FitResult:
     best_epoch: int
     best_value: float
     seconds: float
+    stopped_early: bool
+    history: list[dict[str, Any]]
 
 
 @dataclass
@@ -163,18 +218,37 @@ class Trainer:
     run: RunFolder | None = None
     config: dict[str, Any] = field(default_factory=dict)  # stored in checkpoints
     reporter: Reporter = field(default_factory=QuietReporter)
+    early_stopping: EarlyStopping | None = None
+    grad_clip_norm: float | None = None
+    on_nonfinite: str = "stop"
+    max_skipped_steps: int = 10
+    stop: StopRequest = field(default_factory=StopRequest)
+    resume_hint: str = ""
+    epoch_callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)  # e.g. TensorBoard
 
-    def _checkpoint(self, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
+    def checkpoint(self, state: TrainingState, rng: RandomStates, row: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "loss": self.loss_fn.state_dict(),  # learned loss parameters (adaptive α and c, ...)
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "epoch": epoch,
+            "epoch": state.epoch,
+            "state": state.to_dict(),
+            "rng": rng.to_dict(),
             "metrics": row,
             "config": self.config,
+            "config_hash": config_hash(self.config) if self.config else "",
             "trainctl_version": __version__,
         }
+
+    def load_checkpoint_state(self, checkpoint: dict[str, Any]) -> tuple[TrainingState, RandomStates]:
+        """Restore model, loss, optimizer and scheduler from a checkpoint written by `checkpoint`."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.loss_fn.load_state_dict(checkpoint.get("loss") or {})
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint.get("scheduler"):
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        return TrainingState.from_dict(checkpoint["state"]), RandomStates.from_dict(checkpoint["rng"])
 
     def _step_epoch_scheduler(self, row: dict[str, Any]) -> None:
         if self.scheduler is None or self.scheduler_interval != "epoch":
@@ -185,48 +259,92 @@ class Trainer:
         else:
             self.scheduler.step()
 
-    def fit(self) -> FitResult:
+    def fit(self, state: TrainingState | None = None, rng: RandomStates | None = None) -> FitResult:
+        """Train from the start, or from a checkpoint's `state` and `rng` (exactly where it stopped)."""
+        state = state or TrainingState()
         generator = torch.Generator().manual_seed(self.seed)
+        epoch_start_generator = generator.get_state()
+        if rng is not None:
+            rng.restore(generator)
+            epoch_start_generator = rng.shuffle_at_epoch_start
         per_step = self.scheduler if self.scheduler_interval == "step" else None
         mode = goal(self.monitor)
-        best_value: float | None = None
-        best_epoch = 0
         started = time.perf_counter()
         writer = CheckpointWriter()
-        self.reporter.start(self.epochs, -(-len(self.data.train) // self.batch_size))
+        history: list[dict[str, Any]] = []
+        self.reporter.start(self.epochs, steps_per_epoch(len(self.data.train), self.batch_size), first_epoch=state.epoch + 1)
         try:
-            for epoch in range(1, self.epochs + 1):
-                epoch_started = time.perf_counter()
+            while state.epoch < self.epochs and not state.stopped_early:
+                epoch = state.epoch + 1
                 self.reporter.start_epoch(epoch)
-                train_loss = train_one_epoch(
-                    self.model,
-                    self.data.train,
-                    self.loss_fn,
-                    self.optimizer,
-                    batch_size=self.batch_size,
-                    generator=generator,
-                    scheduler_per_step=per_step,
-                    reporter=self.reporter,
+                resuming = state.step_in_epoch > 0
+                if resuming:  # draw the interrupted epoch's permutation again
+                    generator.set_state(epoch_start_generator)
+                    progress = EpochProgress(
+                        torch.tensor(state.epoch_loss_sum, device=self.data.train.inputs.device), state.epoch_samples,
+                        state.step_in_epoch, 0,
+                    )
+                else:
+                    epoch_start_generator = generator.get_state()
+                    state.epoch_started_seconds = 0.0
+                    progress = None
+                epoch_started = time.perf_counter() - state.epoch_started_seconds
+                progress = train_one_epoch(
+                    self.model, self.data.train, self.loss_fn, self.optimizer,
+                    batch_size=self.batch_size, generator=generator, scheduler_per_step=per_step,
+                    reporter=self.reporter, grad_clip_norm=self.grad_clip_norm,
+                    skip_nonfinite=self.on_nonfinite == "skip", start_step=state.step_in_epoch,
+                    progress=progress, stop=self.stop, epoch=epoch,
                 )
+                state.global_step += progress.optimizer_steps
+                state.skipped_steps += progress.skipped
+                if state.skipped_steps > self.max_skipped_steps:
+                    raise NonFiniteLoss(
+                        f"{state.skipped_steps} training steps had a non-finite loss by epoch {epoch}, more than "
+                        f"trainer.max_skipped_steps ({self.max_skipped_steps}); the run stopped and keeps its last "
+                        "good checkpoint. Lower optimizer.lr or set trainer.grad_clip_norm"
+                    )
+                if progress.interrupted:
+                    state.step_in_epoch = progress.steps
+                    state.epoch_loss_sum = float(progress.loss_sum)
+                    state.epoch_samples = progress.samples
+                    state.epoch_started_seconds = time.perf_counter() - epoch_started
+                    if self.run is not None:
+                        rng_now = RandomStates.capture(generator, epoch_start_generator)
+                        writer.save(self.checkpoint(state, rng_now, None), self.run.checkpoint_path("last"))
+                        writer.wait()
+                    raise Interrupted(self.resume_hint)
+                state.step_in_epoch, state.epoch_loss_sum, state.epoch_samples = 0, 0.0, 0
                 validation = evaluate(self.model, self.data.val, self.loss_fn, self.data, self.metrics)
                 row = {
                     "epoch": epoch,
-                    "train/loss": train_loss,
+                    "train/loss": progress.loss_sum.item() / progress.samples,
                     **validation.flat("val"),
                     "lr": self.optimizer.param_groups[0]["lr"],  # the rate this epoch ended with
                     **logged_values(self.loss_fn),
                 }
+                if state.skipped_steps:
+                    row["skipped_steps"] = state.skipped_steps
                 self._step_epoch_scheduler(row)
                 row["seconds"] = time.perf_counter() - epoch_started
-                improved = is_improvement(row[self.monitor], best_value, mode)
+                state.epoch = epoch
+                improved = is_improvement(row[self.monitor], state.best_value, mode)
                 if improved:
-                    best_value, best_epoch = row[self.monitor], epoch
+                    state.best_value, state.best_epoch = row[self.monitor], epoch
+                if self.early_stopping is not None:
+                    state.stopped_early = self.early_stopping.update(state, row[self.early_stopping.monitor])
+                history.append(row)
+                for callback in self.epoch_callbacks:
+                    callback(row)
                 if self.run is not None:
                     self.run.append_metrics(row)
                     best = self.run.checkpoint_path("best") if improved else None
-                    writer.save(self._checkpoint(epoch, row), self.run.checkpoint_path("last"), also=best)
+                    rng_now = RandomStates.capture(generator, generator.get_state())
+                    writer.save(self.checkpoint(state, rng_now, row), self.run.checkpoint_path("last"), also=best)
                 self.reporter.end_epoch(row)
         finally:
             writer.close()
             self.reporter.finish()
-        return FitResult(best_epoch, float(best_value), time.perf_counter() - started)
+        return FitResult(
+            state.best_epoch, float(state.best_value), time.perf_counter() - started, state.stopped_early, history
+        )

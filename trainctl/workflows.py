@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +55,6 @@ def train_config(
     # torch is imported here, not at the top, so commands that do not train start fast.
     from trainctl.build import build_training
     from trainctl.preflight import PreflightError, preflight
-    from trainctl.progress import make_reporter
-    from trainctl.trainer import Trainer, evaluate_checkpoint
 
     console = console or Console()
     # Everything is built and checked before the run folder exists: a bad config leaves nothing behind.
@@ -62,47 +62,163 @@ def train_config(
     report = preflight(config, parts)
     if report.errors or (strict and report.warnings):
         raise PreflightError(report.errors + (report.warnings if strict else []))
-    warn = Console(stderr=True, highlight=False)
     for finding in report.warnings:
-        warn.print(f"[yellow]warning:[/yellow] {escape(str(finding))}", soft_wrap=True)
+        _stderr().print(f"[yellow]warning:[/yellow] {escape(str(finding))}", soft_wrap=True)
     run = RunFolder.create(config.output_dir, config.name, out)
-    resolved = config.to_dict()
-    run.write_config(resolved)
+    run.write_config(config.to_dict())
     if not quiet:
         console.print(f"run folder: {run.path}", highlight=False)
-    trainer = Trainer(
+    trainer = _make_trainer(config, parts, run, console, quiet)
+    return _fit_and_test(config, parts, run, trainer, console, quiet)
+
+
+def resume(
+    run_dir: str | Path, overrides: list[str] | None = None, *, console: Console | None = None, quiet: bool = False
+) -> TrainResult:
+    """Continue a run from checkpoints/last.pt, exactly where it stopped.
+
+    The config must be the one the run started with; only trainer.epochs may change, to extend it.
+    """
+    from trainctl.build import build_training
+    from trainctl.checkpoint import load_checkpoint
+    from trainctl.training_state import config_hash, differing_keys
+
+    console = console or Console()
+    run = RunFolder.open(run_dir)
+    saved = load_config(run.config_path)
+    config = load_config(run.config_path, overrides)
+    changed = [key for key in differing_keys(saved.to_dict(), config.to_dict()) if key != "trainer.epochs"]
+    if changed:
+        raise UserError(
+            f"{run.path}: cannot resume with a different config; these keys differ: {', '.join(changed)} "
+            "(only trainer.epochs may change, to extend the run)"
+        )
+    last = run.checkpoint_path("last")
+    if not last.is_file():
+        raise UserError(f"{run.path}: nothing to resume from (no checkpoints/last.pt): the run stopped before its "
+                        "first checkpoint; start it again with trainctl train")
+    checkpoint = load_checkpoint(last)
+    if checkpoint.get("config_hash") != config_hash(saved.to_dict()):
+        raise UserError(f"{run.config_path}: differs from the config its checkpoint was trained with; "
+                        "a resumed run must use the config it started with")
+    parts = build_training(config)
+    trainer = _make_trainer(config, parts, run, console, quiet)
+    state, rng = trainer.load_checkpoint_state(checkpoint)
+    epochs = config.trainer.epochs
+    if epochs != saved.trainer.epochs:
+        if parts.scheduler_interval == "step":
+            raise UserError(f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
+                            f"{config.scheduler.name!r} laid its schedule out over {saved.trainer.epochs} epochs")
+        if epochs < state.epoch + (state.step_in_epoch > 0):
+            raise UserError(f"--set trainer.epochs={epochs}: the run has already trained {state.epoch} epochs")
+    finished = state.step_in_epoch == 0 and (state.epoch >= epochs or state.stopped_early)
+    if finished and run.summary_path.is_file():
+        why = "stopped early" if state.stopped_early else f"finished all {state.epoch} epochs"
+        raise UserError(f"{run.path}: nothing to resume: the run {why}; extend it with --set trainer.epochs=N")
+    # A run stopped after its last epoch but before its summary just gets its test evaluation.
+    run.keep_metrics_through(state.epoch)  # rows written after the last checkpoint are trained again
+    run.write_config(config.to_dict())
+    if not quiet:
+        console.print(f"resuming {run.path} at epoch {state.epoch + 1}"
+                      + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False)
+    return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, quiet: bool) -> Any:
+    from trainctl.progress import make_reporter
+    from trainctl.trainer import Trainer
+    from trainctl.training_state import EarlyStopping
+
+    settings = config.trainer
+    stopping = settings.early_stopping
+    return Trainer(
         model=parts.model,
         loss_fn=parts.loss_fn,
         optimizer=parts.optimizer,
         data=parts.data,
         metrics=config.metrics,
-        epochs=config.trainer.epochs,
+        epochs=settings.epochs,
         batch_size=config.data.batch_size,
-        monitor=config.trainer.monitor,
+        monitor=settings.monitor,
         seed=config.seed,
         scheduler=parts.scheduler,
         scheduler_interval=parts.scheduler_interval,
         run=run,
-        config=resolved,
+        config=config.to_dict(),
         reporter=make_reporter(console, quiet),
+        early_stopping=None if stopping is None else EarlyStopping(
+            stopping.monitor, stopping.mode, stopping.patience, stopping.min_delta
+        ),
+        grad_clip_norm=settings.grad_clip_norm,
+        on_nonfinite=settings.on_nonfinite,
+        max_skipped_steps=settings.max_skipped_steps,
+        resume_hint=f"trainctl train --resume {run.path}",
     )
-    fit = trainer.fit()
-    test = evaluate_checkpoint(
-        parts.model, run.checkpoint_path("best"), "test", parts.loss_fn, parts.data, config.metrics
-    )
+
+
+def _fit_and_test(
+    config: Config, parts: Any, run: RunFolder, trainer: Any, console: Console, quiet: bool,
+    state: Any = None, rng: Any = None,
+) -> TrainResult:
+    from trainctl.diagnosis import diagnose
+    from trainctl.interrupts import graceful_stop
+    from trainctl.trainer import evaluate_checkpoint
+
+    def announce(signal_name: str) -> None:
+        _stderr().print(f"[yellow]{signal_name}: stopping after this step to save the run "
+                        "(press Ctrl-C again to stop at once)[/yellow]")
+
+    with graceful_stop(announce) as stop, _epoch_logger(config, run) as log_epoch:
+        trainer.stop = stop
+        trainer.epoch_callbacks.append(log_epoch)
+        fit = trainer.fit(state, rng)
+    history = run.read_metrics()
+    test = evaluate_checkpoint(parts.model, run.checkpoint_path("best"), "test", parts.loss_fn, parts.data, config.metrics)
     test["checkpoint"] = "best"
+    diagnosis = diagnose(history)
     summary = {
         "name": config.name,
         "monitor": config.trainer.monitor,
         "best_epoch": fit.best_epoch,
         "best_value": fit.best_value,
         "epochs": config.trainer.epochs,
-        "train_seconds": round(fit.seconds, 3),
+        "epochs_trained": len(history),
+        "stopped_early": fit.stopped_early,
+        "train_seconds": round(sum(row["seconds"] for row in history), 3),
         "device": str(parts.device),
+        "diagnosis": {"shape": diagnosis.shape, "message": diagnosis.message, "hint": diagnosis.hint},
         "test": test,
     }
     run.write_json("summary.json", summary)
+    from trainctl.curves import plot_runs
+
+    plot_runs([(config.name, history, config.trainer.monitor)], run.path / "curves.png")
+    if not quiet:
+        if fit.stopped_early:
+            console.print(f"early stopping after epoch {len(history)}: "
+                          f"{config.trainer.early_stopping.monitor} did not improve for "
+                          f"{config.trainer.early_stopping.patience} epochs", highlight=False)
+        console.print(f"loss curve: {diagnosis.message}. {diagnosis.hint}", highlight=False, soft_wrap=True)
     return TrainResult(run, summary)
+
+
+@contextlib.contextmanager
+def _epoch_logger(config: Config, run: RunFolder) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Per-epoch logging beyond metrics.jsonl: TensorBoard event files when asked for."""
+    if not config.logging.tensorboard:
+        yield lambda row: None
+        return
+    from trainctl.tensorboard import TensorBoardLogger
+
+    logger = TensorBoardLogger(run.path / "tensorboard")
+    try:
+        yield logger.log
+    finally:
+        logger.close()
 
 
 def evaluate_run(

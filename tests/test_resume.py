@@ -1,0 +1,156 @@
+"""Exact resume: a run stopped (finished, Ctrl-C, SIGKILL) and resumed equals the run never stopped."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_jsonl, tiny_config
+from trainctl.errors import UserError
+from trainctl.workflows import resume, train
+
+TRAINCTL = str(Path(sys.executable).parent / "trainctl")
+
+
+def resumable_config(tmp_path, epochs=6, **extra):
+    """Dropout, batch norm and a per-epoch scheduler: every kind of state a resume must restore."""
+    sections = {
+        "data": {"name": "digits", "batch_size": 32},
+        "model": {"name": "mlp", "hidden": [64, 64], "dropout": 0.3, "batch_norm": True},
+        "optimizer": {"name": "adam", "lr": 0.002},
+        "scheduler": {"name": "step", "step_size": 2, "gamma": 0.5},
+        "trainer": {"epochs": epochs, "device": "cpu"},
+    }
+    sections.update(extra)
+    return tiny_config(tmp_path, **sections)
+
+
+def weights(run_path):
+    return torch.load(run_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def assert_same_run(a: Path, b: Path):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert strip(read_jsonl(a / "metrics.jsonl")) == strip(read_jsonl(b / "metrics.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The reference: 6 epochs without a stop."""
+    folder = tmp_path_factory.mktemp("straight")
+    return train(resumable_config(folder), out=folder / "run", quiet=True).run.path
+
+
+def test_three_then_resumed_to_six_is_bit_identical(tmp_path, straight):
+    first = train(resumable_config(tmp_path), ["trainer.epochs=3"], out=tmp_path / "run", quiet=True)
+    assert len(read_jsonl(first.run.metrics_path)) == 3
+    resumed = resume(first.run.path, ["trainer.epochs=6"], quiet=True)
+    assert resumed.run.path == first.run.path
+    assert_same_run(straight, first.run.path)
+    assert resumed.summary["epochs_trained"] == 6
+    assert "epochs: 6" in (first.run.path / "config.yaml").read_text()
+
+
+def test_resume_refuses_a_different_config(tmp_path, straight):
+    run = tmp_path / "run"
+    train(resumable_config(tmp_path), ["trainer.epochs=2"], out=run, quiet=True)
+    with pytest.raises(UserError) as caught:
+        resume(run, ["optimizer.lr=0.1", "model.dropout=0.0", "trainer.epochs=4"])
+    assert "cannot resume with a different config; these keys differ: model.dropout, optimizer.lr" in str(caught.value)
+    with pytest.raises(UserError, match="nothing to resume: the run finished all 2 epochs; extend it with"):
+        resume(run)
+
+
+def test_cosine_runs_cannot_be_extended(tmp_path):
+    run = tmp_path / "run"
+    train(resumable_config(tmp_path, scheduler={"name": "cosine"}), ["trainer.epochs=1"], out=run, quiet=True)
+    with pytest.raises(UserError, match="scheduler 'cosine' laid its schedule out over 1 epochs"):
+        resume(run, ["trainer.epochs=2"])
+
+
+def test_resume_without_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(resumable_config(tmp_path).read_text())
+    with pytest.raises(UserError, match="nothing to resume from"):
+        resume(run)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.02)
+    raise TimeoutError(path)
+
+
+def test_ctrl_c_saves_state_mid_epoch_and_resumes_exactly(tmp_path, straight):
+    run = tmp_path / "run"
+    process = subprocess.Popen([TRAINCTL, "train", resumable_config(tmp_path), "--out", run],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(run / "checkpoints" / "last.pt", process)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"Resume with: trainctl train --resume {run}" in stderr
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert state["step_in_epoch"] > 0  # it stopped inside an epoch, after finishing a step
+    resume(run, quiet=True)
+    assert_same_run(straight, run)
+
+
+def epochs_done(run: Path) -> int:
+    return len(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else 0
+
+
+def wait_for_progress(run: Path, process: subprocess.Popen, done: int, timeout: float = 60) -> None:
+    """Until the process has finished another epoch (or exited)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and epochs_done(run) <= done:
+        if time.monotonic() > deadline:
+            raise TimeoutError(run)
+        time.sleep(0.01)
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path):
+    """Killed without warning at random moments, again and again, and resumed each time: the end is
+    exactly the run that was never stopped."""
+    config = resumable_config(tmp_path, data={"name": "digits", "batch_size": 8})  # ~0.4 s per epoch
+    reference = train(config, out=tmp_path / "straight", quiet=True).run.path
+    run = tmp_path / "run"
+    rng = random.Random(7)
+    command = [TRAINCTL, "train", config, "--out", run, "--quiet"]
+    kills = 0
+    while kills < 3:  # then let the last resume run to the end
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_progress(run, process, epochs_done(run))
+        time.sleep(rng.uniform(0.0, 0.5))  # anywhere in an epoch, its checkpoint write included
+        if process.poll() is None:
+            process.kill()
+            kills += 1
+        process.wait(timeout=60)
+        if (run / "summary.json").is_file():
+            break
+        command = [TRAINCTL, "train", "--resume", run, "--quiet"]
+    if not (run / "summary.json").is_file():
+        finish = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert finish.returncode == 0, finish.stderr
+    assert kills >= 2
+    assert (run / "summary.json").is_file()
+    assert not list((run / "checkpoints").glob(".*tmp"))
+    assert_same_run(reference, run)

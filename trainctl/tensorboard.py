@@ -1,0 +1,29 @@
+"""TensorBoard event files, for `logging.tensorboard: true`. The tensorboard package is optional."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainctl.errors import UserError
+
+
+class TensorBoardLogger:
+    def __init__(self, folder: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError(
+                "logging.tensorboard: the tensorboard package is not installed; "
+                "pip install 'trainctl[tensorboard]', or set logging.tensorboard: false"
+            ) from None
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def log(self, row: dict[str, Any]) -> None:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
