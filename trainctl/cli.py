@@ -194,13 +194,13 @@ def evaluate(
     _print_loss_report(console, record["loss_report"])
     if output is not None:
         output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    console.print(f"written: {run.path / f'eval-{split}-{Path(checkpoint).stem}.json'}")
+    console.print(f"written: {run.path / f'eval-{split}-{Path(checkpoint).stem}.json'}", soft_wrap=True)
 
 
 @app.command()
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders) to overlay.", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("curves.png"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("curves.png"),
 ) -> None:
     """Overlay the loss curves (train and val) and the monitored metric of several runs in one PNG.
 
@@ -210,10 +210,14 @@ def plot(
     from trainctl.curves import plot_runs
 
     with user_errors():
+        if output.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UserError(f"--output {output}: unknown image type {output.suffix!r}; allowed: .png, .svg, .pdf")
+        if not output.parent.is_dir():
+            raise UserError(f"--output {output}: folder {output.parent} does not exist")
         folders = expand_runs(runs)
         curves = [(folder.path.name, folder.read_metrics(), folder.read_config()["trainer"]["monitor"]) for folder in folders]
         plot_runs(curves, output)
-    Console(highlight=False).print(f"written: {output} ({len(curves)} runs)")
+    Console(highlight=False).print(f"written: {output} ({len(curves)} runs)", soft_wrap=True)
 
 
 @app.command()

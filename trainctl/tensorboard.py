@@ -8,16 +8,21 @@ from typing import Any
 from trainctl.errors import UserError
 
 
+def summary_writer_class() -> Any:
+    """torch's SummaryWriter, or a UserError saying how to install it (checked before a run starts)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError(
+            "logging.tensorboard: the tensorboard package is not installed; "
+            "pip install 'trainctl[tensorboard]', or set logging.tensorboard: false"
+        ) from None
+    return SummaryWriter
+
+
 class TensorBoardLogger:
     def __init__(self, folder: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UserError(
-                "logging.tensorboard: the tensorboard package is not installed; "
-                "pip install 'trainctl[tensorboard]', or set logging.tensorboard: false"
-            ) from None
-        self.writer = SummaryWriter(log_dir=str(folder))
+        self.writer = summary_writer_class()(log_dir=str(folder))
 
     def log(self, row: dict[str, Any]) -> None:
         for key, value in row.items():

@@ -45,6 +45,10 @@ class NonFiniteLoss(UserError):
     """The loss became inf or NaN: the run stops and keeps its last good checkpoint."""
 
 
+NONFINITE_HINT = ("Lower optimizer.lr, set trainer.grad_clip_norm, or set trainer.on_nonfinite: skip "
+                  "(with trainer.max_skipped_steps)")
+
+
 @dataclass
 class EpochProgress:
     loss_sum: torch.Tensor  # summed over samples, on the device
@@ -66,7 +70,7 @@ def train_one_epoch(
     scheduler_per_step: Any | None = None,
     reporter: Reporter | None = None,
     grad_clip_norm: float | None = None,
-    skip_nonfinite: bool = False,
+    skip_budget: int | None = None,
     start_step: int = 0,
     progress: EpochProgress | None = None,
     stop: StopRequest | None = None,
@@ -75,8 +79,8 @@ def train_one_epoch(
     """One pass over the shuffled training split (or the rest of one, from `start_step`).
 
     Non-finite losses are found without a host sync per step: the first bad step is remembered on
-    the device and read once at the end. Skipping them (`skip_nonfinite`) needs a decision before
-    each optimizer step, so that mode reads the loss every step.
+    the device and read once at the end. Skipping them (up to `skip_budget` steps) needs a decision
+    before each optimizer step, so that mode reads the loss every step.
     """
     model.train()
     device = split.inputs.device
@@ -92,8 +96,11 @@ def train_one_epoch(
             continue  # resuming mid-epoch: these batches were trained before the interruption
         loss = loss_fn(model(split.inputs[index]), split.targets[index])
         finite = torch.isfinite(loss)
-        if skip_nonfinite and not bool(finite):
+        if skip_budget is not None and not bool(finite):
             skipped += 1
+            if skipped > skip_budget:
+                raise NonFiniteLoss(f"the training loss was non-finite at epoch {epoch}, step {step}, after as many "
+                                    "skipped steps as trainer.max_skipped_steps allows")
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,10 +118,7 @@ def train_one_epoch(
             return EpochProgress(loss_sum, samples, step, optimizer_steps, interrupted=True, skipped=skipped)
     bad = int(first_bad_step)
     if bad:
-        raise NonFiniteLoss(
-            f"the training loss became non-finite at epoch {epoch}, step {bad}; the run stopped and keeps its "
-            "last good checkpoint. Lower optimizer.lr, set trainer.grad_clip_norm, or set trainer.on_nonfinite: skip"
-        )
+        raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch}, step {bad}")
     return EpochProgress(loss_sum, samples, step, optimizer_steps, skipped=skipped)
 
 
@@ -250,6 +254,13 @@ class Trainer:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         return TrainingState.from_dict(checkpoint["state"]), RandomStates.from_dict(checkpoint["rng"])
 
+    def _what_is_kept(self, state: TrainingState) -> str:
+        if self.run is None:
+            return "training stopped"
+        if state.epoch == 0 and state.step_in_epoch == 0:
+            return "the run stopped before its first checkpoint"
+        return f"the run stopped and keeps its last good checkpoint (epoch {state.epoch})"
+
     def _step_epoch_scheduler(self, row: dict[str, Any]) -> None:
         if self.scheduler is None or self.scheduler_interval != "epoch":
             return
@@ -289,21 +300,18 @@ class Trainer:
                     state.epoch_started_seconds = 0.0
                     progress = None
                 epoch_started = time.perf_counter() - state.epoch_started_seconds
-                progress = train_one_epoch(
-                    self.model, self.data.train, self.loss_fn, self.optimizer,
-                    batch_size=self.batch_size, generator=generator, scheduler_per_step=per_step,
-                    reporter=self.reporter, grad_clip_norm=self.grad_clip_norm,
-                    skip_nonfinite=self.on_nonfinite == "skip", start_step=state.step_in_epoch,
-                    progress=progress, stop=self.stop, epoch=epoch,
-                )
+                skip_budget = self.max_skipped_steps - state.skipped_steps if self.on_nonfinite == "skip" else None
+                try:
+                    progress = train_one_epoch(
+                        self.model, self.data.train, self.loss_fn, self.optimizer,
+                        batch_size=self.batch_size, generator=generator, scheduler_per_step=per_step,
+                        reporter=self.reporter, grad_clip_norm=self.grad_clip_norm, skip_budget=skip_budget,
+                        start_step=state.step_in_epoch, progress=progress, stop=self.stop, epoch=epoch,
+                    )
+                except NonFiniteLoss as error:
+                    raise NonFiniteLoss(f"{error}; {self._what_is_kept(state)}. {NONFINITE_HINT}") from None
                 state.global_step += progress.optimizer_steps
                 state.skipped_steps += progress.skipped
-                if state.skipped_steps > self.max_skipped_steps:
-                    raise NonFiniteLoss(
-                        f"{state.skipped_steps} training steps had a non-finite loss by epoch {epoch}, more than "
-                        f"trainer.max_skipped_steps ({self.max_skipped_steps}); the run stopped and keeps its last "
-                        "good checkpoint. Lower optimizer.lr or set trainer.grad_clip_norm"
-                    )
                 if progress.interrupted:
                     state.step_in_epoch = progress.steps
                     state.epoch_loss_sum = float(progress.loss_sum)

@@ -64,6 +64,10 @@ def train_config(
         raise PreflightError(report.errors + (report.warnings if strict else []))
     for finding in report.warnings:
         _stderr().print(f"[yellow]warning:[/yellow] {escape(str(finding))}", soft_wrap=True)
+    if config.logging.tensorboard:
+        from trainctl.tensorboard import summary_writer_class
+
+        summary_writer_class()
     run = RunFolder.create(config.output_dir, config.name, out)
     run.write_config(config.to_dict())
     if not quiet:
