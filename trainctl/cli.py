@@ -235,6 +235,65 @@ def compare(
     _listing_console().print(table)
 
 
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="YAML config file every trial starts from.", show_default=False)],
+    grid: Annotated[
+        Optional[list[str]], typer.Option("--grid", help="key=v1,v2,...: values to try (YAML). Repeatable.")
+    ] = None,
+    space: Annotated[
+        Optional[list[str]],
+        typer.Option("--space", help="key=loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B. Repeatable."),
+    ] = None,
+    random: Annotated[Optional[int], typer.Option("--random", help="Random search with N trials.", min=1)] = None,
+    tpe: Annotated[Optional[int], typer.Option("--tpe", help="TPE (Bayesian) search with N trials.", min=1)] = None,
+    overrides: Annotated[
+        Optional[list[str]], typer.Option("--set", "-s", help="Override a config value for every trial. Repeatable.")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Sweep folder (default: OUTPUT_DIR/NAME-sweep).")] = None,
+    storage: Annotated[
+        Optional[str], typer.Option(help="Optuna storage URL shared by several sweep processes (default: SQLite in the sweep folder).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials run in parallel processes.", min=1)] = 1,
+    sampler_seed: Annotated[Optional[int], typer.Option(help="Seed of the random and TPE samplers (sets sweep.seed).")] = None,
+) -> None:
+    """Search over config values: every trial is an ordinary run folder; a leaderboard ranks them.
+
+    --grid runs every combination of its values; --random N and --tpe N draw N trials from --space
+    ranges (and --grid values). The same can stand in the config's sweep: section. The study is kept
+    in the sweep folder, so running the same command again continues an interrupted sweep and runs
+    nothing that is done. Trials are ranked by the best value of trainer.monitor on the validation split.
+
+    Example: trainctl sweep configs/digits_mlp.yaml --grid loss.name=cross_entropy,focal --grid optimizer.lr=1e-3,1e-2
+
+    Example: trainctl sweep configs/robust/huber.yaml --random 20 --space optimizer.lr=loguniform:1e-4:1e-1 --space loss.delta=uniform:0.1:3
+    """
+    from trainctl.sweeps import leaderboard_table, prepare_sweep, run_sweep
+
+    console = Console(highlight=False)
+    with user_errors():
+        setup = prepare_sweep(
+            config, list(overrides or []), grid=list(grid or []), space=list(space or []), random_trials=random,
+            tpe_trials=tpe, seed=sampler_seed, out=out, storage=storage, jobs=jobs,
+        )
+        plan = setup.plan
+        console.print(f"sweep folder: {setup.folder}  ({plan.sampler}, {plan.trials} trials: "
+                      f"{'; '.join(d.describe() for d in plan.dimensions)})", soft_wrap=True)
+        outcome = run_sweep(setup, console)
+    done = [row for row in outcome.rows if row.status == "done"]
+    title = (f"leaderboard: {len(done)} of {plan.trials} trials done, best first by {setup.monitor} "
+             f"(validation, best epoch); {outcome.ran} run now")
+    console.print(title, soft_wrap=True)
+    _listing_console().print(leaderboard_table(outcome.rows, plan.keys, setup.monitor))
+    console.print(f"written: {setup.folder / 'leaderboard.csv'}", soft_wrap=True)
+    if done:
+        console.print(f"best: {setup.folder / done[0].folder}", soft_wrap=True)
+    if outcome.interrupted:
+        Console(stderr=True, highlight=False).print(
+            "[yellow]sweep interrupted; run the same command again to continue it[/yellow]", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
 def _print_loss_report(console: Console, report: dict) -> None:
     quantiles = "  ".join(f"{name} {value:.4g}" for name, value in report["quantiles"].items())
     console.print(f"per-sample loss: {quantiles}", soft_wrap=True)

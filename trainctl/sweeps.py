@@ -1,0 +1,419 @@
+"""`trainctl sweep`: an Optuna study whose trials are ordinary `trainctl train` runs, each in its own process.
+
+The study lives in a SQLite file in the sweep folder (or at `--storage`), so a sweep stopped by
+Ctrl-C, a crash or a reboot continues when the same command runs again, and several processes or
+machines can share one sweep through one storage URL.
+
+    SWEEP/base.yaml        the config every trial starts from (--set applied, sweep: removed)
+    SWEEP/sweep.db         the Optuna study, unless --storage names another
+    SWEEP/trial-0000/ ...  one ordinary run folder per trial
+    SWEEP/leaderboard.csv  the trials, best first
+
+A trial that fails (its `trainctl train` exits with an error) is recorded with that error and the
+sweep goes on. A trial that was interrupted (Ctrl-C, or its sweep process died) is run again on the
+next invocation: resumed from its last checkpoint when it has one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from trainctl.components.metrics import goal
+from trainctl.config import validate
+from trainctl.errors import EXIT_INTERRUPTED, UserError
+from trainctl.interrupts import StopRequest, graceful_stop
+from trainctl.sweep_plan import SweepPlan, check_values, make_plan
+from trainctl.training_state import differing_keys
+from trainctl.yaml_source import apply_overrides, load_config_file
+
+BASE_CONFIG = "base.yaml"
+STORAGE_FILE = "sweep.db"
+LEADERBOARD_FILE = "leaderboard.csv"
+HEARTBEAT_SECONDS = 10  # a sweep process marks its running trials alive this often
+GRACE_SECONDS = 60  # a running trial unmarked for this long belongs to a process that died: it is retried
+
+
+class TrialFailed(Exception):
+    """The trial's training exited with an error; the error is recorded on the trial."""
+
+
+class TrialInterrupted(Exception):
+    """The sweep was stopped while this trial ran; the next run of the sweep retries it."""
+
+
+@dataclass
+class SweepSetup:
+    """A checked sweep, ready to run: nothing has been written yet."""
+
+    name: str
+    folder: Path
+    base: dict[str, Any]  # the config every trial starts from, as plain YAML data
+    plan: SweepPlan
+    monitor: str
+    storage_url: str
+    jobs: int
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if goal(self.monitor) == "min" else "maximize"
+
+    def definition(self) -> dict[str, Any]:
+        return {"base": self.base, "plan": self.plan.definition()}
+
+
+def prepare_sweep(
+    config_path: str | Path,
+    overrides: list[str],
+    *,
+    grid: list[str],
+    space: list[str],
+    random_trials: int | None = None,
+    tpe_trials: int | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    storage: str | None = None,
+    jobs: int = 1,
+) -> SweepSetup:
+    """Read the config and the sweep options and check every value the sweep may try."""
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be at least 1")
+    data, source = load_config_file(config_path)
+    data.setdefault("name", re.sub(r"[^\w.-]+", "-", Path(config_path).stem))
+    apply_overrides(data, overrides, copy.copy(source))
+    config = validate(copy.deepcopy(data), source)
+    section = data.pop("sweep", None)
+    plan = make_plan(section, grid, space, random_trials, tpe_trials, seed)
+    check_values(plan, data, source, config.trainer.monitor)
+    folder = Path(out) if out is not None else Path(config.output_dir) / f"{config.name}-sweep"
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / BASE_CONFIG).is_file())):
+        raise UserError(f"{folder}: exists and is not a sweep folder; choose another --out")
+    url = storage or f"sqlite:///{(folder / STORAGE_FILE).resolve()}"
+    return SweepSetup(config.name, folder, data, plan, config.trainer.monitor, url, jobs)
+
+
+@dataclass
+class LeaderboardRow:
+    trial: int
+    folder: str
+    params: dict[str, Any]
+    value: float | None
+    status: str  # done | failed | interrupted | running | waiting
+    seconds: float | None
+    error: str = ""
+
+
+@dataclass
+class SweepOutcome:
+    rows: list[LeaderboardRow]
+    ran: int  # trials run by this invocation
+    interrupted: bool
+
+
+@dataclass
+class _Runner:
+    """Runs one sweep's trials; shared by the worker threads of `--jobs N`."""
+
+    setup: SweepSetup
+    console: Console
+    stop: StopRequest
+    processes: set[subprocess.Popen] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ran: int = 0
+
+    def objective(self, trial: Any) -> float:
+        params = {d.key: d.suggest(trial) for d in self.setup.plan.dimensions}
+        folder_name = trial.user_attrs.get("folder") or f"trial-{trial.number:04d}"
+        trial.set_user_attr("folder", folder_name)
+        if self.stop.requested:
+            trial.study.stop()
+            raise TrialInterrupted()
+        run = self.setup.folder / folder_name
+        command = self._command(run, params)
+        if command is None:  # a retried trial whose run had finished after all
+            return self._result(run)
+        returncode, stderr = self._run(command)
+        with self.lock:
+            self.ran += 1
+        if returncode == EXIT_INTERRUPTED or self.stop.requested:
+            trial.study.stop()
+            raise TrialInterrupted()
+        if returncode != 0:
+            error = _last_error_line(stderr) or f"trainctl train exited with code {returncode}"
+            trial.set_user_attr("error", error)
+            raise TrialFailed(error)
+        return self._result(run)
+
+    def _command(self, run: Path, params: dict[str, Any]) -> list[str] | None:
+        trainctl = [sys.executable, "-m", "trainctl", "train"]
+        if (run / "summary.json").is_file():
+            return None
+        if (run / "checkpoints" / "last.pt").is_file():
+            return [*trainctl, "--resume", str(run), "--quiet"]
+        if run.exists():
+            shutil.rmtree(run)  # a trial stopped before its first checkpoint: nothing in it to keep
+        settings = [arg for key, value in params.items() for arg in ("--set", f"{key}={value}")]
+        return [*trainctl, str(self.setup.folder / BASE_CONFIG), *settings, "--out", str(run), "--quiet"]
+
+    def _run(self, command: list[str]) -> tuple[int, str]:
+        environment = dict(os.environ)
+        if self.setup.jobs > 1:  # parallel trials share the cores instead of each taking all of them
+            environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.setup.jobs)))
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   env=environment)
+        with self.lock:
+            self.processes.add(process)
+        try:
+            _, stderr = process.communicate()
+        finally:
+            with self.lock:
+                self.processes.discard(process)
+        return process.returncode, stderr
+
+    def _result(self, run: Path) -> float:
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        return float(summary["best_value"])
+
+    def signal_trials(self, signum: int) -> None:
+        with self.lock:
+            for process in self.processes:
+                process.send_signal(signum)
+
+    def report(self, study: Any, trial: Any) -> None:
+        """After each trial: one line saying how it went."""
+        values = "  ".join(f"{key}={_short(value)}" for key, value in trial.params.items())
+        row = _row(trial)
+        if row.status == "done":
+            outcome = f"{self.setup.monitor} {row.value:.4f}"
+        elif row.status == "failed":
+            outcome = f"[red]failed[/red]: {_first_clause(row.error)}"
+        else:
+            outcome = "[yellow]interrupted[/yellow]"
+        seconds = f" ({row.seconds:.1f}s)" if row.seconds is not None else ""
+        self.console.print(f"{row.folder}  {values}  {outcome}{seconds}", soft_wrap=True, highlight=False)
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1].removeprefix("error: ") if lines else ""
+
+
+def _first_clause(error: str) -> str:
+    """What went wrong without the advice that follows it (the CSV keeps the whole message)."""
+    return re.split(r"; |\. ", error, maxsplit=1)[0]
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _status(trial: Any) -> str:
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.COMPLETE:
+        return "done"
+    if trial.state == TrialState.FAIL:
+        return "failed" if "error" in trial.user_attrs else "interrupted"
+    return trial.state.name.lower()
+
+
+def _row(trial: Any) -> LeaderboardRow:
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    return LeaderboardRow(
+        trial=trial.number,
+        folder=trial.user_attrs.get("folder", f"trial-{trial.number:04d}"),
+        params=dict(trial.params or trial.system_attrs.get("fixed_params", {})),  # queued trials: fixed
+        value=trial.value if _status(trial) == "done" else None,
+        status=_status(trial),
+        seconds=duration,
+        error=trial.user_attrs.get("error", ""),
+    )
+
+
+def _current_trials(study: Any) -> list[Any]:
+    """Every trial except those replaced by a retry."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    return [t for t in trials if t.number not in retried]
+
+
+def _enqueue_retries(study: Any) -> None:
+    """Interrupted trials run again, with the same values and in the same folder."""
+    for trial in _current_trials(study):
+        if _status(trial) == "interrupted":
+            attrs = {"retry_of": trial.number, "folder": trial.user_attrs.get("folder", f"trial-{trial.number:04d}")}
+            if "grid_id" in trial.system_attrs:
+                attrs["grid_id"] = trial.system_attrs["grid_id"]
+            study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+
+
+def _trials_to_run(study: Any, plan: SweepPlan) -> int:
+    """Queued retries plus the new trials the plan still asks for."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    if plan.sampler == "grid":
+        started = len({t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs})
+    else:
+        started = sum("retry_of" not in t.user_attrs for t in trials)
+    return waiting + max(0, plan.trials - started)
+
+
+def _grid_sampler(plan: SweepPlan) -> Any:
+    import optuna
+
+    class RetryingGridSampler(optuna.samplers.GridSampler):
+        """Optuna's GridSampler, with a retried trial put back on the grid point it retries.
+
+        GridSampler leaves enqueued trials without a grid point, and its after_trial then fails
+        when that trial is the last one; the attributes set here are the ones it sets itself.
+        """
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            super().before_trial(study, trial)
+            if "grid_id" in trial.user_attrs and "grid_id" not in trial.system_attrs:
+                study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+                study._storage.set_trial_system_attr(trial._trial_id, "grid_id", trial.user_attrs["grid_id"])
+
+    return RetryingGridSampler(plan.grid_space(), seed=plan.seed)
+
+
+def _sampler(plan: SweepPlan, trials_so_far: int) -> Any:
+    import optuna
+
+    if plan.sampler == "grid":
+        return _grid_sampler(plan)
+    # Offset by the trials already run, so a continued sweep does not draw its first values again.
+    seed = plan.seed + trials_so_far
+    if plan.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _open_study(setup: SweepSetup) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # trainctl reports each trial itself
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        storage = optuna.storages.RDBStorage(
+            setup.storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+        )
+        study = optuna.create_study(storage=storage, study_name=setup.name, direction=setup.direction,
+                                    load_if_exists=True)
+    except Exception as error:  # optuna and the database drivers raise their own kinds for a bad URL
+        raise UserError(f"--storage {setup.storage_url}: cannot open the sweep storage: {error}") from None
+    definition = json.loads(json.dumps(setup.definition()))
+    saved = study.user_attrs.get("definition")
+    if saved is None:
+        study.set_user_attr("definition", definition)
+    elif saved != definition:
+        changed = differing_keys(saved["base"], definition["base"])
+        if saved["plan"] != definition["plan"]:
+            changed.append("the swept values")
+        raise UserError(
+            f"{setup.folder}: this sweep was started with a different config or sweep; these differ: "
+            f"{', '.join(changed)}. Rerun it with the same command, or choose another --out"
+        )
+    study.sampler = _sampler(setup.plan, len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
+    """Run the trials the study still needs, then write the leaderboard.
+
+    The first Ctrl-C lets running trials save their state (they get the terminal's signal; a
+    SIGTERM is passed on to them) and starts no new ones; a second one stops everything at once.
+    """
+    import optuna
+
+    setup.folder.mkdir(parents=True, exist_ok=True)
+    base_path = setup.folder / BASE_CONFIG
+    if not base_path.is_file():
+        base_path.write_text(yaml.safe_dump(setup.base, sort_keys=False), encoding="utf-8")
+    study = _open_study(setup)
+    interrupted = False
+
+    def on_first_signal(name: str) -> None:
+        console.print(f"[yellow]{name}: letting running trials save their state; starting no new ones "
+                      "(press Ctrl-C again to stop at once)[/yellow]", highlight=False)
+        if name == "SIGTERM":  # Ctrl-C reaches the trials from the terminal; SIGTERM only reached us
+            runner.signal_trials(signal.SIGTERM)
+
+    with graceful_stop(on_first_signal) as stop:
+        runner = _Runner(setup, console, stop)
+        try:
+            for _ in range(setup.plan.trials + len(study.get_trials(deepcopy=False)) + 1):
+                if stop.requested:
+                    break
+                optuna.storages.fail_stale_trials(study)
+                _enqueue_retries(study)
+                todo = _trials_to_run(study, setup.plan)
+                if todo == 0:
+                    break
+                # GridSampler ends a call once every grid point has started, so retries may need another.
+                study.optimize(runner.objective, n_trials=todo, n_jobs=setup.jobs,
+                               catch=(TrialFailed, TrialInterrupted), callbacks=[runner.report])
+        except KeyboardInterrupt:
+            runner.signal_trials(signal.SIGKILL)  # the second Ctrl-C: stop the trials at once too
+            interrupted = True
+        interrupted = interrupted or stop.requested
+    rows = leaderboard(study, setup.direction)
+    write_leaderboard(setup.folder / LEADERBOARD_FILE, rows, setup.plan.keys, setup.monitor)
+    return SweepOutcome(rows, runner.ran, interrupted)
+
+
+def leaderboard(study: Any, direction: str) -> list[LeaderboardRow]:
+    rows = [_row(trial) for trial in _current_trials(study)]
+    sign = -1.0 if direction == "maximize" else 1.0
+    done = sorted((r for r in rows if r.status == "done"), key=lambda r: (sign * r.value, r.trial))
+    return done + [r for r in rows if r.status != "done"]
+
+
+def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], monitor: str) -> None:
+    import csv
+
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "trial", "folder", *keys, monitor, "status", "seconds", "error"])
+        for rank, row in enumerate(rows, 1):
+            writer.writerow([
+                rank if row.status == "done" else "", row.trial, row.folder, *(row.params.get(k, "") for k in keys),
+                "" if row.value is None else repr(row.value), row.status,
+                "" if row.seconds is None else f"{row.seconds:.2f}", row.error,
+            ])
+    os.replace(temporary, path)
+
+
+def leaderboard_table(rows: list[LeaderboardRow], keys: list[str], monitor: str) -> Any:
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("trial", style="cyan", no_wrap=True)
+    for key in keys:
+        table.add_column(key)
+    table.add_column(monitor, justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("status")
+    for row in rows:
+        value = "—" if row.value is None else f"{row.value:.4f}"
+        status = row.status if not row.error else f"failed: {_first_clause(row.error)}"
+        seconds = "—" if row.seconds is None else f"{row.seconds:.1f}"
+        table.add_row(row.folder, *(_short(row.params.get(k, "—")) for k in keys), value, seconds, status)
+    return table
