@@ -142,7 +142,7 @@ def steps_per_epoch(size: int, batch_size: int) -> int:
     return steps - 1 if steps > 1 and size % batch_size == 1 else steps
 
 
-def shuffled_batches(size: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
+def shuffled_batches(size: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
     """Index tensors of one epoch in a seeded random order; the last batch may be smaller.
 
     A last batch of a single sample joins the one before it: batch norm cannot train on one sample.
@@ -151,7 +151,7 @@ def shuffled_batches(size: int, batch_size: int, generator: torch.Generator, dev
     batches = list(order.split(batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [torch.cat(batches[-2:])]
-    return iter(batches)
+    return batches
 
 
 def ordered_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

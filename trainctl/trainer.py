@@ -51,12 +51,47 @@ NONFINITE_HINT = ("Lower optimizer.lr, set trainer.grad_clip_norm, or set traine
 
 @dataclass
 class EpochProgress:
-    loss_sum: torch.Tensor  # summed over samples, on the device
-    samples: int
+    """How far an epoch got: each step's mean loss (on the device) and batch size, in step order.
+
+    The epoch's loss is summed from these once, in one fixed order, so it is the same whether the
+    epoch ran straight through or was interrupted and resumed, and however often it was displayed.
+    """
+
+    step_losses: torch.Tensor  # one slot per batch of the epoch; filled up to `steps`
+    batch_sizes: torch.Tensor  # samples per batch, 0 for a skipped non-finite step
     steps: int  # batches done in this epoch, including those before a resume
-    optimizer_steps: int  # optimizer steps taken in this call
+    optimizer_steps: int = 0  # optimizer steps taken in this call
     interrupted: bool = False
     skipped: int = 0  # non-finite steps skipped in this call
+
+    @classmethod
+    def empty(cls, batch_sizes: list[int], device: torch.device) -> EpochProgress:
+        sizes = torch.tensor(batch_sizes, dtype=torch.float32, device=device)
+        return cls(torch.zeros(len(batch_sizes), device=device), sizes, steps=0)
+
+    def loss_sum(self) -> torch.Tensor:
+        return (self.step_losses[: self.steps] * self.batch_sizes[: self.steps]).sum()
+
+    def __float__(self) -> float:  # what the live view reads, at most four times a second
+        return float(self.loss_sum())
+
+    @property
+    def samples(self) -> int:
+        return int(self.batch_sizes[: self.steps].sum())
+
+    def first_nonfinite_step(self) -> int:
+        bad = (~torch.isfinite(self.step_losses[: self.steps])).nonzero()
+        return int(bad[0]) + 1 if len(bad) else 0
+
+    def saved(self) -> dict[str, list[float]]:
+        """The part of an interrupted epoch a checkpoint keeps."""
+        return {"losses": self.step_losses[: self.steps].tolist(), "sizes": self.batch_sizes[: self.steps].tolist()}
+
+    def restore(self, saved: dict[str, list[float]]) -> None:
+        steps = len(saved["losses"])
+        self.step_losses[:steps] = torch.tensor(saved["losses"], dtype=self.step_losses.dtype)
+        self.batch_sizes[:steps] = torch.tensor(saved["sizes"], dtype=self.batch_sizes.dtype)
+        self.steps = steps
 
 
 def train_one_epoch(
@@ -71,55 +106,55 @@ def train_one_epoch(
     reporter: Reporter | None = None,
     grad_clip_norm: float | None = None,
     skip_budget: int | None = None,
-    start_step: int = 0,
-    progress: EpochProgress | None = None,
+    resume_from: dict[str, list[float]] | None = None,
     stop: StopRequest | None = None,
     epoch: int = 0,
 ) -> EpochProgress:
-    """One pass over the shuffled training split (or the rest of one, from `start_step`).
+    """One pass over the shuffled training split (or the rest of one, after `resume_from`).
 
-    Non-finite losses are found without a host sync per step: the first bad step is remembered on
-    the device and read once at the end. Skipping them (up to `skip_budget` steps) needs a decision
-    before each optimizer step, so that mode reads the loss every step.
+    The hot loop adds one device op per step to the training itself: storing the step's loss.
+    Non-finite losses are found from those at the end of the epoch, without a host sync per step.
+    Skipping them (up to `skip_budget` steps) needs a decision before each optimizer step, so
+    that mode reads the loss every step.
     """
     model.train()
     device = split.inputs.device
     reporter = reporter or QuietReporter()
-    loss_sum = progress.loss_sum if progress else torch.zeros((), device=device)
-    samples = progress.samples if progress else 0
-    first_bad_step = torch.zeros((), dtype=torch.long, device=device)
-    optimizer_steps = skipped = 0
-    step = start_step
     batches = shuffled_batches(len(split), batch_size, generator, device)
-    for step, index in enumerate(batches, 1):
-        if step <= start_step:
-            continue  # resuming mid-epoch: these batches were trained before the interruption
+    progress = EpochProgress.empty([len(index) for index in batches], device)
+    if resume_from is not None:
+        progress.restore(resume_from)
+    start_step = progress.steps
+    samples = progress.samples  # a host-side count for the live view's mean loss and rate
+    for step, index in enumerate(batches[start_step:], start_step + 1):
         loss = loss_fn(model(split.inputs[index]), split.targets[index])
-        finite = torch.isfinite(loss)
-        if skip_budget is not None and not bool(finite):
-            skipped += 1
-            if skipped > skip_budget:
+        if skip_budget is not None and not bool(torch.isfinite(loss)):
+            progress.skipped += 1
+            if progress.skipped > skip_budget:
                 raise NonFiniteLoss(f"the training loss was non-finite at epoch {epoch}, step {step}, after as many "
                                     "skipped steps as trainer.max_skipped_steps allows")
+            progress.batch_sizes[step - 1] = 0
+            progress.steps = step
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
         optimizer.step()
-        optimizer_steps += 1
+        progress.optimizer_steps += 1
         if scheduler_per_step is not None:
             scheduler_per_step.step()
-        first_bad_step = torch.where((first_bad_step == 0) & ~finite, step, first_bad_step)
-        loss_sum += loss.detach() * len(index)
+        progress.step_losses[step - 1] = loss.detach()
+        progress.steps = step
         samples += len(index)
-        reporter.step(step, loss_sum, samples)
+        reporter.step(step, progress, samples)
         if stop is not None and stop.requested:
-            return EpochProgress(loss_sum, samples, step, optimizer_steps, interrupted=True, skipped=skipped)
-    bad = int(first_bad_step)
+            progress.interrupted = True
+            return progress
+    bad = progress.first_nonfinite_step() if not torch.isfinite(progress.loss_sum()) else 0
     if bad:
         raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch}, step {bad}")
-    return EpochProgress(loss_sum, samples, step, optimizer_steps, skipped=skipped)
+    return progress
 
 
 @torch.no_grad()
@@ -230,6 +265,9 @@ class Trainer:
     resume_hint: str = ""
     epoch_callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)  # e.g. TensorBoard
 
+    def __post_init__(self) -> None:
+        self._config_hash = config_hash(self.config) if self.config else ""
+
     def checkpoint(self, state: TrainingState, rng: RandomStates, row: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -241,7 +279,7 @@ class Trainer:
             "rng": rng.to_dict(),
             "metrics": row,
             "config": self.config,
-            "config_hash": config_hash(self.config) if self.config else "",
+            "config_hash": self._config_hash,
             "trainctl_version": __version__,
         }
 
@@ -291,14 +329,9 @@ class Trainer:
                 resuming = state.step_in_epoch > 0
                 if resuming:  # draw the interrupted epoch's permutation again
                     generator.set_state(epoch_start_generator)
-                    progress = EpochProgress(
-                        torch.tensor(state.epoch_loss_sum, device=self.data.train.inputs.device), state.epoch_samples,
-                        state.step_in_epoch, 0,
-                    )
                 else:
                     epoch_start_generator = generator.get_state()
                     state.epoch_started_seconds = 0.0
-                    progress = None
                 epoch_started = time.perf_counter() - state.epoch_started_seconds
                 skip_budget = self.max_skipped_steps - state.skipped_steps if self.on_nonfinite == "skip" else None
                 try:
@@ -306,7 +339,7 @@ class Trainer:
                         self.model, self.data.train, self.loss_fn, self.optimizer,
                         batch_size=self.batch_size, generator=generator, scheduler_per_step=per_step,
                         reporter=self.reporter, grad_clip_norm=self.grad_clip_norm, skip_budget=skip_budget,
-                        start_step=state.step_in_epoch, progress=progress, stop=self.stop, epoch=epoch,
+                        resume_from=state.epoch_progress if resuming else None, stop=self.stop, epoch=epoch,
                     )
                 except NonFiniteLoss as error:
                     raise NonFiniteLoss(f"{error}; {self._what_is_kept(state)}. {NONFINITE_HINT}") from None
@@ -314,19 +347,18 @@ class Trainer:
                 state.skipped_steps += progress.skipped
                 if progress.interrupted:
                     state.step_in_epoch = progress.steps
-                    state.epoch_loss_sum = float(progress.loss_sum)
-                    state.epoch_samples = progress.samples
+                    state.epoch_progress = progress.saved()
                     state.epoch_started_seconds = time.perf_counter() - epoch_started
                     if self.run is not None:
                         rng_now = RandomStates.capture(generator, epoch_start_generator)
                         writer.save(self.checkpoint(state, rng_now, None), self.run.checkpoint_path("last"))
                         writer.wait()
                     raise Interrupted(self.resume_hint)
-                state.step_in_epoch, state.epoch_loss_sum, state.epoch_samples = 0, 0.0, 0
+                state.step_in_epoch, state.epoch_progress = 0, None
                 validation = evaluate(self.model, self.data.val, self.loss_fn, self.data, self.metrics)
                 row = {
                     "epoch": epoch,
-                    "train/loss": progress.loss_sum.item() / progress.samples,
+                    "train/loss": progress.loss_sum().item() / progress.samples,
                     **validation.flat("val"),
                     "lr": self.optimizer.param_groups[0]["lr"],  # the rate this epoch ended with
                     **logged_values(self.loss_fn),

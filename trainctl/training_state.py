@@ -27,8 +27,7 @@ class TrainingState:
     skipped_steps: int = 0  # non-finite steps skipped (on_nonfinite: skip)
     # An epoch interrupted part-way (Ctrl-C, SIGTERM): how far it got, for an exact resume.
     step_in_epoch: int = 0
-    epoch_loss_sum: float = 0.0
-    epoch_samples: int = 0
+    epoch_progress: dict[str, list[float]] | None = None  # its steps' losses and batch sizes
     epoch_started_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,8 +47,8 @@ class RandomStates:
     torch_cpu: torch.Tensor
     shuffle: torch.Tensor
     shuffle_at_epoch_start: torch.Tensor
-    numpy: list[Any]
-    python: list[Any]
+    numpy: list[Any]  # numpy's (kind, keys, position, has_gauss, cached), keys as an int64 tensor
+    python: list[Any]  # python's (version, internal state as an int64 tensor, gauss_next)
     torch_cuda: list[torch.Tensor] = field(default_factory=list)
 
     @classmethod
@@ -60,8 +59,9 @@ class RandomStates:
             torch_cpu=torch.get_rng_state(),
             shuffle=shuffle.get_state(),
             shuffle_at_epoch_start=shuffle_at_epoch_start,
-            numpy=[kind, keys.tolist(), position, has_gauss, cached],
-            python=[version, list(internal), gauss_next],
+            # Tensors rather than lists of 624 ints: one object each to pickle, not hundreds.
+            numpy=[kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+            python=[version, torch.tensor(internal, dtype=torch.int64), gauss_next],
             torch_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         )
 
@@ -69,14 +69,15 @@ class RandomStates:
         torch.set_rng_state(self.torch_cpu)
         shuffle.set_state(self.shuffle)
         kind, keys, position, has_gauss, cached = self.numpy
-        np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         version, internal, gauss_next = self.python
-        random.setstate((version, tuple(internal), gauss_next))
+        random.setstate((version, tuple(internal.tolist()), gauss_next))
         if self.torch_cuda and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self.torch_cuda)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies every tensor, and these are fresh copies already.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RandomStates:
