@@ -13,6 +13,11 @@ import pytest
 import torch
 
 from conftest import CONFIGS, tiny_config, write_config
+from trainctl.cli import app
+
+
+def app_commands() -> list[str]:
+    return [command.name or command.callback.__name__.replace("_", "-") for command in app.registered_commands]
 
 # The console script installed beside the Python running the tests.
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
@@ -27,6 +32,7 @@ def test_train_prints_epochs_and_test_table(cli, tmp_path):
     assert lines[2].startswith("epoch 2/2  train/loss ")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert f"accuracy  │ {summary['test']['accuracy']:.4f}" in result.stdout
+    assert lines[3] == f"loss curve: {summary['diagnosis']['message']}. Train for more epochs."  # 2 are too few
 
 
 def test_quiet_prints_only_the_run_folder(cli, tmp_path):
@@ -115,11 +121,17 @@ def test_other_listings(cli, command, shows):
     assert shows in result.stdout
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "list-losses", "list-models"])
+@pytest.mark.parametrize("command", app_commands())
 def test_every_help_shows_an_example(cli, command):
     result = cli(command, "--help")
     assert result.exit_code == 0
     assert f"Example: trainctl {command}" in result.stdout
+
+
+def test_help_lists_every_command(cli):
+    result = cli("--help")
+    for name in app_commands():
+        assert name in result.stdout
 
 
 # ---- the installed command, in real subprocesses ----------------------------------------------

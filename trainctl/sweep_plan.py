@@ -24,7 +24,7 @@ def yaml_text(value: Any) -> str:
     """One value as the YAML text a `--set` reads back to the same value."""
     if isinstance(value, float):
         return repr(value)
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix("...").strip()
 
 
 def parse_values(text: str, where: str) -> list[str]:

@@ -206,7 +206,8 @@ def _fit_and_test(
             console.print(f"early stopping after epoch {len(history)}: "
                           f"{config.trainer.early_stopping.monitor} did not improve for "
                           f"{config.trainer.early_stopping.patience} epochs", highlight=False)
-        console.print(f"loss curve: {diagnosis.message}. {diagnosis.hint}", highlight=False, soft_wrap=True)
+        hint = diagnosis.hint[:1].upper() + diagnosis.hint[1:]
+        console.print(f"loss curve: {diagnosis.message}. {hint}.", highlight=False, soft_wrap=True)
     return TrainResult(run, summary)
 
 
