@@ -31,7 +31,8 @@ def test_run_folder_holds_what_ran(digits_run):
     }
     assert resolved["trainer"] == {
         "epochs": 20, "device": "cpu", "monitor": "val/accuracy", "early_stopping": None,
-        "grad_clip_norm": None, "on_nonfinite": "stop", "max_skipped_steps": 10,
+        "grad_clip_norm": None, "on_nonfinite": "stop", "max_skipped_steps": 10, "precision": "32",
+        "compile": False, "threads": None,
     }
     rows = read_jsonl(path / "metrics.jsonl")
     assert [row["epoch"] for row in rows] == list(range(1, 21))

@@ -93,6 +93,8 @@ class TrainingParts(ModelParts):
 
 
 def build_model_parts(config: Config) -> ModelParts:
+    if config.trainer.threads is not None:
+        torch.set_num_threads(config.trainer.threads)
     device = resolve_device(config.trainer.device)
     data = build_data(config, device)
     model = build_model(config, data).to(device)

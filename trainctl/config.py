@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.components.metrics import DEFAULT_METRICS
@@ -44,6 +44,11 @@ class _Data(_Component):
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.2
     split_seed: int = 0  # the split stays the same when only `seed` changes, so runs compare fairly
+    # How file-backed datasets stream through a DataLoader; in-memory datasets are batched from
+    # preloaded tensors and need none of it.
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> _Data:
@@ -72,6 +77,14 @@ class TrainerSettings(BaseModel):
     grad_clip_norm: Annotated[float, Field(gt=0)] | None = None  # clip the gradient's total norm
     on_nonfinite: Literal["stop", "skip"] = "stop"  # an inf/NaN loss stops the run, or skips the step
     max_skipped_steps: Annotated[int, Field(ge=0)] = 10  # with skip: stop after more than this many
+    precision: Literal["32", "bf16", "16-mixed"] = "32"  # bf16: autocast; 16-mixed: float16 autocast + grad scaler
+    compile: bool = False  # torch.compile the model (the first steps pay for compiling)
+    threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads per process; default torch's, 1 when distributed
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # `precision: 32`
 
 
 class LoggingSettings(BaseModel):
@@ -131,6 +144,9 @@ class DataSettings:
     val_fraction: float
     test_fraction: float
     split_seed: int
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from trainctl.components.losses import LOSSES
 from trainctl.components.losses import profile as loss_profile
 from trainctl.config import Config
 from trainctl.errors import UserError
+from trainctl.precision import check_precision
 from trainctl.task import TARGET_DESCRIPTIONS
 
 OutputKind = Literal["probabilities", "log-probabilities", "unit interval", "unconstrained"]
@@ -115,6 +116,11 @@ def lint(
     def add(level: str, check: str, message: str, fix: str) -> None:
         findings.append(Finding(level, check, message, fix))  # type: ignore[arg-type]
 
+    loader = [key for key in ("num_workers", "pin_memory", "persistent_workers") if getattr(config.data, key)]
+    if loader:  # every dataset so far is prepared as tensors in memory
+        add("warning", "loader-settings-unused", f"data.{', data.'.join(loader)} set, but dataset "
+            f"{config.dataset.name!r} is held in memory and batched from preloaded tensors, with no DataLoader",
+            "leave them out; they are for datasets streamed from files")
     if task.kind == "classification" and outputs.shape[-1] != plan.num_outputs:
         add("error", "output-size", f"the model gives {outputs.shape[-1]} outputs, but {loss} on this dataset of "
             f"{task.num_classes} classes needs {plan.num_outputs}", "make the last layer's size follow the dataset")
@@ -159,14 +165,22 @@ def preflight(config: Config, parts: TrainingParts) -> PreflightReport:
     split = parts.data.train
     inputs = split.inputs[: config.data.batch_size]
     targets = split.targets[: config.data.batch_size]
+    precision = check_precision(config.trainer.precision, parts.device)
     rng = torch.get_rng_state()
     try:
         model.train()
-        outputs = model(inputs)
-        loss = loss_fn(outputs, targets)
+        with precision.autocast():
+            outputs = model(inputs)
+            loss = loss_fn(outputs, targets)
         loss.backward()
+    except RuntimeError as error:
+        if config.trainer.precision == "32":
+            raise
+        raise UserError(f"trainer.precision: {config.trainer.precision} fails on {parts.device.type} with this model: "
+                        f"{str(error).splitlines()[0]}; use precision: 32") from None
     finally:
         torch.set_rng_state(rng)
+    outputs = outputs.float()
     gradients = [p.grad for p in [*model.parameters(), *loss_fn.parameters()] if p.grad is not None]
     finite = all(bool(torch.isfinite(g).all()) for g in gradients)
     kind = output_kind(outputs)

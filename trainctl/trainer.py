@@ -7,6 +7,7 @@ read once per epoch (and by the live view at most four times a second).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from trainctl.components.metrics import compute, goal
 from trainctl.data import PreparedData, Split, ordered_batches, shuffled_batches, steps_per_epoch
 from trainctl.loss_functions import logged_values
 from trainctl.loss_report import loss_report
+from trainctl.precision import Precision
 from trainctl.progress import QuietReporter, Reporter
 from trainctl.runs import RunFolder
 from trainctl.statistics import ConfusionMatrix, RegressionStatistics
@@ -109,6 +111,8 @@ def train_one_epoch(
     resume_from: dict[str, list[float]] | None = None,
     stop: StopRequest | None = None,
     epoch: int = 0,
+    precision: Precision | None = None,
+    scaler: Any | None = None,
 ) -> EpochProgress:
     """One pass over the shuffled training split (or the rest of one, after `resume_from`).
 
@@ -126,8 +130,10 @@ def train_one_epoch(
         progress.restore(resume_from)
     start_step = progress.steps
     samples = progress.samples  # a host-side count for the live view's mean loss and rate
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     for step, index in enumerate(batches[start_step:], start_step + 1):
-        loss = loss_fn(model(split.inputs[index]), split.targets[index])
+        with autocast():
+            loss = loss_fn(model(split.inputs[index]), split.targets[index])
         if skip_budget is not None and not bool(torch.isfinite(loss)):
             progress.skipped += 1
             if progress.skipped > skip_budget:
@@ -137,10 +143,18 @@ def train_one_epoch(
             progress.steps = step
             continue
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            if grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+            optimizer.step()
+        else:  # float16: scale the loss so small gradients do not underflow; steps with inf gradients are skipped
+            scaler.scale(loss).backward()
+            if grad_clip_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
         progress.optimizer_steps += 1
         if scheduler_per_step is not None:
             scheduler_per_step.step()
@@ -167,6 +181,7 @@ def evaluate(
     *,
     details: bool = False,
     worst: int = 0,
+    precision: Precision | None = None,
 ) -> Evaluation:
     """Mean loss and metrics over a whole split, computed from statistics summed over batches.
 
@@ -181,9 +196,12 @@ def evaluate(
         statistics = RegressionStatistics(data.task.num_targets, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     all_outputs = []
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     for inputs, targets, labels in ordered_batches(split, EVAL_BATCH_SIZE):
-        outputs = model(inputs)
-        loss_sum += loss_fn(outputs, targets).double() * len(inputs)
+        with autocast():
+            outputs = model(inputs)
+            loss_sum += loss_fn(outputs, targets).double() * len(inputs)
+        outputs = outputs.float()
         statistics.update(data.predictions(outputs), labels)
         if details:
             all_outputs.append(outputs)
@@ -264,9 +282,13 @@ class Trainer:
     stop: StopRequest = field(default_factory=StopRequest)
     resume_hint: str = ""
     epoch_callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)  # e.g. TensorBoard
+    precision: Precision | None = None
+    compiled_model: torch.nn.Module | None = None  # torch.compile of `model`: runs the steps, shares its weights
 
     def __post_init__(self) -> None:
         self._config_hash = config_hash(self.config) if self.config else ""
+        self.scaler = self.precision.grad_scaler() if self.precision is not None else None
+        self.forward_model = self.compiled_model or self.model
 
     def checkpoint(self, state: TrainingState, rng: RandomStates, row: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -274,6 +296,7 @@ class Trainer:
             "loss": self.loss_fn.state_dict(),  # learned loss parameters (adaptive α and c, ...)
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": state.epoch,
             "state": state.to_dict(),
             "rng": rng.to_dict(),
@@ -290,6 +313,8 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler"):
             self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.scaler is not None and checkpoint.get("grad_scaler"):
+            self.scaler.load_state_dict(checkpoint["grad_scaler"])
         return TrainingState.from_dict(checkpoint["state"]), RandomStates.from_dict(checkpoint["rng"])
 
     def _what_is_kept(self, state: TrainingState) -> str:
@@ -336,10 +361,11 @@ class Trainer:
                 skip_budget = self.max_skipped_steps - state.skipped_steps if self.on_nonfinite == "skip" else None
                 try:
                     progress = train_one_epoch(
-                        self.model, self.data.train, self.loss_fn, self.optimizer,
+                        self.forward_model, self.data.train, self.loss_fn, self.optimizer,
                         batch_size=self.batch_size, generator=generator, scheduler_per_step=per_step,
                         reporter=self.reporter, grad_clip_norm=self.grad_clip_norm, skip_budget=skip_budget,
                         resume_from=state.epoch_progress if resuming else None, stop=self.stop, epoch=epoch,
+                        precision=self.precision, scaler=self.scaler,
                     )
                 except NonFiniteLoss as error:
                     raise NonFiniteLoss(f"{error}; {self._what_is_kept(state)}. {NONFINITE_HINT}") from None
@@ -355,7 +381,8 @@ class Trainer:
                         writer.wait()
                     raise Interrupted(self.resume_hint)
                 state.step_in_epoch, state.epoch_progress = 0, None
-                validation = evaluate(self.model, self.data.val, self.loss_fn, self.data, self.metrics)
+                validation = evaluate(self.forward_model, self.data.val, self.loss_fn, self.data, self.metrics,
+                                      precision=self.precision)
                 row = {
                     "epoch": epoch,
                     "train/loss": progress.loss_sum().item() / progress.samples,

@@ -133,6 +133,9 @@ def _stderr() -> Console:
 
 
 def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, quiet: bool) -> Any:
+    import torch
+
+    from trainctl.precision import check_precision
     from trainctl.progress import make_reporter
     from trainctl.trainer import Trainer
     from trainctl.training_state import EarlyStopping
@@ -161,6 +164,8 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
         on_nonfinite=settings.on_nonfinite,
         max_skipped_steps=settings.max_skipped_steps,
         resume_hint=f"trainctl train --resume {run.path}",
+        precision=check_precision(settings.precision, parts.device),
+        compiled_model=torch.compile(parts.model) if settings.compile else None,
     )
 
 
@@ -179,7 +184,8 @@ def _fit_and_test(
     with graceful_stop(announce) as stop, _epoch_logger(config, run) as log_epoch:
         trainer.stop = stop
         trainer.epoch_callbacks.append(log_epoch)
-        fit = trainer.fit(state, rng)
+        with _compile_errors(config):
+            fit = trainer.fit(state, rng)
     history = run.read_metrics()
     test = evaluate_checkpoint(parts.model, run.checkpoint_path("best"), "test", parts.loss_fn, parts.data, config.metrics)
     test["checkpoint"] = "best"
@@ -209,6 +215,18 @@ def _fit_and_test(
         hint = diagnosis.hint[:1].upper() + diagnosis.hint[1:]
         console.print(f"loss curve: {diagnosis.message}. {hint}.", highlight=False, soft_wrap=True)
     return TrainResult(run, summary)
+
+
+@contextlib.contextmanager
+def _compile_errors(config: Config) -> Iterator[None]:
+    """torch.compile fails inside the first step, with pages of compiler output: one line instead."""
+    try:
+        yield
+    except Exception as error:
+        if not config.trainer.compile or not type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise UserError(f"trainer.compile: torch.compile failed here: {first}; set trainer.compile: false") from None
 
 
 @contextlib.contextmanager
