@@ -203,3 +203,10 @@ def test_every_loss_has_a_detail_page_with_a_valid_example(cli, tmp_path):
         assert loss["name"] == name
         LOSSES.get(name).params.model_validate({k: v for k, v in loss.items() if k != "name"})
         assert profile(name, loss).target in ("index", "value", "binary", "distribution")
+
+
+def test_error_text_with_brackets_is_printed_as_is(cli, tmp_path):
+    """Messages quote user input and library errors, which may hold [square brackets]."""
+    result = cli("train", tiny_config(tmp_path), "--set", "model.name=a[/b]")
+    assert result.exit_code == 2
+    assert "unknown model 'a[/b]'" in result.stderr

@@ -16,7 +16,9 @@ from trainctl.components.losses import profile as loss_profile
 from trainctl.components.models import ModelContext
 from trainctl.components.schedulers import SchedulerContext
 from trainctl.config import Config
+from trainctl import distributed
 from trainctl.data import PreparedData, prepare_data, steps_per_epoch
+from trainctl.distributed import SINGLE, Ranks
 from trainctl.errors import UserError
 from trainctl.task import plan_targets
 
@@ -83,6 +85,7 @@ class ModelParts:
     model: torch.nn.Module
     loss_fn: torch.nn.Module
     device: torch.device
+    ranks: Ranks = SINGLE  # this process's place in a run of several
 
 
 @dataclass
@@ -92,18 +95,18 @@ class TrainingParts(ModelParts):
     scheduler_interval: str = "epoch"
 
 
-def build_model_parts(config: Config) -> ModelParts:
+def build_model_parts(config: Config, ranks: Ranks = SINGLE) -> ModelParts:
     if config.trainer.threads is not None:
         torch.set_num_threads(config.trainer.threads)
-    device = resolve_device(config.trainer.device)
+    device = distributed.start(ranks, resolve_device(config.trainer.device), config.trainer.threads)
     data = build_data(config, device)
     model = build_model(config, data).to(device)
     loss_fn = build_loss(config, data).to(device)
-    return ModelParts(data, model, loss_fn, device)
+    return ModelParts(data, model, loss_fn, device, ranks)
 
 
-def build_training(config: Config) -> TrainingParts:
-    parts = build_model_parts(config)
+def build_training(config: Config, ranks: Ranks = SINGLE) -> TrainingParts:
+    parts = build_model_parts(config, ranks)
     # A loss with learned parameters (adaptive, uncertainty_sum) trains with the model.
     parameters = [*parts.model.parameters(), *parts.loss_fn.parameters()]
     optimizer = OPTIMIZERS.get(config.optimizer.name).build(parameters, config.optimizer.params)
@@ -113,4 +116,4 @@ def build_training(config: Config) -> TrainingParts:
         steps = steps_per_epoch(len(parts.data.train), config.data.batch_size)
         context = SchedulerContext(optimizer, config.trainer.epochs, steps)
         scheduler, interval = entry.build(context, config.scheduler.params), entry.info["interval"]
-    return TrainingParts(parts.data, parts.model, parts.loss_fn, parts.device, optimizer, scheduler, interval)
+    return TrainingParts(parts.data, parts.model, parts.loss_fn, parts.device, ranks, optimizer, scheduler, interval)

@@ -45,7 +45,7 @@ def user_errors() -> Iterator[None]:
             raise
         err = Console(stderr=True, highlight=False)
         for line in error.lines():
-            err.print(f"[red]error:[/red] {line}", markup=True, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(line)}", markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as interrupt:
         hint = getattr(interrupt, "resume_hint", "")
@@ -93,6 +93,9 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (sets seed).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; print only the run folder.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Stop on warnings from the checks, not only on errors.")] = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="Train in N processes on this machine (torch.distributed, DDP).")
+    ] = 1,
 ) -> None:
     """Check the config (as `trainctl validate` does), train, then evaluate the best checkpoint on the test split.
 
@@ -103,7 +106,11 @@ def train(
     Example: trainctl train configs/digits_mlp.yaml --set trainer.epochs=5 --set model.hidden=[64,64]
 
     Resume: trainctl train --resume runs/digits_mlp-20260101-120000 --set trainer.epochs=40
+
+    Several processes: trainctl train configs/digits_mlp.yaml --nproc 2 (or: torchrun --nproc_per_node 2 -m trainctl train ...)
     """
+    from trainctl.config import load_config
+    from trainctl.distributed import launch
     from trainctl.workflows import resume as resume_training
     from trainctl.workflows import train as run_training
 
@@ -116,6 +123,18 @@ def train(
     if seed is not None:
         settings.append(f"seed={seed}")
     console = Console(highlight=False)
+    if nproc > 1:
+        arguments = [str(resume) if resume is not None else str(config)]
+        arguments[:0] = ["--resume"] if resume is not None else []
+        for setting in settings:
+            arguments += ["--set", setting]
+        arguments += (["--out", str(out)] if out is not None else []) + (["--quiet"] if quiet else [])
+        arguments += ["--strict"] if strict else []
+        with user_errors():
+            if config is not None:
+                load_config(config, settings)  # a bad config is reported once, before any process starts
+            code = launch(arguments, nproc)
+        raise typer.Exit(code)
     with user_errors():
         if resume is not None:
             if out is not None:
@@ -123,6 +142,8 @@ def train(
             result = resume_training(resume, settings, console=console, quiet=quiet)
         else:
             result = run_training(config, settings, out=out, console=console, quiet=quiet, strict=strict)
+    if not result.summary:  # a process of rank > 0 in a run of several: rank 0 reports
+        return
     if quiet:
         console.print(str(result.run.path))
         return

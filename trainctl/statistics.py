@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from trainctl.components.metrics import RegressionSums, per_class
+from trainctl.distributed import Ranks
 
 
 class ConfusionMatrix:
@@ -15,6 +16,9 @@ class ConfusionMatrix:
 
     def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
         self.counts += torch.bincount(labels * self.num_classes + predictions, minlength=self.num_classes**2)
+
+    def sum_over_ranks(self, ranks: Ranks) -> None:
+        ranks.sum(self.counts)
 
     def result(self) -> np.ndarray:
         return self.counts.view(self.num_classes, self.num_classes).cpu().numpy()
@@ -42,6 +46,11 @@ class RegressionStatistics:
         error = predictions - labels
         self.sums += torch.stack([(error**2).sum(0), error.abs().sum(0), labels.sum(0), (labels**2).sum(0)])
         self.count += len(labels)
+
+    def sum_over_ranks(self, ranks: Ranks) -> None:
+        ranks.sum(self.sums)
+        count = ranks.sum(torch.tensor([self.count], dtype=torch.int64, device=self.sums.device))
+        self.count = int(count.item())
 
     def result(self) -> RegressionSums:
         sums = self.sums.cpu().numpy()

@@ -25,6 +25,7 @@ from trainctl.components.metrics import compute, goal
 from trainctl.data import PreparedData, Split, ordered_batches, shuffled_batches, steps_per_epoch
 from trainctl.loss_functions import logged_values
 from trainctl.loss_report import loss_report
+from trainctl.distributed import SINGLE, Ranks
 from trainctl.precision import Precision
 from trainctl.progress import QuietReporter, Reporter
 from trainctl.runs import RunFolder
@@ -66,6 +67,14 @@ class EpochProgress:
     interrupted: bool = False
     skipped: int = 0  # non-finite steps skipped in this call
 
+    def sum_over_ranks(self, ranks: Ranks) -> None:
+        """Make each step's loss and size those of the whole global batch (a no-op in one process)."""
+        if not ranks.distributed:
+            return
+        totals = ranks.sum(torch.stack([self.step_losses * self.batch_sizes, self.batch_sizes]))
+        self.batch_sizes = totals[1]
+        self.step_losses = torch.where(totals[1] > 0, totals[0] / totals[1].clamp(min=1), 0.0)
+
     @classmethod
     def empty(cls, batch_sizes: list[int], device: torch.device) -> EpochProgress:
         sizes = torch.tensor(batch_sizes, dtype=torch.float32, device=device)
@@ -89,10 +98,16 @@ class EpochProgress:
         """The part of an interrupted epoch a checkpoint keeps."""
         return {"losses": self.step_losses[: self.steps].tolist(), "sizes": self.batch_sizes[: self.steps].tolist()}
 
-    def restore(self, saved: dict[str, list[float]]) -> None:
+    def restore(self, saved: dict[str, list[float]], ranks: Ranks) -> None:
+        """Continue an interrupted epoch. The saved steps are whole global batches: with several
+        processes, rank 0 holds them and the others count them as zero, so summing stays right."""
         steps = len(saved["losses"])
-        self.step_losses[:steps] = torch.tensor(saved["losses"], dtype=self.step_losses.dtype)
-        self.batch_sizes[:steps] = torch.tensor(saved["sizes"], dtype=self.batch_sizes.dtype)
+        if ranks.is_main:
+            self.step_losses[:steps] = torch.tensor(saved["losses"], dtype=self.step_losses.dtype)
+            self.batch_sizes[:steps] = torch.tensor(saved["sizes"], dtype=self.batch_sizes.dtype)
+        else:
+            self.step_losses[:steps] = 0.0
+            self.batch_sizes[:steps] = 0.0
         self.steps = steps
 
 
@@ -113,6 +128,8 @@ def train_one_epoch(
     epoch: int = 0,
     precision: Precision | None = None,
     scaler: Any | None = None,
+    ranks: Ranks = SINGLE,
+    distributed_model: torch.nn.Module | None = None,
 ) -> EpochProgress:
     """One pass over the shuffled training split (or the rest of one, after `resume_from`).
 
@@ -120,21 +137,35 @@ def train_one_epoch(
     Non-finite losses are found from those at the end of the epoch, without a host sync per step.
     Skipping them (up to `skip_budget` steps) needs a decision before each optimizer step, so
     that mode reads the loss every step.
+
+    With several processes, each trains on its slice of every global batch through
+    `distributed_model` (DDP over the model and the loss); decisions every rank must share (stop,
+    skip) are agreed on each step.
     """
     model.train()
     device = split.inputs.device
     reporter = reporter or QuietReporter()
     batches = shuffled_batches(len(split), batch_size, generator, device)
-    progress = EpochProgress.empty([len(index) for index in batches], device)
+    progress = EpochProgress.empty([len(ranks.shard(index)) for index in batches], device)
     if resume_from is not None:
-        progress.restore(resume_from)
+        progress.restore(resume_from, ranks)
     start_step = progress.steps
     samples = progress.samples  # a host-side count for the live view's mean loss and rate
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
-    for step, index in enumerate(batches[start_step:], start_step + 1):
+    for step, batch in enumerate(batches[start_step:], start_step + 1):
+        index = ranks.shard(batch)
+        share = len(index)
+        if share == 0:  # a last batch smaller than the ranks: this one steps too (DDP needs all), weighing 0
+            index = batch[:1]
         with autocast():
-            loss = loss_fn(model(split.inputs[index]), split.targets[index])
-        if skip_budget is not None and not bool(torch.isfinite(loss)):
+            if distributed_model is None:
+                loss = loss_fn(model(split.inputs[index]), split.targets[index])
+            else:
+                loss = distributed_model(split.inputs[index], split.targets[index])
+        objective = loss
+        if ranks.distributed:  # DDP averages over ranks; weigh each slice so that equals the global batch mean
+            objective = loss * (share * ranks.world_size / len(batch))
+        if skip_budget is not None and ranks.any(not bool(torch.isfinite(loss)), device):
             progress.skipped += 1
             if progress.skipped > skip_budget:
                 raise NonFiniteLoss(f"the training loss was non-finite at epoch {epoch}, step {step}, after as many "
@@ -144,12 +175,12 @@ def train_one_epoch(
             continue
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
-            loss.backward()
+            objective.backward()
             if grad_clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
             optimizer.step()
         else:  # float16: scale the loss so small gradients do not underflow; steps with inf gradients are skipped
-            scaler.scale(loss).backward()
+            scaler.scale(objective).backward()
             if grad_clip_norm is not None:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
@@ -160,11 +191,13 @@ def train_one_epoch(
             scheduler_per_step.step()
         progress.step_losses[step - 1] = loss.detach()
         progress.steps = step
-        samples += len(index)
+        samples += share
         reporter.step(step, progress, samples)
-        if stop is not None and stop.requested:
+        if stop is not None and ranks.any(stop.requested, device):
             progress.interrupted = True
+            progress.sum_over_ranks(ranks)
             return progress
+    progress.sum_over_ranks(ranks)
     bad = progress.first_nonfinite_step() if not torch.isfinite(progress.loss_sum()) else 0
     if bad:
         raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch}, step {bad}")
@@ -182,6 +215,7 @@ def evaluate(
     details: bool = False,
     worst: int = 0,
     precision: Precision | None = None,
+    ranks: Ranks = SINGLE,
 ) -> Evaluation:
     """Mean loss and metrics over a whole split, computed from statistics summed over batches.
 
@@ -197,6 +231,9 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     all_outputs = []
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
+    total = len(split)
+    if ranks.distributed:  # each rank evaluates a slice; the statistics are summed below
+        split = Split(ranks.shard(split.inputs), ranks.shard(split.labels), ranks.shard(split.targets))
     for inputs, targets, labels in ordered_batches(split, EVAL_BATCH_SIZE):
         with autocast():
             outputs = model(inputs)
@@ -205,8 +242,11 @@ def evaluate(
         statistics.update(data.predictions(outputs), labels)
         if details:
             all_outputs.append(outputs)
+    if ranks.distributed:
+        statistics.sum_over_ranks(ranks)
+        ranks.sum(loss_sum)
     result = statistics.result()
-    evaluation = Evaluation(loss_sum.item() / len(split), compute(metric_names, result))
+    evaluation = Evaluation(loss_sum.item() / total, compute(metric_names, result))
     if details:
         if data.task.kind == "classification":
             evaluation.details = ConfusionMatrix.details(result, data.task.class_names)
@@ -284,11 +324,17 @@ class Trainer:
     epoch_callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)  # e.g. TensorBoard
     precision: Precision | None = None
     compiled_model: torch.nn.Module | None = None  # torch.compile of `model`: runs the steps, shares its weights
+    ranks: Ranks = SINGLE
 
     def __post_init__(self) -> None:
         self._config_hash = config_hash(self.config) if self.config else ""
         self.scaler = self.precision.grad_scaler() if self.precision is not None else None
         self.forward_model = self.compiled_model or self.model
+        self.distributed_model = None
+        if self.ranks.distributed:
+            from trainctl.distributed import wrap
+
+            self.distributed_model = wrap(self.forward_model, self.loss_fn, self.data.train.inputs.device)
 
     def checkpoint(self, state: TrainingState, rng: RandomStates, row: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -365,7 +411,8 @@ class Trainer:
                         batch_size=self.batch_size, generator=generator, scheduler_per_step=per_step,
                         reporter=self.reporter, grad_clip_norm=self.grad_clip_norm, skip_budget=skip_budget,
                         resume_from=state.epoch_progress if resuming else None, stop=self.stop, epoch=epoch,
-                        precision=self.precision, scaler=self.scaler,
+                        precision=self.precision, scaler=self.scaler, ranks=self.ranks,
+                        distributed_model=self.distributed_model,
                     )
                 except NonFiniteLoss as error:
                     raise NonFiniteLoss(f"{error}; {self._what_is_kept(state)}. {NONFINITE_HINT}") from None
@@ -382,7 +429,7 @@ class Trainer:
                     raise Interrupted(self.resume_hint)
                 state.step_in_epoch, state.epoch_progress = 0, None
                 validation = evaluate(self.forward_model, self.data.val, self.loss_fn, self.data, self.metrics,
-                                      precision=self.precision)
+                                      precision=self.precision, ranks=self.ranks)
                 row = {
                     "epoch": epoch,
                     "train/loss": progress.loss_sum().item() / progress.samples,

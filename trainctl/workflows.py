@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from trainctl.runs import RunFolder
 @dataclass
 class TrainResult:
     run: RunFolder
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # empty on ranks other than 0 of a run in several processes
+    model: Any = None  # the trained torch module, as the last epoch left it
 
 
 def train(
@@ -56,24 +58,34 @@ def train_config(
     from trainctl.build import build_training
     from trainctl.preflight import PreflightError, preflight
 
-    console = console or Console()
-    # Everything is built and checked before the run folder exists: a bad config leaves nothing behind.
-    parts = build_training(config)
-    report = preflight(config, parts)
-    if report.errors or (strict and report.warnings):
-        raise PreflightError(report.errors + (report.warnings if strict else []))
-    for finding in report.warnings:
-        _stderr().print(f"[yellow]warning:[/yellow] {escape(str(finding))}", soft_wrap=True)
-    if config.logging.tensorboard:
-        from trainctl.tensorboard import summary_writer_class
+    from trainctl import distributed
 
-        summary_writer_class()
-    run = RunFolder.create(config.output_dir, config.name, out)
-    run.write_config(config.to_dict())
-    if not quiet:
-        console.print(f"run folder: {run.path}", highlight=False)
-    trainer = _make_trainer(config, parts, run, console, quiet)
-    return _fit_and_test(config, parts, run, trainer, console, quiet)
+    console = console or Console()
+    ranks = distributed.ranks_from_environment()
+    quiet = quiet or not ranks.is_main  # with several processes, rank 0 alone prints
+    # Everything is built and checked before the run folder exists: a bad config leaves nothing behind.
+    parts = build_training(config, ranks)
+    try:
+        report = preflight(config, parts)
+        if report.errors or (strict and report.warnings):
+            raise PreflightError(report.errors + (report.warnings if strict else []))
+        for finding in report.warnings if ranks.is_main else []:
+            _stderr().print(f"[yellow]warning:[/yellow] {escape(str(finding))}", soft_wrap=True)
+        if config.logging.tensorboard:
+            from trainctl.tensorboard import summary_writer_class
+
+            summary_writer_class()
+        run = RunFolder.create(config.output_dir, config.name, out) if ranks.is_main else None
+        run = RunFolder(Path(ranks.broadcast(str(run.path) if run else None))) if ranks.distributed else run
+        if ranks.is_main:
+            run.write_config(config.to_dict())
+        if not quiet:
+            console.print(f"run folder: {run.path}", highlight=False)
+        trainer = _make_trainer(config, parts, run, console, quiet)
+        with distributed.peer_errors(ranks):
+            return _fit_and_test(config, parts, run, trainer, console, quiet)
+    finally:
+        distributed.stop()
 
 
 def resume(
@@ -83,11 +95,14 @@ def resume(
 
     The config must be the one the run started with; only trainer.epochs may change, to extend it.
     """
+    from trainctl import distributed
     from trainctl.build import build_training
     from trainctl.checkpoint import load_checkpoint
     from trainctl.training_state import config_hash, differing_keys
 
     console = console or Console()
+    ranks = distributed.ranks_from_environment()
+    quiet = quiet or not ranks.is_main
     run = RunFolder.open(run_dir)
     saved = load_config(run.config_path)
     config = load_config(run.config_path, overrides)
@@ -105,27 +120,32 @@ def resume(
     if checkpoint.get("config_hash") != config_hash(saved.to_dict()):
         raise UserError(f"{run.config_path}: differs from the config its checkpoint was trained with; "
                         "a resumed run must use the config it started with")
-    parts = build_training(config)
-    trainer = _make_trainer(config, parts, run, console, quiet)
-    state, rng = trainer.load_checkpoint_state(checkpoint)
-    epochs = config.trainer.epochs
-    if epochs != saved.trainer.epochs:
-        if parts.scheduler_interval == "step":
-            raise UserError(f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
-                            f"{config.scheduler.name!r} laid its schedule out over {saved.trainer.epochs} epochs")
-        if epochs < state.epoch + (state.step_in_epoch > 0):
-            raise UserError(f"--set trainer.epochs={epochs}: the run has already trained {state.epoch} epochs")
-    finished = state.step_in_epoch == 0 and (state.epoch >= epochs or state.stopped_early)
-    if finished and run.summary_path.is_file():
-        why = "stopped early" if state.stopped_early else f"finished all {state.epoch} epochs"
-        raise UserError(f"{run.path}: nothing to resume: the run {why}; extend it with --set trainer.epochs=N")
-    # A run stopped after its last epoch but before its summary just gets its test evaluation.
-    run.keep_metrics_through(state.epoch)  # rows written after the last checkpoint are trained again
-    run.write_config(config.to_dict())
-    if not quiet:
-        console.print(f"resuming {run.path} at epoch {state.epoch + 1}"
-                      + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False)
-    return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng)
+    parts = build_training(config, ranks)
+    try:
+        trainer = _make_trainer(config, parts, run, console, quiet)
+        state, rng = trainer.load_checkpoint_state(checkpoint)
+        epochs = config.trainer.epochs
+        if epochs != saved.trainer.epochs:
+            if parts.scheduler_interval == "step":
+                raise UserError(f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
+                                f"{config.scheduler.name!r} laid its schedule out over {saved.trainer.epochs} epochs")
+            if epochs < state.epoch + (state.step_in_epoch > 0):
+                raise UserError(f"--set trainer.epochs={epochs}: the run has already trained {state.epoch} epochs")
+        finished = state.step_in_epoch == 0 and (state.epoch >= epochs or state.stopped_early)
+        if finished and run.summary_path.is_file():
+            why = "stopped early" if state.stopped_early else f"finished all {state.epoch} epochs"
+            raise UserError(f"{run.path}: nothing to resume: the run {why}; extend it with --set trainer.epochs=N")
+        if ranks.is_main:
+            # A run stopped after its last epoch but before its summary just gets its test evaluation.
+            run.keep_metrics_through(state.epoch)  # rows written after the last checkpoint are trained again
+            run.write_config(config.to_dict())
+        if not quiet:
+            console.print(f"resuming {run.path} at epoch {state.epoch + 1}"
+                          + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False)
+        with distributed.peer_errors(ranks):
+            return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng)
+    finally:
+        distributed.stop()
 
 
 def _stderr() -> Console:
@@ -142,6 +162,7 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
 
     settings = config.trainer
     stopping = settings.early_stopping
+    main = parts.ranks.is_main
     return Trainer(
         model=parts.model,
         loss_fn=parts.loss_fn,
@@ -154,9 +175,9 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
         seed=config.seed,
         scheduler=parts.scheduler,
         scheduler_interval=parts.scheduler_interval,
-        run=run,
+        run=run if main else None,  # rank 0 alone writes the run folder
         config=config.to_dict(),
-        reporter=make_reporter(console, quiet),
+        reporter=make_reporter(console, quiet or not main),
         early_stopping=None if stopping is None else EarlyStopping(
             stopping.monitor, stopping.mode, stopping.patience, stopping.min_delta
         ),
@@ -166,6 +187,7 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
         resume_hint=f"trainctl train --resume {run.path}",
         precision=check_precision(settings.precision, parts.device),
         compiled_model=torch.compile(parts.model) if settings.compile else None,
+        ranks=parts.ranks,
     )
 
 
@@ -181,13 +203,18 @@ def _fit_and_test(
         _stderr().print(f"[yellow]{signal_name}: stopping after this step to save the run "
                         "(press Ctrl-C again to stop at once)[/yellow]")
 
-    with graceful_stop(announce) as stop, _epoch_logger(config, run) as log_epoch:
+    main = parts.ranks.is_main
+    with graceful_stop(announce if main else lambda name: None) as stop, _epoch_logger(config, run, main) as log_epoch:
         trainer.stop = stop
         trainer.epoch_callbacks.append(log_epoch)
         with _compile_errors(config):
             fit = trainer.fit(state, rng)
+    if not main:
+        return TrainResult(run, {}, parts.model)  # rank 0 evaluates the test split and writes the summary
     history = run.read_metrics()
-    test = evaluate_checkpoint(parts.model, run.checkpoint_path("best"), "test", parts.loss_fn, parts.data, config.metrics)
+    # On a copy: the trained model stays as the last epoch left it, for whoever called train.
+    test = evaluate_checkpoint(copy.deepcopy(parts.model), run.checkpoint_path("best"), "test",
+                               copy.deepcopy(parts.loss_fn), parts.data, config.metrics)
     test["checkpoint"] = "best"
     diagnosis = diagnose(history)
     summary = {
@@ -214,7 +241,7 @@ def _fit_and_test(
                           f"{config.trainer.early_stopping.patience} epochs", highlight=False)
         hint = diagnosis.hint[:1].upper() + diagnosis.hint[1:]
         console.print(f"loss curve: {diagnosis.message}. {hint}.", highlight=False, soft_wrap=True)
-    return TrainResult(run, summary)
+    return TrainResult(run, summary, parts.model)
 
 
 @contextlib.contextmanager
@@ -230,9 +257,9 @@ def _compile_errors(config: Config) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _epoch_logger(config: Config, run: RunFolder) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Per-epoch logging beyond metrics.jsonl: TensorBoard event files when asked for."""
-    if not config.logging.tensorboard:
+def _epoch_logger(config: Config, run: RunFolder, main: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Per-epoch logging beyond metrics.jsonl: TensorBoard event files when asked for (by rank 0)."""
+    if not config.logging.tensorboard or not main:
         yield lambda row: None
         return
     from trainctl.tensorboard import TensorBoardLogger

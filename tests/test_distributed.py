@@ -1,0 +1,116 @@
+"""Several processes on torch.distributed (gloo on CPU): the same model as one process, every rank alike."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_jsonl, tiny_config
+from trainctl.workflows import resume, train
+
+TRAINCTL = str(Path(sys.executable).parent / "trainctl")
+WORKER = Path(__file__).parent / "workers" / "train_and_dump.py"
+
+
+def config_for(directory: Path, epochs: int = 3) -> Path:
+    """No dropout or batch norm: with those, ranks draw different masks and keep their own statistics.
+    1437 training samples in global batches of 64: every rank gets samples in every batch."""
+    return tiny_config(
+        directory, data={"name": "digits", "batch_size": 64}, model={"name": "mlp", "hidden": [32]},
+        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}, trainer={"epochs": epochs, "device": "cpu"},
+    )
+
+
+def assert_close_runs(a: Path, b: Path, tolerance: float = 1e-5) -> None:
+    wa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=tolerance, rtol=0), key
+    for ra, rb in zip(read_jsonl(a / "metrics.jsonl"), read_jsonl(b / "metrics.jsonl"), strict=True):
+        for key, value in ra.items():
+            if key != "seconds":
+                assert rb[key] == pytest.approx(value, abs=tolerance), key
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """torchrun itself starting two processes of trainctl's train, each saving its final parameters."""
+    folder = tmp_path_factory.mktemp("ddp")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(WORKER), str(config_for(folder)), str(folder / "run"), str(folder)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return folder
+
+
+def test_every_rank_ends_with_the_same_parameters(two_process_run):
+    ranks = [torch.load(two_process_run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    saved = torch.load(two_process_run / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(saved[key], ranks[1][key]) for key in saved)  # rank 0 wrote what every rank holds
+
+
+def test_two_processes_train_the_model_one_process_does(two_process_run, tmp_path):
+    single = train(config_for(tmp_path), out=tmp_path / "one", quiet=True)
+    assert_close_runs(single.run.path, two_process_run / "run")
+    assert sorted(p.name for p in (two_process_run / "run").iterdir()) == [
+        "checkpoints", "config.yaml", "curves.png", "metrics.jsonl", "summary.json",
+    ]
+
+
+def test_a_two_process_run_resumes_in_one_process(two_process_run, tmp_path):
+    straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", quiet=True)
+    copied = tmp_path / "copied"
+    subprocess.run(["cp", "-r", str(two_process_run / "run"), str(copied)], check=True)
+    resumed = resume(copied, ["trainer.epochs=5"], quiet=True)
+    assert resumed.summary["epochs_trained"] == 5
+    assert_close_runs(straight.run.path, copied)
+
+
+def test_a_one_process_run_resumes_in_two(tmp_path):
+    straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", quiet=True)
+    first = train(config_for(tmp_path), out=tmp_path / "run", quiet=True)
+    finished = subprocess.run([TRAINCTL, "train", "--resume", first.run.path, "--nproc", "2", "--set", "trainer.epochs=5"],
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.count("resuming ") == 1  # rank 0 alone prints
+    assert_close_runs(straight.run.path, first.run.path)
+
+
+def rank_processes(run_id_prefix: bytes = b"trainctl-") -> dict[int, int]:
+    """The worker processes the launcher started, by rank (read from their environment)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environment = dict(item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        if environment.get(b"TORCHELASTIC_RUN_ID", b"").startswith(run_id_prefix) and b"RANK" in environment:
+            found[int(environment[b"RANK"])] = int(entry.name)
+    return found
+
+
+def test_a_dead_worker_ends_the_run_with_one_line_not_a_hang(tmp_path):
+    config = config_for(tmp_path, epochs=1000)
+    process = subprocess.Popen([TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "run", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "metrics.jsonl").exists():  # both ranks are training
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    workers = rank_processes()
+    os.kill(workers[1], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "error: --nproc 2: the process of rank 1 was killed (SIGKILL)" in stderr
+    assert "Traceback" not in stderr

@@ -1,0 +1,168 @@
+"""Several processes, one run: torch.distributed with DistributedDataParallel, started by torchrun.
+
+Every process (rank) builds the same data, model and shuffled order from the same seeds and trains
+on its own slice of every global batch (`data.batch_size` is the global batch); DDP averages the
+gradients; evaluation statistics are summed over ranks, so metrics cover the whole split. Rank 0
+alone prints and writes the run folder. A run of one process never touches torch.distributed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from trainctl.errors import UserError
+
+# A rank blocked in a collective whose peer is stuck gives up after this long instead of hanging.
+COLLECTIVE_TIMEOUT = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the run: rank, how many processes, and its rank on this machine."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous slice of a global batch (sizes differ by at most one)."""
+        return items.tensor_split(self.world_size)[self.rank] if self.distributed else items
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a tensor over all ranks, in place."""
+        if self.distributed:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when it is true on one: decisions that must not diverge (stop, skip)."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor([float(flag)], device=device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's value, on every rank (e.g. the run folder rank 0 created)."""
+        if not self.distributed:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+SINGLE = Ranks()
+
+
+def ranks_from_environment() -> Ranks:
+    """The ranks torchrun describes in the environment; one process when it did not start us."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return SINGLE
+    return Ranks(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def start(ranks: Ranks, device: torch.device, threads: int | None) -> torch.device:
+    """Join the process group: nccl on CUDA, gloo on CPU. Returns the device this rank trains on."""
+    if not ranks.distributed:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+        # Processes on one machine share its cores: one thread each unless the config says otherwise.
+        torch.set_num_threads(threads or 1)
+    else:
+        raise UserError(f"trainer.device: {device.type} cannot train in several processes; use cpu or cuda")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT,
+                                             device_id=device if device.type == "cuda" else None)
+    return device
+
+
+@contextlib.contextmanager
+def peer_errors(ranks: Ranks) -> Iterator[None]:
+    """When another process of the run dies, the collectives here fail with a transport error:
+    say so in one line (the launcher names the process that failed first)."""
+    try:
+        yield
+    except RuntimeError as error:
+        text = str(error)
+        if not ranks.distributed or not (isinstance(error, torch.distributed.DistError) or "gloo" in text
+                                         or "NCCL" in text or "Connection" in text):
+            raise
+        raise PeerLost(f"rank {ranks.rank}: another process of this run stopped, so this one stops too "
+                       f"({text.splitlines()[0][:200]})") from None
+
+
+class PeerLost(UserError):
+    """A collective failed because another rank is gone."""
+
+
+def stop() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+class ModelWithLoss(torch.nn.Module):
+    """The model and the loss as one module, so DDP also averages the gradients of learned loss
+    parameters (adaptive α and c, uncertainty weights), not only the model's."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: torch.nn.Module):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.model(inputs), targets)
+
+
+def wrap(model: torch.nn.Module, loss_fn: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(ModelWithLoss(model, loss_fn), device_ids=[device] if device.type == "cuda" else None)
+
+
+def launch(arguments: list[str], nproc: int) -> int:
+    """Run `trainctl train ARGUMENTS` in `nproc` processes on this machine through torch.distributed's
+    elastic launcher, as `torchrun --standalone --nproc_per_node N` would. Returns the exit code.
+
+    Each worker prints its own one-line error; this adds which rank failed first, instead of the
+    launcher's traceback.
+    """
+    import logging
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"trainctl-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+    )
+    try:
+        elastic_launch(config, sys.executable)("-m", "trainctl", "train", *arguments)
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        if failure.exitcode < 0:  # killed by a signal: that is all there is to say
+            raise UserError(f"--nproc {nproc}: the process of rank {rank} was killed ({failure.signal_name()})") from None
+        return failure.exitcode
+    return 0
