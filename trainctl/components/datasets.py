@@ -11,6 +11,7 @@ from typing import Annotated, Any, Callable
 
 from pydantic import Field
 
+from trainctl.components import sklearn_files
 from trainctl.registry import Registry
 from trainctl.task import Task
 
@@ -28,13 +29,11 @@ class RawData:
 
 
 def _sklearn_classification(loader_name: str, input_shape: tuple[int, ...] | None = None) -> RawData:
-    import sklearn.datasets
-
-    bunch = getattr(sklearn.datasets, loader_name)()
-    names = tuple(str(n) for n in getattr(bunch, "target_names", sorted(set(bunch.target))))
+    table = sklearn_files.load(loader_name)
+    names = table.target_names or tuple(str(n) for n in sorted(set(table.target)))
     task = Task("classification", num_classes=len(names), class_names=names)
-    x = bunch.data.astype("float32")
-    return RawData(x, bunch.target.astype("int64"), task, input_shape or (x.shape[1],))
+    x = table.data.astype("float32")
+    return RawData(x, table.target.astype("int64"), task, input_shape or (x.shape[1],))
 
 
 @DATASETS.register(
@@ -84,11 +83,9 @@ def breast_cancer(context: Any) -> RawData:
     input="10 features",
 )
 def diabetes(context: Any) -> RawData:
-    import sklearn.datasets
-
-    bunch = sklearn.datasets.load_diabetes()
-    x = bunch.data.astype("float32")
-    y = bunch.target.astype("float32").reshape(-1, 1)
+    table = sklearn_files.load("load_diabetes")
+    x = table.data.astype("float32")
+    y = table.target.astype("float32").reshape(-1, 1)
     return RawData(x, y, Task("regression", num_targets=1), (x.shape[1],))
 
 
