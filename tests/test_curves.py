@@ -27,6 +27,8 @@ def history(train_losses: list[float], val_losses: list[float]) -> list[dict]:
      "plateaued", "raise optimizer.lr or use a larger model"),
     ([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05], [1.0, 0.8, 0.6, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0],
      "overfitting", "stop earlier"),
+    ([1.0, 0.3, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001], [1.0, 0.3, 0.1, 0.05, 0.048, 0.049, 0.05, 0.05, 0.051],
+     "plateaued", "more epochs will not help"),
     ([1.0, 0.8, 0.9, 1.5, 3.0, 8.0], [1.0, 0.8, 1.0, 2.0, 4.0, 9.0], "diverging", "lower optimizer.lr"),
     ([1.0, 0.8, float("nan")], [1.0, 0.9, float("nan")], "diverging", "lower optimizer.lr"),
     ([1.0, 0.8], [1.0, 0.9], "too-short", "train for more epochs"),

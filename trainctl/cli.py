@@ -110,7 +110,6 @@ def train(
     Several processes: trainctl train configs/digits_mlp.yaml --nproc 2 (or: torchrun --nproc_per_node 2 -m trainctl train ...)
     """
     from trainctl.config import load_config
-    from trainctl.distributed import launch
     from trainctl.workflows import resume as resume_training
     from trainctl.workflows import train as run_training
 
@@ -124,6 +123,8 @@ def train(
         settings.append(f"seed={seed}")
     console = Console(highlight=False)
     if nproc > 1:
+        from trainctl.distributed import launch
+
         arguments = [str(resume) if resume is not None else str(config)]
         arguments[:0] = ["--resume"] if resume is not None else []
         for setting in settings:

@@ -43,6 +43,14 @@ def diagnose(rows: list[dict[str, Any]]) -> Diagnosis:
             f"plateaued: the training loss changed by {100 * relative:.2g}% over the last {tail} epochs",
             "if it is still too high, raise optimizer.lr or use a larger model; if not, fewer epochs would do",
         )
+    if best < len(rows) - tail and train[-1] < train[best]:
+        return Diagnosis(
+            "plateaued",
+            f"plateaued: validation loss has not improved since epoch {best + 1} ({val[best]:.4g}) while training "
+            "loss kept falling",
+            "more epochs will not help: stop earlier (trainer.early_stopping), or add regularisation "
+            "(model.dropout, optimizer.weight_decay)",
+        )
     if relative > 0.1:
         return Diagnosis("still-improving", f"decreasing steadily and still improving ({100 * relative:.2g}% over "
                          f"the last {tail} epochs)", "more epochs would likely help")

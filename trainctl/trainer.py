@@ -8,6 +8,7 @@ read once per epoch (and by the live view at most four times a second).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ class EpochProgress:
     optimizer_steps: int = 0  # optimizer steps taken in this call
     interrupted: bool = False
     skipped: int = 0  # non-finite steps skipped in this call
+    totals: list[float] | None = None  # summed loss and samples of a finished epoch, read once on the host
 
     def sum_over_ranks(self, ranks: Ranks) -> None:
         """Make each step's loss and size those of the whole global batch (a no-op in one process)."""
@@ -198,7 +200,8 @@ def train_one_epoch(
             progress.sum_over_ranks(ranks)
             return progress
     progress.sum_over_ranks(ranks)
-    bad = progress.first_nonfinite_step() if not torch.isfinite(progress.loss_sum()) else 0
+    progress.totals = torch.stack([progress.loss_sum(), progress.batch_sizes.sum()]).tolist()  # the epoch's one sync
+    bad = progress.first_nonfinite_step() if not math.isfinite(progress.totals[0]) else 0
     if bad:
         raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch}, step {bad}")
     return progress
@@ -432,7 +435,7 @@ class Trainer:
                                       precision=self.precision, ranks=self.ranks)
                 row = {
                     "epoch": epoch,
-                    "train/loss": progress.loss_sum().item() / progress.samples,
+                    "train/loss": progress.totals[0] / progress.totals[1],
                     **validation.flat("val"),
                     "lr": self.optimizer.param_groups[0]["lr"],  # the rate this epoch ended with
                     **logged_values(self.loss_fn),
