@@ -62,7 +62,7 @@ def test_two_processes_train_the_model_one_process_does(two_process_run, tmp_pat
     single = train(config_for(tmp_path), out=tmp_path / "one", quiet=True)
     assert_close_runs(single.run.path, two_process_run / "run")
     assert sorted(p.name for p in (two_process_run / "run").iterdir()) == [
-        "checkpoints", "config.yaml", "curves.png", "metrics.jsonl", "summary.json",
+        "checkpoints", "config.yaml", "curves.png", "data.json", "metrics.jsonl", "summary.json",
     ]
 
 

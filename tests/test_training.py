@@ -22,7 +22,7 @@ def test_default_config_reaches_its_accuracy(digits_run):
 def test_run_folder_holds_what_ran(digits_run):
     path = digits_run.run.path
     written_by_train = sorted(p.name for p in path.iterdir() if not p.name.startswith("eval-"))  # eval tests share it
-    assert written_by_train == ["checkpoints", "config.yaml", "curves.png", "metrics.jsonl", "summary.json"]
+    assert written_by_train == ["checkpoints", "config.yaml", "curves.png", "data.json", "metrics.jsonl", "summary.json"]
     assert sorted(p.name for p in (path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     resolved = yaml.safe_load((path / "config.yaml").read_text())
     assert resolved["model"] == {

@@ -220,6 +220,41 @@ def evaluate(
 
 
 @app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder to predict with.", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="Input files: CSV tables with the training columns.", show_default=False)],
+    checkpoint: Annotated[str, typer.Option(help="best, last, or a checkpoint file.")] = "best",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the predictions: .csv or .json.")] = None,
+) -> None:
+    """Predict with a trained run: class and probability (or value) for every input row.
+
+    Needs only the run folder: it holds the feature encoding, class names and target scale. A
+    column the model was trained on must be there; other columns (the target too) are ignored.
+
+    Example: trainctl predict runs/fruit-20260101-120000 new_fruit.csv -o predictions.csv
+    """
+    from trainctl.predict import predict as run_predict
+    from trainctl.predict import write_predictions
+
+    with user_errors():
+        if output is not None and output.suffix.lower() not in (".csv", ".json"):
+            raise UserError(f"--output {output}: unknown file type {output.suffix!r}; allowed: .csv, .json")
+        predictions = run_predict(run_dir, inputs, checkpoint)
+    table = Table(title=f"predictions of {run_dir} ({checkpoint} checkpoint)", title_justify="left")
+    table.add_column("input", style="cyan", no_wrap=True)
+    table.add_column("prediction")
+    if any(p.score is not None for p in predictions):
+        table.add_column("probability", justify="right")
+    for p in predictions:
+        label = f"{p.label:.6g}" if isinstance(p.label, float) else p.label
+        table.add_row(p.source, label, *([f"{p.score:.4f}"] if p.score is not None else []))
+    _listing_console().print(table)
+    if output is not None:
+        write_predictions(predictions, output)
+        Console(highlight=False).print(f"written: {output}", soft_wrap=True)
+
+
+@app.command()
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders) to overlay.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("curves.png"),

@@ -292,7 +292,10 @@ def _check_terms(loc: Key, raw_terms: list, registry: Registry, source: SourceMa
 def _check_pairings(shape: _File, dataset: Component, loss: Component, source: SourceMap) -> tuple[list[str], str, list[Problem]]:
     """Loss, metrics and monitor against the dataset's task; returns the resolved metrics and monitor."""
     problems = []
-    task_kind = DATASETS.get(dataset.name).info["task"]
+    entry = DATASETS.get(dataset.name)
+    task_kind = entry.info["task"]
+    if "task_of" in entry.info:  # a file's dataset, its task resolved by validate()
+        task_kind = dataset.params["task"]
     try:
         reason = incompatibility(loss.name, loss_profile(loss.name, loss.params).target, dataset.name, task_kind)
     except UserError as error:
@@ -356,6 +359,15 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
     if problems or shape is None:
         raise ConfigError(problems)
 
+    dataset = components["data"]
+    entry = DATASETS.get(dataset.name)
+    if "task_of" in entry.info and dataset.params.get("task", "auto") == "auto":
+        # A file's dataset: its task is read from the file once, and saved resolved with the run.
+        try:
+            kind = entry.info["task_of"](dataset.params)
+        except UserError as error:
+            raise ConfigError([Problem(source.where(("data",)), "", str(error))]) from None
+        components["data"] = Component(dataset.name, {**dataset.params, "task": kind})
     metrics, monitor, pairing_problems = _check_pairings(shape, components["data"], components["loss"], source)
     if pairing_problems:
         raise ConfigError(pairing_problems)
@@ -393,4 +405,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     data, source = load_config_file(path)
     data.setdefault("name", re.sub(r"[^\w.-]+", "-", Path(path).stem))
     apply_overrides(data, overrides or [], source)
+    _anchor_data_paths(data, source, Path(path).parent)
     return validate(data, source)
+
+
+def _anchor_data_paths(data: dict[str, Any], source: SourceMap, config_folder: Path) -> None:
+    """data.path and data.root written in a config are relative to the config's folder (given with
+    --set, to the working folder), and are stored absolute so a run's saved config works anywhere."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return
+    for key in ("path", "root"):
+        value = section.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            base = Path.cwd() if source.where(("data", key)).startswith("--set") else config_folder
+            section[key] = str((base / Path(value).expanduser()).resolve())
+        elif isinstance(value, str) and value:
+            section[key] = str(Path(value).expanduser())

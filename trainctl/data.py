@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,18 @@ class PreparedData:
     # are mapped back with these, so metrics are in the data's units.
     target_mean: torch.Tensor | None = None
     target_std: torch.Tensor | None = None
+    encoding: dict[str, Any] | None = None  # how raw rows become inputs, for predict (tables)
+
+    def description(self) -> dict[str, Any]:
+        """What `predict` needs to rebuild the model and read its outputs, without the training data."""
+        return {
+            "task": {"kind": self.task.kind, "num_classes": self.task.num_classes,
+                     "num_targets": self.task.num_targets, "class_names": list(self.task.class_names)},
+            "input_shape": list(self.input_shape),
+            "target_mean": None if self.target_mean is None else self.target_mean.tolist(),
+            "target_std": None if self.target_std is None else self.target_std.tolist(),
+            **(self.encoding or {"table": None}),
+        }
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -124,7 +137,13 @@ def prepare_data(
     device: torch.device,
 ) -> PreparedData:
     train_idx, val_idx, test_idx = split_indices(raw, val_fraction, test_fraction, split_seed)
-    x_train, x_val, x_test = _standardise(raw.x[train_idx], raw.x[val_idx], raw.x[test_idx])
+    input_shape, encoding = raw.input_shape, None
+    if raw.fit_inputs is not None:  # a table: encoded (and standardised) by what the training rows show
+        x, encoding = raw.fit_inputs(train_idx)
+        input_shape = (x.shape[1],)
+        x_train, x_val, x_test = x[train_idx], x[val_idx], x[test_idx]
+    else:
+        x_train, x_val, x_test = _standardise(raw.x[train_idx], raw.x[val_idx], raw.x[test_idx])
     y_train, y_val, y_test = raw.y[train_idx], raw.y[val_idx], raw.y[test_idx]
     if raw.corrupt_train_targets is not None:
         y_train = raw.corrupt_train_targets(y_train, np.random.default_rng(split_seed))
@@ -133,7 +152,7 @@ def prepare_data(
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)
 
     def make_split(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> Split:
-        inputs = to_tensor(x.reshape(len(x), *raw.input_shape), torch.float32)
+        inputs = to_tensor(x.reshape(len(x), *input_shape), torch.float32)
         if raw.task.kind == "classification":
             labels = to_tensor(y, torch.int64)
             return Split(inputs, labels, encode_targets(labels, plan, raw.task), rows)
@@ -155,7 +174,8 @@ def prepare_data(
         test=make_split(x_test, y_test, test_idx),
         task=raw.task,
         plan=plan,
-        input_shape=raw.input_shape,
+        input_shape=input_shape,
+        encoding=encoding,
         target_mean=target_mean,
         target_std=target_std,
     )

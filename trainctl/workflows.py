@@ -79,6 +79,7 @@ def train_config(
         run = RunFolder(Path(ranks.broadcast(str(run.path) if run else None))) if ranks.distributed else run
         if ranks.is_main:
             run.write_config(config.to_dict())
+            run.write_json("data.json", parts.data.description())  # what predict needs
         if not quiet:
             console.print(f"run folder: {run.path}", highlight=False)
         trainer = _make_trainer(config, parts, run, console, quiet)

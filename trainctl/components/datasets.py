@@ -7,7 +7,8 @@ and moving to tensors happen once in `trainctl.data`, the same way for every dat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import Field
 
@@ -26,6 +27,9 @@ class RawData:
     input_shape: tuple[int, ...]  # shape of one sample as the model sees it
     # Applied to the training split's targets only (e.g. gross outliers): val and test stay clean.
     corrupt_train_targets: Callable[[Any, Any], Any] | None = None
+    # For tables whose encoding is fitted on the training rows (categories, means): given those
+    # rows' indices, every row's model inputs and the encoding as plain data, saved with the run.
+    fit_inputs: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None
 
 
 def _sklearn_classification(loader_name: str, input_shape: tuple[int, ...] | None = None) -> RawData:
@@ -123,3 +127,70 @@ def synthetic_regression(
         return y_train
 
     return RawData(x, y, Task("regression", num_targets=1), (features,), add_outliers)
+
+
+def _csv_task(params: dict[str, Any]) -> str:
+    """The task of a csv dataset, known before training from its `task` or its target column."""
+    from trainctl.errors import UserError
+    from trainctl.tables import infer_task, read_table
+
+    if params.get("task", "auto") != "auto":
+        return params["task"]
+    table = read_table(Path(params["path"]))
+    if params["target"] not in table.columns:
+        raise UserError(f"data.target: no column {params['target']!r} in {params['path']}; "
+                        f"its columns: {', '.join(table.columns)}")
+    return infer_task(table.column(params["target"]), "auto")
+
+
+@DATASETS.register(
+    "csv",
+    summary="A CSV (or .tsv) file with a header row: numeric columns standardised, text columns one-hot encoded",
+    task="from the file",
+    task_of=_csv_task,
+    input="the feature columns",
+)
+def csv_table(
+    context: Any,
+    *,
+    path: str,
+    target: str,
+    features: list[str] | None = None,  # default: every column but the target
+    task: Literal["auto", "classification", "regression"] = "auto",
+    on_missing: Literal["drop", "error"] = "error",  # rows with an empty or NA cell in a used column
+) -> RawData:
+    import numpy as np
+
+    from trainctl.errors import UserError
+    from trainctl.tables import FeatureEncoding, class_labels, handle_missing, infer_task, read_table
+
+    table = read_table(Path(path))
+    columns = features if features is not None else [name for name in table.columns if name != target]
+    for key, name in [("data.target", target), *(("data.features", name) for name in columns)]:
+        if name not in table.columns:
+            raise UserError(f"{key}: no column {name!r} in {path}; its columns: {', '.join(table.columns)}")
+    if target in columns:
+        raise UserError(f"data.features: the target column {target!r} cannot also be a feature")
+    if not columns:
+        raise UserError(f"data.features: {path} has no columns besides the target {target!r}")
+    table = handle_missing(table, [target, *columns], on_missing)
+    cells = table.column(target)
+    kind = infer_task(cells, task)
+    if kind == "classification":
+        labels = class_labels(cells)
+        position = {label: i for i, label in enumerate(labels)}
+        y = np.array([position[cell] for cell in cells], dtype="int64")
+        described = Task("classification", num_classes=len(labels), class_names=tuple(labels))
+    else:
+        try:
+            y = np.array([float(cell) for cell in cells], dtype="float32").reshape(-1, 1)
+        except ValueError:
+            raise UserError(f"data.task: regression needs numbers in column {target!r} of {path}") from None
+        described = Task("regression", num_targets=1)
+
+    def fit_inputs(train_rows: Any) -> tuple[Any, dict[str, Any]]:
+        encoding = FeatureEncoding.fit(table, columns, train_rows)
+        return encoding.transform(table), {"table": encoding.to_dict()}
+
+    placeholder = np.zeros((len(y), 0), dtype="float32")  # the width is known once fitted on training rows
+    return RawData(placeholder, y, described, (0,), fit_inputs=fit_inputs)

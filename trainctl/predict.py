@@ -1,0 +1,112 @@
+"""`trainctl predict`: a trained run's model on new inputs, with nothing but the run folder.
+
+The run's data.json holds what training learned about the data (task, class names, the table's
+feature encoding, the target's scale); config.yaml says how to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainctl.errors import UserError
+from trainctl.runs import RunFolder
+
+
+@dataclass
+class Prediction:
+    source: str  # file:line of the input row
+    label: str | float  # class name, or value in the data's units
+    score: float | None  # probability of that class (None for regression)
+    scores: dict[str, float]  # every class's probability
+
+
+def _saved_data(run: RunFolder) -> dict[str, Any]:
+    path = run.path / "data.json"
+    if not path.is_file():
+        raise UserError(f"{run.path}: no data.json in the run (it was trained before predict existed); train it again")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -> list[Prediction]:
+    from trainctl.checkpoint import load_checkpoint, load_model_state
+    from trainctl.components import MODELS
+    from trainctl.components.losses import profile
+    from trainctl.components.models import ModelContext
+    from trainctl.config import load_config
+    from trainctl.tables import FeatureEncoding, handle_missing, read_table
+    from trainctl.task import Task, plan_targets
+
+    run = RunFolder.open(run_dir)
+    config = load_config(run.config_path)
+    saved = _saved_data(run)
+    if saved.get("table") is None:
+        raise UserError(f"{run.path}: predict reads input files for runs trained on csv data; this run was trained "
+                        f"on {config.dataset.name!r}, whose inputs it cannot read from files yet")
+    task = Task(saved["task"]["kind"], saved["task"]["num_classes"], saved["task"]["num_targets"],
+                tuple(saved["task"]["class_names"]))
+    loss = profile(config.loss.name, config.loss.params)
+    plan = plan_targets(loss.target, task, loss.layout)
+    model = MODELS.get(config.model.name).build(ModelContext(tuple(saved["input_shape"]), plan.num_outputs),
+                                                config.model.params)
+    path = run.checkpoint_path(checkpoint)
+    load_model_state(model, load_checkpoint(path), path)
+    model.eval()
+    encoding = FeatureEncoding.from_dict(saved["table"])
+    predictions: list[Prediction] = []
+    for file in inputs:
+        table = read_table(file)
+        table = handle_missing(table, [c for c in encoding.columns if c in table.columns], "error")
+        x = torch.as_tensor(encoding.transform(table, strict=True))
+        with torch.no_grad():
+            outputs = model(x)
+        sources = [f"{file}:{line}" for line in table.lines]
+        predictions += _read_outputs(outputs, sources, task, loss.input, plan.layout, saved)
+    return predictions
+
+
+def _read_outputs(outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str,
+                  saved: dict[str, Any]) -> list[Prediction]:
+    if task.kind == "regression":
+        if layout == "log_rate":
+            values = outputs.exp()
+        else:
+            values = outputs[:, : task.num_targets] * torch.tensor(saved["target_std"]) + torch.tensor(saved["target_mean"])
+        return [Prediction(source, float(value[0]), None, {}) for source, value in zip(sources, values)]
+    names = list(task.class_names)
+    if outputs.shape[-1] == 1:  # one logit for a binary task
+        positive = torch.sigmoid(outputs[:, 0])
+        probabilities = torch.stack([1 - positive, positive], dim=1)
+    elif output_kind == "logits":
+        probabilities = outputs.softmax(dim=-1)
+    elif output_kind == "log-probabilities":
+        probabilities = outputs.exp()
+    else:  # a regression loss on classes: the outputs are scores, not probabilities
+        probabilities = outputs
+    best = probabilities.argmax(dim=-1)
+    return [
+        Prediction(source, names[int(k)], float(row[int(k)]), {name: float(p) for name, p in zip(names, row)})
+        for source, k, row in zip(sources, best, probabilities)
+    ]
+
+
+def write_predictions(predictions: list[Prediction], path: Path) -> None:
+    """As CSV (one column per class probability) or JSON, by the file's extension."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        records = [{"input": p.source, "prediction": p.label, "probability": p.score, "probabilities": p.scores}
+                   for p in predictions]
+        path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+        return
+    import csv
+
+    classes = list(predictions[0].scores) if predictions else []
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["input", "prediction", *([f"p_{name}" for name in classes])])
+        for p in predictions:
+            writer.writerow([p.source, p.label, *(repr(p.scores[name]) for name in classes)])

@@ -1,0 +1,176 @@
+"""CSV tables as model inputs: reading, column types, missing values, and the feature encoding.
+
+Numeric columns are standardised with the training split's mean and standard deviation; text
+columns are one-hot encoded with the categories seen in training (a category first seen in
+validation or test data encodes as all zeros). The fitted encoding is plain data, saved with the
+run, so `trainctl predict` encodes new rows exactly as training did, without the training data.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainctl.errors import UserError
+
+MISSING = {"", "na", "n/a", "nan", "null", "none"}
+MAX_CLASSES_FOR_INTEGER_TARGETS = 20  # integer targets with few distinct values are taken as classes
+
+
+@dataclass
+class Table:
+    path: Path
+    columns: list[str]
+    rows: list[list[str]]  # cells as text, one list per data row
+    lines: list[int]  # each row's line in the file, for messages
+
+    def column(self, name: str) -> list[str]:
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+
+def read_table(path: Path) -> Table:
+    """A CSV (or TSV, by extension) with a header row; cells kept as text."""
+    if not path.is_file():
+        raise UserError(f"data.path: {path}: file not found")
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            columns = [name.strip() for name in next(reader, [])]
+            rows, lines = [], []
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue  # blank lines
+                if len(row) != len(columns):
+                    raise UserError(f"{path}:{reader.line_num}: {len(row)} cells, but the header names "
+                                    f"{len(columns)} columns")
+                rows.append([cell.strip() for cell in row])
+                lines.append(reader.line_num)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path}: cannot read as CSV: {error}") from None
+    if not columns:
+        raise UserError(f"{path}: empty file (a CSV needs a header row)")
+    if not rows:
+        raise UserError(f"{path}: no data rows below the header")
+    return Table(path, columns, rows, lines)
+
+
+def is_missing(cell: str) -> bool:
+    return cell.strip().lower() in MISSING
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def numeric(cells: list[str]) -> bool:
+    present = [cell for cell in cells if not is_missing(cell)]
+    return bool(present) and all(_is_number(cell) for cell in present)
+
+
+def handle_missing(table: Table, used: list[str], on_missing: str) -> Table:
+    """Drop rows with a missing value in a used column, or name them in an error."""
+    indices = [table.columns.index(name) for name in used]
+    bad = [i for i, row in enumerate(table.rows) if any(is_missing(row[j]) for j in indices)]
+    if not bad:
+        return table
+    if on_missing == "error":
+        shown = [f"line {table.lines[i]} ({', '.join(table.columns[j] for j in indices if is_missing(table.rows[i][j]))})"
+                 for i in bad[:5]]
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise UserError(f"{table.path}: {len(bad)} rows have missing values: {'; '.join(shown)}{more}. "
+                        "Fill them in, or set data.on_missing: drop")
+    keep = [i for i in range(len(table.rows)) if i not in set(bad)]
+    return Table(table.path, table.columns, [table.rows[i] for i in keep], [table.lines[i] for i in keep])
+
+
+@dataclass
+class FeatureEncoding:
+    """How each feature column becomes model inputs; fitted on the training rows."""
+
+    columns: list[str]
+    numeric: dict[str, tuple[float, float]] = field(default_factory=dict)  # column: (mean, std)
+    categories: dict[str, list[str]] = field(default_factory=dict)  # column: categories seen in training
+
+    @classmethod
+    def fit(cls, table: Table, columns: list[str], train_rows: np.ndarray) -> FeatureEncoding:
+        encoding = cls(columns)
+        for name in columns:
+            cells = [table.column(name)[i] for i in train_rows]
+            if numeric(table.column(name)):
+                values = np.array([float(cell) for cell in cells])
+                std = float(values.std())
+                encoding.numeric[name] = (float(values.mean()), std if std > 0 else 1.0)
+            else:
+                encoding.categories[name] = sorted(set(cells))
+        return encoding
+
+    @property
+    def width(self) -> int:
+        return sum(len(self.categories[name]) if name in self.categories else 1 for name in self.columns)
+
+    def transform(self, table: Table, strict: bool = False) -> np.ndarray:
+        """Encode every row; with `strict` (predict), a category not seen in training is an error."""
+        blocks = []
+        for name in self.columns:
+            if name not in table.columns:
+                raise UserError(f"{table.path}: no column {name!r}, which the model was trained on; "
+                                f"its columns: {', '.join(table.columns)}")
+            cells = table.column(name)
+            if name in self.numeric:
+                mean, std = self.numeric[name]
+                try:
+                    values = np.array([float(cell) for cell in cells], dtype=np.float64)
+                except ValueError:
+                    row = next(i for i, cell in enumerate(cells) if not _is_number(cell))
+                    raise UserError(f"{table.path}:{table.lines[row]}: column {name!r}: {cells[row]!r} is not a "
+                                    "number, and the model was trained on numbers there") from None
+                blocks.append(((values - mean) / std)[:, None])
+                continue
+            known = self.categories[name]
+            index = {category: i for i, category in enumerate(known)}
+            block = np.zeros((len(cells), len(known)))
+            for row, cell in enumerate(cells):
+                if cell in index:
+                    block[row, index[cell]] = 1.0
+                elif strict:
+                    raise UserError(f"{table.path}:{table.lines[row]}: column {name!r}: {cell!r} was never seen in "
+                                    f"training; known: {', '.join(known)}")
+            blocks.append(block)
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "numeric": {k: list(v) for k, v in self.numeric.items()},
+                "categories": self.categories}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureEncoding:
+        return cls(data["columns"], {k: tuple(v) for k, v in data["numeric"].items()}, data["categories"])
+
+
+def infer_task(cells: list[str], task: str) -> str:
+    """classification or regression: as asked, or from the target's values."""
+    if task != "auto":
+        return task
+    if not numeric(cells):
+        return "classification"
+    values = np.array([float(cell) for cell in cells])
+    integers = bool(np.all(values == np.round(values)))
+    return "classification" if integers and len(set(values)) <= MAX_CLASSES_FOR_INTEGER_TARGETS else "regression"
+
+
+def class_labels(cells: list[str]) -> list[str]:
+    """Classes in a stable order: numerically for numbers, alphabetically otherwise."""
+    distinct = set(cells)
+    if all(_is_number(cell) for cell in distinct):
+        return sorted(distinct, key=float)
+    return sorted(distinct)
