@@ -81,7 +81,7 @@ def test_a_one_process_run_resumes_in_two(tmp_path):
     finished = subprocess.run([TRAINCTL, "train", "--resume", first.run.path, "--nproc", "2", "--set", "trainer.epochs=5"],
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert finished.stdout.count("resuming ") == 1  # rank 0 alone prints
+    assert finished.stdout.count("resuming ") == 1, finished.stdout + finished.stderr  # rank 0 alone prints
     assert_close_runs(straight.run.path, first.run.path)
 
 

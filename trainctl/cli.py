@@ -222,14 +222,18 @@ def evaluate(
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="Run folder to predict with.", show_default=False)],
-    inputs: Annotated[list[Path], typer.Argument(help="Input files: CSV tables with the training columns.", show_default=False)],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Input files: CSV tables with the training columns, or image files.", show_default=False),
+    ],
     checkpoint: Annotated[str, typer.Option(help="best, last, or a checkpoint file.")] = "best",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the predictions: .csv or .json.")] = None,
 ) -> None:
-    """Predict with a trained run: class and probability (or value) for every input row.
+    """Predict with a trained run: class and probability (or value) for every input row or image.
 
-    Needs only the run folder: it holds the feature encoding, class names and target scale. A
-    column the model was trained on must be there; other columns (the target too) are ignored.
+    Needs only the run folder: it holds the feature encoding or image statistics, class names and
+    target scale. For tables, a column the model was trained on must be there; other columns (the
+    target too) are ignored. For image runs (mnist, ...), each file is one image of the training size.
 
     Example: trainctl predict runs/fruit-20260101-120000 new_fruit.csv -o predictions.csv
     """

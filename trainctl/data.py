@@ -53,7 +53,9 @@ class PreparedData:
             "input_shape": list(self.input_shape),
             "target_mean": None if self.target_mean is None else self.target_mean.tolist(),
             "target_std": None if self.target_std is None else self.target_std.tolist(),
-            **(self.encoding or {"table": None}),
+            "table": None,
+            "image": None,
+            **(self.encoding or {}),
         }
 
     def split(self, name: str) -> Split:
@@ -80,6 +82,8 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
     """
     rng = np.random.default_rng(seed)
     size = len(raw.x)
+    if raw.test_rows is not None:
+        return _split_with_given_test(raw, val_fraction, rng)
     n_test, n_val = math.ceil(test_fraction * size), math.ceil(val_fraction * size)  # rounded up, as scikit-learn does
     for name, count in (("training", size - n_test - n_val), ("validation", n_val), ("test", n_test)):
         if count < 1:
@@ -102,6 +106,25 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
     return train, val, test
 
 
+def _split_with_given_test(raw: RawData, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """A dataset with its own test split (MNIST's t10k files) keeps it; validation is drawn from the
+    rest, stratified, `val_fraction` of those rows."""
+    test = np.sort(np.asarray(raw.test_rows))
+    pool = np.setdiff1d(np.arange(len(raw.x)), test)
+    n_val = math.ceil(val_fraction * len(pool))
+    if n_val >= len(pool) or len(test) == 0:
+        raise UserError(f"data: cannot split {len(pool)} training rows with val_fraction {val_fraction}")
+    labels = raw.y[pool]
+    groups = [pool[labels == label] for label in np.unique(labels)]
+    val_counts = _shares(n_val, np.array([len(group) for group in groups]))
+    val, train = [], []
+    for group, count in zip(groups, val_counts):
+        order = rng.permutation(group)
+        val.append(order[:count])
+        train.append(order[count:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val)), test
+
+
 def _shares(total: int, sizes: np.ndarray) -> np.ndarray:
     """`total` divided among groups in proportion to their sizes, as whole numbers summing to it
     (largest remainders first), never more than a group has."""
@@ -112,11 +135,12 @@ def _shares(total: int, sizes: np.ndarray) -> np.ndarray:
     return counts
 
 
-def _standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+def _statistics(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of the training split."""
     mean = train.mean(axis=0)
     std = train.std(axis=0)
     std[std == 0] = 1.0  # constant features (digits' blank corners) stay at zero
-    return tuple((a - mean) / std for a in (train, *others))
+    return mean, std
 
 
 def encode_targets(labels: torch.Tensor, plan: TargetPlan, task: Task) -> torch.Tensor:
@@ -143,7 +167,10 @@ def prepare_data(
         input_shape = (x.shape[1],)
         x_train, x_val, x_test = x[train_idx], x[val_idx], x[test_idx]
     else:
-        x_train, x_val, x_test = _standardise(raw.x[train_idx], raw.x[val_idx], raw.x[test_idx])
+        mean, std = _statistics(raw.x[train_idx])
+        x_train, x_val, x_test = ((raw.x[rows] - mean) / std for rows in (train_idx, val_idx, test_idx))
+        if raw.image:  # predict standardises image files with the same statistics
+            encoding = {"image": {"mean": mean.tolist(), "std": std.tolist()}}
     y_train, y_val, y_test = raw.y[train_idx], raw.y[val_idx], raw.y[test_idx]
     if raw.corrupt_train_targets is not None:
         y_train = raw.corrupt_train_targets(y_train, np.random.default_rng(split_seed))

@@ -38,15 +38,14 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     from trainctl.components.losses import profile
     from trainctl.components.models import ModelContext
     from trainctl.config import load_config
-    from trainctl.tables import FeatureEncoding, handle_missing, read_table
     from trainctl.task import Task, plan_targets
 
     run = RunFolder.open(run_dir)
     config = load_config(run.config_path)
     saved = _saved_data(run)
-    if saved.get("table") is None:
-        raise UserError(f"{run.path}: predict reads input files for runs trained on csv data; this run was trained "
-                        f"on {config.dataset.name!r}, whose inputs it cannot read from files yet")
+    if saved.get("table") is None and saved.get("image") is None:
+        raise UserError(f"{run.path}: predict reads input files for runs trained on csv tables or image datasets; "
+                        f"this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files")
     task = Task(saved["task"]["kind"], saved["task"]["num_classes"], saved["task"]["num_targets"],
                 tuple(saved["task"]["class_names"]))
     loss = profile(config.loss.name, config.loss.params)
@@ -56,17 +55,49 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     path = run.checkpoint_path(checkpoint)
     load_model_state(model, load_checkpoint(path), path)
     model.eval()
-    encoding = FeatureEncoding.from_dict(saved["table"])
+    read = _table_inputs if saved.get("table") is not None else _image_inputs
     predictions: list[Prediction] = []
     for file in inputs:
-        table = read_table(file)
-        table = handle_missing(table, [c for c in encoding.columns if c in table.columns], "error")
-        x = torch.as_tensor(encoding.transform(table, strict=True))
+        x, sources = read(file, saved)
         with torch.no_grad():
             outputs = model(x)
-        sources = [f"{file}:{line}" for line in table.lines]
         predictions += _read_outputs(outputs, sources, task, loss.input, plan.layout, saved)
     return predictions
+
+
+def _table_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+    """Every row of a CSV, encoded as in training; the rows are the inputs."""
+    from trainctl.tables import FeatureEncoding, handle_missing, read_table
+
+    encoding = FeatureEncoding.from_dict(saved["table"])
+    table = read_table(file)
+    table = handle_missing(table, [c for c in encoding.columns if c in table.columns], "error")
+    x = torch.as_tensor(encoding.transform(table, strict=True))
+    return x, [f"{file}:{line}" for line in table.lines]
+
+
+def _image_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+    """One image file (PNG, JPEG, ...), scaled and standardised as the training images were."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = saved["input_shape"]
+    try:
+        with Image.open(file) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                raise UserError(f"{file}: the image is {image.size[0]}×{image.size[1]}, the model takes {width}×{height}")
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise UserError(f"{file}: file not found") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"{file}: cannot read as an image: {error}") from None
+    if channels == 1:
+        pixels = pixels[None]
+    else:
+        pixels = pixels.transpose(2, 0, 1)
+    flat = (pixels.reshape(-1) - np.asarray(saved["image"]["mean"])) / np.asarray(saved["image"]["std"])
+    return torch.as_tensor(flat.astype(np.float32).reshape(1, channels, height, width)), [str(file)]
 
 
 def _read_outputs(outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str,

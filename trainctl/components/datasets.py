@@ -30,6 +30,8 @@ class RawData:
     # For tables whose encoding is fitted on the training rows (categories, means): given those
     # rows' indices, every row's model inputs and the encoding as plain data, saved with the run.
     fit_inputs: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None
+    test_rows: Any | None = None  # a dataset's own test split (MNIST's t10k files), kept as the test split
+    image: bool = False  # inputs are images: predict reads image files for such runs
 
 
 def _sklearn_classification(loader_name: str, input_shape: tuple[int, ...] | None = None) -> RawData:
@@ -194,3 +196,52 @@ def csv_table(
 
     placeholder = np.zeros((len(y), 0), dtype="float32")  # the width is known once fitted on training rows
     return RawData(placeholder, y, described, (0,), fit_inputs=fit_inputs)
+
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _mnist_family(class_name: str, root: str, download: bool) -> RawData:
+    """An MNIST-format dataset through torchvision, from root/<class_name>/raw in torchvision's layout."""
+    import numpy as np
+
+    from trainctl.errors import UserError
+
+    folder = Path(root) / class_name / "raw"
+    missing = [name for name in MNIST_FILES if not (folder / name).is_file()]
+    if missing and not download:
+        raise UserError(
+            f"data.root: {folder} lacks {', '.join(missing)}; put the {class_name} files there uncompressed "
+            "(torchvision's layout), or set data.download: true on a machine that can reach the internet"
+        )
+    try:
+        import torchvision.datasets
+    except ImportError:
+        raise UserError(f"data.name: {class_name} is read through torchvision, which is not installed; "
+                        "pip install 'trainctl[vision]'") from None
+    dataset_class = getattr(torchvision.datasets, class_name)
+    try:
+        train = dataset_class(root, train=True, download=download)
+        test = dataset_class(root, train=False, download=download)
+    except Exception as error:  # torchvision raises plain RuntimeError/ValueError for bad files
+        raise UserError(f"data.root: {folder}: cannot read the {class_name} files: {error}") from None
+    images = np.concatenate([train.data.numpy(), test.data.numpy()]).astype("float32") / 255.0
+    labels = np.concatenate([train.targets.numpy(), test.targets.numpy()]).astype("int64")
+    names = tuple(str(name) for name in train.classes)
+    task = Task("classification", num_classes=len(names), class_names=names)
+    height, width = images.shape[1:]
+    return RawData(images.reshape(len(images), -1), labels, task, (1, height, width),
+                   test_rows=np.arange(len(train.data), len(images)), image=True)
+
+
+def _register_mnist(name: str, class_name: str, summary: str) -> None:
+    def builder(context: Any, *, root: str, download: bool = False) -> RawData:
+        return _mnist_family(class_name, root, download)
+
+    builder.__name__ = name
+    DATASETS.register(name, summary=summary, task="classification", input="image 1×28×28")(builder)
+
+
+_register_mnist("mnist", "MNIST", "Handwritten digits, 28×28 (60,000 + 10,000 test), from MNIST's IDX files in data.root")
+_register_mnist("fashion_mnist", "FashionMNIST", "Zalando clothing images, 28×28, 10 classes, from IDX files in data.root")
+_register_mnist("kmnist", "KMNIST", "Kuzushiji (cursive Japanese) characters, 28×28, 10 classes, from IDX files in data.root")

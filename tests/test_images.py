@@ -1,0 +1,104 @@
+"""Image datasets in their standard files: MNIST-format IDX files read through torchvision, and predict on PNGs."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CONFIGS, write_config
+from trainctl.config import load_config
+
+FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+
+
+def bar_image(label: int) -> np.ndarray:
+    """A 28×28 image whose bright bar's row says the class."""
+    image = np.zeros((28, 28), np.uint8)
+    image[2 + 2 * label: 4 + 2 * label, 4:24] = 255
+    return image
+
+
+def write_idx_files(root: Path, folder: str, n_train: int = 200, n_test: int = 50, seed: int = 0) -> Path:
+    """train/t10k images and labels in the IDX format (magic numbers 2051 and 2049, big-endian sizes)."""
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        images = np.stack([bar_image(int(label)) for label in labels])
+        images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, count, 28, 28) + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, count) + labels.tobytes())
+    return raw
+
+
+def image_config(directory: Path, dataset: str, root: Path, model: str = "{name: mlp, hidden: [32]}") -> Path:
+    return write_config(directory, f"""
+        data: {{name: {dataset}, root: {root}, batch_size: 32}}
+        model: {model}
+        loss: {{name: cross_entropy}}
+        optimizer: {{name: adam, lr: 0.01}}
+        trainer: {{epochs: 2, device: cpu}}
+        output_dir: {directory / 'runs'}
+    """)
+
+
+@pytest.mark.parametrize("dataset", list(FOLDERS))
+def test_mnist_format_files_train_with_their_own_test_split(cli, tmp_path, dataset):
+    write_idx_files(tmp_path / "data", FOLDERS[dataset])
+    result = cli("train", image_config(tmp_path, dataset, tmp_path / "data"), "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert sum(map(sum, summary["test"]["confusion_matrix"])) == 50  # the t10k files, all of them
+    assert summary["test"]["accuracy"] > 0.8  # the bars are easy to tell apart
+
+
+def test_a_cnn_trains_on_28_by_28_and_predict_reads_png_files(cli, tmp_path):
+    write_idx_files(tmp_path / "data", "MNIST")
+    config = image_config(tmp_path, "mnist", tmp_path / "data", model="{name: cnn, channels: [8], hidden: 16}")
+    assert cli("train", config, "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=4").exit_code == 0
+    files = []
+    for label in (3, 7):
+        files.append(tmp_path / f"digit{label}.png")
+        Image.fromarray(bar_image(label)).save(files[-1])
+    result = cli("predict", tmp_path / "run", *files, "--checkpoint", "last", "-o", tmp_path / "out.json")
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "out.json").read_text())
+    assert [r["prediction"] for r in records] == ["3 - three", "7 - seven"]
+    assert all(r["probability"] > 0.5 for r in records)
+
+
+def test_missing_and_broken_files_are_one_line(cli, tmp_path):
+    result = cli("train", image_config(tmp_path, "mnist", tmp_path / "empty"))
+    assert result.exit_code == 2
+    assert (f"data.root: {tmp_path / 'empty' / 'MNIST' / 'raw'} lacks train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; put the MNIST files there uncompressed") in result.stderr
+    raw = write_idx_files(tmp_path / "data", "MNIST")
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01garbage")
+    result = cli("train", image_config(tmp_path, "mnist", tmp_path / "data"))
+    assert result.exit_code == 2
+    assert f"data.root: {raw}: cannot read the MNIST files" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_predict_names_images_of_the_wrong_size_or_kind(cli, tmp_path):
+    write_idx_files(tmp_path / "data", "MNIST")
+    assert cli("train", image_config(tmp_path, "mnist", tmp_path / "data"), "--out", tmp_path / "run", "-q").exit_code == 0
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
+    (tmp_path / "junk.png").write_text("not an image")
+    result = cli("predict", tmp_path / "run", tmp_path / "big.png")
+    assert result.exit_code == 2 and "big.png: the image is 32×32, the model takes 28×28" in result.stderr
+    result = cli("predict", tmp_path / "run", tmp_path / "junk.png")
+    assert result.exit_code == 2 and "junk.png: cannot read as an image" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["mnist_mlp", "mnist_cnn"])
+def test_mnist_configs_are_valid(name):
+    config = load_config(CONFIGS / f"{name}.yaml")
+    assert config.dataset.name == "mnist"
+    assert Path(config.dataset.params["root"]).is_absolute()
