@@ -102,3 +102,60 @@ def test_mnist_configs_are_valid(name):
     config = load_config(CONFIGS / f"{name}.yaml")
     assert config.dataset.name == "mnist"
     assert Path(config.dataset.params["root"]).is_absolute()
+
+
+def image_tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (12, 10), seed: int = 0) -> Path:
+    """root/<class>/<n>.png: red-ish images for 'red', blue-ish for 'blue'."""
+    rng = np.random.default_rng(seed)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 60, (*size, 3)).astype(np.uint8)
+            pixels[..., 0 if name == "red" else 2] += 180
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def folder_config(directory: Path, **data) -> Path:
+    settings = ", ".join(f"{key}: {value}" for key, value in data.items())
+    return write_config(directory, f"""
+        data: {{name: image_folder, batch_size: 16, {settings}}}
+        model: {{name: cnn, channels: [4], hidden: 8}}
+        loss: {{name: cross_entropy}}
+        optimizer: {{name: adam, lr: 0.01}}
+        trainer: {{epochs: 3, device: cpu}}
+        output_dir: {directory / 'runs'}
+    """)
+
+
+def test_an_image_folder_trains_with_explicit_test_folder_and_predicts(cli, tmp_path):
+    train_root = image_tree(tmp_path / "train", {"blue": 30, "red": 30})
+    test_root = image_tree(tmp_path / "test", {"blue": 5, "red": 7}, seed=1)
+    config = folder_config(tmp_path, root=train_root, test_root=test_root, image_size=[8, 8])
+    result = cli("train", config, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test"]["confusion_matrix"][0][0] + summary["test"]["confusion_matrix"][0][1] == 5  # blue, given
+    assert sum(map(sum, summary["test"]["confusion_matrix"])) == 12
+    saved = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert saved["input_shape"] == [3, 8, 8] and saved["image"]["resize"] == [8, 8]
+    assert saved["task"]["class_names"] == ["blue", "red"]
+    result = cli("predict", tmp_path / "run", test_root / "red" / "0.png", test_root / "blue" / "0.png",
+                 "--checkpoint", "last", "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert [line.split(",")[1] for line in lines[1:]] == ["red", "blue"]  # resized from 10×12 as in training
+
+
+def test_image_folders_with_mixed_sizes_or_broken_files_are_one_line(cli, tmp_path):
+    root = image_tree(tmp_path / "imgs", {"blue": 3, "red": 3})
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "red" / "big.png")
+    result = cli("train", folder_config(tmp_path, root=root))
+    assert result.exit_code == 2
+    assert "the images have different sizes (10×12, 20×20); set data.image_size: [H, W]" in result.stderr
+    (root / "blue" / "broken.png").write_bytes(b"\x89PNG not really")
+    result = cli("train", folder_config(tmp_path, root=root, image_size=[8, 8]))
+    assert result.exit_code == 2
+    assert f"{root / 'blue' / 'broken.png'}: cannot read as an image" in result.stderr
+    result = cli("train", folder_config(tmp_path, root=tmp_path / "nowhere"))
+    assert result.exit_code == 2 and "nowhere: folder not found" in result.stderr

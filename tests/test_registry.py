@@ -49,7 +49,7 @@ def test_parameters_come_from_the_builder_signature():
 def test_registries_hold_the_agreed_components():
     assert {name: REGISTRIES[name].names() for name in ("datasets", "optimizers", "schedulers")} == {
         "datasets": ["digits", "iris", "wine", "breast_cancer", "diabetes", "synthetic_regression", "csv", "mnist",
-                     "fashion_mnist", "kmnist"],
+                     "fashion_mnist", "kmnist", "image_folder"],
         "optimizers": ["sgd", "adam", "adamw", "rmsprop"],
         "schedulers": ["step", "cosine", "onecycle", "reduce_on_plateau"],
     }

@@ -82,8 +82,8 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
     """
     rng = np.random.default_rng(seed)
     size = len(raw.x)
-    if raw.test_rows is not None:
-        return _split_with_given_test(raw, val_fraction, rng)
+    if raw.test_rows is not None or raw.val_rows is not None:
+        return _split_with_given_rows(raw, val_fraction, test_fraction, rng)
     n_test, n_val = math.ceil(test_fraction * size), math.ceil(val_fraction * size)  # rounded up, as scikit-learn does
     for name, count in (("training", size - n_test - n_val), ("validation", n_val), ("test", n_test)):
         if count < 1:
@@ -106,23 +106,29 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
     return train, val, test
 
 
-def _split_with_given_test(raw: RawData, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """A dataset with its own test split (MNIST's t10k files) keeps it; validation is drawn from the
-    rest, stratified, `val_fraction` of those rows."""
-    test = np.sort(np.asarray(raw.test_rows))
-    pool = np.setdiff1d(np.arange(len(raw.x)), test)
-    n_val = math.ceil(val_fraction * len(pool))
-    if n_val >= len(pool) or len(test) == 0:
-        raise UserError(f"data: cannot split {len(pool)} training rows with val_fraction {val_fraction}")
-    labels = raw.y[pool]
-    groups = [pool[labels == label] for label in np.unique(labels)]
-    val_counts = _shares(n_val, np.array([len(group) for group in groups]))
-    val, train = [], []
-    for group, count in zip(groups, val_counts):
-        order = rng.permutation(group)
-        val.append(order[:count])
-        train.append(order[count:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val)), test
+def _split_with_given_rows(raw: RawData, val_fraction: float, test_fraction: float,
+                           rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """A dataset with its own test (or validation) split keeps it, such as MNIST's t10k files or an
+    image folder's test_root; a split not given is drawn, stratified, from the training rows."""
+    given = [rows for rows in (raw.val_rows, raw.test_rows) if rows is not None]
+    pool = np.setdiff1d(np.arange(len(raw.x)), np.concatenate(given))
+    drawn: dict[str, np.ndarray] = {}
+    for name, rows, fraction in (("test", raw.test_rows, test_fraction), ("validation", raw.val_rows, val_fraction)):
+        if rows is not None:
+            drawn[name] = np.sort(np.asarray(rows))
+            continue
+        count = math.ceil(fraction * len(pool))
+        if count >= len(pool):
+            raise UserError(f"data: cannot draw a {name} split of {fraction} from {len(pool)} training rows")
+        labels = raw.y[pool]
+        groups = [pool[labels == label] for label in np.unique(labels)]
+        counts = _shares(count, np.array([len(group) for group in groups]))
+        taken = [rng.permutation(group)[:n] for group, n in zip(groups, counts)]
+        drawn[name] = np.sort(np.concatenate(taken))
+        pool = np.setdiff1d(pool, drawn[name])
+    if len(drawn["test"]) == 0 or len(drawn["validation"]) == 0:
+        raise UserError("data: the given test or validation folder has no images")
+    return pool, drawn["validation"], drawn["test"]
 
 
 def _shares(total: int, sizes: np.ndarray) -> np.ndarray:
@@ -169,8 +175,9 @@ def prepare_data(
     else:
         mean, std = _statistics(raw.x[train_idx])
         x_train, x_val, x_test = ((raw.x[rows] - mean) / std for rows in (train_idx, val_idx, test_idx))
-        if raw.image:  # predict standardises image files with the same statistics
-            encoding = {"image": {"mean": mean.tolist(), "std": std.tolist()}}
+        if raw.image:  # predict resizes and standardises image files the same way
+            size = list(raw.image_size) if raw.image_size is not None else None
+            encoding = {"image": {"mean": mean.tolist(), "std": std.tolist(), "resize": size}}
     y_train, y_val, y_test = raw.y[train_idx], raw.y[val_idx], raw.y[test_idx]
     if raw.corrupt_train_targets is not None:
         y_train = raw.corrupt_train_targets(y_train, np.random.default_rng(split_seed))

@@ -85,6 +85,8 @@ def _image_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list
     try:
         with Image.open(file) as image:
             image = image.convert("L" if channels == 1 else "RGB")
+            if saved["image"].get("resize"):  # training resized every image: so does predict
+                image = image.resize((width, height))
             if image.size != (width, height):
                 raise UserError(f"{file}: the image is {image.size[0]}×{image.size[1]}, the model takes {width}×{height}")
             pixels = np.asarray(image, dtype=np.float32) / 255.0

@@ -31,7 +31,9 @@ class RawData:
     # rows' indices, every row's model inputs and the encoding as plain data, saved with the run.
     fit_inputs: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None
     test_rows: Any | None = None  # a dataset's own test split (MNIST's t10k files), kept as the test split
+    val_rows: Any | None = None  # a dataset's own validation split (an image folder's val_root)
     image: bool = False  # inputs are images: predict reads image files for such runs
+    image_size: tuple[int, int] | None = None  # images were resized to (height, width); predict does too
 
 
 def _sklearn_classification(loader_name: str, input_shape: tuple[int, ...] | None = None) -> RawData:
@@ -245,3 +247,88 @@ def _register_mnist(name: str, class_name: str, summary: str) -> None:
 _register_mnist("mnist", "MNIST", "Handwritten digits, 28×28 (60,000 + 10,000 test), from MNIST's IDX files in data.root")
 _register_mnist("fashion_mnist", "FashionMNIST", "Zalando clothing images, 28×28, 10 classes, from IDX files in data.root")
 _register_mnist("kmnist", "KMNIST", "Kuzushiji (cursive Japanese) characters, 28×28, 10 classes, from IDX files in data.root")
+
+
+def _load_image_folder(root: str, channels: int, size: tuple[int, int] | None, classes: list[str] | None) -> tuple:
+    """Every image below root/<class>/ as an array, through torchvision's ImageFolder (which finds
+    the classes and the image files)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from trainctl.errors import UserError
+
+    try:
+        import torchvision.datasets
+    except ImportError:
+        raise UserError("data.name: image_folder is read through torchvision, which is not installed; "
+                        "pip install 'trainctl[vision]'") from None
+    if not Path(root).is_dir():
+        raise UserError(f"data: {root}: folder not found")
+    try:
+        found = torchvision.datasets.ImageFolder(root)
+    except (FileNotFoundError, RuntimeError) as error:
+        raise UserError(f"data: {root}: {error} (expected one sub-folder of images per class)") from None
+    if classes is not None and found.classes != classes:
+        raise UserError(f"data: {root}: class folders {', '.join(found.classes)} differ from the training "
+                        f"folder's {', '.join(classes)}")
+    arrays = []
+    for path, _ in found.samples:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                if size is not None:
+                    image = image.resize((size[1], size[0]))
+                arrays.append(np.asarray(image, dtype=np.float32) / 255.0)
+        except (UnidentifiedImageError, OSError) as error:
+            raise UserError(f"{path}: cannot read as an image: {error}") from None
+    shapes = {array.shape for array in arrays}
+    if len(shapes) > 1:
+        listed = ", ".join(f"{s[1]}×{s[0]}" for s in sorted(shapes)[:4])
+        raise UserError(f"data: {root}: the images have different sizes ({listed}); set data.image_size: [H, W]")
+    images = np.stack(arrays)
+    if channels == 1:
+        images = images[:, None]
+    else:
+        images = images.transpose(0, 3, 1, 2)
+    return images, np.array(found.targets, dtype="int64"), found.classes
+
+
+@DATASETS.register(
+    "image_folder",
+    summary="Images in one sub-folder per class (PNG, JPEG, ...), through torchvision's ImageFolder",
+    task="classification",
+    input="images, channels × image_size",
+)
+def image_folder(
+    context: Any,
+    *,
+    root: str,
+    val_root: str | None = None,  # a folder of the same classes kept as the validation split
+    test_root: str | None = None,  # the same, kept as the test split
+    channels: Literal[1, 3] = 3,  # 1: grayscale, 3: RGB
+    image_size: list[int] | None = None,  # [height, width] to resize every image to; default: as they are
+) -> RawData:
+    import numpy as np
+
+    from trainctl.errors import UserError
+
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise UserError(f"data.image_size: expected [height, width], got {image_size}")
+    size = tuple(image_size) if image_size is not None else None
+    images, labels, classes = _load_image_folder(root, channels, size, None)
+    parts, given = [images], {}
+    for key, folder in (("val_rows", val_root), ("test_rows", test_root)):
+        if folder is None:
+            continue
+        more, more_labels, _ = _load_image_folder(folder, channels, size or images.shape[2:], classes)
+        if more.shape[1:] != images.shape[1:]:
+            raise UserError(f"data.{key[:-5]}_root: its images are {more.shape[3]}×{more.shape[2]}, the training "
+                            f"images {images.shape[3]}×{images.shape[2]}; set data.image_size: [H, W]")
+        start = sum(len(part) for part in parts)
+        given[key] = np.arange(start, start + len(more))
+        parts.append(more)
+        labels = np.concatenate([labels, more_labels])
+    x = np.concatenate(parts)
+    task = Task("classification", num_classes=len(classes), class_names=tuple(classes))
+    return RawData(x.reshape(len(x), -1), labels, task, tuple(x.shape[1:]), image=True,
+                   image_size=size, **given)
