@@ -49,14 +49,14 @@ def test_parameters_come_from_the_builder_signature():
 def test_registries_hold_the_agreed_components():
     assert {name: REGISTRIES[name].names() for name in ("datasets", "optimizers", "schedulers")} == {
         "datasets": ["digits", "iris", "wine", "breast_cancer", "diabetes", "synthetic_regression", "csv", "mnist",
-                     "fashion_mnist", "kmnist", "image_folder"],
+                     "fashion_mnist", "kmnist", "image_folder", "text"],
         "optimizers": ["sgd", "adam", "adamw", "rmsprop"],
         "schedulers": ["step", "cosine", "onecycle", "reduce_on_plateau"],
     }
     assert {"mse", "l1", "huber", "smooth_l1", "cross_entropy", "nll", "bce_with_logits", "kl_div"} <= set(
         REGISTRIES["losses"].names()
     )
-    assert {"mlp", "cnn", "rnn"} <= set(REGISTRIES["models"].names())
+    assert {"mlp", "cnn", "rnn", "embedding_bag"} <= set(REGISTRIES["models"].names())
 
 
 @pytest.mark.parametrize("name", REGISTRIES["losses"].names())

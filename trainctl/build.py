@@ -63,7 +63,7 @@ def build_data(config: Config, device: torch.device) -> PreparedData:
 
 
 def build_model(config: Config, data: PreparedData) -> torch.nn.Module:
-    context = ModelContext(data.input_shape, data.plan.num_outputs)
+    context = ModelContext(data.input_shape, data.plan.num_outputs, data.vocabulary_size)
     # Seed right before initialisation so the same seed gives the same weights whatever ran before.
     torch.manual_seed(config.seed)
     return MODELS.get(config.model.name).build(context, config.model.params)

@@ -43,7 +43,12 @@ class PreparedData:
     # are mapped back with these, so metrics are in the data's units.
     target_mean: torch.Tensor | None = None
     target_std: torch.Tensor | None = None
-    encoding: dict[str, Any] | None = None  # how raw rows become inputs, for predict (tables)
+    encoding: dict[str, Any] | None = None  # how raw rows become inputs, for predict (tables, images, text)
+
+    @property
+    def vocabulary_size(self) -> int:
+        """For token-id inputs (text), how many ids there are; 0 otherwise."""
+        return len(self.encoding["text"]["vocabulary"]) if self.encoding and "text" in self.encoding else 0
 
     def description(self) -> dict[str, Any]:
         """What `predict` needs to rebuild the model and read its outputs, without the training data."""
@@ -55,6 +60,7 @@ class PreparedData:
             "target_std": None if self.target_std is None else self.target_std.tolist(),
             "table": None,
             "image": None,
+            "text": None,
             **(self.encoding or {}),
         }
 

@@ -110,3 +110,27 @@ class SequenceClassifier(nn.Module):
         sequence = x.reshape(x.shape[0], self.steps, -1)
         outputs, _ = self.recurrent(sequence)
         return self.head(outputs[:, -1])
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids (held as floats, like every input) to vectors; id 0 is padding."""
+
+    def __init__(self, vocabulary_size: int, dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary_size, dim, padding_idx=0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids.long())
+
+
+class BagOfEmbeddings(nn.Module):
+    """The mean of a text's token embeddings, padding left out, then an optional hidden layer."""
+
+    def __init__(self, vocabulary_size: int, dim: int, hidden: int, outputs: int):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocabulary_size, dim, mode="mean", padding_idx=0)
+        layers: list[nn.Module] = [nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, outputs)] if hidden else [nn.Linear(dim, outputs)]
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bag(ids.long()))

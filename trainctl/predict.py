@@ -43,19 +43,20 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     run = RunFolder.open(run_dir)
     config = load_config(run.config_path)
     saved = _saved_data(run)
-    if saved.get("table") is None and saved.get("image") is None:
-        raise UserError(f"{run.path}: predict reads input files for runs trained on csv tables or image datasets; "
+    if saved.get("table") is None and saved.get("image") is None and saved.get("text") is None:
+        raise UserError(f"{run.path}: predict reads input files for runs trained on csv tables, image or text datasets; "
                         f"this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files")
     task = Task(saved["task"]["kind"], saved["task"]["num_classes"], saved["task"]["num_targets"],
                 tuple(saved["task"]["class_names"]))
     loss = profile(config.loss.name, config.loss.params)
     plan = plan_targets(loss.target, task, loss.layout)
-    model = MODELS.get(config.model.name).build(ModelContext(tuple(saved["input_shape"]), plan.num_outputs),
-                                                config.model.params)
+    vocabulary = len(saved["text"]["vocabulary"]) if saved.get("text") else 0
+    context = ModelContext(tuple(saved["input_shape"]), plan.num_outputs, vocabulary)
+    model = MODELS.get(config.model.name).build(context, config.model.params)
     path = run.checkpoint_path(checkpoint)
     load_model_state(model, load_checkpoint(path), path)
     model.eval()
-    read = _table_inputs if saved.get("table") is not None else _image_inputs
+    read = _table_inputs if saved.get("table") else _text_inputs if saved.get("text") else _image_inputs
     predictions: list[Prediction] = []
     for file in inputs:
         x, sources = read(file, saved)
@@ -74,6 +75,23 @@ def _table_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list
     table = handle_missing(table, [c for c in encoding.columns if c in table.columns], "error")
     x = torch.as_tensor(encoding.transform(table, strict=True))
     return x, [f"{file}:{line}" for line in table.lines]
+
+
+def _text_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+    """A text file, one example per line (blank lines skipped), tokenized as in training."""
+    from trainctl.text import TextEncoding
+
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{file}: file not found") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{file}: not UTF-8 text: {error}") from None
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise UserError(f"{file}: no text in it (one example per line)")
+    x = TextEncoding.from_dict(saved["text"]).transform([line for _, line in numbered])
+    return torch.as_tensor(x), [f"{file}:{number}" for number, _ in numbered]
 
 
 def _image_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:

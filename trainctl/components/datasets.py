@@ -332,3 +332,45 @@ def image_folder(
     task = Task("classification", num_classes=len(classes), class_names=tuple(classes))
     return RawData(x.reshape(len(x), -1), labels, task, tuple(x.shape[1:]), image=True,
                    image_size=size, **given)
+
+
+@DATASETS.register(
+    "text",
+    summary="Labelled text from a CSV/TSV: a tokenizer and a vocabulary built on the training split",
+    task="classification",
+    input="token ids, padded to one length",
+)
+def text(
+    context: Any,
+    *,
+    path: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    tokenizer: Literal["words", "chars"] = "words",  # words: lower-cased words and punctuation marks
+    lowercase: bool = True,
+    min_freq: Annotated[int, Field(ge=1)] = 1,  # tokens seen fewer times in training become <unk>
+    max_size: Annotated[int, Field(ge=1)] | None = None,  # keep the most frequent tokens only
+    max_length: Annotated[int, Field(ge=1)] = 200,  # tokens per example; longer ones are cut
+) -> RawData:
+    import numpy as np
+
+    from trainctl.errors import UserError
+    from trainctl.tables import class_labels, handle_missing, read_table
+    from trainctl.text import TextEncoding
+
+    table = read_table(Path(path))
+    for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
+        if name not in table.columns:
+            raise UserError(f"{key}: no column {name!r} in {path}; its columns: {', '.join(table.columns)}")
+    table = handle_missing(table, [text_column, label_column], "drop")
+    texts, cells = table.column(text_column), table.column(label_column)
+    labels = class_labels(cells)
+    position = {label: i for i, label in enumerate(labels)}
+    y = np.array([position[cell] for cell in cells], dtype="int64")
+
+    def fit_inputs(train_rows: Any) -> tuple[Any, dict[str, Any]]:
+        encoding = TextEncoding.fit([texts[i] for i in train_rows], tokenizer, lowercase, min_freq, max_size, max_length)
+        return encoding.transform(texts), {"text": encoding.to_dict()}
+
+    task = Task("classification", num_classes=len(labels), class_names=tuple(labels))
+    return RawData(np.zeros((len(y), 0), dtype="float32"), y, task, (0,), fit_inputs=fit_inputs)

@@ -21,6 +21,7 @@ Dropout = Annotated[float, Field(ge=0, lt=1)]
 class ModelContext:
     input_shape: tuple[int, ...]  # one sample, e.g. (1, 8, 8) or (30,)
     num_outputs: int
+    vocabulary_size: int = 0  # token-id inputs (text datasets): how many ids there are; else 0
 
 
 @MODELS.register(
@@ -66,8 +67,8 @@ def cnn(
 
 @MODELS.register(
     "rnn",
-    summary="LSTM/GRU/RNN over a sequence (an image is read row by row); the last state feeds a linear head",
-    input="sequence T×F or image 1×H×W",
+    summary="LSTM/GRU/RNN over a sequence (an image is read row by row, text as token embeddings); the last state feeds a linear head",
+    input="sequence T×F, image 1×H×W, or token ids",
 )
 def rnn(
     context: ModelContext,
@@ -77,9 +78,18 @@ def rnn(
     layers: Annotated[int, Field(ge=1)] = 1,
     bidirectional: bool = False,
     dropout: Dropout = 0.0,  # between stacked layers
+    embedding_dim: Annotated[int, Field(ge=1)] = 64,  # for text: the size of each token's vector
 ) -> Any:
-    from trainctl.networks import SequenceClassifier
+    from trainctl.networks import SequenceClassifier, TokenEmbedding
 
+    if context.vocabulary_size:  # token ids: embed them, then read the sequence
+        import torch
+
+        embedded = (context.input_shape[0], embedding_dim)
+        return torch.nn.Sequential(
+            TokenEmbedding(context.vocabulary_size, embedding_dim),
+            SequenceClassifier(embedded, context.num_outputs, cell, hidden_size, layers, bidirectional, dropout),
+        )
     shape = context.input_shape
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
@@ -88,3 +98,21 @@ def rnn(
             f"model 'rnn' needs sequence input (T×F) or a one-channel image; this dataset gives {context.input_shape}"
         )
     return SequenceClassifier(shape, context.num_outputs, cell, hidden_size, layers, bidirectional, dropout)
+
+
+@MODELS.register(
+    "embedding_bag",
+    summary="Text baseline: the mean of the tokens' embeddings (padding left out), then a linear head",
+    input="token ids",
+)
+def embedding_bag(
+    context: ModelContext,
+    *,
+    embedding_dim: Annotated[int, Field(ge=1)] = 64,
+    hidden: Annotated[int, Field(ge=0)] = 0,  # 0: straight to the outputs
+) -> Any:
+    from trainctl.networks import BagOfEmbeddings
+
+    if not context.vocabulary_size:
+        raise UserError("model 'embedding_bag' reads token ids; use it with the text dataset")
+    return BagOfEmbeddings(context.vocabulary_size, embedding_dim, hidden, context.num_outputs)

@@ -1,0 +1,97 @@
+"""Labelled text: tokenizer and vocabulary fitted on the training split, embedding models, predict on lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, write_config
+from trainctl.text import TextEncoding, tokenize
+from trainctl.workflows import validate
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def sentiment_rows(count: int = 160, seed: int = 0) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    good, bad, filler = ["great", "lovely", "superb"], ["awful", "broken", "poor"], ["the", "item", "was", "really"]
+    rows = []
+    for i in range(count):
+        label = "pos" if i % 2 else "neg"
+        words = [*rng.choice(filler, 3), rng.choice(good if label == "pos" else bad)]
+        rng.shuffle(words)
+        rows.append((" ".join(words).capitalize() + "!", label))
+    return rows
+
+
+def text_config(directory: Path, data_path: Path, model: str = "{name: embedding_bag, embedding_dim: 16}") -> Path:
+    return write_config(directory, f"""
+        data: {{name: text, path: {data_path.name}, batch_size: 16, min_freq: 2}}
+        model: {model}
+        loss: {{name: cross_entropy}}
+        optimizer: {{name: adam, lr: 0.05}}
+        trainer: {{epochs: 10, device: cpu}}
+        output_dir: {directory / 'runs'}
+    """)
+
+
+def test_tokenizer_and_vocabulary():
+    assert tokenize("Great item, REALLY!", "words", True) == ["great", "item", ",", "really", "!"]
+    assert tokenize("Ab c", "chars", False) == ["A", "b", " ", "c"]
+    encoding = TextEncoding.fit(["a b b", "b c"], "words", True, min_freq=2, max_size=None, max_length=10)
+    assert encoding.vocabulary == ["<pad>", "<unk>", "b"]  # a and c are seen once: <unk>
+    assert encoding.length == 3
+    assert encoding.transform(["b a", "c c b b"]).tolist() == [[0, 2, 1], [1, 1, 2]]  # left-padded; cut after 3
+
+
+@pytest.mark.parametrize("model", ["{name: embedding_bag, embedding_dim: 16}",
+                                   "{name: rnn, embedding_dim: 16, hidden_size: 16}"])
+def test_text_trains_and_predicts_lines(cli, tmp_path, model):
+    data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows())
+    result = cli("train", text_config(tmp_path, data, model), "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert saved["task"]["class_names"] == ["neg", "pos"]
+    assert {"great", "awful", "the"} <= set(saved["text"]["vocabulary"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test"]["accuracy"] >= 0.9
+    data.unlink()
+    lines = tmp_path / "new.txt"
+    lines.write_text("the item was superb\n\nreally awful, never again\n")
+    result = cli("predict", tmp_path / "run", lines, "--checkpoint", "last", "-o", tmp_path / "out.json")
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "out.json").read_text())
+    assert [(r["input"], r["prediction"]) for r in records] == [(f"{lines}:1", "pos"), (f"{lines}:3", "neg")]
+
+
+def test_text_errors_name_the_columns(cli, tmp_path):
+    data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows(20))
+    config = write_config(tmp_path, f"""
+        data: {{name: text, path: {data.name}, text_column: body}}
+        model: {{name: embedding_bag}}
+        loss: {{name: cross_entropy}}
+        optimizer: {{name: adam}}
+    """)
+    result = cli("train", config)
+    assert result.exit_code == 2
+    assert "data.text_column: no column 'body' in" in result.stderr and "its columns: text, label" in result.stderr
+    result = cli("train", text_config(tmp_path, data, "{name: embedding_bag}"), "--set", "data.name=iris",
+                 "--set", "data={name: iris}")
+    assert result.exit_code == 2
+    assert "model 'embedding_bag' reads token ids; use it with the text dataset" in result.stderr
+
+
+def test_the_shipped_text_example_is_valid():
+    report = validate(REPO / "examples" / "text" / "reviews.yaml", ["trainer.device=cpu"])
+    assert report.errors == []
+    assert report.input_shape[-1] <= 40  # max_length caps the sequence
