@@ -125,7 +125,7 @@ def test_predict_on_a_run_of_bundled_data_says_what_it_reads(cli, digits_run, tm
     new = write_csv(tmp_path / "x.csv", ["a"], [[1]])
     result = cli("predict", digits_run.run.path, new)
     assert result.exit_code == 2
-    assert "predict reads input files for runs trained on csv tables or image datasets; this run was trained on 'digits'" in result.stderr
+    assert "predict reads input files for runs trained on csv tables, image or text datasets; this run was trained on 'digits'" in result.stderr
 
 
 def test_the_shipped_csv_example_is_valid():
