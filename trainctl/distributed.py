@@ -117,7 +117,15 @@ class PeerLost(UserError):
 
 
 def stop() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    """Leave the process group together: rank 0 may still be testing and writing the summary, and a
+    rank that tears its connections down while another still uses the group can abort."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        torch.distributed.barrier()
+    except RuntimeError:  # a peer is gone (the run is failing anyway): just let go
+        pass
+    finally:
         torch.distributed.destroy_process_group()
 
 
