@@ -17,7 +17,7 @@ MODEL_DATASET = {"mlp": "iris", "cnn": "digits", "rnn": "digits"}
 
 
 def test_every_model_is_trained_by_some_test():
-    assert set(MODELS.names()) == {*MODEL_DATASET, "embedding_bag"}
+    assert set(MODELS.names()) == {*MODEL_DATASET, "embedding_bag", "torchvision"}  # text; images tests
 
 
 def one_epoch(tmp_path, **sections):
@@ -46,7 +46,7 @@ def test_every_loss_trains_on_a_matching_dataset(tmp_path, name):
     assert math.isfinite(result.summary["test"]["loss"])
 
 
-@pytest.mark.parametrize("name", list(MODEL_DATASET))  # embedding_bag reads text: tests/test_text.py
+@pytest.mark.parametrize("name", list(MODEL_DATASET))  # embedding_bag: test_text.py; torchvision: test_images.py
 def test_every_model_trains(tmp_path, name):
     result = one_epoch(tmp_path, data={"name": MODEL_DATASET[name]}, model={"name": name})
     assert result.summary["test"]["accuracy"] > 0.2  # better than chance after one epoch

@@ -159,3 +159,35 @@ def test_image_folders_with_mixed_sizes_or_broken_files_are_one_line(cli, tmp_pa
     assert f"{root / 'blue' / 'broken.png'}: cannot read as an image" in result.stderr
     result = cli("train", folder_config(tmp_path, root=tmp_path / "nowhere"))
     assert result.exit_code == 2 and "nowhere: folder not found" in result.stderr
+
+
+def test_a_torchvision_architecture_adapts_to_one_channel_and_trains(cli, tmp_path):
+    import torch
+
+    write_idx_files(tmp_path / "data", "MNIST", n_train=64, n_test=16)
+    config = image_config(tmp_path, "mnist", tmp_path / "data", model="{name: torchvision, arch: resnet18}")
+    result = cli("train", config, "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=1")
+    assert result.exit_code == 0, result.output
+    weights = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert weights["conv1.weight"].shape == (64, 1, 7, 7)  # the first convolution takes MNIST's one channel
+    assert weights["fc.weight"].shape == (10, 512)  # the head has the dataset's classes
+
+
+def test_torchvision_weights_come_from_a_local_file_only(tmp_path):
+    import torch
+    import torchvision
+
+    from trainctl.components import MODELS
+    from trainctl.components.models import ModelContext
+    from trainctl.errors import UserError
+
+    source = torchvision.models.resnet18(num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "resnet18.pt")
+    built = MODELS.get("torchvision").build(ModelContext((3, 32, 32), 5), {"arch": "resnet18",
+                                                                            "weights": str(tmp_path / "resnet18.pt")})
+    assert torch.equal(built.state_dict()["layer1.0.conv1.weight"], source.state_dict()["layer1.0.conv1.weight"])
+    assert built.fc.out_features == 5  # the 1000-class head did not fit and was left as initialised
+    with pytest.raises(UserError, match=r"model.arch: 'resnet81' is not a torchvision classification architecture \(did you mean 'resnet18'"):
+        MODELS.get("torchvision").build(ModelContext((3, 32, 32), 5), {"arch": "resnet81"})
+    with pytest.raises(UserError, match="file not found"):
+        MODELS.get("torchvision").build(ModelContext((3, 32, 32), 5), {"weights": str(tmp_path / "none.pt")})

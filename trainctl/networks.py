@@ -134,3 +134,38 @@ class BagOfEmbeddings(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.bag(ids.long()))
+
+
+def adapt_first_conv(model: nn.Module, channels: int) -> None:
+    """Give the first convolution `channels` inputs (architectures are built for RGB)."""
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                if child.in_channels != channels:
+                    setattr(parent, name, nn.Conv2d(
+                        channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                        child.dilation, child.groups, child.bias is not None,
+                    ))
+                return
+
+
+def load_matching_weights(model: nn.Module, path: str) -> None:
+    """Load a local state-dict file, leaving out tensors whose shapes differ here (the classifier for
+    another number of classes, the first convolution for other channels)."""
+    from pathlib import Path
+
+    from trainctl.errors import UserError
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"model.weights: {file}: file not found (a state-dict file; nothing is downloaded)")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickled code, a corrupt file: never run it, say why
+        raise UserError(f"model.weights: {file}: cannot load as weights: {str(error).splitlines()[0]}") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    matching = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
+    if not matching:
+        raise UserError(f"model.weights: {file}: none of its tensors fit this architecture")
+    model.load_state_dict(matching, strict=False)

@@ -116,3 +116,36 @@ def embedding_bag(
     if not context.vocabulary_size:
         raise UserError("model 'embedding_bag' reads token ids; use it with the text dataset")
     return BagOfEmbeddings(context.vocabulary_size, embedding_dim, hidden, context.num_outputs)
+
+
+@MODELS.register(
+    "torchvision",
+    summary="Any classification architecture in torchvision's registry by name (resnet18, efficientnet_b0, ...)",
+    input="image C×H×W",
+)
+def torchvision_model(
+    context: ModelContext,
+    *,
+    arch: str = "resnet18",
+    weights: str = "none",  # none (random initialisation), or a local state-dict file; nothing is downloaded
+) -> Any:
+    from trainctl.networks import adapt_first_conv, load_matching_weights
+
+    try:
+        import torchvision.models
+    except ImportError:
+        raise UserError("model 'torchvision' needs torchvision, which is not installed; "
+                        "pip install 'trainctl[vision]'") from None
+    from trainctl.registry import suggest
+
+    names = torchvision.models.list_models(module=torchvision.models)  # the classification models
+    if arch not in names:
+        raise UserError(f"model.arch: {arch!r} is not a torchvision classification architecture{suggest(arch, names)}; "
+                        f"e.g. {', '.join(names[:6])}, ... (see torchvision.models.list_models())")
+    if len(context.input_shape) != 3:
+        raise UserError(f"model 'torchvision' needs image-shaped input (C×H×W); this dataset gives {context.input_shape}")
+    model = torchvision.models.get_model(arch, weights=None, num_classes=context.num_outputs)
+    adapt_first_conv(model, context.input_shape[0])  # e.g. 1-channel MNIST into a 3-channel architecture
+    if weights != "none":
+        load_matching_weights(model, weights)
+    return model
