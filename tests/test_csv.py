@@ -132,3 +132,11 @@ def test_the_shipped_csv_example_is_valid():
     report = validate(REPO / "examples" / "csv" / "fruit.yaml", ["trainer.device=cpu"])
     assert report.input_shape[-1] == 10  # 2 numbers + 4 colours + 4 origins
     assert report.errors == []
+
+
+def test_a_missing_input_file_is_named_as_given(cli, tmp_path):
+    data = colour_table(tmp_path / "fruit.csv")
+    assert cli("train", csv_config(tmp_path, data, target="kind"), "--out", tmp_path / "run", "-q").exit_code == 0
+    result = cli("predict", tmp_path / "run", "nowhere.csv")
+    assert result.exit_code == 2
+    assert result.stderr == "error: nowhere.csv: file not found\n"  # an argument, not a config key

@@ -114,3 +114,9 @@ def test_a_dead_worker_ends_the_run_with_one_line_not_a_hang(tmp_path):
     assert process.returncode != 0
     assert "error: --nproc 2: the process of rank 1 was killed (SIGKILL)" in stderr
     assert "Traceback" not in stderr
+
+
+def test_several_processes_check_the_run_folder_once_before_starting(cli, tmp_path):
+    result = cli("train", "--resume", tmp_path / "nowhere", "--nproc", "2")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'nowhere'}: run folder not found\n"  # once, not once per process

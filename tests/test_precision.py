@@ -23,7 +23,7 @@ def test_reduced_precision_trains_close_to_full_precision(tmp_path, full_precisi
     result = train(tiny_config(tmp_path, trainer={**TRAINER, "precision": precision}), out=tmp_path / "run", quiet=True)
     reduced, full = read_jsonl(result.run.metrics_path), read_jsonl(full_precision.run.metrics_path)
     assert [row["train/loss"] for row in reduced] != [row["train/loss"] for row in full]  # it did run in low precision
-    for low, high in zip(reduced, full):
+    for low, high in zip(reduced, full, strict=True):
         assert low["val/loss"] == pytest.approx(high["val/loss"], rel=0.05)
     scaler = torch.load(result.run.checkpoint_path("last"), weights_only=True)["grad_scaler"]
     assert (scaler is not None) == (precision == "16-mixed")  # only float16 needs loss scaling

@@ -11,7 +11,6 @@ from torch import nn
 from conftest import CONFIGS, tiny_config
 from trainctl.build import build_training
 from trainctl.config import load_config
-from trainctl.errors import UserError
 from trainctl.preflight import lint, output_kind, preflight
 from trainctl.workflows import train, validate
 

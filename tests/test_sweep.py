@@ -187,3 +187,11 @@ def test_random_search_draws_from_its_ranges():
     assert all(1e-4 <= rate <= 1e-1 for rate in rates)
     assert min(rates) < 1e-3 < max(rates)  # spread over decades, as loguniform should be
     assert {int(d["trainer.epochs"]) for d in draws} <= {2, 3, 4, 5}
+
+
+def test_a_storage_that_cannot_open_is_one_line_and_leaves_nothing(cli, tmp_path):
+    result = cli("sweep", diabetes_config(tmp_path), "--grid", "optimizer.lr=0.01,0.1", "--storage", "nosuchdb://x",
+                 "--out", tmp_path / "sweep")
+    assert result.exit_code == 2
+    assert "error: --storage nosuchdb://x: cannot open the sweep storage:" in result.stderr
+    assert not (tmp_path / "sweep").exists()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -110,6 +109,7 @@ def train(
     Several processes: trainctl train configs/digits_mlp.yaml --nproc 2 (or: torchrun --nproc_per_node 2 -m trainctl train ...)
     """
     from trainctl.config import load_config
+    from trainctl.runs import RunFolder
     from trainctl.workflows import resume as resume_training
     from trainctl.workflows import train as run_training
 
@@ -132,8 +132,8 @@ def train(
         arguments += (["--out", str(out)] if out is not None else []) + (["--quiet"] if quiet else [])
         arguments += ["--strict"] if strict else []
         with user_errors():
-            if config is not None:
-                load_config(config, settings)  # a bad config is reported once, before any process starts
+            # A bad config or run folder is reported once, before any process starts.
+            load_config(config if config is not None else RunFolder.open(resume).config_path, settings)
             code = launch(arguments, nproc)
         raise typer.Exit(code)
     with user_errors():

@@ -68,16 +68,22 @@ class PreparedData:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Model outputs as predictions in the labels' terms: class indices or values in data units."""
-        if self.task.kind == "regression":
-            if self.plan.layout == "log_rate":
-                return outputs.exp()
-            if self.plan.layout == "mean_variance":
-                outputs = outputs[:, : self.task.num_targets]
-            return outputs * self.target_std + self.target_mean
-        if outputs.shape[-1] == 1:  # one logit for a binary task
-            return (outputs[:, 0] > 0).long()
-        return outputs.argmax(dim=-1)
+        return outputs_to_predictions(outputs, self.task, self.plan.layout, self.target_mean, self.target_std)
+
+
+def outputs_to_predictions(
+    outputs: torch.Tensor, task: Task, layout: str, target_mean: torch.Tensor | None, target_std: torch.Tensor | None
+) -> torch.Tensor:
+    """Model outputs as predictions in the labels' terms: class indices or values in data units."""
+    if task.kind == "regression":
+        if layout == "log_rate":
+            return outputs.exp()
+        if layout == "mean_variance":
+            outputs = outputs[:, : task.num_targets]
+        return outputs * target_std + target_mean
+    if outputs.shape[-1] == 1:  # one logit for a binary task
+        return (outputs[:, 0] > 0).long()
+    return outputs.argmax(dim=-1)
 
 
 def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:

@@ -112,17 +112,33 @@ def peer_errors(ranks: Ranks) -> Iterator[None]:
                        f"({text.splitlines()[0][:200]})") from None
 
 
+@contextlib.contextmanager
+def running(ranks: Ranks) -> Iterator[None]:
+    """Around all a process does in a run: a peer's death becomes one line, and the process leaves
+    the group, waiting for the others when it finished well (a failing one must not wait: the
+    others may be blocked in a different collective)."""
+    try:
+        with peer_errors(ranks):
+            yield
+    except BaseException:
+        stop(together=False)
+        raise
+    stop(together=True)
+
+
 class PeerLost(UserError):
     """A collective failed because another rank is gone."""
 
 
-def stop() -> None:
-    """Leave the process group together: rank 0 may still be testing and writing the summary, and a
-    rank that tears its connections down while another still uses the group can abort."""
+def stop(together: bool = True) -> None:
+    """Leave the process group. `together`: first wait for every rank, since rank 0 may still be
+    testing and writing the summary, and a rank that tears its connections down while another
+    still uses the group can abort."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
     try:
-        torch.distributed.barrier()
+        if together:
+            torch.distributed.barrier()
     except RuntimeError:  # a peer is gone (the run is failing anyway): just let go
         pass
     finally:

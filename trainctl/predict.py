@@ -71,7 +71,7 @@ def _table_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list
     from trainctl.tables import FeatureEncoding, handle_missing, read_table
 
     encoding = FeatureEncoding.from_dict(saved["table"])
-    table = read_table(file)
+    table = read_table(file, key="")
     table = handle_missing(table, [c for c in encoding.columns if c in table.columns], "error")
     x = torch.as_tensor(encoding.transform(table, strict=True))
     return x, [f"{file}:{line}" for line in table.lines]
@@ -97,38 +97,26 @@ def _text_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[
 def _image_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
     """One image file (PNG, JPEG, ...), scaled and standardised as the training images were."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+
+    from trainctl.images import read_image
 
     channels, height, width = saved["input_shape"]
-    try:
-        with Image.open(file) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if saved["image"].get("resize"):  # training resized every image: so does predict
-                image = image.resize((width, height))
-            if image.size != (width, height):
-                raise UserError(f"{file}: the image is {image.size[0]}×{image.size[1]}, the model takes {width}×{height}")
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise UserError(f"{file}: file not found") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"{file}: cannot read as an image: {error}") from None
-    if channels == 1:
-        pixels = pixels[None]
-    else:
-        pixels = pixels.transpose(2, 0, 1)
+    # Training resized every image when it had an image_size: so does predict.
+    pixels = read_image(file, channels, (height, width) if saved["image"].get("resize") else None)
+    if pixels.shape[1:] != (height, width):
+        raise UserError(f"{file}: the image is {pixels.shape[2]}×{pixels.shape[1]}, the model takes {width}×{height}")
     flat = (pixels.reshape(-1) - np.asarray(saved["image"]["mean"])) / np.asarray(saved["image"]["std"])
     return torch.as_tensor(flat.astype(np.float32).reshape(1, channels, height, width)), [str(file)]
 
 
 def _read_outputs(outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str,
                   saved: dict[str, Any]) -> list[Prediction]:
+    from trainctl.data import outputs_to_predictions
+
+    scale = [torch.tensor(saved[key]) if saved[key] is not None else None for key in ("target_mean", "target_std")]
+    predicted = outputs_to_predictions(outputs, task, layout, *scale)  # what eval and training report, too
     if task.kind == "regression":
-        if layout == "log_rate":
-            values = outputs.exp()
-        else:
-            values = outputs[:, : task.num_targets] * torch.tensor(saved["target_std"]) + torch.tensor(saved["target_mean"])
-        return [Prediction(source, float(value[0]), None, {}) for source, value in zip(sources, values)]
-    names = list(task.class_names)
+        return [Prediction(source, float(value[0]), None, {}) for source, value in zip(sources, predicted)]
     if outputs.shape[-1] == 1:  # one logit for a binary task
         positive = torch.sigmoid(outputs[:, 0])
         probabilities = torch.stack([1 - positive, positive], dim=1)
@@ -138,10 +126,10 @@ def _read_outputs(outputs: torch.Tensor, sources: list[str], task: Any, output_k
         probabilities = outputs.exp()
     else:  # a regression loss on classes: the outputs are scores, not probabilities
         probabilities = outputs
-    best = probabilities.argmax(dim=-1)
+    names = list(task.class_names)
     return [
         Prediction(source, names[int(k)], float(row[int(k)]), {name: float(p) for name, p in zip(names, row)})
-        for source, k, row in zip(sources, best, probabilities)
+        for source, k, row in zip(sources, predicted, probabilities)
     ]
 
 

@@ -145,7 +145,7 @@ def lint(
     if profile.input == "log-probabilities" and kind != "log-probabilities":
         given = "probabilities (it ends in softmax)" if kind == "probabilities" else f"{kind} values, not log-probabilities"
         add("warning", "not-log-probabilities", f"{loss} expects log-probabilities, but the model outputs {given}",
-            f"end the model with log_softmax (model.output_activation: log_softmax), or use cross_entropy on logits")
+            "end the model with log_softmax (model.output_activation: log_softmax), or use cross_entropy on logits")
     if task.kind == "classification" and profile.target == "value":
         add("warning", "regression-loss-on-classes",
             f"{loss} on a classification dataset ({task.describe()}) trains against one-hot vectors: its gradient fades as a softmax "

@@ -342,11 +342,17 @@ def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
     """
     import optuna
 
+    created = not setup.folder.exists()
     setup.folder.mkdir(parents=True, exist_ok=True)
+    try:
+        study = _open_study(setup)
+    except UserError:
+        if created:  # a storage that cannot be opened leaves no empty sweep folder behind
+            shutil.rmtree(setup.folder)
+        raise
     base_path = setup.folder / BASE_CONFIG
     if not base_path.is_file():
         base_path.write_text(yaml.safe_dump(setup.base, sort_keys=False), encoding="utf-8")
-    study = _open_study(setup)
     interrupted = False
 
     def on_first_signal(name: str) -> None:

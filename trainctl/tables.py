@@ -9,7 +9,8 @@ run, so `trainctl predict` encodes new rows exactly as training did, without the
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,19 @@ class Table:
         return [row[index] for row in self.rows]
 
 
-def read_table(path: Path) -> Table:
-    """A CSV (or TSV, by extension) with a header row; cells kept as text."""
+def read_table(path: Path, key: str = "data.path") -> Table:
+    """A CSV (or TSV, by extension) with a header row; cells kept as text. `key` is what errors
+    name as the source of the path (a config key, or nothing for a command-line argument)."""
     if not path.is_file():
-        raise UserError(f"data.path: {path}: file not found")
+        raise UserError(f"{key + ': ' if key else ''}{path}: file not found")
+    stat = path.stat()
+    # Validation reads the target column and the dataset builder the whole table: one read serves both.
+    table = _read_table(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    return replace(table, path=path)  # messages name the file as it was given
+
+
+@functools.lru_cache(maxsize=4)
+def _read_table(path: Path, mtime_ns: int, size: int) -> Table:
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     try:
         with path.open(newline="", encoding="utf-8") as handle:
@@ -58,6 +68,13 @@ def read_table(path: Path) -> Table:
     if not rows:
         raise UserError(f"{path}: no data rows below the header")
     return Table(path, columns, rows, lines)
+
+
+def require_columns(table: Table, keys: dict[str, str]) -> None:
+    """Each config key's column must be in the table; the error lists the columns it has."""
+    for key, name in keys.items():
+        if name not in table.columns:
+            raise UserError(f"{key}: no column {name!r} in {table.path}; its columns: {', '.join(table.columns)}")
 
 
 def is_missing(cell: str) -> bool:
@@ -89,7 +106,8 @@ def handle_missing(table: Table, used: list[str], on_missing: str) -> Table:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise UserError(f"{table.path}: {len(bad)} rows have missing values: {'; '.join(shown)}{more}. "
                         "Fill them in, or set data.on_missing: drop")
-    keep = [i for i in range(len(table.rows)) if i not in set(bad)]
+    dropped = set(bad)
+    keep = [i for i in range(len(table.rows)) if i not in dropped]
     return Table(table.path, table.columns, [table.rows[i] for i in keep], [table.lines[i] for i in keep])
 
 
@@ -105,8 +123,9 @@ class FeatureEncoding:
     def fit(cls, table: Table, columns: list[str], train_rows: np.ndarray) -> FeatureEncoding:
         encoding = cls(columns)
         for name in columns:
-            cells = [table.column(name)[i] for i in train_rows]
-            if numeric(table.column(name)):
+            column = table.column(name)
+            cells = [column[i] for i in train_rows]
+            if numeric(column):
                 values = np.array([float(cell) for cell in cells])
                 std = float(values.std())
                 encoding.numeric[name] = (float(values.mean()), std if std > 0 else 1.0)

@@ -55,17 +55,16 @@ def train_config(
     strict: bool = False,
 ) -> TrainResult:
     # torch is imported here, not at the top, so commands that do not train start fast.
+    from trainctl import distributed
     from trainctl.build import build_training
     from trainctl.preflight import PreflightError, preflight
-
-    from trainctl import distributed
 
     console = console or Console()
     ranks = distributed.ranks_from_environment()
     quiet = quiet or not ranks.is_main  # with several processes, rank 0 alone prints
     # Everything is built and checked before the run folder exists: a bad config leaves nothing behind.
-    parts = build_training(config, ranks)
-    try:
+    with distributed.running(ranks):
+        parts = build_training(config, ranks)
         report = preflight(config, parts)
         if report.errors or (strict and report.warnings):
             raise PreflightError(report.errors + (report.warnings if strict else []))
@@ -83,10 +82,7 @@ def train_config(
         if not quiet:
             console.print(f"run folder: {run.path}", highlight=False)
         trainer = _make_trainer(config, parts, run, console, quiet)
-        with distributed.peer_errors(ranks):
-            return _fit_and_test(config, parts, run, trainer, console, quiet)
-    finally:
-        distributed.stop()
+        return _fit_and_test(config, parts, run, trainer, console, quiet)
 
 
 def resume(
@@ -121,8 +117,8 @@ def resume(
     if checkpoint.get("config_hash") != config_hash(saved.to_dict()):
         raise UserError(f"{run.config_path}: differs from the config its checkpoint was trained with; "
                         "a resumed run must use the config it started with")
-    parts = build_training(config, ranks)
-    try:
+    with distributed.running(ranks):
+        parts = build_training(config, ranks)
         trainer = _make_trainer(config, parts, run, console, quiet)
         state, rng = trainer.load_checkpoint_state(checkpoint)
         epochs = config.trainer.epochs
@@ -143,10 +139,7 @@ def resume(
         if not quiet:
             console.print(f"resuming {run.path} at epoch {state.epoch + 1}"
                           + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False)
-        with distributed.peer_errors(ranks):
-            return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng)
-    finally:
-        distributed.stop()
+        return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng)
 
 
 def _stderr() -> Console:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import Field
 
 from trainctl.components import sklearn_files
+from trainctl.errors import UserError
 from trainctl.registry import Registry
 from trainctl.task import Task
 
@@ -135,15 +136,12 @@ def synthetic_regression(
 
 def _csv_task(params: dict[str, Any]) -> str:
     """The task of a csv dataset, known before training from its `task` or its target column."""
-    from trainctl.errors import UserError
-    from trainctl.tables import infer_task, read_table
+    from trainctl.tables import infer_task, read_table, require_columns
 
     if params.get("task", "auto") != "auto":
         return params["task"]
     table = read_table(Path(params["path"]))
-    if params["target"] not in table.columns:
-        raise UserError(f"data.target: no column {params['target']!r} in {params['path']}; "
-                        f"its columns: {', '.join(table.columns)}")
+    require_columns(table, {"data.target": params["target"]})
     return infer_task(table.column(params["target"]), "auto")
 
 
@@ -165,14 +163,13 @@ def csv_table(
 ) -> RawData:
     import numpy as np
 
-    from trainctl.errors import UserError
-    from trainctl.tables import FeatureEncoding, class_labels, handle_missing, infer_task, read_table
+    from trainctl.tables import FeatureEncoding, class_labels, handle_missing, infer_task, read_table, require_columns
 
     table = read_table(Path(path))
     columns = features if features is not None else [name for name in table.columns if name != target]
-    for key, name in [("data.target", target), *(("data.features", name) for name in columns)]:
-        if name not in table.columns:
-            raise UserError(f"{key}: no column {name!r} in {path}; its columns: {', '.join(table.columns)}")
+    require_columns(table, {"data.target": target})
+    for name in columns:
+        require_columns(table, {"data.features": name})
     if target in columns:
         raise UserError(f"data.features: the target column {target!r} cannot also be a feature")
     if not columns:
@@ -207,7 +204,6 @@ def _mnist_family(class_name: str, root: str, download: bool) -> RawData:
     """An MNIST-format dataset through torchvision, from root/<class_name>/raw in torchvision's layout."""
     import numpy as np
 
-    from trainctl.errors import UserError
 
     folder = Path(root) / class_name / "raw"
     missing = [name for name in MNIST_FILES if not (folder / name).is_file()]
@@ -216,12 +212,9 @@ def _mnist_family(class_name: str, root: str, download: bool) -> RawData:
             f"data.root: {folder} lacks {', '.join(missing)}; put the {class_name} files there uncompressed "
             "(torchvision's layout), or set data.download: true on a machine that can reach the internet"
         )
-    try:
-        import torchvision.datasets
-    except ImportError:
-        raise UserError(f"data.name: {class_name} is read through torchvision, which is not installed; "
-                        "pip install 'trainctl[vision]'") from None
-    dataset_class = getattr(torchvision.datasets, class_name)
+    from trainctl.images import torchvision
+
+    dataset_class = getattr(torchvision(f"data.name: {class_name}").datasets, class_name)
     try:
         train = dataset_class(root, train=True, download=download)
         test = dataset_class(root, train=False, download=download)
@@ -253,44 +246,25 @@ def _load_image_folder(root: str, channels: int, size: tuple[int, int] | None, c
     """Every image below root/<class>/ as an array, through torchvision's ImageFolder (which finds
     the classes and the image files)."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
-    from trainctl.errors import UserError
+    from trainctl.images import read_image, torchvision
 
-    try:
-        import torchvision.datasets
-    except ImportError:
-        raise UserError("data.name: image_folder is read through torchvision, which is not installed; "
-                        "pip install 'trainctl[vision]'") from None
+    datasets = torchvision("data.name: image_folder").datasets
     if not Path(root).is_dir():
         raise UserError(f"data: {root}: folder not found")
     try:
-        found = torchvision.datasets.ImageFolder(root)
+        found = datasets.ImageFolder(root)
     except (FileNotFoundError, RuntimeError) as error:
         raise UserError(f"data: {root}: {error} (expected one sub-folder of images per class)") from None
     if classes is not None and found.classes != classes:
         raise UserError(f"data: {root}: class folders {', '.join(found.classes)} differ from the training "
                         f"folder's {', '.join(classes)}")
-    arrays = []
-    for path, _ in found.samples:
-        try:
-            with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                if size is not None:
-                    image = image.resize((size[1], size[0]))
-                arrays.append(np.asarray(image, dtype=np.float32) / 255.0)
-        except (UnidentifiedImageError, OSError) as error:
-            raise UserError(f"{path}: cannot read as an image: {error}") from None
-    shapes = {array.shape for array in arrays}
+    images = [read_image(path, channels, size) for path, _ in found.samples]
+    shapes = {image.shape for image in images}
     if len(shapes) > 1:
-        listed = ", ".join(f"{s[1]}×{s[0]}" for s in sorted(shapes)[:4])
+        listed = ", ".join(f"{shape[2]}×{shape[1]}" for shape in sorted(shapes)[:4])
         raise UserError(f"data: {root}: the images have different sizes ({listed}); set data.image_size: [H, W]")
-    images = np.stack(arrays)
-    if channels == 1:
-        images = images[:, None]
-    else:
-        images = images.transpose(0, 3, 1, 2)
-    return images, np.array(found.targets, dtype="int64"), found.classes
+    return np.stack(images), np.array(found.targets, dtype="int64"), found.classes
 
 
 @DATASETS.register(
@@ -310,7 +284,6 @@ def image_folder(
 ) -> RawData:
     import numpy as np
 
-    from trainctl.errors import UserError
 
     if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
         raise UserError(f"data.image_size: expected [height, width], got {image_size}")
@@ -354,14 +327,11 @@ def text(
 ) -> RawData:
     import numpy as np
 
-    from trainctl.errors import UserError
-    from trainctl.tables import class_labels, handle_missing, read_table
+    from trainctl.tables import class_labels, handle_missing, read_table, require_columns
     from trainctl.text import TextEncoding
 
     table = read_table(Path(path))
-    for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
-        if name not in table.columns:
-            raise UserError(f"{key}: no column {name!r} in {path}; its columns: {', '.join(table.columns)}")
+    require_columns(table, {"data.text_column": text_column, "data.label_column": label_column})
     table = handle_missing(table, [text_column, label_column], "drop")
     texts, cells = table.column(text_column), table.column(label_column)
     labels = class_labels(cells)

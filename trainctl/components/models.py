@@ -129,22 +129,18 @@ def torchvision_model(
     arch: str = "resnet18",
     weights: str = "none",  # none (random initialisation), or a local state-dict file; nothing is downloaded
 ) -> Any:
+    from trainctl.images import torchvision
     from trainctl.networks import adapt_first_conv, load_matching_weights
-
-    try:
-        import torchvision.models
-    except ImportError:
-        raise UserError("model 'torchvision' needs torchvision, which is not installed; "
-                        "pip install 'trainctl[vision]'") from None
     from trainctl.registry import suggest
 
-    names = torchvision.models.list_models(module=torchvision.models)  # the classification models
+    models = torchvision("model 'torchvision'").models
+    names = models.list_models(module=models)  # the classification models
     if arch not in names:
         raise UserError(f"model.arch: {arch!r} is not a torchvision classification architecture{suggest(arch, names)}; "
                         f"e.g. {', '.join(names[:6])}, ... (see torchvision.models.list_models())")
     if len(context.input_shape) != 3:
         raise UserError(f"model 'torchvision' needs image-shaped input (C×H×W); this dataset gives {context.input_shape}")
-    model = torchvision.models.get_model(arch, weights=None, num_classes=context.num_outputs)
+    model = models.get_model(arch, weights=None, num_classes=context.num_outputs)
     adapt_first_conv(model, context.input_shape[0])  # e.g. 1-channel MNIST into a 3-channel architecture
     if weights != "none":
         load_matching_weights(model, weights)

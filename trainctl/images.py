@@ -1,0 +1,36 @@
+"""Image files as model inputs, read the same way for training (image_folder) and for predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainctl.errors import UserError
+
+
+def read_image(path: Path | str, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image as a C×H×W float32 array in [0, 1]: grayscale or RGB, resized to (H, W) if given."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if size is not None:
+                image = image.resize((size[1], size[0]))
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"{path}: cannot read as an image: {error}") from None
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def torchvision(what: str) -> Any:
+    """The torchvision package, or a UserError saying that `what` needs it and how to install it."""
+    try:
+        import torchvision
+    except ImportError:
+        raise UserError(f"{what} needs torchvision, which is not installed; pip install 'trainctl[vision]'") from None
+    return torchvision
