@@ -109,7 +109,8 @@ def test_list_losses_filters_by_task(cli):
     "command, shows",
     [
         ("list-datasets", "synthetic_regression"),
-        ("list-models", "output_activation"),
+        ("list-models", "hidden: [int, ...] = [256, 256]"),  # brackets shown, not taken for markup
+        ("list-transforms", "random_crop"),
         ("list-optimizers", "nesterov"),
         ("list-schedulers", "reduce_on_plateau"),
         ("list-metrics", "Macro F1"),

@@ -92,7 +92,7 @@ def test_predict_names_images_of_the_wrong_size_or_kind(cli, tmp_path):
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
     (tmp_path / "junk.png").write_text("not an image")
     result = cli("predict", tmp_path / "run", tmp_path / "big.png")
-    assert result.exit_code == 2 and "big.png: the image is 32×32, the model takes 28×28" in result.stderr
+    assert result.exit_code == 2 and "big.png: the image is 32×32, the model was trained on 28×28 images" in result.stderr
     result = cli("predict", tmp_path / "run", tmp_path / "junk.png")
     assert result.exit_code == 2 and "junk.png: cannot read as an image" in result.stderr
 
@@ -152,7 +152,7 @@ def test_image_folders_with_mixed_sizes_or_broken_files_are_one_line(cli, tmp_pa
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "red" / "big.png")
     result = cli("train", folder_config(tmp_path, root=root))
     assert result.exit_code == 2
-    assert "the images have different sizes (10×12, 20×20); set data.image_size: [H, W]" in result.stderr
+    assert f"the images under {root} have different sizes (10×12, 20×20); set data.image_size: [H, W]" in result.stderr
     (root / "blue" / "broken.png").write_bytes(b"\x89PNG not really")
     result = cli("train", folder_config(tmp_path, root=root, image_size=[8, 8]))
     assert result.exit_code == 2

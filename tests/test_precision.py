@@ -72,6 +72,6 @@ def test_loader_settings_on_an_in_memory_dataset_are_a_warning(tmp_path):
     warnings = [str(finding) for finding in validate(config).warnings]
     assert warnings == [
         "loader-settings-unused: data.num_workers, data.pin_memory set, but dataset 'iris' is held in memory and "
-        "batched from preloaded tensors, with no DataLoader. Fix: leave them out; they are for datasets streamed "
-        "from files"
+        "batched from preloaded tensors, with no DataLoader. Fix: leave them out; they are for image files and "
+        "random (augmenting) transforms, which are streamed"
     ]

@@ -20,6 +20,8 @@ from trainctl import distributed
 from trainctl.data import PreparedData, prepare_data, steps_per_epoch
 from trainctl.distributed import SINGLE, Ranks
 from trainctl.errors import UserError
+from trainctl.image_pipeline import ImageOptions
+from trainctl.streaming import LoaderSettings
 from trainctl.task import plan_targets
 
 
@@ -53,6 +55,8 @@ def build_data(config: Config, device: torch.device) -> PreparedData:
         test_fraction=config.data.test_fraction,
         split_seed=config.data.split_seed,
         device=device,
+        images=ImageOptions(config.data.transforms, config.seed, LoaderSettings(
+            config.data.num_workers, config.data.pin_memory, config.data.persistent_workers)),
     )
     if plan.layout == "log_rate" and bool((data.train.targets < 0).any()):
         raise UserError(

@@ -438,7 +438,7 @@ def _add_listing_command(key: str) -> None:
     app.command(f"list-{key}")(command)
 
 
-for _key in ("datasets", "models", "optimizers", "schedulers", "metrics"):
+for _key in ("datasets", "models", "optimizers", "schedulers", "metrics", "transforms"):
     _add_listing_command(_key)
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS
+from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TRANSFORMS
 from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
 from trainctl.components.losses import profile as loss_profile
@@ -38,6 +38,14 @@ class _Component(BaseModel):
     name: str
 
 
+class TransformLists(BaseModel):
+    """data.transforms: image transforms for training and for evaluation (val, test, predict)."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: list[_Component] | None = None  # default: [normalize] (the dataset's mean and std)
+    eval: list[_Component] | None = None  # default: [normalize]; must not be random
+
+
 class _Data(_Component):
     name: str = "digits"
     batch_size: Annotated[int, Field(ge=1)] = 64
@@ -48,7 +56,8 @@ class _Data(_Component):
     # preloaded tensors and need none of it.
     num_workers: Annotated[int, Field(ge=0)] = 0
     pin_memory: bool = False
-    persistent_workers: bool = False
+    persistent_workers: bool = False  # keep the workers between epochs (needs num_workers > 0)
+    transforms: TransformLists | None = None  # image datasets only
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> _Data:
@@ -57,6 +66,8 @@ class _Data(_Component):
                 f"val_fraction + test_fraction must be below 1 to leave training data "
                 f"(got {self.val_fraction} + {self.test_fraction})"
             )
+        if self.persistent_workers and self.num_workers == 0:
+            raise ValueError("persistent_workers keeps DataLoader workers alive, so it needs num_workers > 0")
         return self
 
 
@@ -147,6 +158,7 @@ class DataSettings:
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
+    transforms: dict[str, list[dict[str, Any]] | None] | None = None  # {train: [{name, ...}], eval: [...]}
 
 
 @dataclass(frozen=True)
@@ -202,6 +214,7 @@ def _allowed_keys(loc: Key) -> list[str]:
         ("trainer", "early_stopping"): EarlyStoppingSettings,
         ("logging",): LoggingSettings,
         ("sweep",): SweepSettings,
+        ("data", "transforms"): TransformLists,
     }
     if parent in sections:
         return list(sections[parent].model_fields)
@@ -359,6 +372,9 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
     if problems or shape is None:
         raise ConfigError(problems)
 
+    transforms = _check_transforms(shape.data.transforms, data.get("data") or {}, components["data"], source, problems)
+    if problems:
+        raise ConfigError(problems)
     dataset = components["data"]
     entry = DATASETS.get(dataset.name)
     if "task_of" in entry.info and dataset.params.get("task", "auto") == "auto":
@@ -376,7 +392,8 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
     return Config(
         name=shape.name,
         seed=shape.seed,
-        data=DataSettings(**{key: getattr(data_settings, key) for key in DATA_SETTINGS}),
+        data=DataSettings(**{key: getattr(data_settings, key) for key in DATA_SETTINGS if key != "transforms"},
+                          transforms=transforms),
         dataset=components["data"],
         model=components["model"],
         loss=components["loss"],
@@ -388,6 +405,36 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         logging=shape.logging,
         sweep=shape.sweep,
     )
+
+
+def _check_transforms(lists: TransformLists | None, raw: dict[str, Any], dataset: Component, source: SourceMap,
+                      problems: list[Problem]) -> dict[str, list[dict[str, Any]] | None] | None:
+    """data.transforms, each item checked against the transform it names; None when not set."""
+    if lists is None:
+        return None
+    if not DATASETS.get(dataset.name).info.get("images"):
+        images = ", ".join(entry.name for entry in DATASETS if entry.info.get("images"))
+        problems.append(Problem(source.where(("data", "transforms")), "data.transforms",
+                                f"dataset {dataset.name!r} is not read as images; transforms apply to: {images}"))
+        return None
+    resolved: dict[str, list[dict[str, Any]] | None] = {}
+    for phase in ("train", "eval"):
+        items = raw["transforms"].get(phase)
+        if items is None:
+            resolved[phase] = None
+            continue
+        resolved[phase] = []
+        for index, item in enumerate(items):
+            loc = ("data", "transforms", phase, index)
+            component = _check_component(loc, item, TRANSFORMS, source, problems)
+            if component is None:
+                continue
+            if phase == "eval" and TRANSFORMS.get(component.name).info.get("random"):
+                problems.append(Problem(source.where((*loc, "name")), f"data.transforms.eval.{index}.name",
+                                        f"{component.name!r} is random; evaluation must see the same images every "
+                                        "time, so random transforms belong in data.transforms.train"))
+            resolved[phase].append({"name": component.name, **component.params})
+    return resolved
 
 
 def _resolve_trainer(trainer: TrainerSettings, monitor: str) -> TrainerSettings:

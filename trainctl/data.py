@@ -16,19 +16,54 @@ import numpy as np
 import torch
 
 from trainctl.components.datasets import RawData
+from trainctl.distributed import Ranks
 from trainctl.errors import UserError
+from trainctl.image_pipeline import ImageOptions
+from trainctl.streaming import LoaderSettings, StreamedInputs
 from trainctl.task import TargetPlan, Task
 
 
 @dataclass
 class Split:
-    inputs: torch.Tensor
+    inputs: torch.Tensor | StreamedInputs  # preloaded on the device, or read per batch (image files, augmentation)
     labels: torch.Tensor  # what metrics compare against: class indices or values in the data's units
     targets: torch.Tensor  # what the loss compares against, encoded for it (one-hot, standardised, ...)
     rows: np.ndarray | None = None  # each sample's row in the dataset, for reports that point at samples
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.inputs, StreamedInputs)
+
+    def batch_inputs(self, positions: list[torch.Tensor], epoch: int) -> Iterator[torch.Tensor]:
+        """The inputs of each batch of positions, in order: indexed from the preloaded tensor, or
+        read and transformed (by DataLoader workers, when data.num_workers is set)."""
+        if isinstance(self.inputs, StreamedInputs):
+            return self.inputs.batches(positions, epoch)
+        return (self.inputs[index] for index in positions)
+
+    def first_inputs(self, count: int) -> torch.Tensor:
+        if isinstance(self.inputs, StreamedInputs):
+            return self.inputs.take(count)
+        return self.inputs[:count]
+
+    def shard(self, ranks: Ranks) -> Split:
+        """This process's contiguous part of the split (for evaluation over several processes)."""
+        if not ranks.distributed:
+            return self
+        labels = ranks.shard(self.labels)
+        if isinstance(self.inputs, StreamedInputs):
+            start = sum(len(part) for part in self.labels.tensor_split(ranks.world_size)[: ranks.rank])
+            inputs: torch.Tensor | StreamedInputs = self.inputs.subset(slice(start, start + len(labels)))
+        else:
+            inputs = ranks.shard(self.inputs)
+        return Split(inputs, labels, ranks.shard(self.targets))
 
 
 @dataclass
@@ -177,33 +212,40 @@ def prepare_data(
     test_fraction: float,
     split_seed: int,
     device: torch.device,
+    images: ImageOptions | None = None,
 ) -> PreparedData:
     train_idx, val_idx, test_idx = split_indices(raw, val_fraction, test_fraction, split_seed)
-    input_shape, encoding = raw.input_shape, None
-    if raw.fit_inputs is not None:  # a table: encoded (and standardised) by what the training rows show
-        x, encoding = raw.fit_inputs(train_idx)
-        input_shape = (x.shape[1],)
-        x_train, x_val, x_test = x[train_idx], x[val_idx], x[test_idx]
-    else:
-        mean, std = _statistics(raw.x[train_idx])
-        x_train, x_val, x_test = ((raw.x[rows] - mean) / std for rows in (train_idx, val_idx, test_idx))
-        if raw.image:  # predict resizes and standardises image files the same way
-            size = list(raw.image_size) if raw.image_size is not None else None
-            encoding = {"image": {"mean": mean.tolist(), "std": std.tolist(), "resize": size}}
-    y_train, y_val, y_test = raw.y[train_idx], raw.y[val_idx], raw.y[test_idx]
-    if raw.corrupt_train_targets is not None:
-        y_train = raw.corrupt_train_targets(y_train, np.random.default_rng(split_seed))
 
     def to_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)
 
-    def make_split(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> Split:
-        inputs = to_tensor(x.reshape(len(x), *input_shape), torch.float32)
+    input_shape, encoding = raw.input_shape, None
+    if raw.images is not None:  # through the transforms: tensors, or streamed (files, augmentation)
+        from trainctl.image_pipeline import prepare_images
+
+        options = images or ImageOptions(None, 0, LoaderSettings())
+        prepared = prepare_images(raw.images, (train_idx, val_idx, test_idx), options, device)
+        inputs = (prepared.train, prepared.val, prepared.test)
+        input_shape, encoding = prepared.input_shape, prepared.encoding
+    else:
+        if raw.fit_inputs is not None:  # a table or text: encoded by what the training rows show
+            x, encoding = raw.fit_inputs(train_idx)
+            input_shape = (x.shape[1],)
+            parts = (x[train_idx], x[val_idx], x[test_idx])
+        else:
+            mean, std = _statistics(raw.x[train_idx])
+            parts = tuple((raw.x[rows] - mean) / std for rows in (train_idx, val_idx, test_idx))
+        inputs = tuple(to_tensor(part.reshape(len(part), *input_shape), torch.float32) for part in parts)
+    y_train, y_val, y_test = raw.y[train_idx], raw.y[val_idx], raw.y[test_idx]
+    if raw.corrupt_train_targets is not None:
+        y_train = raw.corrupt_train_targets(y_train, np.random.default_rng(split_seed))
+
+    def make_split(x: torch.Tensor | StreamedInputs, y: np.ndarray, rows: np.ndarray) -> Split:
         if raw.task.kind == "classification":
             labels = to_tensor(y, torch.int64)
-            return Split(inputs, labels, encode_targets(labels, plan, raw.task), rows)
+            return Split(x, labels, encode_targets(labels, plan, raw.task), rows)
         labels = to_tensor(y, torch.float32)
-        return Split(inputs, labels, (labels - target_mean) / target_std, rows)
+        return Split(x, labels, (labels - target_mean) / target_std, rows)
 
     target_mean = target_std = None
     if raw.task.kind == "regression" and not plan.scale_targets:
@@ -215,9 +257,9 @@ def prepare_data(
         target_std = to_tensor(np.where(std > 0, std, 1.0), torch.float32)
 
     return PreparedData(
-        train=make_split(x_train, y_train, train_idx),
-        val=make_split(x_val, y_val, val_idx),
-        test=make_split(x_test, y_test, test_idx),
+        train=make_split(inputs[0], y_train, train_idx),
+        val=make_split(inputs[1], y_val, val_idx),
+        test=make_split(inputs[2], y_test, test_idx),
         task=raw.task,
         plan=plan,
         input_shape=input_shape,
@@ -246,6 +288,12 @@ def shuffled_batches(size: int, batch_size: int, generator: torch.Generator, dev
 
 
 def ordered_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    for start in range(0, len(split), batch_size):
+    starts = range(0, len(split), batch_size)
+    if split.streamed:
+        positions = [torch.arange(start, min(start + batch_size, len(split))) for start in starts]
+        batches = split.batch_inputs(positions, epoch=0)
+    else:  # slices of a preloaded tensor are views: nothing is copied
+        batches = (split.inputs[start:start + batch_size] for start in starts)
+    for start, inputs in zip(starts, batches):
         end = start + batch_size
-        yield split.inputs[start:end], split.targets[start:end], split.labels[start:end]
+        yield inputs, split.targets[start:end], split.labels[start:end]

@@ -27,6 +27,21 @@ def read_image(path: Path | str, channels: int, size: tuple[int, int] | None = N
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
+def image_sizes(paths: list[str]) -> list[tuple[int, int]]:
+    """Each image's (width, height) from its header, without decoding the pixels: a fast check
+    that every file of a folder is an image before training starts reading them."""
+    from PIL import Image, UnidentifiedImageError
+
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sizes.append(image.size)
+        except (UnidentifiedImageError, OSError) as error:
+            raise UserError(f"{path}: cannot read as an image: {error}") from None
+    return sizes
+
+
 def torchvision(what: str) -> Any:
     """The torchvision package, or a UserError saying that `what` needs it and how to install it."""
     try:

@@ -74,7 +74,7 @@ def registry_table(title: str, registry: Registry, fields: list[tuple[str, str]]
             if entry.info.get(key) is not None:
                 details.append(f"[dim]{label}:[/dim] {escape(str(entry.info[key]))}")
         row = [entry.name, *([str(entry.info.get("task", ""))] if has_task else [])]
-        row += ["\n".join(details), "\n".join(describe_params(entry.params)) or "—"]
+        row += ["\n".join(details), escape("\n".join(describe_params(entry.params))) or "—"]  # "[int, ...]" is not markup
         table.add_row(*row)
     return table
 
@@ -86,6 +86,7 @@ LISTING_FIELDS: dict[str, list[tuple[str, str]]] = {
     "optimizers": [],
     "schedulers": [("interval", "steps every")],
     "metrics": [("goal", "better")],
+    "transforms": [("random", "random per sample and epoch")],
 }
 
 

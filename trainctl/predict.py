@@ -95,18 +95,21 @@ def _text_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[
 
 
 def _image_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
-    """One image file (PNG, JPEG, ...), scaled and standardised as the training images were."""
-    import numpy as np
-
+    """One image file (PNG, JPEG, ...), read and transformed as the evaluation images were."""
+    from trainctl.image_pipeline import compose
     from trainctl.images import read_image
 
-    channels, height, width = saved["input_shape"]
-    # Training resized every image when it had an image_size: so does predict.
-    pixels = read_image(file, channels, (height, width) if saved["image"].get("resize") else None)
+    image = saved["image"]
+    if "transforms" not in image:
+        raise UserError("this run was trained by an earlier trainctl that kept no image transforms; train it again")
+    channels, height, width = image["source_shape"]
+    resize = image["resize"]
+    pixels = read_image(file, channels, tuple(resize) if resize else None)
     if pixels.shape[1:] != (height, width):
-        raise UserError(f"{file}: the image is {pixels.shape[2]}×{pixels.shape[1]}, the model takes {width}×{height}")
-    flat = (pixels.reshape(-1) - np.asarray(saved["image"]["mean"])) / np.asarray(saved["image"]["std"])
-    return torch.as_tensor(flat.astype(np.float32).reshape(1, channels, height, width)), [str(file)]
+        raise UserError(f"{file}: the image is {pixels.shape[2]}×{pixels.shape[1]}, the model was trained on "
+                        f"{width}×{height} images")
+    inputs = compose(image["transforms"])(torch.from_numpy(pixels))
+    return inputs.unsqueeze(0), [str(file)]
 
 
 def _read_outputs(outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str,

@@ -117,10 +117,11 @@ def lint(
         findings.append(Finding(level, check, message, fix))  # type: ignore[arg-type]
 
     loader = [key for key in ("num_workers", "pin_memory", "persistent_workers") if getattr(config.data, key)]
-    if loader:  # every dataset so far is prepared as tensors in memory
+    streamed = any(parts.data.split(name).streamed for name in ("train", "val", "test"))
+    if loader and not streamed:
         add("warning", "loader-settings-unused", f"data.{', data.'.join(loader)} set, but dataset "
             f"{config.dataset.name!r} is held in memory and batched from preloaded tensors, with no DataLoader",
-            "leave them out; they are for datasets streamed from files")
+            "leave them out; they are for image files and random (augmenting) transforms, which are streamed")
     if task.kind == "classification" and outputs.shape[-1] != plan.num_outputs:
         add("error", "output-size", f"the model gives {outputs.shape[-1]} outputs, but {loss} on this dataset of "
             f"{task.num_classes} classes needs {plan.num_outputs}", "make the last layer's size follow the dataset")
@@ -163,7 +164,7 @@ def preflight(config: Config, parts: TrainingParts) -> PreflightReport:
     model = copy.deepcopy(parts.model)
     loss_fn = copy.deepcopy(parts.loss_fn)
     split = parts.data.train
-    inputs = split.inputs[: config.data.batch_size]
+    inputs = split.first_inputs(config.data.batch_size)
     targets = split.targets[: config.data.batch_size]
     precision = check_precision(config.trainer.precision, parts.device)
     rng = torch.get_rng_state()

@@ -145,25 +145,28 @@ def train_one_epoch(
     skip) are agreed on each step.
     """
     model.train()
-    device = split.inputs.device
+    device = split.device
     reporter = reporter or QuietReporter()
     batches = shuffled_batches(len(split), batch_size, generator, device)
-    progress = EpochProgress.empty([len(ranks.shard(index)) for index in batches], device)
+    shares = [ranks.shard(batch) for batch in batches]
+    progress = EpochProgress.empty([len(share) for share in shares], device)
     if resume_from is not None:
         progress.restore(resume_from, ranks)
     start_step = progress.steps
     samples = progress.samples  # a host-side count for the live view's mean loss and rate
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
-    for step, batch in enumerate(batches[start_step:], start_step + 1):
-        index = ranks.shard(batch)
-        share = len(index)
-        if share == 0:  # a last batch smaller than the ranks: this one steps too (DDP needs all), weighing 0
-            index = batch[:1]
+    # A last batch smaller than the ranks leaves some without samples: they step too (DDP needs
+    # all ranks), on one sample weighing 0.
+    indices = [index if len(index) else batch[:1] for index, batch in zip(shares, batches)]
+    inputs_of_steps = split.batch_inputs(indices[start_step:], epoch)
+    for step, (batch, index, inputs) in enumerate(zip(batches[start_step:], indices[start_step:], inputs_of_steps),
+                                                  start_step + 1):
+        share = len(shares[step - 1])
         with autocast():
             if distributed_model is None:
-                loss = loss_fn(model(split.inputs[index]), split.targets[index])
+                loss = loss_fn(model(inputs), split.targets[index])
             else:
-                loss = distributed_model(split.inputs[index], split.targets[index])
+                loss = distributed_model(inputs, split.targets[index])
         objective = loss
         if ranks.distributed:  # DDP averages over ranks; weigh each slice so that equals the global batch mean
             objective = loss * (share * ranks.world_size / len(batch))
@@ -226,7 +229,7 @@ def evaluate(
     `worst` highest-loss samples).
     """
     model.eval()
-    device = split.inputs.device
+    device = split.device
     if data.task.kind == "classification":
         statistics: Any = ConfusionMatrix(data.task.num_classes, device)
     else:
@@ -236,7 +239,7 @@ def evaluate(
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
     total = len(split)
     if ranks.distributed:  # each rank evaluates a slice; the statistics are summed below
-        split = Split(ranks.shard(split.inputs), ranks.shard(split.labels), ranks.shard(split.targets))
+        split = split.shard(ranks)
     for inputs, targets, labels in ordered_batches(split, EVAL_BATCH_SIZE):
         with autocast():
             outputs = model(inputs)
@@ -271,7 +274,7 @@ def evaluate_checkpoint(
     load_model_state(model, state, checkpoint_path)
     if state.get("loss"):
         load_model_state(loss_fn, {"model": state["loss"]}, checkpoint_path)
-    model.to(data.train.inputs.device)
+    model.to(data.train.device)
     result = evaluate(model, data.split(split_name), loss_fn, data, metric_names, details=True, worst=worst)
     record = {
         "split": split_name,
@@ -337,7 +340,7 @@ class Trainer:
         if self.ranks.distributed:
             from trainctl.distributed import wrap
 
-            self.distributed_model = wrap(self.forward_model, self.loss_fn, self.data.train.inputs.device)
+            self.distributed_model = wrap(self.forward_model, self.loss_fn, self.data.train.device)
 
     def checkpoint(self, state: TrainingState, rng: RandomStates, row: dict[str, Any] | None) -> dict[str, Any]:
         return {

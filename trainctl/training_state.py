@@ -84,9 +84,17 @@ class RandomStates:
         return cls(**data)
 
 
+# Keys a resumed run may change: the epochs, to extend it, and how batches are loaded, which never
+# changes what they hold (augmentation is seeded per sample, not per worker).
+MAY_CHANGE_ON_RESUME = ("trainer.epochs", "data.num_workers", "data.pin_memory", "data.persistent_workers")
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    """A hash of what a run's results depend on; trainer.epochs is left out so a run can be extended."""
-    trimmed = {**config, "trainer": {k: v for k, v in config["trainer"].items() if k != "epochs"}}
+    """A hash of what a run's results depend on, leaving out what a resume may change."""
+    trimmed = {section: dict(values) if isinstance(values, dict) else values for section, values in config.items()}
+    for key in MAY_CHANGE_ON_RESUME:
+        section, name = key.split(".")
+        trimmed[section].pop(name, None)
     return hashlib.sha256(json.dumps(trimmed, sort_keys=True).encode()).hexdigest()
 
 

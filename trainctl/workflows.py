@@ -90,12 +90,13 @@ def resume(
 ) -> TrainResult:
     """Continue a run from checkpoints/last.pt, exactly where it stopped.
 
-    The config must be the one the run started with; only trainer.epochs may change, to extend it.
+    The config must be the one the run started with; only trainer.epochs (to extend it) and the data
+    loader settings may change.
     """
     from trainctl import distributed
     from trainctl.build import build_training
     from trainctl.checkpoint import load_checkpoint
-    from trainctl.training_state import config_hash, differing_keys
+    from trainctl.training_state import MAY_CHANGE_ON_RESUME, config_hash, differing_keys
 
     console = console or Console()
     ranks = distributed.ranks_from_environment()
@@ -103,11 +104,11 @@ def resume(
     run = RunFolder.open(run_dir)
     saved = load_config(run.config_path)
     config = load_config(run.config_path, overrides)
-    changed = [key for key in differing_keys(saved.to_dict(), config.to_dict()) if key != "trainer.epochs"]
+    changed = [key for key in differing_keys(saved.to_dict(), config.to_dict()) if key not in MAY_CHANGE_ON_RESUME]
     if changed:
         raise UserError(
             f"{run.path}: cannot resume with a different config; these keys differ: {', '.join(changed)} "
-            "(only trainer.epochs may change, to extend the run)"
+            f"(only {', '.join(MAY_CHANGE_ON_RESUME)} may change)"
         )
     last = run.checkpoint_path("last")
     if not last.is_file():

@@ -6,6 +6,7 @@ from trainctl.components.metrics import METRICS
 from trainctl.components.models import MODELS
 from trainctl.components.optimizers import OPTIMIZERS
 from trainctl.components.schedulers import SCHEDULERS
+from trainctl.components.transforms import TRANSFORMS
 
 REGISTRIES = {
     "datasets": DATASETS,
@@ -14,6 +15,7 @@ REGISTRIES = {
     "optimizers": OPTIMIZERS,
     "schedulers": SCHEDULERS,
     "metrics": METRICS,
+    "transforms": TRANSFORMS,
 }
 
-__all__ = ["DATASETS", "LOSSES", "METRICS", "MODELS", "OPTIMIZERS", "SCHEDULERS", "REGISTRIES"]
+__all__ = ["DATASETS", "LOSSES", "METRICS", "MODELS", "OPTIMIZERS", "SCHEDULERS", "TRANSFORMS", "REGISTRIES"]

@@ -21,6 +21,20 @@ DATASETS = Registry("dataset")
 
 
 @dataclass
+class ImageSource:
+    """Where an image dataset's pixels come from: arrays in memory, or files read as needed.
+
+    `trainctl.image_pipeline` turns either into model inputs through the config's transforms.
+    """
+
+    pixels: Any = None  # numpy uint8 array (N, C, H, W): MNIST, CIFAR
+    files: list[str] | None = None  # one image file per sample: image folders
+    channels: int = 1
+    size: tuple[int, int] | None = None  # files are resized to (height, width) on reading
+    statistics: tuple[list[float], list[float]] | None = None  # the dataset's well-known mean and std per channel
+
+
+@dataclass
 class RawData:
     x: Any  # numpy array, one row per sample
     y: Any  # numpy array: class indices, or real targets of shape (n, k)
@@ -33,8 +47,7 @@ class RawData:
     fit_inputs: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None
     test_rows: Any | None = None  # a dataset's own test split (MNIST's t10k files), kept as the test split
     val_rows: Any | None = None  # a dataset's own validation split (an image folder's val_root)
-    image: bool = False  # inputs are images: predict reads image files for such runs
-    image_size: tuple[int, int] | None = None  # images were resized to (height, width); predict does too
+    images: ImageSource | None = None  # an image dataset: inputs come through the transforms
 
 
 def _sklearn_classification(loader_name: str, input_shape: tuple[int, ...] | None = None) -> RawData:
@@ -199,11 +212,20 @@ def csv_table(
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
+# Mean and standard deviation of each dataset's training images (the values published with them),
+# what `normalize` uses when a config gives neither.
+STATISTICS = {
+    "MNIST": ([0.1307], [0.3081]),
+    "FashionMNIST": ([0.2860], [0.3530]),
+    "KMNIST": ([0.1918], [0.3483]),
+    "CIFAR10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+    "CIFAR100": ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),
+}
+
 
 def _mnist_family(class_name: str, root: str, download: bool) -> RawData:
     """An MNIST-format dataset through torchvision, from root/<class_name>/raw in torchvision's layout."""
     import numpy as np
-
 
     folder = Path(root) / class_name / "raw"
     missing = [name for name in MNIST_FILES if not (folder / name).is_file()]
@@ -220,13 +242,19 @@ def _mnist_family(class_name: str, root: str, download: bool) -> RawData:
         test = dataset_class(root, train=False, download=download)
     except Exception as error:  # torchvision raises plain RuntimeError/ValueError for bad files
         raise UserError(f"data.root: {folder}: cannot read the {class_name} files: {error}") from None
-    images = np.concatenate([train.data.numpy(), test.data.numpy()]).astype("float32") / 255.0
+    pixels = np.concatenate([train.data.numpy(), test.data.numpy()])[:, None]
     labels = np.concatenate([train.targets.numpy(), test.targets.numpy()]).astype("int64")
     names = tuple(str(name) for name in train.classes)
+    return _in_memory_images(pixels, labels, names, class_name, test_rows=np.arange(len(train.data), len(pixels)))
+
+
+def _in_memory_images(pixels: Any, labels: Any, names: tuple[str, ...], statistics: str, test_rows: Any) -> RawData:
+    import numpy as np
+
     task = Task("classification", num_classes=len(names), class_names=names)
-    height, width = images.shape[1:]
-    return RawData(images.reshape(len(images), -1), labels, task, (1, height, width),
-                   test_rows=np.arange(len(train.data), len(images)), image=True)
+    source = ImageSource(pixels=pixels, channels=pixels.shape[1], statistics=STATISTICS[statistics])
+    return RawData(np.zeros((len(pixels), 0), dtype="float32"), labels, task, tuple(pixels.shape[1:]),
+                   test_rows=test_rows, images=source)
 
 
 def _register_mnist(name: str, class_name: str, summary: str) -> None:
@@ -234,7 +262,7 @@ def _register_mnist(name: str, class_name: str, summary: str) -> None:
         return _mnist_family(class_name, root, download)
 
     builder.__name__ = name
-    DATASETS.register(name, summary=summary, task="classification", input="image 1×28×28")(builder)
+    DATASETS.register(name, summary=summary, task="classification", input="image 1×28×28", images=True)(builder)
 
 
 _register_mnist("mnist", "MNIST", "Handwritten digits, 28×28 (60,000 + 10,000 test), from MNIST's IDX files in data.root")
@@ -242,12 +270,82 @@ _register_mnist("fashion_mnist", "FashionMNIST", "Zalando clothing images, 28×2
 _register_mnist("kmnist", "KMNIST", "Kuzushiji (cursive Japanese) characters, 28×28, 10 classes, from IDX files in data.root")
 
 
-def _load_image_folder(root: str, channels: int, size: tuple[int, int] | None, classes: list[str] | None) -> tuple:
-    """Every image below root/<class>/ as an array, through torchvision's ImageFolder (which finds
-    the classes and the image files)."""
+def _cifar(class_name: str, labels_key: str, root: str, download: bool) -> RawData:
+    """CIFAR-10/100 from the official python batches in root/<base folder>, torchvision's layout.
+
+    torchvision's own CIFAR datasets unpickle the batches unrestricted; they are read here with an
+    unpickler that builds arrays, lists and strings only (`trainctl.pickled_arrays`).
+    """
     import numpy as np
 
-    from trainctl.images import read_image, torchvision
+    from trainctl import pickled_arrays
+    from trainctl.images import torchvision
+
+    vision = torchvision(f"data.name: {class_name.lower()}")
+    spec = getattr(vision.datasets, class_name)  # the layout: folder, batch files, metadata file, where to get it
+    folder = Path(root) / spec.base_folder
+    train_files = [name for name, _ in spec.train_list]
+    test_files = [name for name, _ in spec.test_list]
+    expected = [*train_files, *test_files, spec.meta["filename"]]
+    if any(not (folder / name).is_file() for name in expected) and download:
+        vision.datasets.utils.download_and_extract_archive(spec.url, root, filename=spec.filename, md5=spec.tgz_md5)
+    missing = [name for name in expected if not (folder / name).is_file()]
+    if missing:
+        raise UserError(
+            f"data.root: {folder} lacks {', '.join(missing)}; extract {spec.filename} (from {spec.url}) into "
+            f"{root}, or set data.download: true on a machine that can reach the internet"
+        )
+
+    def batch(name: str) -> tuple[Any, Any]:
+        entry = pickled_arrays.load(folder / name)
+        data = entry.get("data") if isinstance(entry, dict) else None
+        labels = entry.get(labels_key) if isinstance(entry, dict) else None
+        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or labels is None \
+                or len(labels) != len(data):
+            raise UserError(f"data.root: {folder / name} is not a {class_name} batch: expected 'data' of N×3072 "
+                            f"pixels and {len(data) if isinstance(data, np.ndarray) else 'N'} '{labels_key}'")
+        return data.astype("uint8").reshape(-1, 3, 32, 32), np.asarray(labels, dtype="int64")
+
+    parts = [batch(name) for name in [*train_files, *test_files]]
+    meta = pickled_arrays.load(folder / spec.meta["filename"])
+    if not isinstance(meta, dict) or spec.meta["key"] not in meta:
+        raise UserError(f"data.root: {folder / spec.meta['filename']} has no {spec.meta['key']!r} list")
+    names = tuple(str(name) for name in meta[spec.meta["key"]])
+    pixels = np.concatenate([p for p, _ in parts])
+    labels = np.concatenate([y for _, y in parts])
+    if labels.min() < 0 or labels.max() >= len(names):
+        raise UserError(f"data.root: {folder}: labels run from {labels.min()} to {labels.max()}, "
+                        f"but {spec.meta['filename']} names {len(names)} classes")
+    train_count = sum(len(p) for p, _ in parts[: len(train_files)])
+    return _in_memory_images(pixels, labels, names, class_name, test_rows=np.arange(train_count, len(pixels)))
+
+
+@DATASETS.register(
+    "cifar10",
+    summary="32×32 colour images of 10 classes (50,000 + 10,000 test), from the python batches in data.root",
+    task="classification",
+    input="image 3×32×32",
+    images=True,
+)
+def cifar10(context: Any, *, root: str, download: bool = False) -> RawData:
+    return _cifar("CIFAR10", "labels", root, download)
+
+
+@DATASETS.register(
+    "cifar100",
+    summary="32×32 colour images of 100 fine classes (50,000 + 10,000 test), from the python files in data.root",
+    task="classification",
+    input="image 3×32×32",
+    images=True,
+)
+def cifar100(context: Any, *, root: str, download: bool = False) -> RawData:
+    return _cifar("CIFAR100", "fine_labels", root, download)
+
+
+def _find_images(root: str, classes: list[str] | None) -> tuple[list[str], list[int], list[str]]:
+    """The image files below root/<class>/ and their classes, through torchvision's ImageFolder
+    (which lists the files without reading them)."""
+    from trainctl.images import torchvision
 
     datasets = torchvision("data.name: image_folder").datasets
     if not Path(root).is_dir():
@@ -259,19 +357,15 @@ def _load_image_folder(root: str, channels: int, size: tuple[int, int] | None, c
     if classes is not None and found.classes != classes:
         raise UserError(f"data: {root}: class folders {', '.join(found.classes)} differ from the training "
                         f"folder's {', '.join(classes)}")
-    images = [read_image(path, channels, size) for path, _ in found.samples]
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        listed = ", ".join(f"{shape[2]}×{shape[1]}" for shape in sorted(shapes)[:4])
-        raise UserError(f"data: {root}: the images have different sizes ({listed}); set data.image_size: [H, W]")
-    return np.stack(images), np.array(found.targets, dtype="int64"), found.classes
+    return [path for path, _ in found.samples], list(found.targets), found.classes
 
 
 @DATASETS.register(
     "image_folder",
-    summary="Images in one sub-folder per class (PNG, JPEG, ...), through torchvision's ImageFolder",
+    summary="Images in one sub-folder per class (PNG, JPEG, ...), through torchvision's ImageFolder, read as training goes",
     task="classification",
     input="images, channels × image_size",
+    images=True,
 )
 def image_folder(
     context: Any,
@@ -280,31 +374,30 @@ def image_folder(
     val_root: str | None = None,  # a folder of the same classes kept as the validation split
     test_root: str | None = None,  # the same, kept as the test split
     channels: Literal[1, 3] = 3,  # 1: grayscale, 3: RGB
-    image_size: list[int] | None = None,  # [height, width] to resize every image to; default: as they are
+    image_size: list[int] | None = None,  # [height, width] to resize every image to; needed when sizes differ
 ) -> RawData:
     import numpy as np
 
+    from trainctl.images import image_sizes
 
     if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
         raise UserError(f"data.image_size: expected [height, width], got {image_size}")
-    size = tuple(image_size) if image_size is not None else None
-    images, labels, classes = _load_image_folder(root, channels, size, None)
-    parts, given = [images], {}
+    paths, labels, classes = _find_images(root, None)
+    given = {}
     for key, folder in (("val_rows", val_root), ("test_rows", test_root)):
-        if folder is None:
-            continue
-        more, more_labels, _ = _load_image_folder(folder, channels, size or images.shape[2:], classes)
-        if more.shape[1:] != images.shape[1:]:
-            raise UserError(f"data.{key[:-5]}_root: its images are {more.shape[3]}×{more.shape[2]}, the training "
-                            f"images {images.shape[3]}×{images.shape[2]}; set data.image_size: [H, W]")
-        start = sum(len(part) for part in parts)
-        given[key] = np.arange(start, start + len(more))
-        parts.append(more)
-        labels = np.concatenate([labels, more_labels])
-    x = np.concatenate(parts)
+        if folder is not None:
+            more, more_labels, _ = _find_images(folder, classes)
+            given[key] = np.arange(len(paths), len(paths) + len(more))
+            paths, labels = paths + more, labels + more_labels
+    sizes = image_sizes(paths)  # reads each file's header: unreadable files are named before training
+    if image_size is None and len(set(sizes)) > 1:
+        listed = ", ".join(f"{width}×{height}" for width, height in sorted(set(sizes))[:4])
+        raise UserError(f"data: the images under {root} have different sizes ({listed}); set data.image_size: [H, W]")
+    height, width = image_size if image_size is not None else sizes[0][::-1]
+    source = ImageSource(files=paths, channels=channels, size=tuple(image_size) if image_size is not None else None)
     task = Task("classification", num_classes=len(classes), class_names=tuple(classes))
-    return RawData(x.reshape(len(x), -1), labels, task, tuple(x.shape[1:]), image=True,
-                   image_size=size, **given)
+    return RawData(np.zeros((len(paths), 0), dtype="float32"), np.array(labels, dtype="int64"), task,
+                   (channels, height, width), images=source, **given)
 
 
 @DATASETS.register(

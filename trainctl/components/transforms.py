@@ -1,0 +1,114 @@
+"""Image transforms a config can name: torchvision's transforms (v2), one registered builder each.
+
+They act on C×H×W float images in [0, 1]. `data.transforms.train` and `data.transforms.eval` are
+lists of them; a list left out is the dataset's default, `[normalize]`. Transforms marked `random`
+draw new parameters for every sample and epoch, so a training split that uses one is read sample
+by sample through a DataLoader; every other list is applied once to a whole in-memory split.
+
+torchvision is imported when a transform is built, never when the registry is listed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from trainctl.registry import Registry
+
+TRANSFORMS = Registry("transform")
+
+Size = Annotated[int, Field(ge=1)] | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+PaddingMode = Literal["constant", "edge", "reflect", "symmetric"]
+
+
+def v2() -> Any:
+    from trainctl.images import torchvision
+
+    torchvision("data.transforms")
+    from torchvision.transforms import (
+        v2,  # a submodule: `import torchvision` alone does not load it
+    )
+
+    return v2
+
+
+@TRANSFORMS.register("resize", summary="Resize to size (an int: the shorter side; [H, W]: exactly)")
+def resize(context: Any, *, size: Size) -> Any:
+    return v2().Resize(size, antialias=True)
+
+
+@TRANSFORMS.register("center_crop", summary="Cut the central size×size (or [H, W]) region")
+def center_crop(context: Any, *, size: Size) -> Any:
+    return v2().CenterCrop(size)
+
+
+@TRANSFORMS.register("pad", summary="Pad every side by `padding` pixels")
+def pad(context: Any, *, padding: Annotated[int, Field(ge=1)], fill: float = 0.0, padding_mode: PaddingMode = "constant") -> Any:
+    return v2().Pad(padding, fill=fill, padding_mode=padding_mode)
+
+
+@TRANSFORMS.register("grayscale", summary="Convert RGB to gray, with 1 or 3 output channels")
+def grayscale(context: Any, *, channels: Literal[1, 3] = 1) -> Any:
+    return v2().Grayscale(num_output_channels=channels)
+
+
+@TRANSFORMS.register("normalize", summary="(x - mean) / std per channel; without mean and std: the dataset's statistics")
+def normalize(context: Any, *, mean: list[float] | None = None, std: list[float] | None = None) -> Any:
+    # The pipeline fills in the dataset's statistics before building, so both are set here.
+    return v2().Normalize(mean, std)
+
+
+@TRANSFORMS.register("random_crop", summary="A random size×size crop, after padding each side by `padding`", random=True)
+def random_crop(context: Any, *, size: Size, padding: Annotated[int, Field(ge=0)] = 0,
+                padding_mode: PaddingMode = "constant") -> Any:
+    return v2().RandomCrop(size, padding=padding or None, padding_mode=padding_mode)
+
+
+@TRANSFORMS.register("random_resized_crop", summary="A random area and aspect ratio, resized to size", random=True)
+def random_resized_crop(context: Any, *, size: Size,
+                        scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = (0.08, 1.0),
+                        ratio: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = (0.75, 4 / 3)) -> Any:
+    return v2().RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), antialias=True)
+
+
+@TRANSFORMS.register("horizontal_flip", summary="Mirror left to right with probability p", random=True)
+def horizontal_flip(context: Any, *, p: Probability = 0.5) -> Any:
+    return v2().RandomHorizontalFlip(p)
+
+
+@TRANSFORMS.register("vertical_flip", summary="Mirror top to bottom with probability p", random=True)
+def vertical_flip(context: Any, *, p: Probability = 0.5) -> Any:
+    return v2().RandomVerticalFlip(p)
+
+
+@TRANSFORMS.register("rotation", summary="Rotate by a random angle in [-degrees, degrees]", random=True)
+def rotation(context: Any, *, degrees: Annotated[float, Field(ge=0, le=180)]) -> Any:
+    return v2().RandomRotation(degrees)
+
+
+@TRANSFORMS.register("affine", summary="Random rotation, translation (fractions of the size) and scale", random=True)
+def affine(context: Any, *, degrees: Annotated[float, Field(ge=0, le=180)] = 0.0,
+           translate: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2, max_length=2)] | None = None,
+           scale: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None = None) -> Any:
+    return v2().RandomAffine(degrees, translate=translate and tuple(translate), scale=scale and tuple(scale))
+
+
+@TRANSFORMS.register("color_jitter", summary="Random brightness, contrast, saturation (RGB) and hue (RGB) changes", random=True)
+def color_jitter(context: Any, *, brightness: Annotated[float, Field(ge=0)] = 0.0, contrast: Annotated[float, Field(ge=0)] = 0.0,
+                 saturation: Annotated[float, Field(ge=0)] = 0.0, hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0) -> Any:
+    return v2().ColorJitter(brightness or None, contrast or None, saturation or None, hue or None)
+
+
+@TRANSFORMS.register("gaussian_blur", summary="Blur with a kernel of kernel_size and a random sigma in [sigma_min, sigma_max]",
+                     random=True)
+def gaussian_blur(context: Any, *, kernel_size: Annotated[int, Field(ge=1)] = 3,
+                  sigma_min: Annotated[float, Field(gt=0)] = 0.1, sigma_max: Annotated[float, Field(gt=0)] = 2.0) -> Any:
+    return v2().GaussianBlur(kernel_size, sigma=(sigma_min, max(sigma_min, sigma_max)))
+
+
+@TRANSFORMS.register("random_erasing", summary="With probability p, blank a random rectangle (after normalize)", random=True)
+def random_erasing(context: Any, *, p: Probability = 0.5,
+                   scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = (0.02, 0.33)) -> Any:
+    return v2().RandomErasing(p, scale=tuple(scale))

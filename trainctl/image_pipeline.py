@@ -1,0 +1,150 @@
+"""Image datasets from pixels to model inputs, through the config's transforms.
+
+Each split becomes either a preloaded tensor or streamed inputs (`trainctl.streaming`):
+- in-memory pixels (MNIST, CIFAR) under a deterministic list are transformed once, in chunks,
+  and keep the fast tensor path;
+- a training split whose list is random (augmentation) is transformed per sample and epoch;
+- image files (image folders) are read as training goes, through a DataLoader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainctl.components.datasets import ImageSource
+from trainctl.components.transforms import TRANSFORMS
+from trainctl.errors import UserError
+from trainctl.streaming import (
+    ImageFiles,
+    LoaderSettings,
+    PixelRows,
+    SampleReader,
+    StreamedInputs,
+)
+
+DEFAULT_TRANSFORMS: list[dict[str, Any]] = [{"name": "normalize"}]
+STATISTICS_SAMPLE = 1000  # image files: the dataset's statistics are estimated from this many training images
+CHUNK = 1024  # in-memory images transformed at a time
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    transforms: dict[str, list[dict[str, Any]]] | None  # data.transforms: train and eval lists
+    seed: int  # seeds each sample's augmentation, with the epoch and the row
+    loader: LoaderSettings
+
+
+@dataclass
+class ImageInputs:
+    train: torch.Tensor | StreamedInputs
+    val: torch.Tensor | StreamedInputs
+    test: torch.Tensor | StreamedInputs
+    input_shape: tuple[int, ...]
+    encoding: dict[str, Any]  # what predict needs to read an image file as the model saw them
+
+
+def is_random(specs: list[dict[str, Any]]) -> bool:
+    return any(TRANSFORMS.get(spec["name"]).info.get("random") for spec in specs)
+
+
+def compose(specs: list[dict[str, Any]]) -> Any:
+    """The v2 pipeline of a list of {name, params...}."""
+    from trainctl.components.transforms import v2
+
+    steps = []
+    for spec in specs:
+        params = {key: value for key, value in spec.items() if key != "name"}
+        try:
+            steps.append(TRANSFORMS.get(spec["name"]).build(None, params))
+        except (ValueError, TypeError) as error:
+            raise UserError(f"data.transforms: {spec['name']}: {error}") from None
+    return v2().Compose(steps)
+
+
+def reader_of(source: ImageSource) -> SampleReader:
+    if source.pixels is not None:
+        return PixelRows(torch.from_numpy(np.ascontiguousarray(source.pixels)))
+    return ImageFiles(source.files, source.channels, source.size)
+
+
+def resolve_transforms(settings: dict[str, list[dict[str, Any]]] | None, statistics: Any) -> dict[str, list[dict]]:
+    """The train and eval lists, defaults filled in: a list left out is `[normalize]`, and a
+    normalize without mean and std gets the dataset's (`statistics()`, called only if needed)."""
+    resolved, known = {}, None
+    for phase in ("train", "eval"):
+        specs = (settings or {}).get(phase)
+        specs = [dict(spec) for spec in (specs if specs is not None else DEFAULT_TRANSFORMS)]
+        for spec in specs:
+            if spec["name"] == "normalize" and (spec.get("mean") is None or spec.get("std") is None):
+                known = known or statistics()
+                spec["mean"] = spec.get("mean") or known[0]
+                spec["std"] = spec.get("std") or known[1]
+        resolved[phase] = specs
+    return resolved
+
+
+def _statistics(reader: SampleReader, source: ImageSource, train_rows: np.ndarray, seed: int) -> tuple[list, list]:
+    """Mean and standard deviation per channel of the training images as read: the dataset's
+    published values when it has them, else computed (from a seeded sample, for files)."""
+    if source.statistics is not None:
+        return source.statistics
+    rows = train_rows
+    if source.pixels is None and len(rows) > STATISTICS_SAMPLE:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, STATISTICS_SAMPLE, replace=False))
+    total = torch.zeros(source.channels, dtype=torch.float64)
+    squares = torch.zeros(source.channels, dtype=torch.float64)
+    count = 0
+    for start in range(0, len(rows), CHUNK):
+        chunk = torch.stack([reader.read(int(row)) for row in rows[start:start + CHUNK]]).double()
+        total += chunk.sum(dim=(0, 2, 3))
+        squares += chunk.square().sum(dim=(0, 2, 3))
+        count += chunk[:, 0].numel()
+    mean = total / count
+    std = (squares / count - mean.square()).clamp(min=0).sqrt()
+    std[std == 0] = 1.0  # a blank channel stays at zero
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def _output_shape(pipeline: Any, sample: torch.Tensor, phase: str) -> tuple[int, ...]:
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return tuple(pipeline(sample).shape)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise UserError(f"data.transforms.{phase}: fails on an image of {'×'.join(map(str, sample.shape))}: "
+                        f"{str(error).splitlines()[0]}") from None
+
+
+def _transform_in_memory(reader: PixelRows, rows: np.ndarray, pipeline: Any, device: torch.device) -> torch.Tensor:
+    """A whole split through a deterministic pipeline, in chunks (v2 transforms take batches)."""
+    chunks = [pipeline(reader.pixels[rows[start:start + CHUNK]].float().div_(255))
+              for start in range(0, len(rows), CHUNK)]
+    return torch.cat(chunks).to(device)
+
+
+def prepare_images(source: ImageSource, rows: tuple[np.ndarray, np.ndarray, np.ndarray], options: ImageOptions,
+                   device: torch.device) -> ImageInputs:
+    reader = reader_of(source)
+    train_rows = rows[0]
+    specs = resolve_transforms(options.transforms, lambda: _statistics(reader, source, train_rows, options.seed))
+    pipelines = {phase: compose(specs[phase]) for phase in specs}
+    sample = reader.read(int(train_rows[0]))
+    shapes = {phase: _output_shape(pipelines[phase], sample, phase) for phase in pipelines}
+    if shapes["train"] != shapes["eval"]:
+        raise UserError(f"data.transforms: the train transforms give images of {'×'.join(map(str, shapes['train']))}, "
+                        f"the eval transforms {'×'.join(map(str, shapes['eval']))}; the model needs one size")
+
+    def inputs(split_rows: np.ndarray, phase: str) -> torch.Tensor | StreamedInputs:
+        random = is_random(specs[phase])
+        if isinstance(reader, PixelRows) and not random:
+            return _transform_in_memory(reader, split_rows, pipelines[phase], device)
+        return StreamedInputs(reader, split_rows, pipelines[phase], random, options.seed, device, options.loader)
+
+    encoding = {"image": {"channels": source.channels, "source_shape": list(sample.shape),
+                          "resize": list(source.size) if source.size is not None else None,
+                          "transforms": specs["eval"]}}
+    return ImageInputs(inputs(rows[0], "train"), inputs(rows[1], "eval"), inputs(rows[2], "eval"),
+                       shapes["eval"], encoding)
