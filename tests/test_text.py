@@ -51,7 +51,7 @@ def test_tokenizer_and_vocabulary():
     encoding = TextEncoding.fit(["a b b", "b c"], "words", True, min_freq=2, max_size=None, max_length=10)
     assert encoding.vocabulary == ["<pad>", "<unk>", "b"]  # a and c are seen once: <unk>
     assert encoding.length == 3
-    assert encoding.transform(["b a", "c c b b"]).tolist() == [[0, 2, 1], [1, 1, 2]]  # left-padded; cut after 3
+    assert encoding.transform(["b a", "c c b b"]).tolist() == [[2, 1, 0], [1, 1, 2]]  # padded on the right; cut after 3
 
 
 @pytest.mark.parametrize("model", ["{name: embedding_bag, embedding_dim: 16}",
@@ -95,3 +95,26 @@ def test_the_shipped_text_example_is_valid():
     report = validate(REPO / "examples" / "text" / "reviews.yaml", ["trainer.device=cpu"])
     assert report.errors == []
     assert report.input_shape[-1] <= 40  # max_length caps the sequence
+
+
+def test_batches_are_padded_to_their_longest_text_and_padding_changes_no_output():
+    import torch
+
+    from trainctl.components import MODELS
+    from trainctl.components.models import ModelContext
+    from trainctl.data import Split, ordered_batches
+
+    encoding = TextEncoding.fit(["a b c d e f", "a b", "c"], "words", True, min_freq=1, max_size=None, max_length=10)
+    ids = torch.as_tensor(encoding.transform(["a b", "c", "a b c d e f", "a"]))
+    split = Split(ids, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long),
+                  lengths=(ids != 0).sum(dim=1))
+    assert [inputs.shape[1] for inputs, _, _ in ordered_batches(split, 2)] == [2, 6]
+    shuffled = split.batch_inputs([torch.tensor([3, 1]), torch.tensor([0, 2])], epoch=1)
+    assert [batch.tolist() for batch in shuffled] == [[[2], [4]], [[2, 3, 0, 0, 0, 0], [2, 3, 4, 5, 6, 7]]]
+
+    for cell, bidirectional in (("lstm", True), ("gru", False)):
+        model = MODELS.get("rnn").build(ModelContext((10,), 3, len(encoding.vocabulary)),
+                                        {"cell": cell, "bidirectional": bidirectional, "hidden_size": 8})
+        alone = model(ids[:1, :2])
+        beside_a_long_text = model(ids[[0, 2]])[:1]
+        assert torch.allclose(alone, beside_a_long_text, atol=1e-6)

@@ -29,6 +29,7 @@ class Split:
     labels: torch.Tensor  # what metrics compare against: class indices or values in the data's units
     targets: torch.Tensor  # what the loss compares against, encoded for it (one-hot, standardised, ...)
     rows: np.ndarray | None = None  # each sample's row in the dataset, for reports that point at samples
+    lengths: torch.Tensor | None = None  # text: tokens per sample (on the CPU); batches are cut to their longest
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -46,7 +47,17 @@ class Split:
         read and transformed (by DataLoader workers, when data.num_workers is set)."""
         if isinstance(self.inputs, StreamedInputs):
             return self.inputs.batches(positions, epoch)
+        if self.lengths is not None:  # padded per batch: to the longest text in it, found for all batches at once
+            widths = self.batch_widths(positions)
+            return (self.inputs[index, :width] for index, width in zip(positions, widths))
         return (self.inputs[index] for index in positions)
+
+    def batch_widths(self, positions: list[torch.Tensor]) -> list[int]:
+        """Each batch's longest text, read with one copy to the host for the whole epoch."""
+        if not positions:
+            return []
+        lengths = self.lengths[torch.cat(positions).cpu()].split([len(index) for index in positions])
+        return [int(part.max()) for part in lengths]
 
     def first_inputs(self, count: int) -> torch.Tensor:
         if isinstance(self.inputs, StreamedInputs):
@@ -63,7 +74,8 @@ class Split:
             inputs: torch.Tensor | StreamedInputs = self.inputs.subset(slice(start, start + len(labels)))
         else:
             inputs = ranks.shard(self.inputs)
-        return Split(inputs, labels, ranks.shard(self.targets))
+        lengths = ranks.shard(self.lengths) if self.lengths is not None else None
+        return Split(inputs, labels, ranks.shard(self.targets), lengths=lengths)
 
 
 @dataclass
@@ -241,11 +253,14 @@ def prepare_data(
         y_train = raw.corrupt_train_targets(y_train, np.random.default_rng(split_seed))
 
     def make_split(x: torch.Tensor | StreamedInputs, y: np.ndarray, rows: np.ndarray) -> Split:
+        lengths = None
+        if encoding is not None and "text" in encoding:  # token ids padded with 0 on the right
+            lengths = (x != 0).sum(dim=1).clamp(min=1).cpu()
         if raw.task.kind == "classification":
             labels = to_tensor(y, torch.int64)
-            return Split(x, labels, encode_targets(labels, plan, raw.task), rows)
+            return Split(x, labels, encode_targets(labels, plan, raw.task), rows, lengths)
         labels = to_tensor(y, torch.float32)
-        return Split(x, labels, (labels - target_mean) / target_std, rows)
+        return Split(x, labels, (labels - target_mean) / target_std, rows, lengths)
 
     target_mean = target_std = None
     if raw.task.kind == "regression" and not plan.scale_targets:
@@ -293,7 +308,9 @@ def ordered_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tenso
         positions = [torch.arange(start, min(start + batch_size, len(split))) for start in starts]
         batches = split.batch_inputs(positions, epoch=0)
     else:  # slices of a preloaded tensor are views: nothing is copied
-        batches = (split.inputs[start:start + batch_size] for start in starts)
+        positions = [torch.arange(start, min(start + batch_size, len(split))) for start in starts]
+        widths = split.batch_widths(positions) if split.lengths is not None else [None] * len(positions)
+        batches = (split.inputs[start:start + batch_size, :width] for start, width in zip(starts, widths))
     for start, inputs in zip(starts, batches):
         end = start + batch_size
         yield inputs, split.targets[start:end], split.labels[start:end]

@@ -112,15 +112,29 @@ class SequenceClassifier(nn.Module):
         return self.head(outputs[:, -1])
 
 
-class TokenEmbedding(nn.Module):
-    """Token ids (held as floats, like every input) to vectors; id 0 is padding."""
+class TokenSequenceClassifier(nn.Module):
+    """Token ids to embeddings to a recurrent layer whose final state (per direction) feeds a linear
+    head. The sequences are packed by their true lengths, so padding never enters the recurrence:
+    a text's output is the same however long the batch around it is padded."""
 
-    def __init__(self, vocabulary_size: int, dim: int):
+    def __init__(self, vocabulary_size: int, embedding_dim: int, num_outputs: int, cell: str, hidden_size: int,
+                 layers: int, bidirectional: bool, dropout: float):
         super().__init__()
-        self.embedding = nn.Embedding(vocabulary_size, dim, padding_idx=0)
+        self.embedding = nn.Embedding(vocabulary_size, embedding_dim, padding_idx=0)
+        recurrent = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+        self.recurrent = recurrent(embedding_dim, hidden_size, num_layers=layers, batch_first=True,
+                                   bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.directions = 2 if bidirectional else 1
+        self.head = nn.Linear(hidden_size * self.directions, num_outputs)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(ids.long())
+        ids = ids.long()
+        lengths = (ids != 0).sum(dim=1).clamp(min=1).cpu()  # an empty text reads one padding token
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        _, state = self.recurrent(packed)
+        final = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (hidden, cell)
+        return self.head(torch.cat(list(final[-self.directions:]), dim=1))
 
 
 class BagOfEmbeddings(nn.Module):

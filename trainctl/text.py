@@ -1,9 +1,10 @@
 """Text as model inputs: a tokenizer, a vocabulary built on the training split, token-id sequences.
 
 Id 0 pads and id 1 stands for tokens the vocabulary lacks. Sequences are cut to `max_length`
-tokens and padded on the left to one common length, so a recurrent model reads the real tokens
-last and an embedding bag ignores the padding. The fitted encoding is plain data, saved with
-the run, so `predict` tokenizes new text exactly as training did.
+tokens and padded on the right; each batch is then cut to its longest text (`trainctl.data`), so
+padding is per batch. Models skip padding: the recurrent model packs the sequences by length and
+the embedding bag leaves id 0 out. The fitted encoding is plain data, saved with the run, so
+`predict` tokenizes new text exactly as training did.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class TextEncoding:
     level: str  # words | chars
     lowercase: bool
     vocabulary: list[str]  # index = token id; 0 and 1 are <pad> and <unk>
-    length: int  # every sequence is padded or cut to this many tokens
+    length: int  # every sequence is cut to this many tokens, and stored padded to it
 
     @classmethod
     def fit(cls, texts: list[str], level: str, lowercase: bool, min_freq: int, max_size: int | None,
@@ -44,8 +45,7 @@ class TextEncoding:
         matrix = np.zeros((len(texts), self.length), dtype=np.float32)  # float32 holds ids exactly up to 2**24
         for row, text in enumerate(texts):
             tokens = [ids.get(token, 1) for token in tokenize(text, self.level, self.lowercase)][: self.length]
-            if tokens:
-                matrix[row, self.length - len(tokens):] = tokens
+            matrix[row, : len(tokens)] = tokens
         return matrix
 
     def to_dict(self) -> dict[str, Any]:

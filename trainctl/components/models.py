@@ -80,16 +80,11 @@ def rnn(
     dropout: Dropout = 0.0,  # between stacked layers
     embedding_dim: Annotated[int, Field(ge=1)] = 64,  # for text: the size of each token's vector
 ) -> Any:
-    from trainctl.networks import SequenceClassifier, TokenEmbedding
+    from trainctl.networks import SequenceClassifier, TokenSequenceClassifier
 
-    if context.vocabulary_size:  # token ids: embed them, then read the sequence
-        import torch
-
-        embedded = (context.input_shape[0], embedding_dim)
-        return torch.nn.Sequential(
-            TokenEmbedding(context.vocabulary_size, embedding_dim),
-            SequenceClassifier(embedded, context.num_outputs, cell, hidden_size, layers, bidirectional, dropout),
-        )
+    if context.vocabulary_size:  # token ids: embed them, then read each text to its last token
+        return TokenSequenceClassifier(context.vocabulary_size, embedding_dim, context.num_outputs, cell, hidden_size,
+                                       layers, bidirectional, dropout)
     shape = context.input_shape
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
