@@ -120,3 +120,23 @@ def test_several_processes_check_the_run_folder_once_before_starting(cli, tmp_pa
     result = cli("train", "--resume", tmp_path / "nowhere", "--nproc", "2")
     assert result.exit_code == 2
     assert result.stderr == f"error: {tmp_path / 'nowhere'}: run folder not found\n"  # once, not once per process
+
+
+def test_streamed_and_augmented_images_train_in_two_processes_as_in_one(tmp_path):
+    """An image folder read from disk, with per-sample random crops and flips: each rank reads its
+    part of every batch (and of the val and test splits), and the augmentation is seeded per sample."""
+    from test_images import image_tree
+
+    root = image_tree(tmp_path / "imgs", {"blue": 40, "red": 40})
+    config = tiny_config(
+        tmp_path, data={"name": "image_folder", "root": str(root), "batch_size": 16, "transforms": {
+            "train": [{"name": "random_crop", "size": [12, 10], "padding": 1}, {"name": "horizontal_flip"},
+                      {"name": "normalize"}]}},
+        model={"name": "mlp", "hidden": [16]}, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        trainer={"epochs": 2, "device": "cpu"},
+    )
+    one = train(config, out=tmp_path / "one", quiet=True)
+    finished = subprocess.run([TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "two", "--quiet"],
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert_close_runs(one.run.path, tmp_path / "two")
