@@ -80,15 +80,16 @@ class _Samples(torch.utils.data.Dataset):
 
     def one(self, row: int, seed: int) -> torch.Tensor:
         sample = self.reader.read(row)
-        if not self.random:
-            return self.transform(sample)
-        with torch.random.fork_rng(devices=[]):
+        if self.random:  # v2 transforms draw from torch's global generator
             torch.random.default_generator.manual_seed(seed)
-            return self.transform(sample)
+        return self.transform(sample)
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> torch.Tensor | LoadFailure:
         try:
-            return torch.stack([self.one(row, seed) for row, seed in keys])
+            # The global random state is put back after the batch: it matters when this runs in the
+            # training process itself (num_workers: 0), where dropout draws from it.
+            with torch.random.fork_rng(devices=[], enabled=self.random):
+                return torch.stack([self.one(row, seed) for row, seed in keys])
         except UserError as error:
             return LoadFailure(str(error))
 
