@@ -6,6 +6,7 @@ and moving to tensors happen once in `trainctl.data`, the same way for every dat
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
@@ -257,17 +258,21 @@ def _in_memory_images(pixels: Any, labels: Any, names: tuple[str, ...], statisti
                    test_rows=test_rows, images=source)
 
 
-def _register_mnist(name: str, class_name: str, summary: str) -> None:
+def _register_standard_images(name: str, summary: str, shape: str, load: Callable[[str, bool], RawData]) -> None:
+    """A dataset read from its standard files in data.root (`load(root, download)`)."""
     def builder(context: Any, *, root: str, download: bool = False) -> RawData:
-        return _mnist_family(class_name, root, download)
+        return load(root, download)
 
     builder.__name__ = name
-    DATASETS.register(name, summary=summary, task="classification", input="image 1×28×28", images=True)(builder)
+    DATASETS.register(name, summary=summary, task="classification", input=f"image {shape}", images=True)(builder)
 
 
-_register_mnist("mnist", "MNIST", "Handwritten digits, 28×28 (60,000 + 10,000 test), from MNIST's IDX files in data.root")
-_register_mnist("fashion_mnist", "FashionMNIST", "Zalando clothing images, 28×28, 10 classes, from IDX files in data.root")
-_register_mnist("kmnist", "KMNIST", "Kuzushiji (cursive Japanese) characters, 28×28, 10 classes, from IDX files in data.root")
+for _name, _class_name, _summary in (
+    ("mnist", "MNIST", "Handwritten digits, 28×28 (60,000 + 10,000 test), from MNIST's IDX files in data.root"),
+    ("fashion_mnist", "FashionMNIST", "Zalando clothing images, 28×28, 10 classes, from IDX files in data.root"),
+    ("kmnist", "KMNIST", "Kuzushiji (cursive Japanese) characters, 28×28, 10 classes, from IDX files in data.root"),
+):
+    _register_standard_images(_name, _summary, "1×28×28", functools.partial(_mnist_family, _class_name))
 
 
 def _cifar(class_name: str, labels_key: str, root: str, download: bool) -> RawData:
@@ -320,26 +325,12 @@ def _cifar(class_name: str, labels_key: str, root: str, download: bool) -> RawDa
     return _in_memory_images(pixels, labels, names, class_name, test_rows=np.arange(train_count, len(pixels)))
 
 
-@DATASETS.register(
-    "cifar10",
-    summary="32×32 colour images of 10 classes (50,000 + 10,000 test), from the python batches in data.root",
-    task="classification",
-    input="image 3×32×32",
-    images=True,
-)
-def cifar10(context: Any, *, root: str, download: bool = False) -> RawData:
-    return _cifar("CIFAR10", "labels", root, download)
-
-
-@DATASETS.register(
-    "cifar100",
-    summary="32×32 colour images of 100 fine classes (50,000 + 10,000 test), from the python files in data.root",
-    task="classification",
-    input="image 3×32×32",
-    images=True,
-)
-def cifar100(context: Any, *, root: str, download: bool = False) -> RawData:
-    return _cifar("CIFAR100", "fine_labels", root, download)
+_register_standard_images(
+    "cifar10", "32×32 colour images of 10 classes (50,000 + 10,000 test), from the python batches in data.root",
+    "3×32×32", functools.partial(_cifar, "CIFAR10", "labels"))
+_register_standard_images(
+    "cifar100", "32×32 colour images of 100 fine classes (50,000 + 10,000 test), from the python files in data.root",
+    "3×32×32", functools.partial(_cifar, "CIFAR100", "fine_labels"))
 
 
 def _find_images(root: str, classes: list[str] | None) -> tuple[list[str], list[int], list[str]]:
