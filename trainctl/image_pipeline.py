@@ -87,14 +87,14 @@ def resolve_transforms(settings: dict[str, list[dict[str, Any]]] | None, statist
     return resolved
 
 
-def _statistics(reader: SampleReader, source: ImageSource, train_rows: np.ndarray, seed: int) -> tuple[list, list]:
+def _statistics(reader: SampleReader, source: ImageSource, train_rows: np.ndarray) -> tuple[list, list]:
     """Mean and standard deviation per channel of the training images as read: the dataset's
-    published values when it has them, else computed (from a seeded sample, for files)."""
+    published values when it has them, else computed (from up to STATISTICS_SAMPLE files)."""
     if source.statistics is not None:
         return source.statistics
     rows = train_rows
-    if source.pixels is None and len(rows) > STATISTICS_SAMPLE:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, STATISTICS_SAMPLE, replace=False))
+    if source.pixels is None and len(rows) > STATISTICS_SAMPLE:  # evenly spaced: the same for every seed
+        rows = rows[np.linspace(0, len(rows) - 1, STATISTICS_SAMPLE).astype(int)]
     total = torch.zeros(source.channels, dtype=torch.float64)
     squares = torch.zeros(source.channels, dtype=torch.float64)
     count = 0
@@ -129,7 +129,7 @@ def prepare_images(source: ImageSource, rows: tuple[np.ndarray, np.ndarray, np.n
                    device: torch.device) -> ImageInputs:
     reader = reader_of(source)
     train_rows = rows[0]
-    specs = resolve_transforms(options.transforms, lambda: _statistics(reader, source, train_rows, options.seed))
+    specs = resolve_transforms(options.transforms, lambda: _statistics(reader, source, train_rows))
     pipelines = {phase: compose(specs[phase]) for phase in specs}
     sample = reader.read(int(train_rows[0]))
     shapes = {phase: _output_shape(pipelines[phase], sample, phase) for phase in pipelines}
