@@ -52,8 +52,8 @@ class _Data(_Component):
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.2
     split_seed: int = 0  # the split stays the same when only `seed` changes, so runs compare fairly
-    # How file-backed datasets stream through a DataLoader; in-memory datasets are batched from
-    # preloaded tensors and need none of it.
+    # How streamed splits (image folders, random transforms) go through a DataLoader; in-memory
+    # datasets are batched from preloaded tensors and need none of it.
     num_workers: Annotated[int, Field(ge=0)] = 0
     pin_memory: bool = False
     persistent_workers: bool = False  # keep the workers between epochs (needs num_workers > 0)
