@@ -201,3 +201,17 @@ def test_the_shipped_image_folder_example_is_valid():
                       ["trainer.device=cpu"])
     assert report.input_shape == (32, 3, 32, 32) and report.output_shape == (32, 3)
     assert report.errors == []
+
+
+def test_a_transform_that_cannot_apply_is_named_by_list_and_position(cli, tmp_path, mnist_root):
+    three = "{name: normalize, mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}"
+    config = mnist_config(tmp_path, mnist_root, data=f"transforms: {{train: [{three}], eval: [{three}]}}")
+    result = cli("train", config)
+    assert result.exit_code == 2  # torch would broadcast it and make the 1-channel images RGB
+    assert result.stderr == ("error: data.transforms.train.0: normalize has 3 means and 3 standard deviations, for "
+                             "images of 1 channel(s); give one per channel\n")
+    config = mnist_config(tmp_path, mnist_root, data="transforms: {train: [{name: normalize}, "
+                                                     "{name: gaussian_blur, kernel_size: 4}]}")
+    result = cli("train", config)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: data.transforms.train.1: gaussian_blur: Kernel size value should be an odd")

@@ -18,7 +18,7 @@ import torch
 from trainctl.components.datasets import RawData
 from trainctl.distributed import Ranks
 from trainctl.errors import UserError
-from trainctl.image_pipeline import ImageOptions
+from trainctl.image_pipeline import ImageOptions, prepare_images
 from trainctl.streaming import LoaderSettings, StreamedInputs
 from trainctl.task import TargetPlan, Task
 
@@ -68,14 +68,12 @@ class Split:
         """This process's contiguous part of the split (for evaluation over several processes)."""
         if not ranks.distributed:
             return self
-        labels = ranks.shard(self.labels)
         if isinstance(self.inputs, StreamedInputs):
-            start = sum(len(part) for part in self.labels.tensor_split(ranks.world_size)[: ranks.rank])
-            inputs: torch.Tensor | StreamedInputs = self.inputs.subset(slice(start, start + len(labels)))
+            inputs: torch.Tensor | StreamedInputs = self.inputs.subset(ranks.shard(torch.arange(len(self))).numpy())
         else:
             inputs = ranks.shard(self.inputs)
         lengths = ranks.shard(self.lengths) if self.lengths is not None else None
-        return Split(inputs, labels, ranks.shard(self.targets), lengths=lengths)
+        return Split(inputs, ranks.shard(self.labels), ranks.shard(self.targets), lengths=lengths)
 
 
 @dataclass
@@ -233,8 +231,6 @@ def prepare_data(
 
     input_shape, encoding = raw.input_shape, None
     if raw.images is not None:  # through the transforms: tensors, or streamed (files, augmentation)
-        from trainctl.image_pipeline import prepare_images
-
         options = images or ImageOptions(None, 0, LoaderSettings())
         prepared = prepare_images(raw.images, (train_idx, val_idx, test_idx), options, device)
         inputs = (prepared.train, prepared.val, prepared.test)
@@ -307,10 +303,11 @@ def ordered_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tenso
     if split.streamed:
         positions = [torch.arange(start, min(start + batch_size, len(split))) for start in starts]
         batches = split.batch_inputs(positions, epoch=0)
+    elif split.lengths is not None:  # text: each batch cut to its longest (the lengths live on the CPU)
+        batches = (split.inputs[start:start + batch_size, :int(split.lengths[start:start + batch_size].max())]
+                   for start in starts)
     else:  # slices of a preloaded tensor are views: nothing is copied
-        positions = [torch.arange(start, min(start + batch_size, len(split))) for start in starts]
-        widths = split.batch_widths(positions) if split.lengths is not None else [None] * len(positions)
-        batches = (split.inputs[start:start + batch_size, :width] for start, width in zip(starts, widths))
+        batches = (split.inputs[start:start + batch_size] for start in starts)
     for start, inputs in zip(starts, batches):
         end = start + batch_size
         yield inputs, split.targets[start:end], split.labels[start:end]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from trainctl.components.datasets import ImageSource
-from trainctl.components.transforms import TRANSFORMS
+from trainctl.components.transforms import TRANSFORMS, v2
 from trainctl.errors import UserError
 from trainctl.streaming import (
     ImageFiles,
@@ -51,17 +51,15 @@ def is_random(specs: list[dict[str, Any]]) -> bool:
     return any(TRANSFORMS.get(spec["name"]).info.get("random") for spec in specs)
 
 
-def compose(specs: list[dict[str, Any]]) -> Any:
-    """The v2 pipeline of a list of {name, params...}."""
-    from trainctl.components.transforms import v2
-
+def compose(specs: list[dict[str, Any]], where: str = "data.transforms.eval") -> Any:
+    """The v2 pipeline of a list of {name, params...}; `where` names the list in error messages."""
     steps = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         params = {key: value for key, value in spec.items() if key != "name"}
         try:
             steps.append(TRANSFORMS.get(spec["name"]).build(None, params))
         except (ValueError, TypeError) as error:
-            raise UserError(f"data.transforms: {spec['name']}: {error}") from None
+            raise UserError(f"{where}.{index}: {spec['name']}: {error}") from None
     return v2().Compose(steps)
 
 
@@ -110,12 +108,24 @@ def _statistics(reader: SampleReader, source: ImageSource, train_rows: np.ndarra
 
 
 def _output_shape(pipeline: Any, sample: torch.Tensor, phase: str) -> tuple[int, ...]:
-    try:
-        with torch.random.fork_rng(devices=[]):
-            return tuple(pipeline(sample).shape)
-    except (RuntimeError, ValueError, TypeError) as error:
-        raise UserError(f"data.transforms.{phase}: fails on an image of {'×'.join(map(str, sample.shape))}: "
-                        f"{str(error).splitlines()[0]}") from None
+    """The shape one image leaves the pipeline with, run step by step so a failing step is named.
+
+    normalize is checked against the channels it meets: torch would broadcast a 3-channel mean
+    over a 1-channel image and quietly make it RGB.
+    """
+    with torch.random.fork_rng(devices=[]):
+        for index, step in enumerate(pipeline.transforms):
+            where = f"data.transforms.{phase}.{index}"
+            channels = sample.shape[0]
+            if isinstance(step, v2().Normalize) and {len(step.mean), len(step.std)} != {channels}:
+                raise UserError(f"{where}: normalize has {len(step.mean)} means and {len(step.std)} standard "
+                                f"deviations, for images of {channels} channel(s); give one per channel")
+            try:
+                sample = step(sample)
+            except (RuntimeError, ValueError, TypeError) as error:
+                raise UserError(f"{where}: fails on an image of {'×'.join(map(str, sample.shape))}: "
+                                f"{str(error).splitlines()[0]}") from None
+    return tuple(sample.shape)
 
 
 def _transform_in_memory(reader: PixelRows, rows: np.ndarray, pipeline: Any, device: torch.device) -> torch.Tensor:
@@ -130,7 +140,7 @@ def prepare_images(source: ImageSource, rows: tuple[np.ndarray, np.ndarray, np.n
     reader = reader_of(source)
     train_rows = rows[0]
     specs = resolve_transforms(options.transforms, lambda: _statistics(reader, source, train_rows))
-    pipelines = {phase: compose(specs[phase]) for phase in specs}
+    pipelines = {phase: compose(specs[phase], f"data.transforms.{phase}") for phase in specs}
     sample = reader.read(int(train_rows[0]))
     shapes = {phase: _output_shape(pipelines[phase], sample, phase) for phase in pipelines}
     if shapes["train"] != shapes["eval"]:

@@ -13,7 +13,7 @@ resume. The training process's own random state is never touched.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -123,13 +123,13 @@ class StreamedInputs:
     seed: int
     device: torch.device
     loader: LoaderSettings
-    _data_loader: Any = None
+    _data_loader: Any = field(default=None, init=False, repr=False)  # made on first use, kept for persistent workers
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def subset(self, positions: slice) -> StreamedInputs:
-        return replace(self, rows=self.rows[positions], _data_loader=None)
+    def subset(self, positions: np.ndarray) -> StreamedInputs:
+        return replace(self, rows=self.rows[positions])  # a loader of its own
 
     def take(self, count: int) -> torch.Tensor:
         """The first `count` inputs, read in this process (the preflight check's batch)."""
