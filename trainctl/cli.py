@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from trainctl.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 
@@ -65,6 +67,11 @@ def _heading(console: Console, text: str) -> None:
     console.print(f"[bold]{escape(text)}[/bold]")
 
 
+def _cells(*values: object) -> list[Text]:
+    """Table cells shown exactly as given: class names, paths and metric names are never rich markup."""
+    return [Text(str(value)) for value in values]
+
+
 def _print_metrics(console: Console, title: str, record: dict) -> None:
     _heading(console, title)
     table = Table()
@@ -72,7 +79,7 @@ def _print_metrics(console: Console, title: str, record: dict) -> None:
     table.add_column("value", justify="right")
     for key, value in record.items():
         if isinstance(value, float):
-            table.add_row(key, f"{value:.4f}")
+            table.add_row(*_cells(key, f"{value:.4f}"))
     console.print(table)
 
 
@@ -154,7 +161,7 @@ def train(
         f"trained in {summary['train_seconds']:.1f}s on {summary['device']}"
     )
     _print_metrics(console, "test split, best checkpoint", summary["test"])
-    console.print(f"run folder: {result.run.path}")
+    console.print(f"run folder: {result.run.path}", markup=False)
 
 
 @app.command()
@@ -180,7 +187,7 @@ def validate(
     with user_errors():
         report = check(config, overrides)
     for line in report.summary_lines():
-        console.print(line, soft_wrap=True)
+        console.print(line, soft_wrap=True, markup=False)
     for finding in report.findings:
         colour = "red" if finding.level == "error" else "yellow"
         console.print(f"[{colour}]{finding.level}:[/{colour}] {escape(str(finding))}", soft_wrap=True)
@@ -216,7 +223,7 @@ def evaluate(
     _print_loss_report(console, record["loss_report"])
     if output is not None:
         output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    console.print(f"written: {run.path / f'eval-{split}-{Path(checkpoint).stem}.json'}", soft_wrap=True)
+    console.print(f"written: {run.path / f'eval-{split}-{Path(checkpoint).stem}.json'}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -244,18 +251,18 @@ def predict(
         if output is not None and output.suffix.lower() not in (".csv", ".json"):
             raise UserError(f"--output {output}: unknown file type {output.suffix!r}; allowed: .csv, .json")
         predictions = run_predict(run_dir, inputs, checkpoint)
-    table = Table(title=f"predictions of {run_dir} ({checkpoint} checkpoint)", title_justify="left")
+    table = Table(title=Text(f"predictions of {run_dir} ({checkpoint} checkpoint)"), title_justify="left")
     table.add_column("input", style="cyan", no_wrap=True)
     table.add_column("prediction")
     if any(p.score is not None for p in predictions):
         table.add_column("probability", justify="right")
     for p in predictions:
         label = f"{p.label:.6g}" if isinstance(p.label, float) else p.label
-        table.add_row(p.source, label, *([f"{p.score:.4f}"] if p.score is not None else []))
+        table.add_row(*_cells(p.source, label, *([f"{p.score:.4f}"] if p.score is not None else [])))
     _listing_console().print(table)
     if output is not None:
         write_predictions(predictions, output)
-        Console(highlight=False).print(f"written: {output}", soft_wrap=True)
+        Console(highlight=False).print(f"written: {output}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -339,16 +346,16 @@ def sweep(
         )
         plan = setup.plan
         console.print(f"sweep folder: {setup.folder}  ({plan.sampler}, {plan.trials} trials: "
-                      f"{'; '.join(d.describe() for d in plan.dimensions)})", soft_wrap=True)
+                      f"{'; '.join(d.describe() for d in plan.dimensions)})", soft_wrap=True, markup=False)
         outcome = run_sweep(setup, console)
     done = [row for row in outcome.rows if row.status == "done"]
     title = (f"leaderboard: {len(done)} of {plan.trials} trials done, best first by {setup.monitor} "
              f"(validation, best epoch); {outcome.ran} run now")
-    console.print(title, soft_wrap=True)
+    console.print(title, soft_wrap=True, markup=False)
     _listing_console().print(leaderboard_table(outcome.rows, plan.keys, setup.monitor))
-    console.print(f"written: {setup.folder / 'leaderboard.csv'}", soft_wrap=True)
+    console.print(f"written: {setup.folder / 'leaderboard.csv'}", soft_wrap=True, markup=False)
     if done:
-        console.print(f"best: {setup.folder / done[0].folder}", soft_wrap=True)
+        console.print(f"best: {setup.folder / done[0].folder}", soft_wrap=True, markup=False)
     if outcome.interrupted:
         Console(stderr=True, highlight=False).print(
             "[yellow]sweep interrupted; run the same command again to continue it[/yellow]", soft_wrap=True)
@@ -364,7 +371,7 @@ def _print_loss_report(console: Console, report: dict) -> None:
         by_class.add_column("class")
         by_class.add_column("loss", justify="right")
         for name, value in sorted(report["per_class"].items(), key=lambda item: -(item[1] or 0)):
-            by_class.add_row(name, "—" if value is None else f"{value:.4f}")
+            by_class.add_row(*_cells(name, "—" if value is None else f"{value:.4f}"))
         console.print(by_class)
     if report["worst"]:
         _heading(console, "highest-loss samples")
@@ -372,7 +379,7 @@ def _print_loss_report(console: Console, report: dict) -> None:
         for column in ("row", "target", "prediction", "loss"):
             worst.add_column(column, justify="right")
         for sample in report["worst"]:
-            worst.add_row(*(_short(sample[key]) for key in ("row", "target", "prediction")), f"{sample['loss']:.4f}")
+            worst.add_row(*_cells(*(_short(sample[key]) for key in ("row", "target", "prediction")), f"{sample['loss']:.4f}"))
         console.print(worst)
 
 
@@ -402,8 +409,8 @@ def _print_listing(key: str, task: str | None = None) -> None:
 
 def _listing_console() -> Console:
     console = Console()
-    # Pipes and files get a width that keeps formulas on one line.
-    return console if console.is_terminal else Console(width=120)
+    # Pipes and files get a width that keeps formulas on one line, unless COLUMNS asks for another.
+    return console if console.is_terminal or os.environ.get("COLUMNS") else Console(width=120)
 
 
 @app.command("list-losses")

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Group
-from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from trainctl.registry import Registry
 
@@ -60,22 +60,28 @@ def describe_params(params: type[BaseModel]) -> list[str]:
 
 
 def registry_table(title: str, registry: Registry, fields: list[tuple[str, str]], entries: list | None = None) -> Table:
-    """A table of `registry`: name, task, a details column built from `fields`, and the parameters."""
-    has_task = any(entry.info.get("task") for entry in registry)
+    """A table of `registry`: name and task, a details column built from `fields`, and the parameters.
+
+    Every text in it is the registry's own (a plugin's too) and goes in as `Text`, never as rich
+    markup, which would swallow "in [sigma_min, sigma_max]" as an unknown tag. Names are never cut:
+    their column is as wide as the longest name; details and parameters wrap beside it.
+    """
+    entries = entries if entries is not None else list(registry)
     table = Table(title=title, show_lines=True, title_justify="left", expand=True)
-    table.add_column("name", style="bold cyan", no_wrap=True)
-    if has_task:
-        table.add_column("task", no_wrap=True)
-    table.add_column("details", ratio=3)
-    table.add_column("parameters", ratio=2)
-    for entry in entries if entries is not None else list(registry):
-        details = [entry.summary]
+    # The task goes under the name rather than in a column of its own: at 80 columns every column counts.
+    table.add_column("name", no_wrap=True, min_width=max((len(e.name) for e in entries), default=4))
+    table.add_column("details", ratio=3, overflow="fold")
+    table.add_column("parameters", ratio=2, overflow="fold")
+    for entry in entries:
+        name = Text(entry.name, style="bold cyan")
+        if entry.info.get("task"):
+            name.append(f"\n{entry.info['task']}", style="default")
+        details = Text(entry.summary)
         for key, label in fields:
             if entry.info.get(key) is not None:
-                details.append(f"[dim]{label}:[/dim] {escape(str(entry.info[key]))}")
-        row = [entry.name, *([str(entry.info.get("task", ""))] if has_task else [])]
-        row += ["\n".join(details), escape("\n".join(describe_params(entry.params))) or "—"]  # "[int, ...]" is not markup
-        table.add_row(*row)
+                details.append(f"\n{label}: ", style="dim")
+                details.append(str(entry.info[key]))
+        table.add_row(name, details, Text("\n".join(describe_params(entry.params)) or "—"))
     return table
 
 
@@ -110,8 +116,8 @@ def loss_details(entry: Any) -> Group:
         ("parameters", "\n".join(describe_params(entry.params)) or "none"),
         ("use when", info.get("use_when")),
     ):
-        rows.add_row(label, escape(str(value)))
-    return Group(f"[bold cyan]{entry.name}[/bold cyan] — {escape(entry.summary)}", rows, "", "[bold]example[/bold]",
+        rows.add_row(label, Text(str(value)))
+    return Group(Text.assemble((entry.name, "bold cyan"), f" — {entry.summary}"), rows, "", "[bold]example[/bold]",
                  Syntax(snippet, "yaml", theme="ansi_dark", background_color="default"))
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from trainctl.components.metrics import goal
 from trainctl.config import validate
@@ -200,11 +201,11 @@ class _Runner:
         if row.status == "done":
             outcome = f"{self.setup.monitor} {row.value:.4f}"
         elif row.status == "failed":
-            outcome = f"[red]failed[/red]: {_first_clause(row.error)}"
+            outcome = f"[red]failed[/red]: {escape(_first_clause(row.error))}"
         else:
             outcome = "[yellow]interrupted[/yellow]"
         seconds = f" ({row.seconds:.1f}s)" if row.seconds is not None else ""
-        self.console.print(f"{row.folder}  {values}  {outcome}{seconds}", soft_wrap=True, highlight=False)
+        self.console.print(f"{escape(row.folder)}  {escape(values)}  {outcome}{seconds}", soft_wrap=True, highlight=False)
 
 
 def _last_error_line(stderr: str) -> str:
@@ -409,6 +410,7 @@ def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], m
 
 def leaderboard_table(rows: list[LeaderboardRow], keys: list[str], monitor: str) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table()
     table.add_column("trial", style="cyan", no_wrap=True)
@@ -421,5 +423,6 @@ def leaderboard_table(rows: list[LeaderboardRow], keys: list[str], monitor: str)
         value = "—" if row.value is None else f"{row.value:.4f}"
         status = row.status if not row.error else f"failed: {_first_clause(row.error)}"
         seconds = "—" if row.seconds is None else f"{row.seconds:.1f}"
-        table.add_row(row.folder, *(_short(row.params.get(k, "—")) for k in keys), value, seconds, status)
+        cells = [row.folder, *(_short(row.params.get(k, "—")) for k in keys), value, seconds, status]
+        table.add_row(*map(Text, cells))  # values and error text as they are, never rich markup
     return table

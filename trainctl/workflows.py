@@ -80,7 +80,7 @@ def train_config(
             run.write_config(config.to_dict())
             run.write_json("data.json", parts.data.description())  # what predict needs
         if not quiet:
-            console.print(f"run folder: {run.path}", highlight=False)
+            console.print(f"run folder: {run.path}", highlight=False, markup=False)
         trainer = _make_trainer(config, parts, run, console, quiet)
         return _fit_and_test(config, parts, run, trainer, console, quiet)
 
@@ -139,7 +139,7 @@ def resume(
             run.write_config(config.to_dict())
         if not quiet:
             console.print(f"resuming {run.path} at epoch {state.epoch + 1}"
-                          + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False)
+                          + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False, markup=False)
         return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng)
 
 
