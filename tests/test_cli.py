@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, tiny_config, write_config
+from conftest import CONFIGS, REPO, tiny_config, write_config
 from trainctl.cli import app
 
 
@@ -127,6 +127,39 @@ def test_every_help_shows_an_example(cli, command):
     result = cli(command, "--help")
     assert result.exit_code == 0
     assert f"Example: trainctl {command}" in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in app_commands())])
+def test_help_writes_values_as_a_person_types_them(cli, command):
+    """No Python types (`<bool>` beside a flag, `<list[str]>`) in any help; flags show no value at all."""
+    result = cli(*command, "--help")
+    assert result.exit_code == 0
+    for python_type in ("<bool>", "<list[", "<str>", "<path>", "<int", "<float", "<Path"):
+        assert python_type not in result.stdout
+    flag_lines = [line for line in result.stdout.splitlines() if "--help " in line]
+    assert flag_lines and all(line.split("--help", 1)[1].split()[:2] == ["Show", "this"] for line in flag_lines)
+
+
+def test_help_names_the_values_of_train_and_eval(cli):
+    train = cli("train", "--help").stdout
+    assert "--set     -s      KEY=VALUE" in train
+    assert "--quiet   -q                 No progress output" in train
+    assert "--nproc           N [x>=1]" in train
+    assert "--checkpoint        best|last|PATH" in cli("eval", "--help").stdout
+    assert "--grid                  KEY=V1,V2" in cli("sweep", "--help").stdout
+
+
+def test_version_is_the_package_version_and_imports_no_torch():
+    import tomllib
+
+    expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert run_installed("--version").stdout == f"trainctl {expected}\n"
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom trainctl.cli import app\ntry:\n    app(['--version'])\n"
+                               "except SystemExit as done:\n    print(done.code, 'torch' in sys.modules)"],
+        capture_output=True, text=True,
+    )
+    assert probe.stdout == f"trainctl {expected}\n0 False\n", probe.stderr
 
 
 def test_help_lists_every_command(cli):

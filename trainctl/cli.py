@@ -35,6 +35,57 @@ app = typer.Typer(
 
 _state = {"debug": False}
 
+# What typer names a value's type, and what a person writes there instead.
+_VALUE_WORDS = {"bool": "true|false", "path": "PATH", "str": "TEXT", "int": "INTEGER", "int range": "INTEGER",
+                "float": "NUMBER", "float range": "NUMBER"}
+
+
+def _readable_value_type(label: str) -> str:
+    """typer's `<list[str]>`, `<path>`, `<int range>` as PATH, TEXT, INTEGER (a choice stays `a|b`)."""
+    inner = label.removeprefix("<").removesuffix(">")
+    if inner.startswith("list[") and inner.endswith("]"):
+        inner = inner[len("list["):-1]  # a repeatable option's help says so: the type is one value's
+    return _VALUE_WORDS.get(inner.lower(), inner)
+
+
+def _show_values_as_written() -> None:
+    """Help shows beside each option what to type: nothing for a flag (typer writes `<bool>`, though
+    a flag takes no value), the option's own metavar (KEY=VALUE, best|last|PATH), else a plain word."""
+    from typer.core import TyperArgument, TyperOption
+
+    for kind in (TyperOption, TyperArgument):
+        typer_display = getattr(kind, "display_type_rich", None)
+        if typer_display is None or getattr(typer_display, "readable", False):
+            continue  # another typer version, or done already
+
+        def display(param, ctx, typer_display=typer_display):  # noqa: ANN001 - typer's signature
+            if getattr(param, "is_flag", False):
+                return None
+            shown = typer_display(param, ctx)
+            if shown is None or (param.metavar is not None and param.param_type_name == "option"):
+                return shown
+            suffix = "..." if shown.endswith("...") else ""
+            return _readable_value_type(shown.removesuffix("...")) + suffix
+
+        display.readable = True
+        kind.display_type_rich = display
+
+
+_show_values_as_written()
+
+
+def _print_version(show: bool) -> None:
+    if not show:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("trainctl")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        from trainctl import __version__ as number
+    typer.echo(f"trainctl {number}")
+    raise typer.Exit()
+
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
@@ -58,6 +109,9 @@ def user_errors() -> Iterator[None]:
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for user errors too.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print trainctl's version and exit.")
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -88,19 +142,24 @@ def train(
     config: Annotated[Optional[Path], typer.Argument(help="YAML config file.", show_default=False)] = None,
     resume: Annotated[
         Optional[Path],
-        typer.Option(help="Continue this run folder from checkpoints/last.pt (extend it with --set trainer.epochs=N)."),
+        typer.Option(metavar="RUN_DIR",
+                     help="Continue this run folder from checkpoints/last.pt (extend it with --set trainer.epochs=N)."),
     ] = None,
     overrides: Annotated[
         Optional[list[str]],
-        typer.Option("--set", "-s", help="Override a config value: key.path=value (YAML). Repeatable."),
+        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder to create (must not exist or be empty).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (sets seed).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", help="Run folder to create (must not exist or be empty).")
+    ] = None,
+    device: Annotated[
+        Optional[str], typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Random seed (sets seed).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; print only the run folder.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Stop on warnings from the checks, not only on errors.")] = False,
     nproc: Annotated[
-        int, typer.Option("--nproc", min=1, help="Train in N processes on this machine (torch.distributed, DDP).")
+        int, typer.Option("--nproc", min=1, metavar="N", help="Train in N processes on this machine (torch.distributed, DDP).")
     ] = 1,
 ) -> None:
     """Check the config (as `trainctl validate` does), train, then evaluate the best checkpoint on the test split.
@@ -169,7 +228,7 @@ def validate(
     config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
     overrides: Annotated[
         Optional[list[str]],
-        typer.Option("--set", "-s", help="Override a config value: key.path=value (YAML). Repeatable."),
+        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."),
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 on warnings too, not only on errors.")] = False,
 ) -> None:
@@ -200,10 +259,12 @@ def validate(
 @app.command("eval")
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `trainctl train`.", show_default=False)],
-    checkpoint: Annotated[str, typer.Option(help="best, last, or a path to a checkpoint file.")] = "best",
-    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
-    output: Annotated[Optional[Path], typer.Option(help="Also write the metrics JSON to this file.")] = None,
-    worst: Annotated[int, typer.Option(min=0, help="How many highest-loss samples to report.")] = 10,
+    checkpoint: Annotated[
+        str, typer.Option(metavar="best|last|PATH", help="best, last, or a path to a checkpoint file.")
+    ] = "best",
+    split: Annotated[str, typer.Option(metavar="test|val|train", help="test, val or train.")] = "test",
+    output: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the metrics JSON to this file.")] = None,
+    worst: Annotated[int, typer.Option(min=0, metavar="N", help="How many highest-loss samples to report.")] = 10,
 ) -> None:
     """Rebuild a run's model from its saved config, load a checkpoint and report metrics on a split.
 
@@ -233,8 +294,10 @@ def predict(
         list[Path],
         typer.Argument(help="Input files: CSV tables with the training columns, or image files.", show_default=False),
     ],
-    checkpoint: Annotated[str, typer.Option(help="best, last, or a checkpoint file.")] = "best",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the predictions: .csv or .json.")] = None,
+    checkpoint: Annotated[str, typer.Option(metavar="best|last|PATH", help="best, last, or a checkpoint file.")] = "best",
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Also write the predictions: .csv or .json.")
+    ] = None,
 ) -> None:
     """Predict with a trained run: class and probability (or value) for every input row or image.
 
@@ -307,23 +370,30 @@ def compare(
 def sweep(
     config: Annotated[Path, typer.Argument(help="YAML config file every trial starts from.", show_default=False)],
     grid: Annotated[
-        Optional[list[str]], typer.Option("--grid", help="key=v1,v2,...: values to try (YAML). Repeatable.")
+        Optional[list[str]],
+        typer.Option("--grid", metavar="KEY=V1,V2", help="key=v1,v2,...: values to try (YAML). Repeatable."),
     ] = None,
     space: Annotated[
         Optional[list[str]],
-        typer.Option("--space", help="key=loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B. Repeatable."),
+        typer.Option("--space", metavar="KEY=KIND:...",
+                     help="key=loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B. Repeatable."),
     ] = None,
-    random: Annotated[Optional[int], typer.Option("--random", help="Random search with N trials.", min=1)] = None,
-    tpe: Annotated[Optional[int], typer.Option("--tpe", help="TPE (Bayesian) search with N trials.", min=1)] = None,
+    random: Annotated[Optional[int], typer.Option("--random", metavar="N", help="Random search with N trials.", min=1)] = None,
+    tpe: Annotated[Optional[int], typer.Option("--tpe", metavar="N", help="TPE (Bayesian) search with N trials.", min=1)] = None,
     overrides: Annotated[
-        Optional[list[str]], typer.Option("--set", "-s", help="Override a config value for every trial. Repeatable.")
+        Optional[list[str]],
+        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value for every trial. Repeatable."),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Sweep folder (default: OUTPUT_DIR/NAME-sweep).")] = None,
+    out: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Sweep folder (default: OUTPUT_DIR/NAME-sweep).")] = None,
     storage: Annotated[
-        Optional[str], typer.Option(help="Optuna storage URL shared by several sweep processes (default: SQLite in the sweep folder).")
+        Optional[str],
+        typer.Option(metavar="URL",
+                     help="Optuna storage URL shared by several sweep processes (default: SQLite in the sweep folder)."),
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials run in parallel processes.", min=1)] = 1,
-    sampler_seed: Annotated[Optional[int], typer.Option(help="Seed of the random and TPE samplers (sets sweep.seed).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Trials run in parallel processes.", min=1)] = 1,
+    sampler_seed: Annotated[
+        Optional[int], typer.Option(metavar="N", help="Seed of the random and TPE samplers (sets sweep.seed).")
+    ] = None,
 ) -> None:
     """Search over config values: every trial is an ordinary run folder; a leaderboard ranks them.
 
@@ -417,9 +487,12 @@ def _listing_console() -> Console:
 def list_losses(
     name: Annotated[Optional[str], typer.Argument(help="Show this loss in full, with an example config.")] = None,
     task: Annotated[
-        Optional[str], typer.Option(help="Only losses for this task: classification, regression or distribution.")
+        Optional[str],
+        typer.Option(metavar="TASK", help="Only losses for this task: classification, regression or distribution."),
     ] = None,
-    details: Annotated[Optional[str], typer.Option("--details", help="Same as NAME.", show_default=False)] = None,
+    details: Annotated[
+        Optional[str], typer.Option("--details", metavar="NAME", help="Same as NAME.", show_default=False)
+    ] = None,
 ) -> None:
     """List the registered losses: task, formula, target, expected model output, parameters, when to use.
 
