@@ -118,3 +118,41 @@ def test_batches_are_padded_to_their_longest_text_and_padding_changes_no_output(
         alone = model(ids[:1, :2])
         beside_a_long_text = model(ids[[0, 2]])[:1]
         assert torch.allclose(alone, beside_a_long_text, atol=1e-6)
+
+
+def test_predict_reads_a_tables_text_column_and_warns_when_no_word_is_known(cli, tmp_path):
+    """A TSV with a header and a label column gives its text column only; unknown-only texts are flagged.
+
+    The labels hold square brackets, which the predictions table shows as they are (not as markup)."""
+    data = write_tsv(tmp_path / "reviews.tsv", [(text, f"[{label}]") for text, label in sentiment_rows()])
+    trained = cli("train", text_config(tmp_path, data), "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=4")
+    assert trained.exit_code == 0, trained.output
+    texts = ["the item was superb", "really awful, never again", "qwerty zxcvb"]
+    table = tmp_path / "new.tsv"
+    with table.open("w", newline="") as handle:  # the label first: columns are found by name
+        csv.writer(handle, delimiter="\t").writerows([["label", "text"], *(["[neg]", text] for text in texts)])
+    lines = tmp_path / "new.txt"
+    lines.write_text("\n".join(texts) + "\n")
+
+    result = cli("predict", tmp_path / "run", table, lines, "-o", tmp_path / "out.json")
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "out.json").read_text())
+    assert [r["input"] for r in records] == [f"{table}:{n}" for n in (2, 3, 4)] + [f"{lines}:{n}" for n in (1, 2, 3)]
+    # The same texts give the same probabilities whether they come from the table or one per line.
+    assert [r["probabilities"] for r in records[:3]] == [r["probabilities"] for r in records[3:]]
+    assert [r["prediction"] for r in records[:2]] == ["[pos]", "[neg]"]
+    assert "│ [pos]      │" in result.stdout and "│ [neg]      │" in result.stdout
+    message = "none of its words is in the model's vocabulary: the prediction is a guess from the model's biases"
+    assert result.stderr.splitlines() == [f"warning: {table}:4: {message}", f"warning: {lines}:3: {message}"]
+
+
+def test_predict_names_the_missing_text_column(cli, tmp_path):
+    data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows(40))
+    trained = cli("train", text_config(tmp_path, data), "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=1")
+    assert trained.exit_code == 0, trained.output
+    table = tmp_path / "new.csv"
+    table.write_text("review,label\ngreat item,pos\n")
+    result = cli("predict", tmp_path / "run", table)
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {table}: no column 'text', the run's data.text_column; its columns: review, "
+                             "label (a file not ending in .csv, .tsv, .tab is read as one text per line)\n")

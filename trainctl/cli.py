@@ -292,7 +292,8 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="Run folder to predict with.", show_default=False)],
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Input files: CSV tables with the training columns, or image files.", show_default=False),
+        typer.Argument(help="Input files: CSV tables with the training columns, image files, or for a text run "
+                            "text files (one text per line) and CSV/TSV tables with its text column.", show_default=False),
     ],
     checkpoint: Annotated[str, typer.Option(metavar="best|last|PATH", help="best, last, or a checkpoint file.")] = "best",
     output: Annotated[
@@ -304,8 +305,13 @@ def predict(
     Needs only the run folder: it holds the feature encoding or image statistics, class names and
     target scale. For tables, a column the model was trained on must be there; other columns (the
     target too) are ignored. For image runs (mnist, ...), each file is one image of the training size.
+    For text runs, a .csv, .tsv or .tab file is read by the run's data.text_column (other columns, the
+    label too, are ignored) and any other file as one text per line; a text with no word the model
+    knows gets a warning.
 
     Example: trainctl predict runs/fruit-20260101-120000 new_fruit.csv -o predictions.csv
+
+    Example: trainctl predict runs/reviews-20260101-120000 my_reviews.txt
     """
     from trainctl.predict import predict as run_predict
     from trainctl.predict import write_predictions
@@ -323,9 +329,21 @@ def predict(
         label = f"{p.label:.6g}" if isinstance(p.label, float) else p.label
         table.add_row(*_cells(p.source, label, *([f"{p.score:.4f}"] if p.score is not None else [])))
     _listing_console().print(table)
+    _print_prediction_warnings(predictions)
     if output is not None:
         write_predictions(predictions, output)
         Console(highlight=False).print(f"written: {output}", soft_wrap=True, markup=False)
+
+
+def _print_prediction_warnings(predictions: list, shown: int = 10) -> None:
+    """One line per doubtful input, up to `shown`; then how many more there are."""
+    doubtful = [p for p in predictions if p.warning]
+    err = Console(stderr=True, highlight=False)
+    for p in doubtful[:shown]:
+        err.print(f"[yellow]warning:[/yellow] {escape(p.source)}: {escape(p.warning)}", soft_wrap=True)
+    if len(doubtful) > shown:
+        err.print(f"[yellow]warning:[/yellow] {len(doubtful) - shown} more inputs like these "
+                  f"({len(doubtful)} of {len(predictions)} in all)", soft_wrap=True)
 
 
 @app.command()

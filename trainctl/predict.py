@@ -23,6 +23,7 @@ class Prediction:
     label: str | float  # class name, or value in the data's units
     score: float | None  # probability of that class (None for regression)
     scores: dict[str, float]  # every class's probability
+    warning: str | None = None  # why this prediction deserves no trust, if it does not
 
 
 def _saved_data(run: RunFolder) -> dict[str, Any]:
@@ -59,14 +60,17 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     read = _table_inputs if saved.get("table") else _text_inputs if saved.get("text") else _image_inputs
     predictions: list[Prediction] = []
     for file in inputs:
-        x, sources = read(file, saved)
+        x, sources = read(file, saved, config.dataset.params)
         with torch.no_grad():
             outputs = model(x)
-        predictions += _read_outputs(outputs, sources, task, loss.input, plan.layout, saved)
+        found = _read_outputs(outputs, sources, task, loss.input, plan.layout, saved)
+        if saved.get("text"):
+            _warn_without_known_tokens(found, x, saved["text"]["level"])
+        predictions += found
     return predictions
 
 
-def _table_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+def _table_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
     """Every row of a CSV, encoded as in training; the rows are the inputs."""
     from trainctl.tables import FeatureEncoding, handle_missing, read_table
 
@@ -77,10 +81,23 @@ def _table_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list
     return x, [f"{file}:{line}" for line in table.lines]
 
 
-def _text_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
-    """A text file, one example per line (blank lines skipped), tokenized as in training."""
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")  # read as tables (with a header); any other file: one text per line
+
+
+def _text_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+    """Texts tokenized as in training: a table's text column (the run's data.text_column), or a plain
+    text file, one example per line (blank lines skipped)."""
     from trainctl.text import TextEncoding
 
+    if file.suffix.lower() in TABLE_SUFFIXES:
+        numbered = _texts_of_table(file, data.get("text_column", "text"))
+    else:
+        numbered = _lines_of(file)
+    x = TextEncoding.from_dict(saved["text"]).transform([text for _, text in numbered])
+    return torch.as_tensor(x), [f"{file}:{number}" for number, _ in numbered]
+
+
+def _lines_of(file: Path) -> list[tuple[int, str]]:
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -90,11 +107,35 @@ def _text_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[
     numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
         raise UserError(f"{file}: no text in it (one example per line)")
-    x = TextEncoding.from_dict(saved["text"]).transform([line for _, line in numbered])
-    return torch.as_tensor(x), [f"{file}:{number}" for number, _ in numbered]
+    return numbered
 
 
-def _image_inputs(file: Path, saved: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+def _texts_of_table(file: Path, column: str) -> list[tuple[int, str]]:
+    """The text column of a CSV/TSV, with each row's line; other columns (the label too) are ignored."""
+    from trainctl.tables import read_table
+
+    table = read_table(file, key="")
+    if column not in table.columns:
+        raise UserError(f"{file}: no column {column!r}, the run's data.text_column; its columns: "
+                        f"{', '.join(table.columns)} (a file not ending in {', '.join(TABLE_SUFFIXES)} "
+                        "is read as one text per line)")
+    numbered = [(line, text) for line, text in zip(table.lines, table.column(column)) if text.strip()]
+    if not numbered:
+        raise UserError(f"{file}: column {column!r} holds no text")
+    return numbered
+
+
+def _warn_without_known_tokens(predictions: list[Prediction], x: torch.Tensor, level: str) -> None:
+    from trainctl.text import TextEncoding
+
+    tokens = "words" if level == "words" else "characters"
+    for prediction, unknown in zip(predictions, TextEncoding.without_known_tokens(x.numpy())):
+        if unknown:
+            prediction.warning = (f"none of its {tokens} is in the model's vocabulary: the prediction is a guess "
+                                  "from the model's biases")
+
+
+def _image_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
     """One image file (PNG, JPEG, ...), read and transformed as the evaluation images were."""
     from trainctl.image_pipeline import compose
     from trainctl.images import read_image

@@ -48,6 +48,12 @@ class TextEncoding:
             matrix[row, : len(tokens)] = tokens
         return matrix
 
+    @staticmethod
+    def without_known_tokens(ids: np.ndarray) -> np.ndarray:
+        """Which rows of `transform`'s output hold no token of the vocabulary: only <unk> and <pad>.
+        A model can only guess from its biases there, however confident its output looks."""
+        return ~(np.asarray(ids) > 1).any(axis=1)
+
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "lowercase": self.lowercase, "vocabulary": self.vocabulary, "length": self.length}
 
