@@ -148,6 +148,7 @@ def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
 def test_missing_tensorboard_is_one_clear_message_before_the_run_starts(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what an install without it gives
     config = tiny_config(tmp_path, logging={"tensorboard": True})
-    with pytest.raises(UserError, match=r"the tensorboard package is not installed; pip install 'trainctl\[tensorboard\]'"):
+    hint = "pip install tensorboard (or, in the trainctl checkout, pip install -e '.[tensorboard]'); or set logging"
+    with pytest.raises(UserError, match=re.escape(f"the tensorboard package is not installed; {hint}")):
         train(config, out=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()

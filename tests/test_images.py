@@ -191,3 +191,21 @@ def test_torchvision_weights_come_from_a_local_file_only(tmp_path):
         MODELS.get("torchvision").build(ModelContext((3, 32, 32), 5), {"arch": "resnet81"})
     with pytest.raises(UserError, match="file not found"):
         MODELS.get("torchvision").build(ModelContext((3, 32, 32), 5), {"weights": str(tmp_path / "none.pt")})
+
+
+def test_without_torchvision_an_image_folder_config_says_how_to_install_it(cli, tmp_path, monkeypatch):
+    """The hint installs torchvision itself: 'trainctl[vision]' outside a checkout is another project."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # what an install without it gives
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    config = write_config(tmp_path, """
+        data: {name: image_folder, root: images}
+        model: {name: mlp}
+        loss: {name: cross_entropy}
+        optimizer: {name: adam}
+    """)
+    result = cli("train", config)
+    assert result.exit_code == 2
+    assert result.stderr == ("error: data.name: image_folder needs torchvision, which is not installed; pip install "
+                             "torchvision (or, in the trainctl checkout, pip install -e '.[vision]')\n")

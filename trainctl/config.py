@@ -100,7 +100,7 @@ class TrainerSettings(BaseModel):
 
 class LoggingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tensorboard: bool = False  # also write TensorBoard event files (pip install 'trainctl[tensorboard]')
+    tensorboard: bool = False  # also write TensorBoard event files (pip install tensorboard)
 
 
 class SweepSettings(BaseModel):

@@ -15,6 +15,13 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def install_hint(package: str, extra: str) -> str:
+    """How to install an optional dependency. The package itself, by name: `pip install
+    'trainctl[extra]'` run outside a trainctl checkout fetches another project called trainctl from
+    the package index, not this one."""
+    return f"pip install {package} (or, in the trainctl checkout, pip install -e '.[{extra}]')"
+
+
 class UserError(Exception):
     """A problem with the user's input: a config, a file, a run folder, a checkpoint."""
 

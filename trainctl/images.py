@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.errors import UserError
+from trainctl.errors import UserError, install_hint
 
 
 def read_image(path: Path | str, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -47,5 +47,5 @@ def torchvision(what: str) -> Any:
     try:
         import torchvision
     except ImportError:
-        raise UserError(f"{what} needs torchvision, which is not installed; pip install 'trainctl[vision]'") from None
+        raise UserError(f"{what} needs torchvision, which is not installed; {install_hint('torchvision', 'vision')}") from None
     return torchvision

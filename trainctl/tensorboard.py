@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainctl.errors import UserError
+from trainctl.errors import UserError, install_hint
 
 
 def summary_writer_class() -> Any:
@@ -14,8 +14,8 @@ def summary_writer_class() -> Any:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError(
-            "logging.tensorboard: the tensorboard package is not installed; "
-            "pip install 'trainctl[tensorboard]', or set logging.tensorboard: false"
+            f"logging.tensorboard: the tensorboard package is not installed; {install_hint('tensorboard', 'tensorboard')}; "
+            "or set logging.tensorboard: false"
         ) from None
     return SummaryWriter
 

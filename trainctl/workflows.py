@@ -125,8 +125,14 @@ def resume(
         epochs = config.trainer.epochs
         if epochs != saved.trainer.epochs:
             if parts.scheduler_interval == "step":
+                from trainctl.components import SCHEDULERS
+
+                per_epoch = [entry.name for entry in SCHEDULERS if entry.info.get("interval") == "epoch"]
                 raise UserError(f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
-                                f"{config.scheduler.name!r} laid its schedule out over {saved.trainer.epochs} epochs")
+                                f"{config.scheduler.name!r} laid its schedule out over {saved.trainer.epochs} epochs "
+                                f"and ends it there; a run with no scheduler or one that steps per epoch "
+                                f"({', '.join(per_epoch)}) can be extended; for this one, train a new run with "
+                                f"--set trainer.epochs={epochs}")
             if epochs < state.epoch + (state.step_in_epoch > 0):
                 raise UserError(f"--set trainer.epochs={epochs}: the run has already trained {state.epoch} epochs")
         finished = state.step_in_epoch == 0 and (state.epoch >= epochs or state.stopped_early)
