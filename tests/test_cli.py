@@ -244,3 +244,17 @@ def test_error_text_with_brackets_is_printed_as_is(cli, tmp_path):
     result = cli("train", tiny_config(tmp_path), "--set", "model.name=a[/b]")
     assert result.exit_code == 2
     assert "unknown model 'a[/b]'" in result.stderr
+
+
+def test_paths_and_names_with_brackets_are_printed_as_is(cli, tmp_path):
+    """A folder called `run[lr]` or `[b]` is not rich markup: every line that names it shows it whole."""
+    out = tmp_path / "[b]run[lr]"
+    trained = cli("train", tiny_config(tmp_path), "--out", out, "--set", "trainer.epochs=1")
+    assert trained.exit_code == 0, trained.output
+    lines = trained.stdout.splitlines()
+    assert lines[0] == f"run folder: {out}" and lines[-1] == f"run folder: {out}"
+    quiet = cli("train", "--resume", out, "--set", "trainer.epochs=2", "--quiet")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stdout == f"{out}\n"
+    evaluated = cli("eval", out)
+    assert evaluated.stdout.splitlines()[-1] == f"written: {out / 'eval-test-best.json'}"

@@ -102,7 +102,7 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt as interrupt:
         hint = getattr(interrupt, "resume_hint", "")
         message = f"interrupted; state saved. Resume with: {hint}" if hint else "interrupted"
-        Console(stderr=True, highlight=False).print(f"[yellow]{message}[/yellow]", soft_wrap=True)
+        Console(stderr=True, highlight=False).print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -212,7 +212,7 @@ def train(
     if not result.summary:  # a process of rank > 0 in a run of several: rank 0 reports
         return
     if quiet:
-        console.print(str(result.run.path))
+        console.print(str(result.run.path), markup=False, soft_wrap=True)
         return
     summary = result.summary
     console.print(
@@ -220,7 +220,7 @@ def train(
         f"trained in {summary['train_seconds']:.1f}s on {summary['device']}"
     )
     _print_metrics(console, "test split, best checkpoint", summary["test"])
-    console.print(f"run folder: {result.run.path}", markup=False)
+    console.print(f"run folder: {result.run.path}", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -80,7 +80,7 @@ def train_config(
             run.write_config(config.to_dict())
             run.write_json("data.json", parts.data.description())  # what predict needs
         if not quiet:
-            console.print(f"run folder: {run.path}", highlight=False, markup=False)
+            console.print(f"run folder: {run.path}", highlight=False, markup=False, soft_wrap=True)
         trainer = _make_trainer(config, parts, run, console, quiet)
         return _fit_and_test(config, parts, run, trainer, console, quiet)
 
