@@ -140,6 +140,18 @@ def test_help_writes_values_as_a_person_types_them(cli, command):
     assert flag_lines and all(line.split("--help", 1)[1].split()[:2] == ["Show", "this"] for line in flag_lines)
 
 
+@pytest.mark.parametrize("command", app_commands())
+def test_help_text_wraps_to_80_columns_without_breaking_sentences(command):
+    """A line of a help paragraph ends early only where the next word would not fit on it."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    description = result.stdout.split("╭", 1)[0].splitlines()
+    early = [(line.strip(), following.split()[0]) for line, following in zip(description, description[1:])
+             if line.strip() and following.strip() and len(line.rstrip()) + 1 + len(following.split()[0]) <= 78]
+    assert early == []
+
+
 def test_help_names_the_values_of_train_and_eval(cli):
     train = cli("train", "--help").stdout
     assert "--set     -s      KEY=VALUE" in train

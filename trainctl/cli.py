@@ -7,6 +7,7 @@ Heavy imports (torch, scikit-learn) happen inside the commands that train or eva
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 from collections.abc import Iterator
@@ -538,6 +539,17 @@ def _add_listing_command(key: str) -> None:
 
 for _key in ("datasets", "models", "optimizers", "schedulers", "metrics", "transforms"):
     _add_listing_command(_key)
+
+
+def _join_wrapped_lines(docstring: str) -> str:
+    """Each paragraph of a docstring as one line. typer keeps the line breaks of every paragraph after
+    the first, so text wrapped at 100 columns in the source would break mid-sentence at 80."""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(docstring).split("\n\n"))
+
+
+for _command in app.registered_commands:
+    if _command.help is None and _command.callback is not None and _command.callback.__doc__:
+        _command.help = _join_wrapped_lines(_command.callback.__doc__)
 
 
 def main() -> None:
