@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
+from pydantic import TypeAdapter
 from rich.console import Console
 from typer.testing import CliRunner
 
 from trainctl.cli import app
 from trainctl.components import REGISTRIES
-from trainctl.listing import LISTING_FIELDS, loss_details, registry_table
+from trainctl.listing import (
+    LISTING_FIELDS,
+    describe_params,
+    loss_details,
+    registry_table,
+)
 from trainctl.registry import Registry
 
 
@@ -83,3 +91,24 @@ def test_loss_details_show_brackets():
 
 def test_listing_fields_cover_every_registry():
     assert set(LISTING_FIELDS) == set(LISTINGS) == set(REGISTRIES)
+
+
+@pytest.mark.parametrize("key", LISTINGS)
+def test_listed_defaults_are_written_as_a_config_writes_them(key):
+    """Each default as listed, read back as YAML, is a valid value equal to the default itself."""
+    import yaml
+
+    for entry in REGISTRIES[key]:
+        for line, (name, info) in zip(describe_params(entry.params), entry.params.model_fields.items()):
+            if info.is_required():
+                continue
+            field = TypeAdapter(Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation)
+            listed = field.validate_python(yaml.safe_load(line.rsplit(" = ", 1)[1]))
+            assert field.dump_python(listed, mode="json") == field.dump_python(field.validate_python(info.default), mode="json"), line
+
+
+def test_types_are_written_as_a_config_writes_them():
+    models = describe_params(REGISTRIES["models"].get("mlp").params)
+    assert "batch_norm: true|false = false" in models
+    transforms = describe_params(REGISTRIES["transforms"].get("normalize").params)
+    assert transforms[0] == "mean: [float, ...] or null = null"

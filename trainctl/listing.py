@@ -18,20 +18,34 @@ _BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
 
 
 def type_name(annotation: Any) -> str:
+    """A parameter's type as a config writes its values: `true|false`, `[int, ...] or null`."""
+    if annotation is bool:
+        return "true|false"
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
         return type_name(args[0])
     if origin is typing.Literal:
-        return "|".join(str(a) for a in args)
+        return "|".join(yaml_value(a) for a in args)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join("none" if a is type(None) else type_name(a) for a in args)
+        return " or ".join("null" if a is type(None) else type_name(a) for a in args)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "{" + ", ".join(annotation.model_fields) + ", ...}"
     if origin in (list, tuple):
         inner = type_name(args[0]) if args else "any"
         return f"[{inner}, ...]" if origin is list else f"({', '.join(type_name(a) for a in args)})"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def yaml_value(value: Any) -> str:
+    """A value as YAML writes it: true, null, [0.08, 1.0] (Python would say True, None, (0.08, 1.0))."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(yaml_value(item) for item in value) + "]"
+    return str(value)
 
 
 def _bounds(metadata: list[Any]) -> str:
@@ -53,8 +67,7 @@ def describe_params(params: type[BaseModel]) -> list[str]:
         if bounds:
             text += f" {bounds}"
         if not info.is_required():
-            default = info.default
-            text += f" = {list(default) if isinstance(default, tuple) else default}"
+            text += f" = {yaml_value(info.default)}"
         lines.append(text)
     return lines
 
