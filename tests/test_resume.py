@@ -75,8 +75,13 @@ def test_resume_refuses_a_different_config(tmp_path, straight):
 def test_cosine_runs_cannot_be_extended(tmp_path):
     run = tmp_path / "run"
     train(resumable_config(tmp_path, scheduler={"name": "cosine"}), ["trainer.epochs=1"], out=run, quiet=True)
-    with pytest.raises(UserError, match="scheduler 'cosine' laid its schedule out over 1 epochs"):
+    with pytest.raises(UserError, match="scheduler 'cosine' laid its schedule out over 1 epochs and ends it there; "
+                                        r"a run with no scheduler or one that steps per epoch \(step, reduce_on_plateau\) "
+                                        "can be extended; for this one, train a new run with --set trainer.epochs=2"):
         resume(run, ["trainer.epochs=2"])
+    with pytest.raises(UserError, match="the run finished all 1 epochs; its cosine schedule ends with the run, so for "
+                                        "more epochs train a new run with --set trainer.epochs=N"):
+        resume(run)  # not told to extend what cannot be extended
 
 
 def test_resume_without_checkpoint(tmp_path):

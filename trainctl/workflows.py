@@ -138,7 +138,10 @@ def resume(
         finished = state.step_in_epoch == 0 and (state.epoch >= epochs or state.stopped_early)
         if finished and run.summary_path.is_file():
             why = "stopped early" if state.stopped_early else f"finished all {state.epoch} epochs"
-            raise UserError(f"{run.path}: nothing to resume: the run {why}; extend it with --set trainer.epochs=N")
+            how = ("extend it with --set trainer.epochs=N" if parts.scheduler_interval != "step" else
+                   f"its {config.scheduler.name} schedule ends with the run, so for more epochs train a new run "
+                   "with --set trainer.epochs=N")
+            raise UserError(f"{run.path}: nothing to resume: the run {why}; {how}")
         if ranks.is_main:
             # A run stopped after its last epoch but before its summary just gets its test evaluation.
             run.keep_metrics_through(state.epoch)  # rows written after the last checkpoint are trained again
