@@ -10,9 +10,9 @@ import contextlib
 import inspect
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -49,27 +49,29 @@ def _readable_value_type(label: str) -> str:
     return _VALUE_WORDS.get(inner.lower(), inner)
 
 
+def _value_as_written(typer_display: Callable[[Any, Any], str | None]) -> Callable[[Any, Any], str | None]:
+    """What help shows beside a parameter: nothing for a flag (typer writes `<bool>`, though a flag
+    takes no value), an option's own metavar (KEY=VALUE, best|last|PATH), else a plain word."""
+
+    def display(param: Any, ctx: Any) -> str | None:
+        if getattr(param, "is_flag", False):
+            return None
+        shown = typer_display(param, ctx)
+        if shown is None or (param.metavar is not None and param.param_type_name == "option"):
+            return shown
+        suffix = "..." if shown.endswith("...") else ""
+        return _readable_value_type(shown.removesuffix("...")) + suffix
+
+    return display
+
+
 def _show_values_as_written() -> None:
-    """Help shows beside each option what to type: nothing for a flag (typer writes `<bool>`, though
-    a flag takes no value), the option's own metavar (KEY=VALUE, best|last|PATH), else a plain word."""
     from typer.core import TyperArgument, TyperOption
 
     for kind in (TyperOption, TyperArgument):
         typer_display = getattr(kind, "display_type_rich", None)
-        if typer_display is None or getattr(typer_display, "readable", False):
-            continue  # another typer version, or done already
-
-        def display(param, ctx, typer_display=typer_display):  # noqa: ANN001 - typer's signature
-            if getattr(param, "is_flag", False):
-                return None
-            shown = typer_display(param, ctx)
-            if shown is None or (param.metavar is not None and param.param_type_name == "option"):
-                return shown
-            suffix = "..." if shown.endswith("...") else ""
-            return _readable_value_type(shown.removesuffix("...")) + suffix
-
-        display.readable = True
-        kind.display_type_rich = display
+        if typer_display is not None:  # typer 0.29's hook; other versions keep their own display
+            setattr(kind, "display_type_rich", _value_as_written(typer_display))  # noqa: B010 - a method, replaced
 
 
 _show_values_as_written()
