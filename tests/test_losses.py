@@ -6,25 +6,32 @@ calling the torch function under test.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import mpmath
 import numpy as np
 import pytest
 import torch
 from scipy import integrate
 
+from conftest import tiny_config
 from trainctl.components.losses import LOSSES, LossContext
+from trainctl.errors import UserError
 from trainctl.loss_functions import barron_log_partition, barron_rho
+from trainctl.loss_report import per_sample_losses
 from trainctl.task import Task, plan_targets
 
 RNG = np.random.default_rng(0)
 CLASSES = 4
 
 
-def build(name: str, task: Task, **params):
+def build(name: str, task: Task, counts: tuple[int, ...] | None = None, **params):
+    """The loss as `build_loss` makes it: the registry's builder with a LossContext."""
     info = LOSSES.get(name).info
     plan = plan_targets(info.get("target", "value"), task, info.get("layout", "values"))
-    counts = (10, 20, 30, 40)[: task.num_classes] if task.kind == "classification" else ()
+    if counts is None:
+        counts = (10, 20, 30, 40)[: task.num_classes] if task.kind == "classification" else ()
     resolved = LOSSES.get(name).params.model_validate(params).model_dump(mode="json")
     return LOSSES.get(name).build(LossContext(task, plan, counts), resolved)
 
@@ -64,6 +71,7 @@ def rho(x, alpha, c):
     return b / alpha * ((z / b + 1) ** (alpha / 2) - 1)
 
 
+@functools.cache
 def log_partition(alpha):
     value, _ = integrate.quad(lambda x: math.exp(-rho(x, alpha, 1.0)), -np.inf, np.inf, limit=500)
     return math.log(value)
@@ -330,3 +338,110 @@ def test_composite_sum_and_uncertainty_sum():
     value, _ = torch_loss(uncertainty, logits, labels, torch.long)
     assert value == pytest.approx(math.exp(-0.5) * ce + 0.5 + 0.5 * (math.exp(1.0) * focal - 1.0), rel=1e-5)
     assert uncertainty.logged_values() == pytest.approx({"loss/weight0": math.exp(-0.5), "loss/weight1": math.exp(1.0)})
+
+
+# ---- precision at the extremes -------------------------------------------------------------------
+
+
+def focal_reference(logits, labels, gamma, alpha=None):
+    """Float64, from the odds against the true class S = Σ_{k≠y} exp(z_k − z_y): p_y = 1/(1 + S),
+    so −log p_y = log1p(S) and 1 − p_y = S/(1 + S) keep their digits when p_y is near 1."""
+    true = logits[np.arange(len(labels)), labels][:, None]
+    odds = np.exp(logits - true)
+    odds[np.arange(len(labels)), labels] = 0
+    s = odds.sum(1)
+    weight = 1.0 if alpha is None else np.asarray(alpha)[labels]
+    return np.mean(weight * (s / (1 + s)) ** gamma * np.log1p(s))
+
+
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 2.0])
+def test_focal_is_finite_and_exact_when_p_rounds_to_one(gamma):
+    """A logit margin of 30 rounds p_y to 1 in float32, where (1 − p)^γ has an infinite slope for γ < 1."""
+    logits = np.array([[30.0, 0.0, 0.0, 0.0], [0.0, 30.0, -5.0, 2.0], [1.0, 0.5, -1.0, 0.0], [-3.0, 20.0, 0.0, 17.0]])
+    labels = np.array([0, 1, 2, 3])
+    value, grad = torch_loss(build("focal", CLASSIFICATION, gamma=gamma), logits, labels, torch.long)
+    assert value == pytest.approx(focal_reference(logits, labels, gamma), rel=1e-5)
+    reference = torch.tensor(logits, requires_grad=True)  # the published formula in float64 torch ops
+    log_p = torch.log_softmax(reference, 1)[torch.arange(4), torch.tensor(labels)]
+    (-(1 - log_p.exp()) ** gamma * log_p).mean().backward()
+    assert grad.numpy() == pytest.approx(reference.grad.numpy(), rel=1e-4, abs=1e-7)
+
+
+def test_focal_gamma_below_one_trains_digits_at_a_high_learning_rate(tmp_path):
+    """Before the fix: 'the training loss became non-finite at epoch 1' (NaN gradients)."""
+    from trainctl.workflows import train
+
+    config = tiny_config(tmp_path, data={"name": "digits", "batch_size": 64}, model={"name": "mlp", "hidden": [256, 256]},
+                         loss={"name": "focal", "gamma": 0.5}, optimizer={"name": "adam", "lr": 1e-2},
+                         trainer={"epochs": 2, "device": "cpu"})
+    result = train(config, out=tmp_path / "run", quiet=True)
+    rows = result.run.read_metrics()
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert all(math.isfinite(row["train/loss"]) for row in rows)
+    assert result.summary["test"]["accuracy"] > 0.8
+
+
+def test_log_cosh_is_accurate_for_every_residual_in_float32():
+    r = np.geomspace(1e-8, 1e3, 301)
+    r = np.concatenate([r, -r]).astype(np.float32)
+    loss = build("log_cosh", REGRESSION)
+    values, gradients = [], []
+    for residual in r:  # one element at a time: the value and gradient of that element alone
+        value, grad = torch_loss(loss, np.array([[residual]]), np.zeros((1, 1)))
+        values.append(value)
+        gradients.append(grad.item())
+    with mpmath.workdps(40):  # float64 itself loses log cosh r for r below 1e-8
+        expected = np.array([float(mpmath.log(mpmath.cosh(mpmath.mpf(float(x))))) for x in r])
+    assert np.max(np.abs(np.array(values) - expected) / expected) < 1e-6
+    assert values[0] == pytest.approx(0.5e-16, rel=1e-6)  # ½r², where the old form returned 0
+    assert np.max(np.abs(np.array(gradients) - np.tanh(r.astype(np.float64))) / np.abs(np.tanh(r))) < 1e-6
+
+
+# ---- class weights -------------------------------------------------------------------------------
+
+
+def weighted_cross_entropy_reference(logits, labels, weights, smoothing=0.0):
+    """torch's documented weighted mean: Σᵢ Σ_k w_k·qᵢₖ·(−log p_ik) / Σᵢ w_yᵢ, q the (smoothed) one-hot."""
+    q = np.full(logits.shape, smoothing / logits.shape[1])
+    q[np.arange(len(labels)), labels] += 1 - smoothing
+    numerators = -(np.asarray(weights) * q * log_softmax(logits)).sum(1)
+    return numerators, np.asarray(weights)[labels]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_weighted_cross_entropy_per_sample_losses_average_to_the_batch_loss(smoothing):
+    logits, labels = classification_inputs()
+    weights = [1.0, 2.0, 0.5, 3.0]
+    loss = build("cross_entropy", CLASSIFICATION, class_weight=weights, label_smoothing=smoothing)
+    outputs, targets = torch.tensor(logits, dtype=torch.float32), torch.tensor(labels)
+    numerators, sample_weights = weighted_cross_entropy_reference(logits, labels, weights, smoothing)
+    per_sample = per_sample_losses(loss, outputs, targets)
+    # each sample's weighted loss over the mean weight: their sum over Σ w/w̄ (= n) is the batch loss
+    assert per_sample == pytest.approx(numerators / sample_weights.mean(), rel=1e-5)
+    assert per_sample.mean() == pytest.approx(numerators.sum() / sample_weights.sum(), rel=1e-5)
+    assert per_sample.mean() == pytest.approx(loss(outputs, targets).item(), rel=1e-5)
+
+
+def test_per_sample_losses_of_a_composite_with_a_weighted_term_average_to_its_loss():
+    logits, labels = classification_inputs()
+    terms = [{"name": "cross_entropy", "class_weight": [1.0, 2.0, 0.5, 3.0]}, {"name": "focal", "weight": 0.5}]
+    outputs, targets = torch.tensor(logits, dtype=torch.float32), torch.tensor(labels)
+    for name in ("sum", "uncertainty_sum"):
+        loss = build(name, CLASSIFICATION, terms=terms)
+        if name == "uncertainty_sum":
+            with torch.no_grad():
+                loss.log_variance.copy_(torch.tensor([0.5, -1.0]))
+        assert per_sample_losses(loss, outputs, targets).mean() == pytest.approx(loss(outputs, targets).item(), rel=1e-5)
+
+
+def test_balanced_class_weight_refuses_a_class_absent_from_training():
+    with pytest.raises(UserError, match=r"loss\.class_weight: .*class 'b' has no training sample"):
+        build("cross_entropy", CLASSIFICATION, counts=(10, 0, 30, 40), class_weight="balanced")
+    with pytest.raises(UserError, match=r"classes 'a', 'd' have no training sample"):
+        build("cross_entropy", CLASSIFICATION, counts=(0, 5, 30, 0), class_weight="balanced")
+
+
+def test_listed_formulas_read_as_computed():
+    assert LOSSES.get("kl_div").summary.startswith("KL(target ‖ softmax(logits))")
+    formula = LOSSES.get("cross_entropy").info["formula"]
+    assert "/ Σᵢ w_yᵢ" in formula and not formula.startswith("mean(")

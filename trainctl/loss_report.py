@@ -9,15 +9,40 @@ import numpy as np
 import torch
 
 from trainctl.data import PreparedData, Split
+from trainctl.loss_functions import WeightedSum
 
 QUANTILES = {"min": 0.0, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9, "p99": 0.99, "max": 1.0}
 
 
 @torch.no_grad()
 def per_sample_losses(loss_fn: torch.nn.Module, outputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """The loss of each sample on its own: works for every loss, built-in or plugin, whatever its
-    reduction, because each call sees a batch of one."""
-    return np.array([loss_fn(outputs[i : i + 1], targets[i : i + 1]).item() for i in range(len(outputs))])
+    """Each sample's share of the loss of the whole set, scaled so that their mean is that loss.
+
+    For most losses that is the loss of the sample on its own: works for every loss, built-in or
+    plugin, whatever its reduction, because each call sees a batch of one. A class-weighted
+    cross-entropy (or NLL) divides by the sum of the targets' weights rather than by the batch size,
+    so a batch of one loses its weight (w·l / w): there the value is w_y·l / mean(w), the same
+    weighted values whose sum over the sum of the weights w_y / mean(w) is the loss.
+    """
+    return _sample_shares(loss_fn, outputs, targets).double().cpu().numpy()
+
+
+def _sample_shares(loss_fn: torch.nn.Module, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if isinstance(loss_fn, WeightedSum):  # each term may weigh its samples differently
+        return loss_fn.combine([_sample_shares(term, outputs, targets) for term in loss_fn.terms])
+    alone = torch.stack([loss_fn(outputs[i : i + 1], targets[i : i + 1]) for i in range(len(outputs))])
+    weights = _weighted_mean_weights(loss_fn, targets)
+    return alone if weights is None else alone * weights / weights.mean()
+
+
+def _weighted_mean_weights(loss_fn: torch.nn.Module, targets: torch.Tensor) -> torch.Tensor | None:
+    """The per-sample weights of a loss whose batch value is Σ w·l / Σ w (torch's class-weighted
+    cross_entropy and nll with reduction 'mean'), or None for a plain mean."""
+    if not isinstance(loss_fn, (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)) or loss_fn.reduction != "mean":
+        return None
+    if loss_fn.weight is None or targets.dtype.is_floating_point:  # probability targets are not weighted by class
+        return None
+    return loss_fn.weight[targets]
 
 
 def _describe(value: torch.Tensor, data: PreparedData) -> Any:

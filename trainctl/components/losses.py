@@ -182,18 +182,33 @@ def _class_weights(weight: Any, context: LossContext, key: str) -> Any:
         return None
     classes = context.task.num_classes
     if weight == "balanced":  # n / (C · n_c), as scikit-learn's class_weight="balanced"
+        _refuse_absent_classes(context, key)
         counts = torch.tensor(context.class_counts, dtype=torch.float32)
-        return counts.sum() / (classes * counts.clamp_min(1))
+        return counts.sum() / (classes * counts)
     if len(weight) != classes:
         raise UserError(f"loss.{key}: {len(weight)} weights given, but the dataset has {classes} classes")
     return torch.tensor(weight, dtype=torch.float32)
+
+
+def _refuse_absent_classes(context: LossContext, key: str) -> None:
+    """Balanced weights are n / (C · n_c): a class with no training sample has no such weight, and
+    any number put in its place would be a guess that silently shapes the loss (scikit-learn
+    refuses it too). Refused rather than warned about, so the run never starts on a made-up weight."""
+    absent = [name for name, count in zip(context.task.class_names, context.class_counts) if count == 0]
+    if absent:
+        which = f"class {absent[0]!r} has" if len(absent) == 1 else f"classes {', '.join(map(repr, absent))} have"
+        raise UserError(
+            f"loss.{key}: balanced weights need every class in the training split, but {which} no training "
+            "sample; give one weight per class as a list, or change the split"
+        )
 
 
 @_register(
     "cross_entropy",
     summary="Cross-entropy of softmax(logits) against the true class",
     task="classification", target="index", input="logits", expected="ln_classes",
-    formula="mean(−w_y · log softmax(z)_y)  (smoothed: targets (1−ε)·onehot + ε/C)",
+    formula="Σᵢ Σ_k w_k·qᵢₖ·(−log softmax(zᵢ)_k) / Σᵢ w_yᵢ,  q = onehot(y), smoothed (1−ε)·onehot(y) + ε/C;  "
+    "w = class_weight (all 1 without: the mean)",
     output="logits (no softmax: the loss applies it)",
     use_when="single-label classification, the default; label_smoothing against over-confidence, "
     "class_weight: balanced for imbalanced classes",
@@ -290,7 +305,7 @@ def multi_margin(context: LossContext, *, margin: Positive = 1.0, p: Literal[1, 
 
 @_register(
     "kl_div",
-    summary="KL divergence from the target distribution to softmax(logits), per sample",
+    summary="KL(target ‖ softmax(logits)), averaged over samples",
     task="distribution", target="distribution", input="logits", expected="ln_classes",
     formula="Σ_samples Σ_k p_k·(log p_k − log softmax(z)_k) / batch size  (batchmean)",
     output="logits (trainctl applies log_softmax)",
