@@ -293,16 +293,56 @@ def test_barron_is_continuous_at_its_limits(limit):
     assert near.numpy() == pytest.approx(at.numpy(), rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("alpha", [0.001, 0.5, 1.0, 1.5, 1.999])
-def test_log_partition_matches_numerical_integration(alpha):
-    ours = barron_log_partition(torch.tensor([alpha], dtype=torch.float64)).item()
-    assert ours == pytest.approx(log_partition(alpha), abs=2e-4)
+def high_precision_log_partition(alpha: float) -> tuple[float, float]:
+    """log Z(α) and d log Z/dα by mpmath's tanh-sinh quadrature at 30 digits, over x itself, from
+    the published ρ and its α-derivative (b = 2 − α): d log Z/dα = −∫ ∂ρ/∂α·e^(−ρ) dx / Z."""
+    with mpmath.workdps(30):
+        a, b = mpmath.mpf(alpha), 2 - mpmath.mpf(alpha)
+
+        def rho(x):
+            return (b / a) * ((x * x / b + 1) ** (a / 2) - 1)
+
+        def rho_slope(x):
+            power = (x * x / b + 1) ** (a / 2)
+            return -2 / a**2 * (power - 1) + (b / a) * power * (mpmath.log1p(x * x / b) / 2 + a * x * x / (2 * b * (b + x * x)))
+
+        pieces = [0, 1, 10, 100, 1e4, mpmath.inf]
+        z = 2 * mpmath.quad(lambda x: mpmath.exp(-rho(x)), pieces)
+        slope = -2 * mpmath.quad(lambda x: rho_slope(x) * mpmath.exp(-rho(x)), pieces) / z
+        return float(mpmath.log(z)), float(slope)
 
 
-def test_log_partition_known_values():
-    # α = 2 is a Gaussian, Z = √(2π); α = 0 is Cauchy-like, Z = √2·π.
-    values = barron_log_partition(torch.tensor([1e-9, 2.0 - 1e-9], dtype=torch.float64))
-    assert values.tolist() == pytest.approx([math.log(math.sqrt(2) * math.pi), math.log(math.sqrt(2 * math.pi))], abs=1e-3)
+# α as the loss holds it (float32), across the whole range adaptive allows: [0, 2]. The slope
+# steepens without bound near 2 (like ¼·log(2 − α)); 0 is taken at 1e-10 (the quotient form of ρ
+# has no value at 0 itself), a difference of about 1e-10 in the slope.
+@pytest.mark.parametrize("alpha", [0.0, 0.001, 0.01, 0.1, 1.0, 1.5, 1.99, 1.999, 1.999999])
+def test_log_partition_and_its_slope_match_high_precision_values(alpha):
+    alpha32 = torch.tensor([alpha], dtype=torch.float32, requires_grad=True)
+    log_z = barron_log_partition(alpha32)
+    log_z.backward()
+    expected, expected_slope = high_precision_log_partition(max(alpha32.item(), 1e-10))
+    assert log_z.item() == pytest.approx(expected, rel=1e-6)
+    assert alpha32.grad.item() == pytest.approx(expected_slope, rel=1e-6)
+
+
+def test_log_partition_at_the_ends_of_the_range():
+    # α = 0 is Cauchy-like, Z = √2·π; α = 2 is a Gaussian, Z = √(2π).
+    values = barron_log_partition(torch.tensor([0.0, 2.0], dtype=torch.float64))
+    assert values.tolist() == pytest.approx([math.log(math.sqrt(2) * math.pi), math.log(math.sqrt(2 * math.pi))], rel=1e-9)
+
+
+def test_barron_rho_slope_in_alpha_is_exact_near_zero():
+    """The slope of ρ in α at α = 0 and 1e-3 in float32, against mpmath's derivative of the quotient form."""
+    x = torch.tensor([0.3, 2.0, 50.0])
+    for alpha in (0.0, 1e-3):
+        a = torch.tensor(alpha, requires_grad=True)
+        barron_rho(x, a, torch.tensor(1.0)).sum().backward()
+        with mpmath.workdps(40):
+            def rho_sum(t):
+                return sum((2 - t) / t * ((float(v) ** 2 / (2 - t) + 1) ** (t / 2) - 1) for v in x)
+
+            expected = float(mpmath.diff(rho_sum, mpmath.mpf(max(alpha, 1e-20))))
+        assert a.grad.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_adaptive_loss_is_the_negative_log_likelihood():

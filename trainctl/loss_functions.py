@@ -134,17 +134,34 @@ def barron_rho(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor) -> tor
     """Barron's general robust loss ρ(x, α, c) (CVPR 2019), elementwise.
 
     ρ = |α−2|/α · (((x/c)²/|α−2| + 1)^(α/2) − 1), with its limits at α = 2 (½(x/c)²) and α = 0
-    (log(½(x/c)² + 1)). The power is taken as expm1(α/2 · log1p(·)) to stay accurate near α = 0.
+    (log(½(x/c)² + 1)). Written as ρ = |α−2|·L/2 · exprel(α·L/2), L = log1p((x/c)²/|α−2|), which
+    is the same for α ≠ 0 and is exact at α = 0 itself, so ρ and its slope in α keep their digits
+    for small α (the quotient form subtracts two numbers of size 1/α in the slope).
     """
     alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
     squared = (x / scale) ** 2
-    eps = torch.finfo(x.dtype).eps
-    beta_safe = torch.clamp((alpha - 2).abs(), min=eps)
-    alpha_safe = torch.where(alpha >= 0, torch.ones_like(alpha), -torch.ones_like(alpha)) * torch.clamp(
-        alpha.abs(), min=eps
-    )
-    general = (beta_safe / alpha_safe) * torch.expm1(0.5 * alpha * torch.log1p(squared / beta_safe))
-    return torch.where(alpha == 2, 0.5 * squared, torch.where(alpha == 0, torch.log1p(0.5 * squared), general))
+    beta = torch.clamp((alpha - 2).abs(), min=torch.finfo(x.dtype).eps)  # α = 2 takes the limit below
+    half_log = 0.5 * torch.log1p(squared / beta)
+    general = beta * half_log * exprel(alpha * half_log)
+    return torch.where(alpha == 2, 0.5 * squared, general)
+
+
+EXPREL_SERIES = tuple(1 / math.factorial(k + 1) for k in range(18))  # tᵏ/(k+1)!: the next term is < 1e-16 for |t| < 1
+
+
+def exprel(t: torch.Tensor) -> torch.Tensor:
+    """(eᵗ − 1)/t, 1 at t = 0, with full precision and an exact slope everywhere.
+
+    For |t| < 1 a Taylor polynomial: expm1(t)/t itself is exact there, but its slope,
+    eᵗ/t − expm1(t)/t², cancels. The powers are taken in one broadcast op, so the polynomial costs
+    a few kernels rather than one per term.
+    """
+    inside = t.abs() < 1
+    small = torch.where(inside, t, torch.zeros_like(t))
+    powers = small.unsqueeze(-1) ** torch.arange(len(EXPREL_SERIES), dtype=t.dtype, device=t.device)
+    series = powers @ torch.tensor(EXPREL_SERIES, dtype=t.dtype, device=t.device)
+    large = torch.where(inside, torch.ones_like(t), t)
+    return torch.where(inside, series, torch.expm1(large) / large)
 
 
 class Robust(nn.Module):
@@ -160,20 +177,24 @@ class Robust(nn.Module):
         return barron_rho(prediction - target, alpha, torch.tensor(self.scale)).mean()
 
 
-def barron_log_partition(alpha: torch.Tensor, points: int = 2048) -> torch.Tensor:
-    """log Z(α), Z(α) = ∫ exp(−ρ(x, α, 1)) dx, by quadrature on x = √2·tan θ, differentiable in α.
+# Trapezoid rule for Z(α) = ∫ exp(−ρ(x, α, 1)) dx = 2∫ exp(u − ρ(eᵘ, α, 1)) du over u = log x. In u
+# the integrand decays exponentially at both ends for every α ∈ [0, 2] (at least as e^(−|u|), the
+# Cauchy tail of α = 0) and is analytic in a strip around the real line, where the trapezoid rule
+# converges geometrically: this grid gives log Z and d log Z/dα to about 1e-10 and 3e-9 (relative)
+# over the whole range, against 1e-16 for a grid four times as fine and wider.
+# The slope is why it is a quadrature and not a table: d log Z/dα → −∞ like ¼·log(2 − α) as α → 2,
+# which a spline in α cannot follow; the rule below integrates it like any other α.
+PARTITION_U_RANGE = (-30.0, 35.0)  # the tails beyond hold less than 1e-12 of Z and of its slope
+PARTITION_U_STEP = 0.2
 
-    For α ∈ [0, 2] the tails are no heavier than Cauchy's (α = 0, Z = √2·π), so on θ ∈ (−π/2, π/2)
-    the integrand is bounded (√2 at most) and the midpoint rule converges fast; midpoints also keep
-    the endpoints, where the integrand of a small α falls steeply to 0, out of the sum.
-    """
-    step = math.pi / points
-    theta = -math.pi / 2 + step * (torch.arange(points, dtype=torch.float64, device=alpha.device) + 0.5)
-    x = math.sqrt(2) * torch.tan(theta)
-    jacobian = math.sqrt(2) / torch.cos(theta) ** 2
-    rho = barron_rho(x.unsqueeze(-1), alpha.double().unsqueeze(0), torch.tensor(1.0, dtype=torch.float64))
-    integrand = torch.exp(-rho) * jacobian.unsqueeze(-1)
-    return torch.log(integrand.sum(0) * step).to(alpha.dtype)
+
+def barron_log_partition(alpha: torch.Tensor) -> torch.Tensor:
+    """log Z(α) for α ∈ [0, 2], in float64 and differentiable in α, returned in α's dtype."""
+    low, high = PARTITION_U_RANGE
+    u = torch.arange(low, high + PARTITION_U_STEP / 2, PARTITION_U_STEP, dtype=torch.float64, device=alpha.device)
+    rho = barron_rho(u.exp().unsqueeze(-1), alpha.double().unsqueeze(0), torch.tensor(1.0, dtype=torch.float64))
+    log_z = math.log(2 * PARTITION_U_STEP) + torch.logsumexp(u.unsqueeze(-1) - rho, dim=0)
+    return log_z.to(alpha.dtype)
 
 
 class AdaptiveRobust(nn.Module):
