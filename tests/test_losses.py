@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import mpmath
 import numpy as np
@@ -485,3 +488,139 @@ def test_listed_formulas_read_as_computed():
     assert LOSSES.get("kl_div").summary.startswith("KL(target ‖ softmax(logits))")
     formula = LOSSES.get("cross_entropy").info["formula"]
     assert "/ Σᵢ w_yᵢ" in formula and not formula.startswith("mean(")
+
+
+# ---- the guard: every registered loss against an independent reference ---------------------------
+
+
+def as_float32(values: np.ndarray) -> np.ndarray:
+    """The values as torch will see them, so the reference and the loss start from the same numbers."""
+    return values.astype(np.float32).astype(np.float64)
+
+
+def regression_pair() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    target = rng.normal(0, 1, (6, 3))
+    return as_float32(target + rng.normal(0, 1.5, (6, 3))), target
+
+
+def logits_and_labels() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 2, (8, CLASSES))
+    logits[0] = [30.0, 0.0, 0.0, 0.0]  # p_y rounds to 1 in float32
+    return as_float32(logits), np.array([0, 1, 2, 3, 0, 1, 2, 3])
+
+
+def logits_and_distributions() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    p = rng.random((8, CLASSES)) + 0.05
+    return as_float32(rng.normal(0, 2, (8, CLASSES))), as_float32(p / p.sum(1, keepdims=True))
+
+
+def gaussian_nll_reference(outputs, target):
+    mean, variance = outputs[:, :3], np.logaddexp(0, outputs[:, 3:]) + 1e-6  # softplus(raw) + eps
+    return np.mean(0.5 * (np.log(variance) + (target - mean) ** 2 / variance)) + 0.5 * np.log(2 * np.pi)
+
+
+def cross_entropy_reference(logits, labels, weights=(1.0, 2.0, 0.5, 3.0), smoothing=0.1):
+    numerators, sample_weights = weighted_cross_entropy_reference(logits, labels, weights, smoothing)
+    return numerators.sum() / sample_weights.sum()
+
+
+def kl_reference(logits, p):
+    return np.sum(xlogy(p, p) - p * log_softmax(logits)) / len(p)
+
+
+def js_reference(logits, p):
+    q = np.exp(log_softmax(logits))
+    m = 0.5 * (p + q)
+    return (0.5 * (xlogy(p, p) - xlogy(p, m)).sum() + 0.5 * (xlogy(q, q) - xlogy(q, m)).sum()) / len(p)
+
+
+def multi_margin_reference(logits, labels, margin=0.5, p=2):
+    hinge = np.maximum(0, margin - logits[np.arange(len(labels)), labels][:, None] + logits) ** p
+    hinge[np.arange(len(labels)), labels] = 0
+    return np.mean(hinge.sum(1) / logits.shape[1])
+
+
+def set_log_variances(loss) -> None:
+    with torch.no_grad():
+        loss.log_variance.copy_(torch.tensor([0.5, -1.0]))
+
+
+@dataclass(frozen=True)
+class Reference:
+    task: Task
+    inputs: Callable[[], tuple[np.ndarray, np.ndarray]]
+    formula: Callable[[np.ndarray, np.ndarray], float]  # float64 numpy, from the published formula
+    params: dict[str, Any] = field(default_factory=dict)
+    target_dtype: torch.dtype = torch.float32
+    setup: Callable[[Any], None] | None = None  # learned values set to something other than their start
+
+
+def regression(name: str) -> Reference:
+    formula, params = REGRESSION_REFERENCES[name]
+    return Reference(REGRESSION, regression_pair, formula, params)
+
+
+def classification(formula, **params) -> Reference:
+    return Reference(CLASSIFICATION, logits_and_labels, formula, params, torch.long)
+
+
+REFERENCES: dict[str, Reference] = {
+    **{name: regression(name) for name in REGRESSION_REFERENCES},
+    "poisson_nll": Reference(REGRESSION, lambda: (regression_pair()[0], np.arange(18.0).reshape(6, 3) % 5),
+                             lambda z, y: np.mean(np.exp(z) - y * z)),
+    "gaussian_nll": Reference(REGRESSION, lambda: (np.hstack(regression_pair()), regression_pair()[1][::-1].copy()),
+                              gaussian_nll_reference, {"full": True}),
+    "adaptive": Reference(REGRESSION, regression_pair,
+                          lambda p, y: np.mean(rho(p - y, 1.2, 0.8) + np.log(0.8) + log_partition(1.2)),
+                          {"alpha_init": 1.2, "scale_init": 0.8}),
+    "cross_entropy": classification(cross_entropy_reference, class_weight=[1.0, 2.0, 0.5, 3.0], label_smoothing=0.1),
+    "nll": Reference(CLASSIFICATION, lambda: (log_softmax(logits_and_labels()[0]), logits_and_labels()[1]),
+                     lambda o, y: -np.mean(o[np.arange(len(y)), y]), target_dtype=torch.long),
+    "bce_with_logits": Reference(BINARY, lambda: (logits_and_labels()[0][:, :1], (logits_and_labels()[1] % 2)[:, None] * 1.0),
+                                 lambda z, y: np.mean(-(3.0 * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))),
+                                 {"pos_weight": 3.0}),
+    "focal": classification(lambda z, y: focal_reference(z, y, 0.5, [0.1, 0.2, 0.3, 0.4]), gamma=0.5,
+                            alpha=[0.1, 0.2, 0.3, 0.4]),
+    "multi_margin": classification(multi_margin_reference, margin=0.5, p=2),
+    "kl_div": Reference(CLASSIFICATION, logits_and_distributions, kl_reference),
+    "js_divergence": Reference(CLASSIFICATION, logits_and_distributions, js_reference),
+    "sum": classification(lambda z, y: cross_entropy_reference(z, y, (1.0,) * CLASSES, 0.0) + 0.5 * focal_reference(z, y, 2.0),
+                          terms=[{"name": "cross_entropy"}, {"name": "focal", "weight": 0.5, "gamma": 2.0}]),
+    "uncertainty_sum": Reference(
+        REGRESSION, regression_pair,
+        lambda p, y: math.exp(-0.5) * np.mean((p - y) ** 2) + 0.5 + (math.exp(1.0) * np.mean(np.abs(p - y)) - 1.0),
+        {"terms": [{"name": "mse"}, {"name": "l1"}]}, setup=set_log_variances,
+    ),
+}
+
+
+def numeric_gradient(formula: Callable[[np.ndarray], float], x: np.ndarray, step: float = 1e-6) -> np.ndarray:
+    gradient = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        gradient[index] = (formula(up) - formula(down)) / (2 * step)
+    return gradient
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_registered_loss_matches_an_independent_reference(name):
+    """A loss added to the catalogue without a reference here fails this test."""
+    assert name in REFERENCES, f"loss {name!r} has no independent numeric reference: add one to REFERENCES"
+    reference = REFERENCES[name]
+    outputs, targets = reference.inputs()
+    loss = build(name, reference.task, **reference.params)
+    if reference.setup is not None:
+        reference.setup(loss)
+    value, gradient = torch_loss(loss, outputs, targets, reference.target_dtype)
+    assert value == pytest.approx(reference.formula(outputs, targets), rel=1e-5, abs=1e-7)
+    expected_gradient = numeric_gradient(lambda o: reference.formula(o, targets), outputs)
+    assert gradient.numpy() == pytest.approx(expected_gradient, rel=1e-4, abs=1e-6)
+
+
+def test_every_reference_names_a_registered_loss():
+    assert set(REFERENCES) <= set(LOSSES.names())
