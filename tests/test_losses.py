@@ -624,3 +624,13 @@ def test_every_registered_loss_matches_an_independent_reference(name):
 
 def test_every_reference_names_a_registered_loss():
     assert set(REFERENCES) <= set(LOSSES.names())
+
+
+def test_class_weighted_run_reports_per_sample_losses_that_average_to_its_test_loss(tmp_path):
+    from trainctl.workflows import train
+
+    config = tiny_config(tmp_path, loss={"name": "cross_entropy", "class_weight": [1.0, 4.0, 0.5]})
+    test = train(config, out=tmp_path / "run", quiet=True).summary["test"]
+    per_class, support = test["loss_report"]["per_class"], {name: row["support"] for name, row in test["per_class"].items()}
+    average = sum(per_class[name] * support[name] for name in per_class) / sum(support.values())
+    assert average == pytest.approx(test["loss"], rel=1e-5)
