@@ -111,6 +111,8 @@ class Focal(nn.Module):
     every γ ≥ 0; the naive (1 − p_y)^γ has an infinite one at p_y = 1 for 0 < γ < 1.
     """
 
+    alpha: torch.Tensor | None  # a buffer: moves with the module to the model's device
+
     def __init__(self, gamma: float, alpha: torch.Tensor | None):
         super().__init__()
         self.gamma = gamma
@@ -159,7 +161,8 @@ def exprel(t: torch.Tensor) -> torch.Tensor:
     inside = t.abs() < 1
     small = torch.where(inside, t, torch.zeros_like(t))
     powers = small.unsqueeze(-1) ** torch.arange(len(EXPREL_SERIES), dtype=t.dtype, device=t.device)
-    series = powers @ torch.tensor(EXPREL_SERIES, dtype=t.dtype, device=t.device)
+    # an elementwise product and a sum, not a matmul, which autocast would take to half precision
+    series = (powers * torch.tensor(EXPREL_SERIES, dtype=t.dtype, device=t.device)).sum(-1)
     large = torch.where(inside, torch.ones_like(t), t)
     return torch.where(inside, series, torch.expm1(large) / large)
 
@@ -250,7 +253,7 @@ class WeightedSum(nn.Module):
     def combine(self, term_values: Sequence[torch.Tensor]) -> torch.Tensor:
         """The total from the terms' values: affine in each, so it also combines per-sample values
         (whose means are the terms' batch losses) into per-sample totals whose mean is the batch loss."""
-        return sum(w * value for w, value in zip(self.weights, term_values))
+        return torch.stack([w * value for w, value in zip(self.weights, term_values)]).sum(0)
 
     def logged_values(self) -> dict[str, float]:
         return {

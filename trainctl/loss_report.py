@@ -16,13 +16,13 @@ QUANTILES = {"min": 0.0, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9, "p
 
 @torch.no_grad()
 def per_sample_losses(loss_fn: torch.nn.Module, outputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """Each sample's share of the loss of the whole set, scaled so that their mean is that loss.
+    """Each sample's share of the loss over all the given samples, scaled so that their mean is that loss.
 
-    For most losses that is the loss of the sample on its own: works for every loss, built-in or
-    plugin, whatever its reduction, because each call sees a batch of one. A class-weighted
-    cross-entropy (or NLL) divides by the sum of the targets' weights rather than by the batch size,
-    so a batch of one loses its weight (w·l / w): there the value is w_y·l / mean(w), the same
-    weighted values whose sum over the sum of the weights w_y / mean(w) is the loss.
+    For most losses that is the sample's loss on its own: a batch of one works for every loss,
+    built-in or plugin, whatever its reduction. A class-weighted cross-entropy (or NLL) is
+    Σ w_y·l / Σ w_y, where a batch of one cancels the weight (w_y·l / w_y = l); there each value is
+    w_y·l / w̄, w̄ the mean weight of the samples: the weighted values, whose sum divided by the sum
+    of the weights (n·w̄) is the loss. A composite combines its terms' shares as it combines their losses.
     """
     return _sample_shares(loss_fn, outputs, targets).double().cpu().numpy()
 
@@ -58,9 +58,9 @@ def loss_report(
     losses = per_sample_losses(loss_fn, outputs, split.targets)
     report: dict[str, Any] = {"quantiles": {name: float(np.quantile(losses, q)) for name, q in QUANTILES.items()}}
     if data.task.kind == "classification":
-        labels = split.labels.cpu().numpy()
+        label_array = split.labels.cpu().numpy()
         report["per_class"] = {
-            name: float(losses[labels == k].mean()) if (labels == k).any() else None
+            name: float(losses[label_array == k].mean()) if (label_array == k).any() else None
             for k, name in enumerate(data.task.class_names)
         }
     predictions = data.predictions(outputs).cpu()
