@@ -51,7 +51,7 @@ class JensenShannonFromLogits(nn.Module):
 
 
 class LogCosh(nn.Module):
-    """mean(log cosh(ŷ − y)), accurate to the last digit for every residual and never overflowing.
+    """mean(log cosh(ŷ − y)), to float32 precision for every residual (relative error below 3e-7).
 
     Small |r|: log cosh r = log1p(2·sinh²(r/2)), free of cancellation (the familiar
     |r| + softplus(−2|r|) − ln 2 subtracts numbers near ln 2 and returns 0 for |r| < 1e-4 in
@@ -184,7 +184,7 @@ class Robust(nn.Module):
 # the integrand decays exponentially at both ends for every α ∈ [0, 2] (at least as e^(−|u|), the
 # Cauchy tail of α = 0) and is analytic in a strip around the real line, where the trapezoid rule
 # converges geometrically: this grid gives log Z and d log Z/dα to about 1e-10 and 3e-9 (relative)
-# over the whole range, against 1e-16 for a grid four times as fine and wider.
+# over the whole range (measured against 30-digit mpmath quadrature).
 # The slope is why it is a quadrature and not a table: d log Z/dα → −∞ like ¼·log(2 − α) as α → 2,
 # which a spline in α cannot follow; the rule below integrates it like any other α.
 PARTITION_U_RANGE = (-30.0, 35.0)  # the tails beyond hold less than 1e-12 of Z and of its slope

@@ -29,7 +29,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 class LossContext:
     task: Task
     plan: TargetPlan
-    class_counts: tuple[int, ...] = ()  # training labels per class, for `weight: balanced`
+    class_counts: tuple[int, ...] = ()  # training labels per class, for `class_weight: balanced`
 
 
 @dataclass(frozen=True)
