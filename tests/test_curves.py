@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import recorded_curves as recorded
-from conftest import CONFIGS, read_jsonl, tiny_config
-from trainctl.curves import plot_runs
+from conftest import read_jsonl, tiny_config
+from trainctl.curves import BEST_EPOCH, curves_figure, plot_runs
 from trainctl.diagnosis import chance_levels, diagnose
 from trainctl.preflight import Finding
 from trainctl.task import Task
@@ -172,10 +172,47 @@ def test_plot_overlays_two_lines_of_loss_and_one_of_metric_per_run(two_runs, tmp
     figure = plot_runs(curves, tmp_path / "both.png")
     loss_axes, metric_axes = figure.axes
     assert len(loss_axes.get_lines()) == 4
-    assert len(metric_axes.get_lines()) == 2
+    assert len([line for line in metric_axes.get_lines() if line.get_gid() != BEST_EPOCH]) == 2
     val_line = loss_axes.get_lines()[1]
     assert list(val_line.get_ydata()) == [row["val/loss"] for row in curves[0][1]]
     assert (tmp_path / "both.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize("curve, loss_scale", [
+    (recorded.DIGITS_MLP_20, "log"),  # 1.68 down to 0.0085: over two decades
+    (recorded.SEED_TORCH_CE, "linear"),  # 2.29 down to 2.09
+    (recorded.ROBUST_ADAPTIVE, "linear"),  # below zero: no logarithm
+])
+def test_losses_spanning_decades_are_drawn_on_a_log_axis(curve, loss_scale):
+    monitor = "val/mae" if "val/mae" in curve[0] else "val/accuracy"
+    loss_axes, metric_axes = curves_figure([("run", curve, monitor)]).axes
+    assert loss_axes.get_yscale() == loss_scale
+    assert metric_axes.get_yscale() == "linear"
+
+
+def test_the_legend_lies_outside_both_axes_and_names_runs_shortly():
+    figure = curves_figure([("digits_mlp", recorded.DIGITS_MLP_20, "val/accuracy"),
+                            ("digits_mlp (trainer.epochs=40)", recorded.DIGITS_MLP_40, "val/accuracy")])
+    figure.draw_without_rendering()
+    [legend] = figure.legends
+    box = legend.get_window_extent()
+    for axes in figure.axes:
+        assert not box.overlaps(axes.get_window_extent())
+        assert axes.get_legend() is None
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "digits_mlp", "digits_mlp (trainer.epochs=40)", "train loss", "val loss", "best epoch"]
+
+
+@pytest.mark.parametrize("curve, monitor, epoch, value", [
+    (recorded.DIGITS_MLP_20, "val/accuracy", 11, 0.98333),  # the first epoch at the highest accuracy
+    (recorded.ROBUST_ADAPTIVE, "val/mae", 96, 0.11261),  # the lowest error
+])
+def test_a_star_marks_the_best_epoch_of_the_monitored_metric(curve, monitor, epoch, value):
+    _, metric_axes = curves_figure([("run", curve, monitor)]).axes
+    [marker] = [line for line in metric_axes.get_lines() if line.get_gid() == BEST_EPOCH]
+    assert marker.get_marker() == "*"
+    assert list(marker.get_xdata()) == [epoch]
+    assert list(marker.get_ydata()) == [value]
 
 
 def test_plot_command_writes_the_image(cli, two_runs, tmp_path):
@@ -184,23 +221,33 @@ def test_plot_command_writes_the_image(cli, two_runs, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"written: {out} (2 runs)" in result.stdout
     assert out.read_bytes().startswith(PNG_SIGNATURE)
+    for suffix, signature in ((".svg", b"<?xml"), (".pdf", b"%PDF")):
+        result = cli("plot", two_runs[0].run.path, "-o", tmp_path / f"overlay{suffix}")
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / f"overlay{suffix}").read_bytes().startswith(signature)
     result = cli("plot", two_runs[0].run.path, "-o", tmp_path / "overlay.jpg")
     assert result.exit_code == 2
     assert "unknown image type '.jpg'; allowed: .png, .svg, .pdf" in result.stderr
+
+
+def test_plot_help_names_every_image_type(cli):
+    result = cli("plot", "--help")
+    assert result.exit_code == 0
+    assert "PNG" not in result.stdout
+    assert "The image type follows the --output extension: .png, .svg or .pdf." in " ".join(result.stdout.split())
 
 
 def test_compare_shows_differing_keys_and_marks_the_best(cli, two_runs):
     result = cli("compare", *(r.run.path for r in two_runs))
     assert result.exit_code == 0, result.output
     accuracies = [r.summary["test"]["accuracy"] for r in two_runs]
-    lines = {r.run.path.name: next(line for line in result.stdout.splitlines() if r.run.path.name in line)
-             for r in two_runs}
-    assert "optimizer.lr" in result.stdout
+    lines = result.stdout.splitlines()
+    assert "lr0.001" in lines[2] and "lr0.03" in lines[2]  # runs as columns, named by their folders
+    assert any(line.startswith("│ optimizer.lr ") for line in lines)
     assert "trainer" not in result.stdout  # keys that are equal are left out
-    best = two_runs[accuracies.index(max(accuracies))].run.path.name
-    assert f"{max(accuracies):.4f}*" in lines[best]
-    for run, accuracy in zip(two_runs, accuracies):
-        assert f"{accuracy:.4f}" in lines[run.run.path.name]
+    row = next(line for line in lines if line.startswith("│ test/accuracy "))
+    cells = [cell.strip() for cell in row.strip("│").split("│")[1:]]
+    assert cells == [f"{a:.4f}*" if a == max(accuracies) else f"{a:.4f}" for a in accuracies]
 
 
 def test_compare_of_a_folder_of_runs_and_of_a_non_run(cli, two_runs, tmp_path):

@@ -394,7 +394,7 @@ def compare(
 
     Example: trainctl compare runs/robust_mse-* runs/robust_adaptive-*
 
-    Example: trainctl compare runs/sweep-lr --format csv > lr.csv
+    Example: trainctl compare runs/digits_mlp-sweep --format csv > trials.csv
     """
     from trainctl.compare import (
         FORMATS,

@@ -98,21 +98,36 @@ def cell_text(value: Any) -> str:
 def run_labels(folders: list[RunFolder], configs: list[dict[str, Any]]) -> list[str]:
     """Short, distinct names for runs: a sweep trial with the values that set it apart
     ("trial-0003 (optimizer.lr=0.01)"); otherwise the folder name without its timestamp when that
-    is unique, else the config's name with what differs; the folder's path where even that repeats."""
+    is unique, else the config's name with the values where the run departs from the others' common
+    value; the folder's path where even that repeats."""
     keys = config_differences(configs) if len(configs) > 1 else []
     stems = [TIMESTAMP.sub("", folder.path.name) for folder in folders]
-
-    def with_differences(name: str, config: dict[str, Any]) -> str:
-        values = ", ".join(f"{key}={cell_text(_lookup(config, key))}" for key in keys)
-        return f"{name} ({values})" if values else name
-
     if len(set(stems)) == len(stems):
-        labels = [with_differences(stem, config) if TRIAL.match(stem) else stem for stem, config in zip(stems, configs)]
+        labels = [f"{stem}{_values(config, keys)}" if TRIAL.match(stem) else stem
+                  for stem, config in zip(stems, configs)]
     else:
-        labels = [with_differences(str(config.get("name", stem)), config) for config, stem in zip(configs, stems)]
+        common = {key: _common_value([_lookup(config, key) for config in configs]) for key in keys}
+        labels = [f"{config.get('name', stem)}{_values(config, [k for k in keys if _lookup(config, k) != common[k]])}"
+                  for config, stem in zip(configs, stems)]
     if len(set(labels)) == len(labels):
         return labels
     return [f"{folder.path.parent.name}/{folder.path.name}" for folder in folders]
+
+
+def _values(config: dict[str, Any], keys: list[str]) -> str:
+    """" (key=value, ...)" for the keys the config has, or nothing."""
+    values = [f"{key}={cell_text(_lookup(config, key))}" for key in keys if _lookup(config, key) is not None]
+    return f" ({', '.join(values)})" if values else ""
+
+
+def _common_value(values: list[Any]) -> Any:
+    """The value most runs share, when one is shared by more runs than any other; else a marker that
+    equals nothing, so every run names its own value."""
+    texts = [json.dumps(value, sort_keys=True, default=str) for value in values]
+    counts = sorted(((texts.count(text), text) for text in set(texts)), reverse=True)
+    if counts[0][0] > 1 and (len(counts) == 1 or counts[0][0] > counts[1][0]):
+        return values[texts.index(counts[0][1])]
+    return object()
 
 
 def _data_identity(config: dict[str, Any]) -> str:
