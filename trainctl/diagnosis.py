@@ -119,11 +119,7 @@ def _verdict(rows: list[dict[str, Any]], monitor: str, chance: dict[str, float],
                          "regularise (model.dropout, optimizer.weight_decay) or lower optimizer.lr")
     gain = max(scores[-recent:]) - max(scores[:-recent])
     improving = gain > 0 and gain > 2 * _noise(scores)
-    decayed = _decayed_lr(rows)
-    if decayed is not None:
-        return Diagnosis("converged", f"converged as the learning rate decayed to {decayed:.2g}; {level}",
-                         _converged_hint(best + 1, len(rows)))
-    rise = _validation_rise(val, train, recent)
+    rise = _validation_rise(val, train)
     if rise is not None and not improving:
         lowest, amount = rise
         return Diagnosis(
@@ -132,6 +128,10 @@ def _verdict(rows: list[dict[str, Any]], monitor: str, chance: dict[str, float],
             "while training loss kept falling",
             "stop earlier (trainer.early_stopping), or add regularisation (model.dropout, optimizer.weight_decay)",
         )
+    decayed = _decayed_lr(rows)
+    if decayed is not None:
+        return Diagnosis("converged", f"converged as the learning rate decayed to {decayed:.2g}; {level}",
+                         _converged_hint(best + 1, len(rows)))
     whole = max(scores) - scores[0]
     if improving and gain >= SMALL_GAIN * whole:
         return Diagnosis("still-improving", f"still improving: {monitor} gained {gain:.3g} over the last {recent} "
@@ -179,7 +179,7 @@ def _training_loss_rises(train: list[float], recent: int) -> bool:
     return rise > 0.5 * (train[0] - lowest) and rise > 1.5 * step
 
 
-def _validation_rise(val: list[float], train: list[float], recent: int) -> tuple[int, float] | None:
+def _validation_rise(val: list[float], train: list[float]) -> tuple[int, float] | None:
     """(epoch index of the lowest validation loss, how far it rose since) when it rose by more than a
     tenth of what it had fallen and beyond its noise while the training loss kept falling."""
     lowest = min(range(len(val)), key=val.__getitem__)
