@@ -42,7 +42,7 @@ def test_a_negative_log_likelihood_that_falls_below_zero_is_not_diverging():
 
 def test_the_double_softmax_example_names_its_warning_not_health():
     diagnosis = diagnose(recorded.SEED_TORCH_CE, "val/accuracy", chance=DIGITS_CHANCE, warnings=SEED_WARNINGS)
-    assert diagnosis.message == ("still improving: val/accuracy gained 0.117 over the last 3 epochs; best "
+    assert diagnosis.message == ("still improving: val/accuracy improved by 0.117 over the last 3 epochs; best "
                                  "val/accuracy 0.5778 at epoch 4; chance 0.1; the checks before training warned: "
                                  "double-softmax")
     assert diagnosis.hint == ("fix that first: end the model without an activation (model.output_activation: none); "
@@ -78,7 +78,7 @@ def test_a_converged_weak_model_is_not_called_healthy():
 def test_an_improving_run_without_warnings_asks_for_more_epochs():
     diagnosis = diagnose(recorded.SEED_KERAS_MSE, "val/accuracy", chance=DIGITS_CHANCE)
     assert diagnosis.shape == "still-improving"
-    assert diagnosis.message.startswith("still improving: val/accuracy gained 0.122 over the last 3 epochs")
+    assert diagnosis.message.startswith("still improving: val/accuracy improved by 0.122 over the last 3 epochs")
     assert diagnosis.hint == "more epochs would likely help"
 
 

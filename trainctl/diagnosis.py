@@ -134,11 +134,12 @@ def _verdict(rows: list[dict[str, Any]], monitor: str, chance: dict[str, float],
                          _converged_hint(best + 1, len(rows)))
     whole = max(scores) - scores[0]
     if improving and gain >= SMALL_GAIN * whole:
-        return Diagnosis("still-improving", f"still improving: {monitor} gained {gain:.3g} over the last {recent} "
-                         f"epochs; {level}", "more epochs would likely help")
+        return Diagnosis("still-improving", f"still improving: {monitor} improved by {gain:.3g} over the last "
+                         f"{recent} epochs; {level}", "more epochs would likely help")
     if improving:
-        return Diagnosis("levelling-off", f"levelling off: {monitor} gained {gain:.3g} over the last {recent} epochs, "
-                         f"{100 * gain / whole:.2g}% of its gain over the run; {level}", "more epochs would add little")
+        return Diagnosis("levelling-off", f"levelling off: {monitor} improved by {gain:.3g} over the last {recent} "
+                         f"epochs, {100 * gain / whole:.2g}% of its improvement over the run; {level}",
+                         "more epochs would add little")
     if _flat(train, recent):
         return Diagnosis("plateaued", f"plateaued: neither the training loss nor {monitor} improved over the last "
                          f"{recent} epochs; {level}",
