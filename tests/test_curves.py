@@ -13,7 +13,7 @@ from trainctl.curves import BEST_EPOCH, curves_figure, plot_runs
 from trainctl.diagnosis import chance_levels, diagnose
 from trainctl.preflight import Finding
 from trainctl.task import Task
-from trainctl.workflows import train
+from trainctl.workflows import resume, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -165,6 +165,16 @@ def test_a_trained_run_with_a_warning_carries_it_into_its_diagnosis(tmp_path):
     message = result.summary["diagnosis"]["message"]
     assert message.endswith("; chance 0.3333; the checks before training warned: double-softmax")
     assert result.summary["diagnosis"]["hint"] == f"fix that first: {SEED_WARNINGS[0].fix}"
+
+
+def test_a_resumed_run_keeps_the_warning_in_its_diagnosis(tmp_path):
+    config = tiny_config(tmp_path, model={"name": "mlp", "hidden": [16], "output_activation": "softmax"},
+                         trainer={"epochs": 2, "device": "cpu"})
+    first = train(config, out=tmp_path / "run", quiet=True)
+    assert first.summary["diagnosis"]["shape"] == "too-short"
+    result = resume(first.run.path, ["trainer.epochs=4"], quiet=True)
+    assert result.summary["epochs_trained"] == 4
+    assert result.summary["diagnosis"]["message"].endswith("; the checks before training warned: double-softmax")
 
 
 def test_plot_overlays_two_lines_of_loss_and_one_of_metric_per_run(two_runs, tmp_path):
