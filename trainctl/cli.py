@@ -354,11 +354,15 @@ def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders) to overlay.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("curves.png"),
 ) -> None:
-    """Overlay the loss curves (train and val) and the monitored metric of several runs in one PNG.
+    """Overlay the loss curves (train and val) and the monitored metric of several runs in one image.
 
-    Example: trainctl plot runs/robust_mse-* runs/robust_huber-* -o robust.png
+    The image type follows the --output extension: .png, .svg or .pdf. Each run is named by what sets
+    it apart (its folder name without the timestamp, or its config's name and the keys that differ);
+    a star marks each run's best epoch.
+
+    Example: trainctl plot runs/robust_mse-* runs/robust_huber-* -o robust.svg
     """
-    from trainctl.compare import expand_runs
+    from trainctl.compare import expand_runs, run_labels
     from trainctl.curves import plot_runs
 
     with user_errors():
@@ -367,7 +371,10 @@ def plot(
         if not output.parent.is_dir():
             raise UserError(f"--output {output}: folder {output.parent} does not exist")
         folders = expand_runs(runs)
-        curves = [(folder.path.name, folder.read_metrics(), folder.read_config()["trainer"]["monitor"]) for folder in folders]
+        configs = [folder.read_config() for folder in folders]
+        labels = run_labels(folders, configs)
+        curves = [(label, folder.read_metrics(), config["trainer"]["monitor"])
+                  for label, folder, config in zip(labels, folders, configs)]
         plot_runs(curves, output)
     Console(highlight=False).print(f"written: {output} ({len(curves)} runs)", soft_wrap=True)
 
@@ -375,16 +382,41 @@ def plot(
 @app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders, or a sweep folder.", show_default=False)],
+    output_format: Annotated[
+        str, typer.Option("--format", "-f", metavar="table|csv|json|markdown",
+                          help="table (laid out for the terminal's width), csv (one row per run), json or markdown.")
+    ] = "table",
 ) -> None:
-    """One table of runs: the config keys that differ, then test metrics side by side (best marked *).
+    """The runs side by side: the config keys that differ, the best epoch and the test metrics.
+
+    The best value is marked only among comparable runs: a test loss against runs with the same loss
+    config, a metric against runs on the same data and split.
 
     Example: trainctl compare runs/robust_mse-* runs/robust_adaptive-*
+
+    Example: trainctl compare runs/digits_mlp-sweep --format csv > trials.csv
     """
-    from trainctl.compare import comparison_table, expand_runs
+    from trainctl.compare import (
+        FORMATS,
+        compare_runs,
+        comparison_csv,
+        comparison_json,
+        comparison_markdown,
+        comparison_tables,
+        expand_runs,
+    )
 
     with user_errors():
-        table = comparison_table(expand_runs(runs))
-    _listing_console().print(table)
+        if output_format not in FORMATS:
+            raise UserError(f"--format: unknown format {output_format!r}; allowed: {', '.join(FORMATS)}")
+        comparison = compare_runs(expand_runs(runs))
+    if output_format == "table":
+        console = Console(highlight=False)
+        for renderable in comparison_tables(comparison, console.width):
+            console.print(renderable)
+        return
+    writers = {"csv": comparison_csv, "json": comparison_json, "markdown": comparison_markdown}
+    typer.echo(writers[output_format](comparison), nl=False)
 
 
 @app.command()

@@ -1,40 +1,80 @@
-"""Loss curves as a PNG: train and validation loss per epoch, and the monitored metric.
+"""Loss curves as an image: train and validation loss per epoch, and the monitored metric with its
+best epoch marked.
 
 Uses matplotlib's object API (no pyplot, no global backend state) and imports it only here.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 Curves = tuple[str, list[dict[str, Any]], str]  # label, metrics.jsonl rows, monitored key
 
+LOG_SCALE_SPAN = 30  # positive values whose largest is this many times the smallest are drawn on a log axis
+BEST_EPOCH = "best-epoch"  # the gid of each run's best-epoch marker
+
 
 def plot_runs(runs: list[Curves], path: Path) -> Any:
-    """Draw every run's curves on one figure and save it; returns the figure."""
+    """Draw every run's curves on one figure and save it (.png, .svg or .pdf); returns the figure."""
+    figure = curves_figure(runs)
+    figure.savefig(path, dpi=100)
+    return figure
+
+
+def curves_figure(runs: list[Curves]) -> Any:
+    """Loss axes (solid: train, dashed: validation) and metric axes, one colour per run, a marker at
+    each run's best epoch of its monitored metric, and one legend outside both axes."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from trainctl.components.metrics import goal
-
-    figure = Figure(figsize=(11, 4))
-    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.13, top=0.9, wspace=0.2)
+    figure = Figure(figsize=(12, 4), layout="constrained")
     loss_axes, metric_axes = figure.subplots(1, 2)
-    monitors = sorted({monitor for _, _, monitor in runs})
+    monitors = list(dict.fromkeys(monitor for _, _, monitor in runs))
+    handles = []
     for index, (label, rows, monitor) in enumerate(runs):
         colour = f"C{index % 10}"
         epochs = [row["epoch"] for row in rows]
-        loss_axes.plot(epochs, [row["train/loss"] for row in rows], color=colour, label=f"{label} train")
-        loss_axes.plot(epochs, [row["val/loss"] for row in rows], color=colour, linestyle="--", label=f"{label} val")
-        metric_axes.plot(epochs, [row.get(monitor) for row in rows], color=colour, label=label)
+        values = [row.get(monitor, math.nan) for row in rows]
+        loss_axes.plot(epochs, [row["train/loss"] for row in rows], color=colour)
+        loss_axes.plot(epochs, [row["val/loss"] for row in rows], color=colour, linestyle="--")
+        metric_axes.plot(epochs, values, color=colour)
+        best = best_epoch_index(values, monitor)
+        if best is not None:
+            metric_axes.plot([epochs[best]], [values[best]], marker="*", markersize=13, color=colour,
+                             markeredgecolor="black", linestyle="none", gid=BEST_EPOCH)
+        handles.append(Line2D([], [], color=colour, label=label))
+    handles += [Line2D([], [], color="grey", label="train loss"),
+                Line2D([], [], color="grey", linestyle="--", label="val loss"),
+                Line2D([], [], color="grey", marker="*", markersize=11, markeredgecolor="black", linestyle="none",
+                       label="best epoch")]
     loss_axes.set(xlabel="epoch", ylabel="loss", title="loss (solid: train, dashed: val)")
     metric_axes.set(xlabel="epoch", ylabel=" / ".join(monitors), title=" / ".join(monitors))
-    rising = all(goal(monitor) == "max" for monitor in monitors)
-    # Fixed legend places ("best" is slow to find): away from where the curves end up.
-    for axes, place in ((loss_axes, "upper right"), (metric_axes, "lower right" if rising else "upper right")):
-        axes.grid(alpha=0.3)
+    for axes in (loss_axes, metric_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.legend(fontsize="small", loc=place)
-    figure.savefig(path, dpi=100)
+        if _spans_decades(axes):
+            axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+    # Outside the axes, so it never covers a curve, however many runs and however long their labels.
+    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
     return figure
+
+
+def best_epoch_index(values: list[float], monitor: str) -> int | None:
+    """The first epoch with the best value of the monitored metric (lowest for losses and errors)."""
+    from trainctl.components.metrics import goal
+
+    finite = [i for i, value in enumerate(values) if isinstance(value, (int, float)) and math.isfinite(value)]
+    if not finite:
+        return None
+    pick = min if goal(monitor) == "min" else max
+    return pick(finite, key=values.__getitem__)
+
+
+def _spans_decades(axes: Any) -> bool:
+    """All of the axes' values are positive and the largest is over LOG_SCALE_SPAN times the smallest."""
+    values = [float(y) for line in axes.get_lines() for y in line.get_ydata()]
+    finite = [value for value in values if math.isfinite(value)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > LOG_SCALE_SPAN

@@ -82,7 +82,7 @@ def train_config(
         if not quiet:
             console.print(f"run folder: {run.path}", highlight=False, markup=False, soft_wrap=True)
         trainer = _make_trainer(config, parts, run, console, quiet)
-        return _fit_and_test(config, parts, run, trainer, console, quiet)
+        return _fit_and_test(config, parts, run, trainer, console, quiet, warnings=report.warnings)
 
 
 def resume(
@@ -96,6 +96,7 @@ def resume(
     from trainctl import distributed
     from trainctl.build import build_training
     from trainctl.checkpoint import load_checkpoint
+    from trainctl.preflight import preflight
     from trainctl.training_state import MAY_CHANGE_ON_RESUME, config_hash, differing_keys
 
     console = console or Console()
@@ -120,6 +121,7 @@ def resume(
                         "a resumed run must use the config it started with")
     with distributed.running(ranks):
         parts = build_training(config, ranks)
+        warnings = preflight(config, parts).warnings  # for the diagnosis; printed when the run started
         trainer = _make_trainer(config, parts, run, console, quiet)
         state, rng = trainer.load_checkpoint_state(checkpoint)
         epochs = config.trainer.epochs
@@ -149,7 +151,7 @@ def resume(
         if not quiet:
             console.print(f"resuming {run.path} at epoch {state.epoch + 1}"
                           + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False, markup=False)
-        return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng)
+        return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng, warnings)
 
 
 def _stderr() -> Console:
@@ -197,9 +199,9 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
 
 def _fit_and_test(
     config: Config, parts: Any, run: RunFolder, trainer: Any, console: Console, quiet: bool,
-    state: Any = None, rng: Any = None,
+    state: Any = None, rng: Any = None, warnings: list[Any] | None = None,
 ) -> TrainResult:
-    from trainctl.diagnosis import diagnose
+    from trainctl.diagnosis import chance_levels, diagnose
     from trainctl.interrupts import graceful_stop
     from trainctl.trainer import evaluate_checkpoint
 
@@ -220,7 +222,8 @@ def _fit_and_test(
     test = evaluate_checkpoint(copy.deepcopy(parts.model), run.checkpoint_path("best"), "test",
                                copy.deepcopy(parts.loss_fn), parts.data, config.metrics)
     test["checkpoint"] = "best"
-    diagnosis = diagnose(history)
+    diagnosis = diagnose(history, config.trainer.monitor, warnings=warnings or [], stopped_early=fit.stopped_early,
+                         chance=chance_levels(parts.data.task, parts.data.val.labels.cpu().numpy()))
     summary = {
         "name": config.name,
         "monitor": config.trainer.monitor,
