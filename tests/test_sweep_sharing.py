@@ -110,7 +110,7 @@ def test_a_storage_that_cannot_open_keeps_the_users_empty_folder(cli, tmp_path):
 
 
 def test_the_storage_deleted_under_a_running_sweep_is_one_line(tmp_path):
-    config, sweep = iris_config(tmp_path, epochs=40), tmp_path / "sweep"
+    config, sweep = iris_config(tmp_path, epochs=10), tmp_path / "sweep"
     process = subprocess.Popen([TRAINCTL, "sweep", config, "--grid", "optimizer.lr=0.01,0.02", "--out", sweep],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

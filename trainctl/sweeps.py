@@ -195,24 +195,25 @@ class _Runner:
     def _work(self) -> None:
         try:
             while not self.stop.requested and self.failure is None:
-                trial = self._claim()
-                if trial is None:
+                claimed = self._claim()
+                if claimed is None:
                     return
-                self._run_trial(trial)
+                self._run_trial(*claimed)
         except BaseException as error:  # the main thread reports it; the other workers stop claiming
             with self.lock:
                 self.failure = self.failure or error
             self.signal_trials(signal.SIGTERM)  # running trials save their state and stop
 
-    def _claim(self) -> Any:
-        """The next trial this process runs, or None when the study needs no more.
+    def _claim(self) -> tuple[Any, dict[str, str]] | None:
+        """The next trial this process runs and its values, or None when the study needs no more.
 
-        Deciding and creating happen under the sweep's lock, so two processes never take the
-        last grid point (or the last random trial) both, and a retry is queued once.
+        Deciding, creating and drawing the values happen under the sweep's lock, so two processes
+        never take the last grid point (or the last random trial) both, a retry is queued once, and
+        trial N draws from the sampler seeded for trial N whichever process or thread runs it.
         """
         import optuna
 
-        with self._storage_errors(), sweep_folder.locked(self.setup.lock_file):
+        with self.storage_errors(), sweep_folder.locked(self.setup.lock_file):
             optuna.storages.fail_stale_trials(self.study)
             _enqueue_retries(self.study)
             if _trials_to_run(self.study, self.setup.plan) == 0:
@@ -221,26 +222,27 @@ class _Runner:
             trial = self.study.ask()
             # A trial without a heartbeat is never found stale: record one before the lock goes.
             self.study._storage.record_heartbeat(trial._trial_id)
-        return trial
+            params = {d.key: d.suggest(trial) for d in self.setup.plan.dimensions}
+        return trial, params
 
-    def _run_trial(self, trial: Any) -> None:
+    def _run_trial(self, trial: Any, params: dict[str, str]) -> None:
         from optuna.trial import TrialState
 
         stop_heartbeat = threading.Event()
         heartbeat = threading.Thread(target=self._beat, args=(trial, stop_heartbeat), daemon=True)
         heartbeat.start()
         try:
-            value, state = self.objective(trial), TrialState.COMPLETE
+            value, state = self.objective(trial, params), TrialState.COMPLETE
         except (TrialFailed, TrialInterrupted):
             value, state = None, TrialState.FAIL
         except BaseException:
-            with self._storage_errors():
+            with self.storage_errors():
                 self.study.tell(trial, state=TrialState.FAIL)
             raise
         finally:
             stop_heartbeat.set()
             heartbeat.join()
-        with self._storage_errors():
+        with self.storage_errors():
             finished = self.study.tell(trial, value, state=state)
         self.report(finished)
 
@@ -252,7 +254,7 @@ class _Runner:
                 self.study._storage.record_heartbeat(trial._trial_id)
 
     @contextlib.contextmanager
-    def _storage_errors(self) -> Iterator[None]:
+    def storage_errors(self) -> Iterator[None]:
         """A storage that fails under a running sweep is one line naming it, not Optuna's internals."""
         storage_file = self.setup.storage_file
         if storage_file is not None and not storage_file.is_file():
@@ -269,8 +271,7 @@ class _Runner:
             raise StorageLost(f"{self.setup.storage_url}: the sweep's storage failed while the sweep ran "
                               f"({detail}); its trial folders are kept") from None
 
-    def objective(self, trial: Any) -> float:
-        params = {d.key: d.suggest(trial) for d in self.setup.plan.dimensions}
+    def objective(self, trial: Any, params: dict[str, str]) -> float:
         folder_name = trial.user_attrs.get("folder") or f"trial-{trial.number:04d}"
         trial.set_user_attr("folder", folder_name)
         if self.stop.requested:
@@ -517,7 +518,7 @@ def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
         except KeyboardInterrupt:  # the second Ctrl-C: the trials were stopped at once too
             interrupted = True
         interrupted = interrupted or stop.requested
-    with runner._storage_errors(), sweep_folder.locked(setup.lock_file):  # one writer of the leaderboard at a time
+    with runner.storage_errors(), sweep_folder.locked(setup.lock_file):  # one writer of the leaderboard at a time
         rows = leaderboard(study, setup.direction)
         write_leaderboard(setup.folder / LEADERBOARD_FILE, rows, setup.plan.keys, setup.monitor)
     return SweepOutcome(rows, runner.ran, interrupted)
