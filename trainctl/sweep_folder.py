@@ -31,7 +31,10 @@ def locked(path: Path) -> Iterator[None]:
     flock locks belong to the open file, so two threads of one process exclude each other as two
     processes do; the kernel lets go when the process dies, so a killed sweep leaves no stale lock.
     """
-    descriptor = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        descriptor = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise UserError(f"{path}: cannot open it to coordinate the sweep's processes: {error.strerror}") from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
