@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
-from trainctl.errors import UserError
+from trainctl.errors import EXIT_INTERRUPTED, UserError
 
 # A rank blocked in a collective whose peer is stuck gives up after this long instead of hanging.
 COLLECTIVE_TIMEOUT = timedelta(minutes=5)
+RUN_ID_PREFIX = "trainctl-"  # the launcher's run id: how a worker knows `--nproc` started it
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,7 @@ def peer_errors(ranks: Ranks) -> Iterator[None]:
         if not ranks.distributed or not (isinstance(error, torch.distributed.DistError) or "gloo" in text
                                          or "NCCL" in text or "Connection" in text):
             raise
-        raise PeerLost(f"rank {ranks.rank}: another process of this run stopped, so this one stops too "
-                       f"({text.splitlines()[0][:200]})") from None
+        raise PeerLost(f"rank {ranks.rank}: another process of this run stopped, so this one stops too") from None
 
 
 @contextlib.contextmanager
@@ -127,7 +127,15 @@ def running(ranks: Ranks) -> Iterator[None]:
 
 
 class PeerLost(UserError):
-    """A collective failed because another rank is gone."""
+    """A collective failed because another rank is gone.
+
+    The transport's own message (gloo's source file, line and socket) says nothing a user can act
+    on, so it is left out. Under `--nproc` the launcher names the process that failed first, and
+    that one line is the whole story: the ranks that stopped because of it stay silent.
+    """
+
+    def lines(self) -> list[str]:
+        return [] if os.environ.get("TORCHELASTIC_RUN_ID", "").startswith(RUN_ID_PREFIX) else super().lines()
 
 
 def stop(together: bool = True) -> None:
@@ -163,6 +171,49 @@ def wrap(model: torch.nn.Module, loss_fn: torch.nn.Module, device: torch.device)
     return DistributedDataParallel(ModelWithLoss(model, loss_fn), device_ids=[device] if device.type == "cuda" else None)
 
 
+def run_worker(main: Callable[[], Any]) -> NoReturn:
+    """Run the command line in one process of a run in several processes, and end the process
+    without the interpreter's teardown.
+
+    DDP keeps the gloo process group alive after destroy_process_group, so gloo's worker threads
+    outlive the run. One of them may still be releasing its last finished collective, whose tensors
+    belong to Python objects, when the interpreter finalises: it then needs the GIL, Python ends
+    the thread with pthread_exit in the middle of a C++ destructor, and the process aborts with
+    `terminate called without an active exception` (SIGABRT) after a complete run, which the
+    launcher reports as a failure. By the time main returns, the run has written and closed its
+    files and printed its lines, so the process ends with os._exit once the streams are flushed.
+    """
+    import sys
+    import traceback
+
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = _exit_status(done.code)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except Exception:  # a bug: show it as the interpreter would, then end the same way
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _exit_status(code: object) -> int:
+    """The exit status sys.exit(code) gives: None is 0, an int itself, anything else is printed and 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    import sys
+
+    print(code, file=sys.stderr)
+    return 1
+
+
 def launch(arguments: list[str], nproc: int) -> int:
     """Run `trainctl train ARGUMENTS` in `nproc` processes on this machine through torch.distributed's
     elastic launcher, as `torchrun --standalone --nproc_per_node N` would. Returns the exit code.
@@ -172,21 +223,28 @@ def launch(arguments: list[str], nproc: int) -> int:
     """
     import logging
     import sys
+    import tempfile
     import uuid
 
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"trainctl-{uuid.uuid4().hex[:8]}",
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
-    )
-    try:
-        elastic_launch(config, sys.executable)("-m", "trainctl", "train", *arguments)
-    except ChildFailedError as error:
-        rank, failure = error.get_first_failure()
-        if failure.exitcode < 0:  # killed by a signal: that is all there is to say
-            raise UserError(f"--nproc {nproc}: the process of rank {rank} was killed ({failure.signal_name()})") from None
-        return failure.exitcode
+    # The launcher keeps each rank's error file in a log folder; left to itself it makes a
+    # /tmp/torchelastic_* folder per run and never removes it.
+    with tempfile.TemporaryDirectory(prefix="trainctl-nproc-") as logs:
+        config = LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"{RUN_ID_PREFIX}{uuid.uuid4().hex[:8]}",
+            rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+            logs_specs=DefaultLogsSpecs(log_dir=logs),
+        )
+        try:
+            elastic_launch(config, sys.executable)("-m", "trainctl", "train", *arguments)
+        except ChildFailedError as error:
+            rank, failure = error.get_first_failure()
+            if failure.exitcode < 0:  # killed by a signal: that is all there is to say
+                raise UserError(f"--nproc {nproc}: the process of rank {rank} was killed "
+                                f"({failure.signal_name()})") from None
+            return failure.exitcode
     return 0

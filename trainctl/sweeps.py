@@ -4,18 +4,25 @@ The study lives in a SQLite file in the sweep folder (or at `--storage`), so a s
 Ctrl-C, a crash or a reboot continues when the same command runs again, and several processes or
 machines can share one sweep through one storage URL.
 
+    SWEEP/.trainctl-sweep  marks the folder as one trainctl created: no other folder is taken over
     SWEEP/base.yaml        the config every trial starts from (--set applied, sweep: removed)
     SWEEP/sweep.db         the Optuna study, unless --storage names another
+    SWEEP/sweep.db.lock    serialises the sweep processes' storage creation and trial claims
     SWEEP/trial-0000/ ...  one ordinary run folder per trial
     SWEEP/leaderboard.csv  the trials, best first
 
 A trial that fails (its `trainctl train` exits with an error) is recorded with that error and the
 sweep goes on. A trial that was interrupted (Ctrl-C, or its sweep process died) is run again on the
 next invocation: resumed from its last checkpoint when it has one.
+
+Sweep processes sharing a storage claim each trial under a file lock beside the SQLite file (or in
+the sweep folder, for a database server), so on one machine every grid point and every random or
+TPE trial runs exactly once, however many processes start at the same moment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -26,6 +33,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +42,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from trainctl import sweep_folder
 from trainctl.components.metrics import goal
 from trainctl.config import validate
 from trainctl.errors import EXIT_INTERRUPTED, UserError
@@ -76,6 +85,29 @@ class SweepSetup:
     def definition(self) -> dict[str, Any]:
         return {"base": self.base, "plan": self.plan.definition()}
 
+    @property
+    def storage_file(self) -> Path | None:
+        """The SQLite file the study lives in; None for a database server."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(self.storage_url)
+        except ArgumentError:  # not a URL at all: opening the storage says so in its own words
+            return None
+        if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database)
+
+    @property
+    def lock_file(self) -> Path:
+        """The lock every process of this sweep takes to create the storage and to claim a trial:
+        beside the SQLite file, so processes in different folders sharing one file agree."""
+        storage_file = self.storage_file
+        if storage_file is None:
+            return self.folder / f"{STORAGE_FILE}.lock"
+        return storage_file.with_name(f"{storage_file.name}.lock")
+
 
 def prepare_sweep(
     config_path: str | Path,
@@ -101,8 +133,7 @@ def prepare_sweep(
     plan = make_plan(section, grid, space, random_trials, tpe_trials, seed)
     check_values(plan, data, source, config.trainer.monitor)
     folder = Path(out) if out is not None else Path(config.output_dir) / f"{config.name}-sweep"
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / BASE_CONFIG).is_file())):
-        raise UserError(f"{folder}: exists and is not a sweep folder; choose another --out")
+    sweep_folder.check_claimable(folder)
     url = storage or f"sqlite:///{(folder / STORAGE_FILE).resolve()}"
     return SweepSetup(config.name, folder, data, plan, config.trainer.monitor, url, jobs)
 
@@ -125,23 +156,125 @@ class SweepOutcome:
     interrupted: bool
 
 
+class StorageLost(UserError):
+    """The study's storage failed under a running sweep (deleted, replaced or unreachable)."""
+
+
 @dataclass
 class _Runner:
-    """Runs one sweep's trials; shared by the worker threads of `--jobs N`."""
+    """Runs one sweep's trials: `--jobs N` worker threads, each claiming a trial, running it as a
+    `trainctl train` process and recording its result, until the study needs no more."""
 
     setup: SweepSetup
     console: Console
     stop: StopRequest
+    study: Any
     processes: set[subprocess.Popen] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ran: int = 0
+    failure: BaseException | None = None  # what ended a worker thread early; raised in the main thread
 
-    def objective(self, trial: Any) -> float:
-        params = {d.key: d.suggest(trial) for d in self.setup.plan.dimensions}
+    def run_all(self) -> None:
+        """Run the worker threads until every trial is claimed (by this or another process) and
+        run, or a stop is requested; a second Ctrl-C kills the running trials and waits for their
+        workers to record them as interrupted."""
+        workers = [threading.Thread(target=self._work, name=f"sweep-worker-{n}") for n in range(self.setup.jobs)]
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                worker.join()
+        except KeyboardInterrupt:
+            self.signal_trials(signal.SIGKILL)
+            for worker in workers:
+                worker.join()
+            raise
+        if self.failure is not None:
+            raise self.failure
+
+    def _work(self) -> None:
+        try:
+            while not self.stop.requested and self.failure is None:
+                claimed = self._claim()
+                if claimed is None:
+                    return
+                self._run_trial(*claimed)
+        except BaseException as error:  # the main thread reports it; the other workers stop claiming
+            with self.lock:
+                self.failure = self.failure or error
+            self.signal_trials(signal.SIGTERM)  # running trials save their state and stop
+
+    def _claim(self) -> tuple[Any, dict[str, str]] | None:
+        """The next trial this process runs and its values, or None when the study needs no more.
+
+        Deciding, creating and drawing the values happen under the sweep's lock, so two processes
+        never take the last grid point (or the last random trial) both, a retry is queued once, and
+        trial N draws from the sampler seeded for trial N whichever process or thread runs it.
+        """
+        import optuna
+
+        with self.storage_errors(), sweep_folder.locked(self.setup.lock_file):
+            optuna.storages.fail_stale_trials(self.study)
+            _enqueue_retries(self.study)
+            if _trials_to_run(self.study, self.setup.plan) == 0:
+                return None
+            self.study.sampler = _sampler(self.setup.plan, len(self.study.get_trials(deepcopy=False)))
+            trial = self.study.ask()
+            # A trial without a heartbeat is never found stale: record one before the lock goes.
+            self.study._storage.record_heartbeat(trial._trial_id)
+            params = {d.key: d.suggest(trial) for d in self.setup.plan.dimensions}
+        return trial, params
+
+    def _run_trial(self, trial: Any, params: dict[str, str]) -> None:
+        from optuna.trial import TrialState
+
+        stop_heartbeat = threading.Event()
+        heartbeat = threading.Thread(target=self._beat, args=(trial, stop_heartbeat), daemon=True)
+        heartbeat.start()
+        try:
+            value, state = self.objective(trial, params), TrialState.COMPLETE
+        except (TrialFailed, TrialInterrupted):
+            value, state = None, TrialState.FAIL
+        except BaseException:
+            with self.storage_errors():
+                self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        finally:
+            stop_heartbeat.set()
+            heartbeat.join()
+        with self.storage_errors():
+            finished = self.study.tell(trial, value, state=state)
+        self.report(finished)
+
+    def _beat(self, trial: Any, stop: threading.Event) -> None:
+        """Mark a running trial alive, as Optuna's optimize does, so another process can tell a trial
+        whose sweep died (and retry it) from one that is still running."""
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(Exception):  # a missed beat only matters after GRACE_SECONDS of them
+                self.study._storage.record_heartbeat(trial._trial_id)
+
+    @contextlib.contextmanager
+    def storage_errors(self) -> Iterator[None]:
+        """A storage that fails under a running sweep is one line naming it, not Optuna's internals."""
+        storage_file = self.setup.storage_file
+        if storage_file is not None and not storage_file.is_file():
+            raise StorageLost(f"{storage_file}: the sweep's storage was deleted while the sweep ran; its trial "
+                              f"folders are kept; start the sweep again with another --out")
+        try:
+            yield
+        except (StorageLost, TrialFailed, TrialInterrupted):
+            raise
+        except Exception as error:
+            if not _is_storage_error(error):
+                raise
+            detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            raise StorageLost(f"{self.setup.storage_url}: the sweep's storage failed while the sweep ran "
+                              f"({detail}); its trial folders are kept") from None
+
+    def objective(self, trial: Any, params: dict[str, str]) -> float:
         folder_name = trial.user_attrs.get("folder") or f"trial-{trial.number:04d}"
         trial.set_user_attr("folder", folder_name)
         if self.stop.requested:
-            trial.study.stop()
             raise TrialInterrupted()
         run = self.setup.folder / folder_name
         command = self._command(run, params)
@@ -151,7 +284,6 @@ class _Runner:
         with self.lock:
             self.ran += 1
         if returncode == EXIT_INTERRUPTED or self.stop.requested:
-            trial.study.stop()
             raise TrialInterrupted()
         if returncode != 0:
             error = _last_error_line(stderr) or f"trainctl train exited with code {returncode}"
@@ -194,7 +326,7 @@ class _Runner:
             for process in self.processes:
                 process.send_signal(signum)
 
-    def report(self, study: Any, trial: Any) -> None:
+    def report(self, trial: Any) -> None:
         """After each trial: one line saying how it went."""
         values = "  ".join(f"{key}={_short(value)}" for key, value in trial.params.items())
         row = _row(trial)
@@ -206,6 +338,21 @@ class _Runner:
             outcome = "[yellow]interrupted[/yellow]"
         seconds = f" ({row.seconds:.1f}s)" if row.seconds is not None else ""
         self.console.print(f"{escape(row.folder)}  {escape(values)}  {outcome}{seconds}", soft_wrap=True, highlight=False)
+
+
+def _is_storage_error(error: Exception) -> bool:
+    """An error of the database layer: SQLAlchemy's and Optuna's storage errors, and the assertions
+    Optuna's storage makes about rows that went missing under it."""
+    import traceback
+
+    import optuna
+    import sqlalchemy.exc
+
+    if isinstance(error, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)):
+        return True
+    innermost = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    return isinstance(error, (AssertionError, KeyError)) and any(
+        f"{os.sep}optuna{os.sep}storages{os.sep}" in frame.filename for frame in innermost)
 
 
 def _last_error_line(stderr: str) -> str:
@@ -283,7 +430,12 @@ def _grid_sampler(plan: SweepPlan) -> Any:
 
         GridSampler leaves enqueued trials without a grid point, and its after_trial then fails
         when that trial is the last one; the attributes set here are the ones it sets itself.
+        The sweep decides itself when the grid is done (`_trials_to_run`), so after_trial does not
+        stop the study, which only works inside Optuna's optimize.
         """
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            pass
 
         def before_trial(self, study: Any, trial: Any) -> None:
             super().before_trial(study, trial)
@@ -299,7 +451,8 @@ def _sampler(plan: SweepPlan, trials_so_far: int) -> Any:
 
     if plan.sampler == "grid":
         return _grid_sampler(plan)
-    # Offset by the trials already run, so a continued sweep does not draw its first values again.
+    # Offset by the trials so far: a continued sweep does not draw its first values again, and two
+    # processes sharing the sweep draw different values for their trials.
     seed = plan.seed + trials_so_far
     if plan.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -311,6 +464,8 @@ def _open_study(setup: SweepSetup) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trainctl reports each trial itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # The sweep records heartbeats itself (_Runner._beat), around ask and tell instead of optimize.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     try:
         storage = optuna.storages.RDBStorage(
             setup.storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
@@ -331,7 +486,6 @@ def _open_study(setup: SweepSetup) -> Any:
             f"{setup.folder}: this sweep was started with a different config or sweep; these differ: "
             f"{', '.join(changed)}. Rerun it with the same command, or choose another --out"
         )
-    study.sampler = _sampler(setup.plan, len(study.get_trials(deepcopy=False)))
     return study
 
 
@@ -341,19 +495,14 @@ def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
     The first Ctrl-C lets running trials save their state (they get the terminal's signal; a
     SIGTERM is passed on to them) and starts no new ones; a second one stops everything at once.
     """
-    import optuna
-
-    created = not setup.folder.exists()
-    setup.folder.mkdir(parents=True, exist_ok=True)
+    claim = sweep_folder.claim(setup.folder)
     try:
-        study = _open_study(setup)
-    except UserError:
-        if created:  # a storage that cannot be opened leaves no empty sweep folder behind
-            shutil.rmtree(setup.folder)
+        with sweep_folder.locked(setup.lock_file):  # Optuna's schema creation is not safe to race
+            study = _open_study(setup)
+            _write_base_config(setup)
+    except BaseException:
+        sweep_folder.release(claim, setup.lock_file)  # a sweep that could not start leaves the folder as it found it
         raise
-    base_path = setup.folder / BASE_CONFIG
-    if not base_path.is_file():
-        base_path.write_text(yaml.safe_dump(setup.base, sort_keys=False), encoding="utf-8")
     interrupted = False
 
     def on_first_signal(name: str) -> None:
@@ -363,26 +512,25 @@ def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
             runner.signal_trials(signal.SIGTERM)
 
     with graceful_stop(on_first_signal) as stop:
-        runner = _Runner(setup, console, stop)
+        runner = _Runner(setup, console, stop, study)
         try:
-            for _ in range(setup.plan.trials + len(study.get_trials(deepcopy=False)) + 1):
-                if stop.requested:
-                    break
-                optuna.storages.fail_stale_trials(study)
-                _enqueue_retries(study)
-                todo = _trials_to_run(study, setup.plan)
-                if todo == 0:
-                    break
-                # GridSampler ends a call once every grid point has started, so retries may need another.
-                study.optimize(runner.objective, n_trials=todo, n_jobs=setup.jobs,
-                               catch=(TrialFailed, TrialInterrupted), callbacks=[runner.report])
-        except KeyboardInterrupt:
-            runner.signal_trials(signal.SIGKILL)  # the second Ctrl-C: stop the trials at once too
+            runner.run_all()
+        except KeyboardInterrupt:  # the second Ctrl-C: the trials were stopped at once too
             interrupted = True
         interrupted = interrupted or stop.requested
-    rows = leaderboard(study, setup.direction)
-    write_leaderboard(setup.folder / LEADERBOARD_FILE, rows, setup.plan.keys, setup.monitor)
+    with runner.storage_errors(), sweep_folder.locked(setup.lock_file):  # one writer of the leaderboard at a time
+        rows = leaderboard(study, setup.direction)
+        write_leaderboard(setup.folder / LEADERBOARD_FILE, rows, setup.plan.keys, setup.monitor)
     return SweepOutcome(rows, runner.ran, interrupted)
+
+
+def _write_base_config(setup: SweepSetup) -> None:
+    """The config the trials train, written once (the study's definition guards that it matches)."""
+    path = setup.folder / BASE_CONFIG
+    if not path.is_file():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(yaml.safe_dump(setup.base, sort_keys=False), encoding="utf-8")
+        os.replace(temporary, path)
 
 
 def leaderboard(study: Any, direction: str) -> list[LeaderboardRow]:
@@ -395,7 +543,7 @@ def leaderboard(study: Any, direction: str) -> list[LeaderboardRow]:
 def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], monitor: str) -> None:
     import csv
 
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "trial", "folder", *keys, monitor, "status", "seconds", "error"])
