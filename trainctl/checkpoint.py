@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from trainctl.errors import UserError
+from trainctl.training_state import check_checkpoint_contents
 
 
 def _write_atomically(payload: bytes, path: Path) -> None:
@@ -104,6 +105,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a readable trainctl checkpoint ({reason[:200]})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"{path}: not a trainctl checkpoint (no model state in it)")
+    check_checkpoint_contents(state, path)
     return state
 
 

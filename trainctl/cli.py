@@ -362,7 +362,7 @@ def plot(
 
     Example: trainctl plot runs/robust_mse-* runs/robust_huber-* -o robust.svg
     """
-    from trainctl.compare import expand_runs, run_labels
+    from trainctl.compare import expand_runs, run_curves
     from trainctl.curves import plot_runs
 
     with user_errors():
@@ -371,10 +371,7 @@ def plot(
         if not output.parent.is_dir():
             raise UserError(f"--output {output}: folder {output.parent} does not exist")
         folders = expand_runs(runs)
-        configs = [folder.read_config() for folder in folders]
-        labels = run_labels(folders, configs)
-        curves = [(label, folder.read_metrics(), config["trainer"]["monitor"])
-                  for label, folder, config in zip(labels, folders, configs)]
+        curves = run_curves(folders)
         plot_runs(curves, output)
     Console(highlight=False).print(f"written: {output} ({len(curves)} runs)", soft_wrap=True)
 

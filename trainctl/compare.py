@@ -18,6 +18,7 @@ import yaml
 
 from trainctl.components.metrics import goal
 from trainctl.errors import UserError
+from trainctl.run_contents import monitor_of, read_summary
 from trainctl.runs import RunFolder
 from trainctl.training_state import differing_keys
 
@@ -142,13 +143,21 @@ def _comparable_group(metric: str, config: dict[str, Any]) -> str:
     return _data_identity(config)
 
 
+def run_curves(folders: list[RunFolder]) -> list[tuple[str, list[dict[str, Any]], str]]:
+    """What `plot` draws of each run: its label, its metrics rows and the metric it monitors."""
+    configs = [folder.read_config() for folder in folders]
+    labels = run_labels(folders, configs)
+    return [(label, folder.read_metrics(), monitor_of(config, folder.config_path))
+            for label, folder, config in zip(labels, folders, configs)]
+
+
 def compare_runs(folders: list[RunFolder]) -> Comparison:
     configs = [folder.read_config() for folder in folders]
     keys = config_differences(configs)
     labels = run_labels(folders, configs)
     runs, metric_names = [], []
     for folder, config, label in zip(folders, configs, labels):
-        summary = json.loads(folder.summary_path.read_text()) if folder.summary_path.is_file() else {}
+        summary = read_summary(folder.summary_path)
         metrics = {k: v for k, v in summary.get("test", {}).items() if isinstance(v, float)}
         metric_names += [k for k in metrics if k not in metric_names]
         runs.append(ComparedRun(folder, label, {k: _lookup(config, k) for k in keys}, metrics, summary.get("best_epoch")))

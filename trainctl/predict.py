@@ -27,10 +27,9 @@ class Prediction:
 
 
 def _saved_data(run: RunFolder) -> dict[str, Any]:
-    path = run.path / "data.json"
-    if not path.is_file():
-        raise UserError(f"{run.path}: no data.json in the run (it was trained before predict existed); train it again")
-    return json.loads(path.read_text(encoding="utf-8"))
+    from trainctl.run_contents import read_data_description
+
+    return read_data_description(run.path / "data.json")
 
 
 def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -> list[Prediction]:

@@ -74,7 +74,9 @@ class RunFolder:
         return Path(which)
 
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        from trainctl.run_contents import read_run_config
+
+        return read_run_config(self.config_path)
 
     def write_config(self, config: dict[str, Any]) -> None:
         header = "# Resolved config written by trainctl: exactly what ran, defaults filled in.\n"
@@ -93,15 +95,10 @@ class RunFolder:
         os.replace(tmp, self.metrics_path)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.is_file():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line torn by a kill mid-write; that epoch is trained again
-                break
-        return rows
+        """Each epoch's row; a line torn by a kill mid-write is left out (that epoch is trained again)."""
+        from trainctl.run_contents import read_metrics_rows
+
+        return read_metrics_rows(self.metrics_path)
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         path = self.path / name

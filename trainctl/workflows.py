@@ -97,7 +97,7 @@ def resume(
     from trainctl.build import build_training
     from trainctl.checkpoint import load_checkpoint
     from trainctl.preflight import preflight
-    from trainctl.training_state import MAY_CHANGE_ON_RESUME, config_hash, differing_keys
+    from trainctl.training_state import MAY_CHANGE_ON_RESUME, check_resumable, config_hash, differing_keys
 
     console = console or Console()
     ranks = distributed.ranks_from_environment()
@@ -123,6 +123,7 @@ def resume(
         parts = build_training(config, ranks)
         warnings = preflight(config, parts).warnings  # for the diagnosis; printed when the run started
         trainer = _make_trainer(config, parts, run, console, quiet)
+        check_resumable(checkpoint, trainer, last)  # a damaged or foreign one is named before any of it is used
         state, rng = trainer.load_checkpoint_state(checkpoint)
         epochs = config.trainer.epochs
         if epochs != saved.trainer.epochs:
