@@ -82,7 +82,8 @@ def test_missing_and_broken_files_are_one_line(cli, tmp_path):
     (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01garbage")
     result = cli("train", image_config(tmp_path, "mnist", tmp_path / "data"))
     assert result.exit_code == 2
-    assert f"data.root: {raw}: cannot read the MNIST files" in result.stderr
+    assert (f"data.root: {raw / 'train-images-idx3-ubyte'}: not an MNIST-format images file: magic number "
+            "0x00000801, expected 0x00000803") in result.stderr
     assert "Traceback" not in result.output
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -89,6 +89,7 @@ class PreparedData:
     target_mean: torch.Tensor | None = None
     target_std: torch.Tensor | None = None
     encoding: dict[str, Any] | None = None  # how raw rows become inputs, for predict (tables, images, text)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # the dataset's (what is odd, what to do)
 
     @property
     def vocabulary_size(self) -> int:
@@ -277,6 +278,7 @@ def prepare_data(
         encoding=encoding,
         target_mean=target_mean,
         target_std=target_std,
+        warnings=list(raw.warnings),
     )
 
 

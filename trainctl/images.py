@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,35 +13,45 @@ import numpy as np
 from trainctl.errors import UserError, install_hint
 
 
-def read_image(path: Path | str, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
-    """One image as a C×H×W float32 array in [0, 1]: grayscale or RGB, resized to (H, W) if given."""
+@contextlib.contextmanager
+def _image_errors(path: Path | str) -> Iterator[None]:
+    """PIL's errors for one file, as one line naming it. An image whose header claims more pixels
+    than PIL's decompression-bomb limit (about 89 million) is refused before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if size is not None:
-                image = image.resize((size[1], size[0]))
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UserError(f"{path}: refused: the image is too large to decode safely ({error})") from None
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"{path}: cannot read as an image: {error}") from None
+
+
+def read_image(path: Path | str, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image as a C×H×W float32 array in [0, 1]: grayscale or RGB, resized to (H, W) if given."""
+    from PIL import Image
+
+    with _image_errors(path), Image.open(path) as image:
+        image = image.convert("L" if channels == 1 else "RGB")
+        if size is not None:
+            image = image.resize((size[1], size[0]))
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
 def image_sizes(paths: list[str]) -> list[tuple[int, int]]:
     """Each image's (width, height) from its header, without decoding the pixels: a fast check
     that every file of a folder is an image before training starts reading them."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     sizes = []
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                sizes.append(image.size)
-        except (UnidentifiedImageError, OSError) as error:
-            raise UserError(f"{path}: cannot read as an image: {error}") from None
+        with _image_errors(path), Image.open(path) as image:
+            sizes.append(image.size)
     return sizes
 
 

@@ -41,6 +41,7 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     from trainctl.task import Task, plan_targets
 
     run = RunFolder.open(run_dir)
+    _check_input_files(inputs)
     config = load_config(run.config_path)
     saved = _saved_data(run)
     if saved.get("table") is None and saved.get("image") is None and saved.get("text") is None:
@@ -67,6 +68,15 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
             _warn_without_known_tokens(found, x, saved["text"]["level"])
         predictions += found
     return predictions
+
+
+def _check_input_files(inputs: list[Path]) -> None:
+    """Each input is a file: a folder (of text, images or tables) is named, with what to give instead."""
+    for file in inputs:
+        if file.is_dir():
+            raise UserError(f"{file}: a folder; predict reads input files: name them (e.g. {file / '*'})")
+        if not file.exists():
+            raise UserError(f"{file}: file not found")
 
 
 def _table_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:

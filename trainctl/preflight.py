@@ -116,6 +116,8 @@ def lint(
     def add(level: str, check: str, message: str, fix: str) -> None:
         findings.append(Finding(level, check, message, fix))  # type: ignore[arg-type]
 
+    for message, fix in parts.data.warnings:
+        add("warning", "data", message, fix)
     loader = [key for key in ("num_workers", "pin_memory", "persistent_workers") if getattr(config.data, key)]
     streamed = any(parts.data.split(name).streamed for name in ("train", "val", "test"))
     if loader and not streamed:

@@ -49,7 +49,8 @@ def read_table(path: Path, key: str = "data.path") -> Table:
 def _read_table(path: Path, mtime_ns: int, size: int) -> Table:
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter=delimiter)
             columns = [name.strip() for name in next(reader, [])]
             rows, lines = [], []
@@ -94,6 +95,43 @@ def numeric(cells: list[str]) -> bool:
     return bool(present) and all(_is_number(cell) for cell in present)
 
 
+STRAY_TEXT_SHARE = 0.05  # a column this much text at most, the rest numbers, is likely a typo, not categories
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # models compute in float32: a larger value becomes inf
+
+
+def stray_text_warning(table: Table, name: str) -> tuple[str, str] | None:
+    """A column of numbers but for a few cells of text is read as text (one-hot categories): say so,
+    naming the cells, since one typo otherwise silently turns a measurement into categories."""
+    cells = table.column(name)
+    present = [(line, cell) for line, cell in zip(table.lines, cells) if not is_missing(cell)]
+    stray = [(line, cell) for line, cell in present if not _is_number(cell)]
+    if not stray or len(stray) == len(present) or len(stray) > max(1, STRAY_TEXT_SHARE * len(present)):
+        return None
+    shown = ", ".join(f"{cell!r} at line {line}" for line, cell in stray[:3])
+    more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
+    return (f"{table.path}: column {name} is numeric except {shown}{more}: read as text (categories)",
+            "correct the cell, or empty it and set data.on_missing: drop")
+
+
+def column_numbers(table: Table, name: str, trained: bool = False) -> np.ndarray:
+    """Every cell of a numeric column as a float64; a cell that is not a finite number is named by
+    file, line and column (inf or 1e400 would make the loss or the predictions NaN)."""
+    cells = table.column(name)
+    try:
+        values = np.array([float(cell) for cell in cells], dtype=np.float64)
+    except ValueError:
+        row = next(i for i, cell in enumerate(cells) if not _is_number(cell))
+        why = "the model was trained on numbers there" if trained else "the column's other cells are numbers"
+        raise UserError(f"{table.path}:{table.lines[row]}: column {name!r}: {cells[row]!r} is not a number, "
+                        f"and {why}") from None
+    finite = np.abs(values) <= FLOAT32_MAX  # False for inf and NaN too
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise UserError(f"{table.path}:{table.lines[row]}: column {name!r}: {cells[row]!r} is not a finite number "
+                        f"(within ±{FLOAT32_MAX:.1e}); fix the cell, or empty it and set data.on_missing: drop")
+    return values
+
+
 def handle_missing(table: Table, used: list[str], on_missing: str) -> Table:
     """Drop rows with a missing value in a used column, or name them in an error."""
     indices = [table.columns.index(name) for name in used]
@@ -124,13 +162,12 @@ class FeatureEncoding:
         encoding = cls(columns)
         for name in columns:
             column = table.column(name)
-            cells = [column[i] for i in train_rows]
             if numeric(column):
-                values = np.array([float(cell) for cell in cells])
+                values = column_numbers(table, name)[train_rows]
                 std = float(values.std())
                 encoding.numeric[name] = (float(values.mean()), std if std > 0 else 1.0)
             else:
-                encoding.categories[name] = sorted(set(cells))
+                encoding.categories[name] = sorted({column[i] for i in train_rows})
         return encoding
 
     @property
@@ -147,12 +184,7 @@ class FeatureEncoding:
             cells = table.column(name)
             if name in self.numeric:
                 mean, std = self.numeric[name]
-                try:
-                    values = np.array([float(cell) for cell in cells], dtype=np.float64)
-                except ValueError:
-                    row = next(i for i, cell in enumerate(cells) if not _is_number(cell))
-                    raise UserError(f"{table.path}:{table.lines[row]}: column {name!r}: {cells[row]!r} is not a "
-                                    "number, and the model was trained on numbers there") from None
+                values = column_numbers(table, name, trained=True)
                 blocks.append(((values - mean) / std)[:, None])
                 continue
             known = self.categories[name]

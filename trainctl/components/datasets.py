@@ -7,7 +7,8 @@ and moving to tensors happen once in `trainctl.data`, the same way for every dat
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
@@ -49,6 +50,16 @@ class RawData:
     test_rows: Any | None = None  # a dataset's own test split (MNIST's t10k files), kept as the test split
     val_rows: Any | None = None  # a dataset's own validation split (an image folder's val_root)
     images: ImageSource | None = None  # an image dataset: inputs come through the transforms
+    # (what is odd, what to do) about the data: warnings of the checks before training (validate, train)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def classification_task(names: tuple[str, ...], source: str) -> Task:
+    """The task of labelled data; refused before anything trains when all of it is one class."""
+    if len(names) < 2:
+        found = f"only class {names[0]!r}" if names else "no classes"
+        raise UserError(f"{source} holds {found}; a classifier needs at least two classes to tell apart")
+    return Task("classification", num_classes=len(names), class_names=names)
 
 
 def _sklearn_classification(loader_name: str, input_shape: tuple[int, ...] | None = None) -> RawData:
@@ -177,7 +188,8 @@ def csv_table(
 ) -> RawData:
     import numpy as np
 
-    from trainctl.tables import FeatureEncoding, class_labels, handle_missing, infer_task, read_table, require_columns
+    from trainctl.tables import (FeatureEncoding, class_labels, column_numbers, handle_missing, infer_task,
+                                 numeric, read_table, require_columns, stray_text_warning)
 
     table = read_table(Path(path))
     columns = features if features is not None else [name for name in table.columns if name != target]
@@ -193,22 +205,24 @@ def csv_table(
     kind = infer_task(cells, task)
     if kind == "classification":
         labels = class_labels(cells)
+        described = classification_task(tuple(labels), f"data.target: column {target!r} of {path}")
         position = {label: i for i, label in enumerate(labels)}
         y = np.array([position[cell] for cell in cells], dtype="int64")
-        described = Task("classification", num_classes=len(labels), class_names=tuple(labels))
     else:
-        try:
-            y = np.array([float(cell) for cell in cells], dtype="float32").reshape(-1, 1)
-        except ValueError:
-            raise UserError(f"data.task: regression needs numbers in column {target!r} of {path}") from None
+        if not numeric(cells):
+            raise UserError(f"data.task: regression needs numbers in column {target!r} of {path}")
+        y = column_numbers(table, target).astype("float32").reshape(-1, 1)
         described = Task("regression", num_targets=1)
+    checked = [*columns, *([target] if task == "auto" else [])]  # an "auto" target is typed by its cells too
+    warnings = [warning for name in checked if (warning := stray_text_warning(table, name))]
 
     def fit_inputs(train_rows: Any) -> tuple[Any, dict[str, Any]]:
         encoding = FeatureEncoding.fit(table, columns, train_rows)
         return encoding.transform(table), {"table": encoding.to_dict()}
 
     placeholder = np.zeros((len(y), 0), dtype="float32")  # the width is known once fitted on training rows
-    return RawData(placeholder, y, described, (0,), fit_inputs=fit_inputs)
+    return RawData(placeholder, y, described, (0,), fit_inputs=fit_inputs, warnings=warnings)
+
 
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -222,6 +236,38 @@ STATISTICS = {
     "CIFAR10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
     "CIFAR100": ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),
 }
+
+
+IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned bytes: images (3 dimensions), labels (1 dimension)
+
+
+def _idx_count(path: Path, dimensions: int) -> int:
+    """The number of items an MNIST IDX file holds, after checking its header against its size:
+    torchvision's own checks are bare asserts, which give an empty reason."""
+    with path.open("rb") as handle:
+        header = handle.read(4 + 4 * dimensions)
+    kind = "images" if dimensions == 3 else "labels"
+    magic = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
+    if magic != IDX_MAGIC[dimensions] or len(header) < 4 + 4 * dimensions:
+        found = "a file too short for a header" if magic is None else f"magic number {magic:#010x}"
+        raise UserError(f"data.root: {path}: not an MNIST-format {kind} file: {found}, expected "
+                        f"{IDX_MAGIC[dimensions]:#010x} (an uncompressed IDX file; .gz files must be unpacked)")
+    sizes = [int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(dimensions)]
+    expected = len(header) + math.prod(sizes)
+    actual = path.stat().st_size
+    if actual != expected:
+        raise UserError(f"data.root: {path}: the header describes {' × '.join(map(str, sizes))} bytes of {kind} "
+                        f"({expected} bytes in all), but the file has {actual} bytes: it is truncated or damaged")
+    return sizes[0]
+
+
+def _check_mnist_files(folder: Path) -> None:
+    for part in ("train", "t10k"):
+        images = _idx_count(folder / f"{part}-images-idx3-ubyte", 3)
+        labels = _idx_count(folder / f"{part}-labels-idx1-ubyte", 1)
+        if images != labels:
+            raise UserError(f"data.root: {folder}: {part}-images-idx3-ubyte holds {images} images but "
+                            f"{part}-labels-idx1-ubyte {labels} labels")
 
 
 def _mnist_family(class_name: str, root: str, download: bool) -> RawData:
@@ -238,11 +284,14 @@ def _mnist_family(class_name: str, root: str, download: bool) -> RawData:
     from trainctl.images import torchvision
 
     dataset_class = getattr(torchvision(f"data.name: {class_name}").datasets, class_name)
+    if not missing:
+        _check_mnist_files(folder)
     try:
         train = dataset_class(root, train=True, download=download)
         test = dataset_class(root, train=False, download=download)
     except Exception as error:  # torchvision raises plain RuntimeError/ValueError for bad files
-        raise UserError(f"data.root: {folder}: cannot read the {class_name} files: {error}") from None
+        reason = str(error).strip() or type(error).__name__
+        raise UserError(f"data.root: {folder}: cannot read the {class_name} files: {reason}") from None
     pixels = np.concatenate([train.data.numpy(), test.data.numpy()])[:, None]
     labels = np.concatenate([train.targets.numpy(), test.targets.numpy()]).astype("int64")
     names = tuple(str(name) for name in train.classes)
@@ -374,6 +423,7 @@ def image_folder(
     if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
         raise UserError(f"data.image_size: expected [height, width], got {image_size}")
     paths, labels, classes = _find_images(root, None)
+    task = classification_task(tuple(classes), f"data.root: {root} (one sub-folder per class)")
     given = {}
     for key, folder in (("val_rows", val_root), ("test_rows", test_root)):
         if folder is not None:
@@ -386,7 +436,6 @@ def image_folder(
         raise UserError(f"data: the images under {root} have different sizes ({listed}); set data.image_size: [H, W]")
     height, width = image_size if image_size is not None else sizes[0][::-1]
     source = ImageSource(files=paths, channels=channels, size=tuple(image_size) if image_size is not None else None)
-    task = Task("classification", num_classes=len(classes), class_names=tuple(classes))
     return RawData(np.zeros((len(paths), 0), dtype="float32"), np.array(labels, dtype="int64"), task,
                    (channels, height, width), images=source, **given)
 
@@ -419,6 +468,7 @@ def text(
     table = handle_missing(table, [text_column, label_column], "drop")
     texts, cells = table.column(text_column), table.column(label_column)
     labels = class_labels(cells)
+    task = classification_task(tuple(labels), f"data.label_column: column {label_column!r} of {path}")
     position = {label: i for i, label in enumerate(labels)}
     y = np.array([position[cell] for cell in cells], dtype="int64")
 
@@ -426,5 +476,4 @@ def text(
         encoding = TextEncoding.fit([texts[i] for i in train_rows], tokenizer, lowercase, min_freq, max_size, max_length)
         return encoding.transform(texts), {"text": encoding.to_dict()}
 
-    task = Task("classification", num_classes=len(labels), class_names=tuple(labels))
     return RawData(np.zeros((len(y), 0), dtype="float32"), y, task, (0,), fit_inputs=fit_inputs)
