@@ -120,7 +120,7 @@ def metrics_lines(change: Callable[[list[str]], list[str]]) -> Callable[[Path], 
 
 
 BEST, LAST = "checkpoints/best.pt", "checkpoints/last.pt"
-LOADS = {"eval": BEST, "predict": BEST}
+UNREADABLE = "not a readable trainctl checkpoint"
 
 # name: (damage, {command: (file, words in the message)}); commands not named must still work.
 DAMAGES: dict[str, tuple[Callable[[Path], None], dict[str, tuple[str, str]]]] = {
@@ -162,8 +162,8 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], dict[str, tuple[str, str]]]] = 
     "checkpoint with a garbage python random state": (
         edit_checkpoints(set_key("rng", "python", 1, value=torch.zeros(5, dtype=torch.int64))),
         {"resume": (LAST, "'rng' holds a random state that cannot be restored")}),
-    "truncated checkpoints": (truncate_checkpoints, {c: (BEST if c != "resume" else LAST, "not a readable trainctl "
-                                                         "checkpoint") for c in ("eval", "predict", "resume")}),
+    "truncated checkpoints": (truncate_checkpoints, {c: (BEST if c != "resume" else LAST, UNREADABLE)
+                                                     for c in ("eval", "predict", "resume")}),
     "empty config.yaml": (write("config.yaml", ""), {c: ("config.yaml", "the config is empty") for c in COMMANDS}),
     "unparsable config.yaml": (write("config.yaml", "name: iris\nmodel: [mlp,\n"),
                                {c: ("config.yaml:3:1", "invalid YAML") for c in COMMANDS}),

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import write_config
+from PIL import Image
 from test_images import image_config, write_idx_files
 
 
@@ -178,8 +177,8 @@ def test_a_stray_word_in_a_numeric_column_is_warned_about_with_its_line(cli, tmp
      "train-labels-idx1-ubyte: not an MNIST-format labels file: magic number 0x00000803, expected 0x00000801"),
     (lambda raw: (raw / "t10k-images-idx3-ubyte").write_bytes(
         (raw / "t10k-images-idx3-ubyte").read_bytes()[:-100]),
-     "t10k-images-idx3-ubyte: the header describes 50 × 28 × 28 bytes of images (39216 bytes in all), but the "
-     "file has 39116 bytes"),
+     ("t10k-images-idx3-ubyte: the header describes 50 × 28 × 28 bytes of images (39216 bytes in all), but the "
+      "file has 39116 bytes")),
     (lambda raw: (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x1f\x8b"),
      "t10k-images-idx3-ubyte: not an MNIST-format images file: a file too short for a header"),
     (lambda raw: (raw / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, 3) + bytes(3)),

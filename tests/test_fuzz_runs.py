@@ -18,9 +18,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_damaged_runs import COMMANDS, command_line, train_tiny_run
 from typer.testing import CliRunner
 
-from test_damaged_runs import COMMANDS, command_line, train_tiny_run
 from trainctl.cli import app
 
 
