@@ -124,7 +124,7 @@ def apply(run: Path, file: str, kind: str, parameters: Any) -> None:
         write_structured(path, value)
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(damage=damages(), command=st.sampled_from(COMMANDS))
 def test_damaged_run_folders_exit_0_or_2_without_a_traceback(tiny_run, damage, command):
     base, data = tiny_run
