@@ -169,6 +169,11 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], dict[str, tuple[str, str]]]] = 
                                {c: ("config.yaml:3:1", "invalid YAML") for c in COMMANDS}),
     "config.yaml a list": (write("config.yaml", "- 1\n"),
                            {c: ("config.yaml:1", "the config must be a mapping") for c in COMMANDS}),
+    "config.yaml with data a string": (
+        lambda run: (run / "config.yaml").write_text(yaml.safe_dump({**yaml.safe_load((run / "config.yaml").read_text()),
+                                                                     "data": "iris.csv"}, sort_keys=False)),
+        {**{c: ("config.yaml:", "data is 'iris.csv', not a mapping") for c in ("compare", "plot")},
+         **{c: ("config.yaml:", "data: must be a mapping") for c in ("eval", "predict", "resume")}}),
     "metrics.jsonl with a garbage line": (
         metrics_lines(lambda lines: ["{not json", *lines[1:]]),
         {c: ("metrics.jsonl:1", "not a JSON row of metrics") for c in ("plot", "resume")}),

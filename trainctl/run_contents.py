@@ -17,15 +17,27 @@ from typing import Any
 from trainctl.errors import UserError
 
 REQUIRED_METRICS = ("epoch", "train/loss", "val/loss")  # what every epoch's row holds
+SECTIONS = ("data", "model", "loss", "optimizer", "scheduler", "trainer", "logging")  # mappings when present
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
     """A run's config.yaml as plain data, with the config loader's file errors (empty, invalid
-    YAML at line:column, not a mapping); validating it against the schema is `load_config`'s job."""
+    YAML at line:column, not a mapping) and its sections mappings, as compare and plot read them;
+    validating every value against the schema is `load_config`'s job (eval, predict, resume)."""
     from trainctl.yaml_source import load_config_file
 
-    data, _ = load_config_file(path)
+    data, source = load_config_file(path)
+    for section in SECTIONS:
+        value = data.get(section)
+        if value is not None and not isinstance(value, dict):
+            raise UserError(f"{source.where((section,))}: {section} is {_short(value)}, not a mapping; this run "
+                            "folder's config is damaged (trainctl writes the resolved config there)")
     return data
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 def monitor_of(config: dict[str, Any], path: Path) -> str:
