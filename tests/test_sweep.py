@@ -195,3 +195,25 @@ def test_a_storage_that_cannot_open_is_one_line_and_leaves_nothing(cli, tmp_path
     assert result.exit_code == 2
     assert "error: --storage nosuchdb://x: cannot open the sweep storage:" in result.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("{not json", "not valid JSON"),
+    ('{"best_value": "high"}', "best_value is 'high', not a finite number"),
+    ('{"best_value": NaN}', "best_value is nan, not a finite number"),
+    ("[1, 2]", "not the object trainctl writes"),
+])
+def test_a_trials_damaged_summary_fails_the_trial_naming_the_file(tmp_path, text, reason):
+    from trainctl.sweeps import TrialFailed, trial_result
+
+    (tmp_path / "summary.json").write_text(text, encoding="utf-8")
+    with pytest.raises(TrialFailed) as failure:
+        trial_result(tmp_path)
+    assert str(failure.value).startswith(str(tmp_path / 'summary.json')) and reason in str(failure.value)
+
+
+def test_a_trials_summary_gives_its_best_value(tmp_path):
+    from trainctl.sweeps import trial_result
+
+    (tmp_path / "summary.json").write_text('{"best_value": 0.875, "test": {}}', encoding="utf-8")
+    assert trial_result(tmp_path) == 0.875

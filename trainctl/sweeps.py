@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import re
 import shutil
@@ -233,7 +234,11 @@ class _Runner:
         heartbeat.start()
         try:
             value, state = self.objective(trial, params), TrialState.COMPLETE
-        except (TrialFailed, TrialInterrupted):
+        except TrialFailed as failure:
+            with self.storage_errors():
+                trial.set_user_attr("error", str(failure))
+            value, state = None, TrialState.FAIL
+        except TrialInterrupted:
             value, state = None, TrialState.FAIL
         except BaseException:
             with self.storage_errors():
@@ -279,17 +284,15 @@ class _Runner:
         run = self.setup.folder / folder_name
         command = self._command(run, params)
         if command is None:  # a retried trial whose run had finished after all
-            return self._result(run)
+            return trial_result(run)
         returncode, stderr = self._run(command)
         with self.lock:
             self.ran += 1
         if returncode == EXIT_INTERRUPTED or self.stop.requested:
             raise TrialInterrupted()
         if returncode != 0:
-            error = _last_error_line(stderr) or f"trainctl train exited with code {returncode}"
-            trial.set_user_attr("error", error)
-            raise TrialFailed(error)
-        return self._result(run)
+            raise TrialFailed(_last_error_line(stderr) or f"trainctl train exited with code {returncode}")
+        return trial_result(run)
 
     def _command(self, run: Path, params: dict[str, Any]) -> list[str] | None:
         trainctl = [sys.executable, "-m", "trainctl", "train"]
@@ -317,10 +320,6 @@ class _Runner:
                 self.processes.discard(process)
         return process.returncode, stderr
 
-    def _result(self, run: Path) -> float:
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-        return float(summary["best_value"])
-
     def signal_trials(self, signum: int) -> None:
         with self.lock:
             for process in self.processes:
@@ -338,6 +337,20 @@ class _Runner:
             outcome = "[yellow]interrupted[/yellow]"
         seconds = f" ({row.seconds:.1f}s)" if row.seconds is not None else ""
         self.console.print(f"{escape(row.folder)}  {escape(values)}  {outcome}{seconds}", soft_wrap=True, highlight=False)
+
+
+def trial_result(run: Path) -> float:
+    """A finished trial's monitored best value; a damaged summary fails the trial with the file named."""
+    from trainctl.run_contents import read_summary
+
+    path = run / "summary.json"
+    try:
+        value = read_summary(path).get("best_value")
+    except UserError as error:
+        raise TrialFailed(str(error)) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TrialFailed(f"{path}: best_value is {value!r}, not a finite number; the file is damaged")
+    return float(value)
 
 
 def _is_storage_error(error: Exception) -> bool:
