@@ -19,7 +19,8 @@ from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, S
 from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
 from trainctl.components.losses import profile as loss_profile
-from trainctl.errors import ConfigError, Problem, UserError
+from trainctl.errors import ConfigError, Problem, UserError, shown
+from trainctl.limits import NAME_MAX_LENGTH, NAME_RULE, Count, RunName, SamplerSeed, Seed
 from trainctl.registry import Registry, suggest
 from trainctl.task import incompatibility
 from trainctl.yaml_source import Key, SourceMap, apply_overrides, load_config_file
@@ -48,10 +49,10 @@ class TransformLists(BaseModel):
 
 class _Data(_Component):
     name: str = "digits"
-    batch_size: Annotated[int, Field(ge=1)] = 64
+    batch_size: Count = 64
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.2
-    split_seed: int = 0  # the split stays the same when only `seed` changes, so runs compare fairly
+    split_seed: Seed = 0  # the split stays the same when only `seed` changes, so runs compare fairly
     # How streamed splits (image folders, random transforms) go through a DataLoader; in-memory
     # datasets are batched from preloaded tensors and need none of it.
     num_workers: Annotated[int, Field(ge=0)] = 0
@@ -111,13 +112,13 @@ class SweepSettings(BaseModel):
     trials: Annotated[int, Field(ge=1)] | None = None  # random and tpe: how many trials in all
     grid: dict[str, list[Any]] = {}  # dotted key: values (the cartesian product is run)
     space: dict[str, str] = {}  # dotted key: loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B,...
-    seed: int = 0  # the sampler's seed
+    seed: SamplerSeed = 0  # the sampler's seed
 
 
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = "run"  # default: the config file's stem
-    seed: int = 0  # model initialisation, dropout and shuffling
+    name: RunName = "run"  # default: the config file's stem; part of the run folder's name
+    seed: Seed = 0  # model initialisation, dropout and shuffling
     data: _Data = _Data()
     model: _Component
     loss: _Component
@@ -231,13 +232,15 @@ def _message(error: dict[str, Any], loc: Key) -> str:
             return f"too few items: item {loc[-1]} is missing"
         return "required key is missing"
     if kind in ("model_type", "dict_type"):
-        return f"must be a mapping with a name, e.g. {{name: ...}} (got {error['input']!r})"
+        return f"must be a mapping with a name, e.g. {{name: ...}} (got {shown(error['input'])})"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and loc[-1] == "device":
         message = "must be auto, cpu, mps, cuda or cuda:N"
+    if kind.startswith("string_") and loc == ("name",):
+        message = f"must be {NAME_RULE}: it names the run's folder, so it is a name, not a path"
     if kind.startswith("model_") or kind == "value_error":
         return message
-    return f"{message} (got {error['input']!r})"
+    return f"{message} (got {shown(error['input'])})"
 
 
 def _pydantic_problems(error: ValidationError, source: SourceMap, prefix: Key = ()) -> list[Problem]:
@@ -447,10 +450,16 @@ def _resolve_trainer(trainer: TrainerSettings, monitor: str) -> TrainerSettings:
     return trainer.model_copy(update={"monitor": monitor, "early_stopping": stopping})
 
 
+def default_run_name(config_path: str | Path) -> str:
+    """The config file's stem as a run name: what a name may not hold becomes `-`, cut to length."""
+    name = re.sub(r"[^\w.-]+", "-", Path(config_path).stem).lstrip(".-")[:NAME_MAX_LENGTH]
+    return name or "run"
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a config file. Raises UserError (ConfigError) on any problem."""
     data, source = load_config_file(path)
-    data.setdefault("name", re.sub(r"[^\w.-]+", "-", Path(path).stem))
+    data.setdefault("name", default_run_name(path))
     apply_overrides(data, overrides or [], source)
     _anchor_data_paths(data, source, Path(path).parent)
     return validate(data, source)

@@ -14,6 +14,28 @@ EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
+SHOWN_VALUE_LENGTH = 80  # an echoed value is cut to this many characters
+LINE_LENGTH = 2000  # and a whole message line to this many, whatever it echoes
+
+
+def shown(value: object, limit: int = SHOWN_VALUE_LENGTH, *, quote: bool = True) -> str:
+    """A value as a message echoes it: its repr (or str), cut with an ellipsis when long.
+
+    A config value can be megabytes long; the message needs only enough of it to recognise it.
+    """
+    text = repr(value) if quote else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text):,} characters)"
+
+
+def _bounded(line: str) -> str:
+    """The start and the end of an over-long line: the end says what is allowed."""
+    if len(line) <= LINE_LENGTH:
+        return line
+    keep = LINE_LENGTH // 2
+    return f"{line[:keep]} … {line[-keep:]}"
+
 
 def install_hint(package: str, extra: str) -> str:
     """How to install an optional dependency. The package itself, by name: `pip install
@@ -26,7 +48,7 @@ class UserError(Exception):
     """A problem with the user's input: a config, a file, a run folder, a checkpoint."""
 
     def lines(self) -> list[str]:
-        return [str(self)]
+        return [_bounded(str(self))]
 
 
 @dataclass(frozen=True)
@@ -38,8 +60,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        key = f" {self.key}:" if self.key else ""
-        return f"{self.where}:{key} {self.message}"
+        key = f" {shown(self.key, quote=False)}:" if self.key else ""
+        return _bounded(f"{self.where}:{key} {self.message}")
 
 
 class ConfigError(UserError):

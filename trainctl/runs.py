@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from trainctl.errors import UserError
+from trainctl.yaml_source import dump_yaml
 
 CHECKPOINTS = ("best", "last")
 
@@ -80,7 +79,7 @@ class RunFolder:
 
     def write_config(self, config: dict[str, Any]) -> None:
         header = "# Resolved config written by trainctl: exactly what ran, defaults filled in.\n"
-        self.config_path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        self.config_path.write_text(header + dump_yaml(config, sort_keys=False), encoding="utf-8")
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with self.metrics_path.open("a", encoding="utf-8") as file:

@@ -11,11 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from trainctl.config import SweepSettings, validate
 from trainctl.errors import UserError
-from trainctl.yaml_source import ConfigLoader, SourceMap, apply_overrides
+from trainctl.yaml_source import SourceMap, apply_overrides, dump_yaml, read_yaml
 
 SPACE_FORMS = "loguniform:LO:HI, uniform:LO:HI, int:LO:HI or choice:A,B,..."
 
@@ -24,15 +22,12 @@ def yaml_text(value: Any) -> str:
     """One value as the YAML text a `--set` reads back to the same value."""
     if isinstance(value, float):
         return repr(value)
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix("...").strip()
+    return dump_yaml(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix("...").strip()
 
 
 def parse_values(text: str, where: str) -> list[str]:
     """`mse,huber` or `[64,64],[128]` as a list of value texts: the list is read as one YAML sequence."""
-    try:
-        values = yaml.load(f"[{text}]", Loader=ConfigLoader)
-    except yaml.YAMLError as error:
-        raise UserError(f"{where}: cannot read the values {text!r}: {getattr(error, 'problem', error)}") from None
+    values = read_yaml(f"[{text}]", where, lines_in_messages=False)[0]
     if not values:
         raise UserError(f"{where}: no values given; e.g. --grid optimizer.lr=0.001,0.01")
     return [yaml_text(value) for value in values]

@@ -39,18 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from trainctl import sweep_folder
 from trainctl.components.metrics import goal
-from trainctl.config import validate
+from trainctl.config import default_run_name, validate
 from trainctl.errors import EXIT_INTERRUPTED, UserError
 from trainctl.interrupts import StopRequest, graceful_stop
 from trainctl.sweep_plan import SweepPlan, check_values, make_plan
 from trainctl.training_state import differing_keys
-from trainctl.yaml_source import apply_overrides, load_config_file
+from trainctl.yaml_source import apply_overrides, dump_yaml, load_config_file
 
 BASE_CONFIG = "base.yaml"
 STORAGE_FILE = "sweep.db"
@@ -127,7 +126,7 @@ def prepare_sweep(
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: must be at least 1")
     data, source = load_config_file(config_path)
-    data.setdefault("name", re.sub(r"[^\w.-]+", "-", Path(config_path).stem))
+    data.setdefault("name", default_run_name(config_path))
     apply_overrides(data, overrides, copy.copy(source))
     config = validate(copy.deepcopy(data), source)
     section = data.pop("sweep", None)
@@ -542,7 +541,7 @@ def _write_base_config(setup: SweepSetup) -> None:
     path = setup.folder / BASE_CONFIG
     if not path.is_file():
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(yaml.safe_dump(setup.base, sort_keys=False), encoding="utf-8")
+        temporary.write_text(dump_yaml(setup.base, sort_keys=False), encoding="utf-8")
         os.replace(temporary, path)
 
 
