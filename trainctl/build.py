@@ -20,6 +20,8 @@ from trainctl import distributed
 from trainctl.data import PreparedData, prepare_data, steps_per_epoch
 from trainctl.distributed import SINGLE, Ranks
 from trainctl.errors import UserError
+from trainctl.limits import require_memory
+from trainctl.registry import Entry
 from trainctl.image_pipeline import ImageOptions
 from trainctl.streaming import LoaderSettings
 from trainctl.task import plan_targets
@@ -66,11 +68,31 @@ def build_data(config: Config, device: torch.device) -> PreparedData:
     return data
 
 
+# Training holds each parameter about four times: weights, gradients and an optimizer's two moments.
+COPIES_IN_TRAINING = 4
+
+
 def build_model(config: Config, data: PreparedData) -> torch.nn.Module:
     context = ModelContext(data.input_shape, data.plan.num_outputs, data.vocabulary_size)
+    entry = MODELS.get(config.model.name)
+    _require_model_memory(entry, context, config.model.params)
     # Seed right before initialisation so the same seed gives the same weights whatever ran before.
     torch.manual_seed(config.seed)
-    return MODELS.get(config.model.name).build(context, config.model.params)
+    return entry.build(context, config.model.params)
+
+
+def _require_model_memory(entry: Entry, context: ModelContext, params: dict[str, Any]) -> None:
+    """Refuse a model too large for this machine before allocating it: built on the meta device,
+    a model has its parameters' shapes but no memory, whatever its widths."""
+    try:
+        with torch.device("meta"):
+            shapes = entry.build(context, params)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # a builder meta cannot run: the real one reports
+        return
+    count = sum(parameter.numel() for parameter in shapes.parameters())
+    size = max((parameter.element_size() for parameter in shapes.parameters()), default=4)
+    require_memory(count * size * COPIES_IN_TRAINING,
+                   f"model: the {count:,} parameters of model {entry.name!r}, with their gradients and optimizer state,")
 
 
 def build_loss(config: Config, data: PreparedData) -> torch.nn.Module:
@@ -103,9 +125,10 @@ def build_model_parts(config: Config, ranks: Ranks = SINGLE) -> ModelParts:
     if config.trainer.threads is not None:
         torch.set_num_threads(config.trainer.threads)
     device = distributed.start(ranks, resolve_device(config.trainer.device), config.trainer.threads)
-    data = build_data(config, device)
-    model = build_model(config, data).to(device)
-    loss_fn = build_loss(config, data).to(device)
+    with config.errors_located():
+        data = build_data(config, device)
+        model = build_model(config, data).to(device)
+        loss_fn = build_loss(config, data).to(device)
     return ModelParts(data, model, loss_fn, device, ranks)
 
 

@@ -8,7 +8,9 @@ so a config with three mistakes is fixed in one round, not three.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -177,6 +179,20 @@ class Config:
     output_dir: str
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     sweep: SweepSettings | None = None
+    source: SourceMap | None = field(default=None, compare=False, repr=False)  # where each key was given
+
+    @contextlib.contextmanager
+    def errors_located(self) -> Iterator[None]:
+        """A builder's error about a key (`data.root: ...`) names where that key was given."""
+        try:
+            yield
+        except ConfigError:
+            raise
+        except UserError as error:
+            problem = located_problem(error, self.source) if self.source is not None else None
+            if problem is None:
+                raise
+            raise ConfigError([problem]) from None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data, in the shape of the YAML file: exactly what runs."""
@@ -241,6 +257,18 @@ def _message(error: dict[str, Any], loc: Key) -> str:
     if kind.startswith("model_") or kind == "value_error":
         return message
     return f"{message} (got {shown(error['input'])})"
+
+
+def located_problem(error: UserError, source: SourceMap, default: Key | None = None) -> Problem | None:
+    """A builder's error as a problem at its place: the `--set` or the line of the config key its
+    message starts with (`data.target: no column ...`), else of `default` (None: no place known)."""
+    message = str(error)
+    match = re.match(r"^((\w+)(?:\.\w+)*): (.*)$", message, re.S)
+    if match is None or match.group(2) not in _File.model_fields:
+        return None if default is None else Problem(source.where(default), ".".join(map(str, default)), message)
+    dotted, _, rest = match.groups()
+    loc = tuple(int(part) if part.isdigit() else part for part in dotted.split("."))
+    return Problem(source.where(loc), dotted, rest)
 
 
 def _pydantic_problems(error: ValidationError, source: SourceMap, prefix: Key = ()) -> list[Problem]:
@@ -385,7 +413,7 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         try:
             kind = entry.info["task_of"](dataset.params)
         except UserError as error:
-            raise ConfigError([Problem(source.where(("data",)), "", str(error))]) from None
+            raise ConfigError([located_problem(error, source, ("data", "path"))]) from None
         components["data"] = Component(dataset.name, {**dataset.params, "task": kind})
     metrics, monitor, pairing_problems = _check_pairings(shape, components["data"], components["loss"], source)
     if pairing_problems:
@@ -407,6 +435,7 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         output_dir=shape.output_dir,
         logging=shape.logging,
         sweep=shape.sweep,
+        source=source,
     )
 
 

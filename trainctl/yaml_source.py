@@ -254,18 +254,19 @@ class SourceMap:
         self._overrides[key] = text
 
     def where(self, key: Key) -> str:
-        """The `--set` that gave `key` or one of its parents, else the closest line of the file."""
+        """The `--set` that gave `key`, one of its parents or (for a section) the last of its
+        children; else the closest line of the file."""
         prefixes = [key[:end] for end in range(len(key), -1, -1)]
         for prefix in prefixes:  # a --set replaces everything under its key, lines of the file included
             if prefix in self._overrides:
                 return self._overrides[prefix]
+        within = [text for k, text in self._overrides.items() if key and k[: len(key)] == key]
+        if within:  # e.g. a model too large after --set model.hidden=[...]: that --set is the cause
+            return within[-1]
         for prefix in prefixes:
             if prefix in self._lines:
                 return f"{self.filename}:{self._lines[prefix]}"
         return self.filename
-
-    def from_override(self, key: Key) -> bool:
-        return any(key[:end] in self._overrides for end in range(len(key), -1, -1))
 
 
 def load_config_file(path: str | Path) -> tuple[dict[str, Any], SourceMap]:

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from trainctl.components import sklearn_files
 from trainctl.errors import UserError
+from trainctl.limits import MAX_COUNT, Seed, Width, require_memory
 from trainctl.registry import Registry
 from trainctl.task import Task
 
@@ -132,14 +133,17 @@ def diabetes(context: Any) -> RawData:
 def synthetic_regression(
     context: Any,
     *,
-    samples: Annotated[int, Field(ge=10)] = 2000,
-    features: Annotated[int, Field(ge=1)] = 10,
+    samples: Annotated[int, Field(ge=10, le=MAX_COUNT)] = 2000,
+    features: Width = 10,
     noise: Annotated[float, Field(ge=0)] = 0.1,
     outlier_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0,  # of training targets only
     outlier_scale: Annotated[float, Field(gt=0)] = 20.0,  # outliers are offset by ±U(0.5, 1)·scale
-    generator_seed: int = 0,  # the same data for every training seed
+    generator_seed: Seed = 0,  # the same data for every training seed
 ) -> RawData:
     import numpy as np
+
+    # float64 draws, float32 copies, the split and its standardised copy: about 16 bytes a value at the peak
+    require_memory(samples * (features + 1) * 16, f"data: {samples:,} samples × {features:,} features")
 
     rng = np.random.default_rng(generator_seed)
     x = rng.standard_normal((samples, features)).astype("float32")
@@ -414,7 +418,7 @@ def image_folder(
     val_root: str | None = None,  # a folder of the same classes kept as the validation split
     test_root: str | None = None,  # the same, kept as the test split
     channels: Literal[1, 3] = 3,  # 1: grayscale, 3: RGB
-    image_size: list[int] | None = None,  # [height, width] to resize every image to; needed when sizes differ
+    image_size: list[Width] | None = None,  # [height, width] to resize every image to; needed when sizes differ
 ) -> RawData:
     import numpy as np
 

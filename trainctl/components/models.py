@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from trainctl.errors import UserError
+from trainctl.limits import MAX_WIDTH, Layers, Width
 from trainctl.registry import Registry
 
 MODELS = Registry("model")
@@ -32,7 +33,7 @@ class ModelContext:
 def mlp(
     context: ModelContext,
     *,
-    hidden: list[Annotated[int, Field(ge=1)]] = (256, 256),  # sizes of the hidden layers
+    hidden: list[Width] = (256, 256),  # sizes of the hidden layers
     activation: Activation = "relu",
     dropout: Dropout = 0.0,
     batch_norm: bool = False,
@@ -52,8 +53,8 @@ def mlp(
 def cnn(
     context: ModelContext,
     *,
-    channels: list[Annotated[int, Field(ge=1)]] = (32, 64),  # one conv block per entry
-    hidden: Annotated[int, Field(ge=1)] = 128,  # width of the fully connected layer
+    channels: list[Width] = (32, 64),  # one conv block per entry
+    hidden: Width = 128,  # width of the fully connected layer
     activation: Activation = "relu",
     dropout: Dropout = 0.25,
     batch_norm: bool = True,
@@ -74,11 +75,11 @@ def rnn(
     context: ModelContext,
     *,
     cell: Literal["lstm", "gru", "rnn"] = "lstm",
-    hidden_size: Annotated[int, Field(ge=1)] = 64,
-    layers: Annotated[int, Field(ge=1)] = 1,
+    hidden_size: Width = 64,
+    layers: Layers = 1,
     bidirectional: bool = False,
     dropout: Dropout = 0.0,  # between stacked layers
-    embedding_dim: Annotated[int, Field(ge=1)] = 64,  # for text: the size of each token's vector
+    embedding_dim: Width = 64,  # for text: the size of each token's vector
 ) -> Any:
     from trainctl.networks import SequenceClassifier, TokenSequenceClassifier
 
@@ -103,8 +104,8 @@ def rnn(
 def embedding_bag(
     context: ModelContext,
     *,
-    embedding_dim: Annotated[int, Field(ge=1)] = 64,
-    hidden: Annotated[int, Field(ge=0)] = 0,  # 0: straight to the outputs
+    embedding_dim: Width = 64,
+    hidden: Annotated[int, Field(ge=0, le=MAX_WIDTH)] = 0,  # 0: straight to the outputs
 ) -> Any:
     from trainctl.networks import BagOfEmbeddings
 
