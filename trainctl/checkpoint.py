@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -101,12 +102,35 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt, truncated, not a torch file, or needs unsafe unpickling
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable trainctl checkpoint ({reason[:200]})") from None
+        raise UserError(f"{path}: not a readable trainctl checkpoint ({_unreadable_reason(path, error)})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"{path}: not a trainctl checkpoint (no model state in it)")
     check_checkpoint_contents(state, path)
     return state
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """Why torch.load failed, in words: its own message is sometimes a bare number (a pickle
+    opcode read as a key) or a paragraph about `weights_only`."""
+    with path.open("rb") as file:
+        header = file.read(4)
+    if not header:
+        return "the file is empty"
+    if not header.startswith((b"PK\x03\x04", b"\x80")):  # a zip archive (torch.save) or a pickle (older torch)
+        return "not a PyTorch checkpoint file: neither a zip archive nor a pickle"
+    if isinstance(error, EOFError):
+        return "the file ends early: truncated"
+    text = str(error)
+    if "Weights only load failed" in text:
+        refused = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        detail = refused.group(1).strip() if refused else ""
+        if detail.startswith("Unsupported operand"):  # not a pickle torch wrote: damaged or something else
+            return f"damaged, or not a PyTorch checkpoint: a pickle the safe loader cannot read ({detail[:100]})"
+        return f"it holds objects that need code to load, which trainctl never runs ({detail.split(' was not')[0][:200]})"
+    first = text.strip().split(". ")[0].splitlines()[0] if text.strip() else ""
+    if not first or first.isdigit():
+        return "damaged or truncated: not a complete PyTorch checkpoint"
+    return first[:200]
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:

@@ -184,7 +184,11 @@ def train(
 
     if (config is None) == (resume is None):
         with user_errors():
-            raise UserError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
+            if config is None:
+                raise UserError("nothing to train: give a CONFIG file to start a run (e.g. trainctl train "
+                                "configs/digits_mlp.yaml), or --resume RUN_DIR to continue one")
+            raise UserError(f"give either CONFIG ({config}) to start a run or --resume ({resume}) to continue one, "
+                            "not both")
     settings = list(overrides or [])
     if device is not None:
         settings.append(f"trainer.device={device}")
@@ -442,7 +446,8 @@ def sweep(
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Trials run in parallel processes.", min=1)] = 1,
     sampler_seed: Annotated[
-        Optional[int], typer.Option(metavar="N", help="Seed of the random and TPE samplers (sets sweep.seed).")
+        Optional[int],
+        typer.Option(metavar="N", help="Seed of the random and TPE samplers (sets sweep.seed).", min=0, max=2**31 - 1),
     ] = None,
 ) -> None:
     """Search over config values: every trial is an ordinary run folder; a leaderboard ranks them.
