@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from trainctl.errors import UserError
+from trainctl.errors import UserError, shown
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class Registry:
 
     def unknown_name_message(self, name: Any) -> str:
         return (
-            f"unknown {self.kind} {name!r}{suggest(str(name), self._entries)}; "
+            f"unknown {self.kind} {shown(name)}{suggest(str(name), self._entries)}; "
             f"registered: {', '.join(self._entries)}"
         )
 

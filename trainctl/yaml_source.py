@@ -134,7 +134,7 @@ class BoundedLoader(ConfigLoader):
             return super().construct_object(node, deep=deep)
         except (ValueError, OverflowError) as error:  # e.g. a date 2024-13-45, an int of 5,000 digits
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read the value {shown(node.value)}: {error}", node.start_mark
+                None, None, f"cannot read the value {shown(node.value)}: {str(error).split(';')[0]}", node.start_mark
             ) from None
 
 
