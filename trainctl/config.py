@@ -22,7 +22,7 @@ from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
 from trainctl.components.losses import profile as loss_profile
 from trainctl.errors import ConfigError, Problem, UserError, shown
-from trainctl.limits import NAME_MAX_LENGTH, NAME_RULE, Count, RunName, SamplerSeed, Seed
+from trainctl.limits import MAX_THREADS, MAX_WORKERS, NAME_MAX_LENGTH, NAME_RULE, Count, RunName, SamplerSeed, Seed
 from trainctl.registry import Registry, suggest
 from trainctl.task import incompatibility
 from trainctl.yaml_source import Key, SourceMap, apply_overrides, load_config_file
@@ -37,14 +37,14 @@ DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 class _Component(BaseModel):
     """`name` plus the component's own parameters, which are checked against its builder."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str
 
 
 class TransformLists(BaseModel):
     """data.transforms: image transforms for training and for evaluation (val, test, predict)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     train: list[_Component] | None = None  # default: [normalize] (the dataset's mean and std)
     eval: list[_Component] | None = None  # default: [normalize]; must not be random
 
@@ -57,7 +57,7 @@ class _Data(_Component):
     split_seed: Seed = 0  # the split stays the same when only `seed` changes, so runs compare fairly
     # How streamed splits (image folders, random transforms) go through a DataLoader; in-memory
     # datasets are batched from preloaded tensors and need none of it.
-    num_workers: Annotated[int, Field(ge=0)] = 0
+    num_workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
     pin_memory: bool = False
     persistent_workers: bool = False  # keep the workers between epochs (needs num_workers > 0)
     transforms: TransformLists | None = None  # image datasets only
@@ -75,7 +75,7 @@ class _Data(_Component):
 
 
 class EarlyStoppingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     monitor: str | None = None  # default: trainer.monitor
     mode: Literal["auto", "min", "max"] = "auto"  # auto: lower is better for losses and errors
     patience: Annotated[int, Field(ge=1)] = 5  # epochs without improvement before stopping
@@ -83,7 +83,7 @@ class EarlyStoppingSettings(BaseModel):
 
 
 class TrainerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     epochs: Annotated[int, Field(ge=1)] = 20
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"  # auto: cuda, then mps, then cpu
     monitor: str | None = None  # which epoch is "best"; default val/accuracy or val/loss by task
@@ -93,7 +93,7 @@ class TrainerSettings(BaseModel):
     max_skipped_steps: Annotated[int, Field(ge=0)] = 10  # with skip: stop after more than this many
     precision: Literal["32", "bf16", "16-mixed"] = "32"  # bf16: autocast; 16-mixed: float16 autocast + grad scaler
     compile: bool = False  # torch.compile the model (the first steps pay for compiling)
-    threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads per process; default torch's, 1 when distributed
+    threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = None  # CPU threads per process; default torch's, 1 when distributed
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -102,14 +102,14 @@ class TrainerSettings(BaseModel):
 
 
 class LoggingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     tensorboard: bool = False  # also write TensorBoard event files (pip install tensorboard)
 
 
 class SweepSettings(BaseModel):
     """What `trainctl sweep` varies; `train` ignores it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     sampler: Literal["grid", "random", "tpe"] = "grid"
     trials: Annotated[int, Field(ge=1)] | None = None  # random and tpe: how many trials in all
     grid: dict[str, list[Any]] = {}  # dotted key: values (the cartesian product is run)
@@ -118,7 +118,7 @@ class SweepSettings(BaseModel):
 
 
 class _File(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: RunName = "run"  # default: the config file's stem; part of the run folder's name
     seed: Seed = 0  # model initialisation, dropout and shuffling
     data: _Data = _Data()
@@ -248,7 +248,9 @@ def _message(error: dict[str, Any], loc: Key) -> str:
             return f"too few items: item {loc[-1]} is missing"
         return "required key is missing"
     if kind in ("model_type", "dict_type"):
-        return f"must be a mapping with a name, e.g. {{name: ...}} (got {shown(error['input'])})"
+        component = loc[-1] in COMPONENT_SECTIONS or isinstance(loc[-1], int)  # a section or a list item
+        example = " with a name, e.g. {name: ...}" if component else ""
+        return f"must be a mapping{example} (got {shown(error['input'])})"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and loc[-1] == "device":
         message = "must be auto, cpu, mps, cuda or cuda:N"

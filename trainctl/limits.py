@@ -24,6 +24,8 @@ MAX_COUNT = 2**31 - 1
 Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
 MAX_WIDTH = 2**20  # a layer or embedding wider than a million units does not fit any machine's memory twice
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+MAX_WORKERS = 256  # DataLoader worker processes: each one is a process of its own
+MAX_THREADS = 1024  # torch.set_num_threads overflows beyond a C int; no machine has more cores
 Layers = Annotated[int, Field(ge=1, le=1000)]  # stacked layers: each one is built, so bound the count
 
 # A run name becomes part of a folder name: `NAME-YYYYmmdd-HHMMSS` inside output_dir. So it is a

@@ -41,12 +41,15 @@ def params_model(builder: Callable[..., Any]) -> type[BaseModel]:
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[name] = (hints.get(name, Any), default)
     # validate_default turns tuple defaults into lists, so a resolved config dumps as plain YAML.
-    config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan=False: no parameter means anything at inf or NaN, and either would train to NaN.
+    config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
     return create_model(f"{builder.__name__}_params", __config__=config, **fields)
 
 
 def suggest(name: str, choices: typing.Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choices, or ''."""
+    if len(name) > 100:  # no registered name is that long, and comparing costs time
+        return ""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
     if not close:
         return ""

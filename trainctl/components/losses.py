@@ -383,7 +383,7 @@ def adaptive(
 class LossTerm(BaseModel):
     """One term of a composite loss: a registered loss, its weight, and its own parameters."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str
     weight: NonNegative = 1.0
 
