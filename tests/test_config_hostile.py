@@ -233,3 +233,15 @@ def test_an_unreadable_checkpoint_says_why_in_words(tmp_path, content, reason):
     with pytest.raises(UserError) as caught:
         load_checkpoint(path)
     assert str(caught.value) == f"{path}: not a readable trainctl checkpoint ({reason})"
+
+
+def test_a_combination_torch_refuses_is_the_configs_to_fix(cli, tmp_path):
+    """Each value passes the schema; together SGD refuses them (found by the fuzz test)."""
+    result = cli("validate", tiny_config(tmp_path), "--set", "optimizer={name: sgd, nesterov: true}")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: --set optimizer: optimizer: Nesterov momentum requires a momentum and zero dampening\n"
+
+
+def test_a_duplicate_in_a_set_value_names_the_set(tmp_path):
+    line = error_of(tiny_config(tmp_path), ["optimizer={name: adam, name: sgd}"])
+    assert line == "--set optimizer: key 'name' is given twice in one mapping; keep one"

@@ -5,6 +5,8 @@ Each function turns one section of a validated `Config` into torch objects throu
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +80,19 @@ def build_model(config: Config, data: PreparedData) -> torch.nn.Module:
     _require_model_memory(entry, context, config.model.params)
     # Seed right before initialisation so the same seed gives the same weights whatever ran before.
     torch.manual_seed(config.seed)
-    return entry.build(context, config.model.params)
+    with refused_by_torch("model"):
+        return entry.build(context, config.model.params)
+
+
+@contextlib.contextmanager
+def refused_by_torch(section: str) -> Iterator[None]:
+    """torch refuses some combinations of values that each pass the schema (SGD's nesterov without
+    momentum) with a ValueError: that is the config's to fix, at its section."""
+    try:
+        yield
+    except ValueError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{section}: {reason}") from None
 
 
 def _require_model_memory(entry: Entry, context: ModelContext, params: dict[str, Any]) -> None:
@@ -100,7 +114,8 @@ def build_loss(config: Config, data: PreparedData) -> torch.nn.Module:
     if data.task.kind == "classification":
         counts = tuple(torch.bincount(data.train.labels.cpu(), minlength=data.task.num_classes).tolist())
     context = LossContext(data.task, data.plan, counts)
-    return LOSSES.get(config.loss.name).build(context, config.loss.params)
+    with refused_by_torch("loss"):
+        return LOSSES.get(config.loss.name).build(context, config.loss.params)
 
 
 @dataclass
@@ -136,11 +151,13 @@ def build_training(config: Config, ranks: Ranks = SINGLE) -> TrainingParts:
     parts = build_model_parts(config, ranks)
     # A loss with learned parameters (adaptive, uncertainty_sum) trains with the model.
     parameters = [*parts.model.parameters(), *parts.loss_fn.parameters()]
-    optimizer = OPTIMIZERS.get(config.optimizer.name).build(parameters, config.optimizer.params)
+    with config.errors_located(), refused_by_torch("optimizer"):
+        optimizer = OPTIMIZERS.get(config.optimizer.name).build(parameters, config.optimizer.params)
     scheduler, interval = None, "epoch"
     if config.scheduler is not None:
         entry = SCHEDULERS.get(config.scheduler.name)
         steps = steps_per_epoch(len(parts.data.train), config.data.batch_size)
         context = SchedulerContext(optimizer, config.trainer.epochs, steps)
-        scheduler, interval = entry.build(context, config.scheduler.params), entry.info["interval"]
+        with config.errors_located(), refused_by_torch("scheduler"):
+            scheduler, interval = entry.build(context, config.scheduler.params), entry.info["interval"]
     return TrainingParts(parts.data, parts.model, parts.loss_fn, parts.device, ranks, optimizer, scheduler, interval)

@@ -22,7 +22,7 @@ from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
 from trainctl.components.losses import profile as loss_profile
 from trainctl.errors import ConfigError, Problem, UserError, shown
-from trainctl.limits import MAX_THREADS, MAX_WORKERS, NAME_MAX_LENGTH, NAME_RULE, Count, RunName, SamplerSeed, Seed
+from trainctl.limits import MAX_COUNT, MAX_THREADS, MAX_WORKERS, NAME_MAX_LENGTH, NAME_RULE, Count, RunName, SamplerSeed, Seed
 from trainctl.registry import Registry, suggest
 from trainctl.task import incompatibility
 from trainctl.yaml_source import Key, SourceMap, apply_overrides, load_config_file
@@ -78,19 +78,19 @@ class EarlyStoppingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     monitor: str | None = None  # default: trainer.monitor
     mode: Literal["auto", "min", "max"] = "auto"  # auto: lower is better for losses and errors
-    patience: Annotated[int, Field(ge=1)] = 5  # epochs without improvement before stopping
+    patience: Count = 5  # epochs without improvement before stopping
     min_delta: Annotated[float, Field(ge=0)] = 0.0  # smaller changes do not count as improvement
 
 
 class TrainerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    epochs: Annotated[int, Field(ge=1)] = 20
+    epochs: Count = 20
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"  # auto: cuda, then mps, then cpu
     monitor: str | None = None  # which epoch is "best"; default val/accuracy or val/loss by task
     early_stopping: EarlyStoppingSettings | None = None
     grad_clip_norm: Annotated[float, Field(gt=0)] | None = None  # clip the gradient's total norm
     on_nonfinite: Literal["stop", "skip"] = "stop"  # an inf/NaN loss stops the run, or skips the step
-    max_skipped_steps: Annotated[int, Field(ge=0)] = 10  # with skip: stop after more than this many
+    max_skipped_steps: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 10  # with skip: stop after more than this many
     precision: Literal["32", "bf16", "16-mixed"] = "32"  # bf16: autocast; 16-mixed: float16 autocast + grad scaler
     compile: bool = False  # torch.compile the model (the first steps pay for compiling)
     threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = None  # CPU threads per process; default torch's, 1 when distributed
@@ -111,7 +111,7 @@ class SweepSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     sampler: Literal["grid", "random", "tpe"] = "grid"
-    trials: Annotated[int, Field(ge=1)] | None = None  # random and tpe: how many trials in all
+    trials: Count | None = None  # random and tpe: how many trials in all
     grid: dict[str, list[Any]] = {}  # dotted key: values (the cartesian product is run)
     space: dict[str, str] = {}  # dotted key: loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B,...
     seed: SamplerSeed = 0  # the sampler's seed

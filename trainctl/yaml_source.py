@@ -16,7 +16,6 @@ changes:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +153,19 @@ def _yaml_error(origin: str, error: yaml.YAMLError, lines: bool) -> UserError:
     return UserError(f"{_where(origin, mark, lines)}: invalid YAML: {problem}")
 
 
-Place = Callable[[yaml.Node], str]  # where a node stands, as messages name it
+class Place:
+    """Where a node stands, as messages name it: `file:line`, or only the origin of a `--set`."""
+
+    def __init__(self, origin: str, numbered: bool):
+        self.origin, self.numbered = origin, numbered
+
+    def __call__(self, node: yaml.Node) -> str:
+        return _where(self.origin, node.start_mark, self.numbered, column=False)
+
+    def both_lines(self, first: int, second: int) -> str:
+        if not self.numbered:
+            return ""
+        return f" (lines {first} and {second})" if first != second else f" (both on line {first})"
 
 
 def _check_tree(node: yaml.Node, key: Key, lines: dict[Key, int], place: Place, merged: bool = False) -> None:
@@ -183,10 +194,8 @@ def _check_mapping(node: yaml.MappingNode, key: Key, lines: dict[Key, int], plac
         if isinstance(key_node, yaml.ScalarNode):
             identity = (key_node.tag, key_node.value)
             if identity in seen:
-                raise UserError(
-                    f"{place(key_node)}: key {shown(key_node.value)} is given twice in one mapping "
-                    f"(lines {seen[identity]} and {line}); keep one"
-                )
+                raise UserError(f"{place(key_node)}: key {shown(key_node.value)} is given twice in one mapping"
+                                f"{place.both_lines(seen[identity], line)}; keep one")
             seen[identity] = line
         child = key + (key_node.value if isinstance(key_node, yaml.ScalarNode) else line,)
         if merged:
@@ -219,7 +228,7 @@ def read_yaml(text: str, origin: str, *, lines_in_messages: bool = True) -> tupl
         if node is None:
             return None, {}
         lines: dict[Key, int] = {}
-        _check_tree(node, (), lines, lambda node: _where(origin, node.start_mark, lines_in_messages, column=False))
+        _check_tree(node, (), lines, Place(origin, lines_in_messages))
         return loader.construct_document(node), lines
     except yaml.YAMLError as error:
         raise _yaml_error(origin, error, lines_in_messages) from None

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from trainctl.components import sklearn_files
 from trainctl.errors import UserError
-from trainctl.limits import MAX_COUNT, Seed, Width, require_memory
+from trainctl.limits import MAX_COUNT, Count, Seed, Width, require_memory
 from trainctl.registry import Registry
 from trainctl.task import Task
 
@@ -458,9 +458,9 @@ def text(
     label_column: str = "label",
     tokenizer: Literal["words", "chars"] = "words",  # words: lower-cased words and punctuation marks
     lowercase: bool = True,
-    min_freq: Annotated[int, Field(ge=1)] = 1,  # tokens seen fewer times in training become <unk>
-    max_size: Annotated[int, Field(ge=1)] | None = None,  # keep the most frequent tokens only
-    max_length: Annotated[int, Field(ge=1)] = 200,  # tokens per example; longer ones are cut
+    min_freq: Count = 1,  # tokens seen fewer times in training become <unk>
+    max_size: Count | None = None,  # keep the most frequent tokens only
+    max_length: Count = 200,  # tokens per example; longer ones are cut
 ) -> RawData:
     import numpy as np
 
