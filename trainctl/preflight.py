@@ -176,11 +176,13 @@ def preflight(config: Config, parts: TrainingParts) -> PreflightReport:
             outputs = model(inputs)
             loss = loss_fn(outputs, targets)
         loss.backward()
-    except RuntimeError as error:
-        if config.trainer.precision == "32":
-            raise
-        raise UserError(f"trainer.precision: {config.trainer.precision} fails on {parts.device.type} with this model: "
-                        f"{str(error).splitlines()[0]}; use precision: 32") from None
+    except (RuntimeError, ValueError) as error:  # torch's words for shapes or sizes that do not fit together
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if config.trainer.precision != "32":
+            raise UserError(f"trainer.precision: {config.trainer.precision} fails on {parts.device.type} with this "
+                            f"model: {reason}; use precision: 32") from None
+        raise UserError(f"the first training step fails with this config (model {config.model.name!r}, loss "
+                        f"{config.loss.name!r}, dataset {config.dataset.name!r}, a batch of {len(targets)}): {reason}") from None
     finally:
         torch.set_rng_state(rng)
     outputs = outputs.float()
