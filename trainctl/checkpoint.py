@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,8 @@ from typing import Any
 import torch
 
 from trainctl.errors import UserError
+from trainctl.files import write_atomically, write_temporary
 from trainctl.training_state import check_checkpoint_contents
-
-
-def _write_atomically(payload: bytes, path: Path) -> None:
-    """A temporary file in the same folder, flushed and fsynced, then renamed over `path`:
-    a reader (or a run resumed after a crash) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def serialize(state: dict[str, Any]) -> bytes:
@@ -43,7 +27,8 @@ def serialize(state: dict[str, Any]) -> bytes:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    _write_atomically(serialize(state), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(serialize(state), path)
 
 
 def _link_or_write(source: Path, target: Path, payload: bytes) -> None:
@@ -56,9 +41,13 @@ def _link_or_write(source: Path, target: Path, payload: bytes) -> None:
     try:
         os.link(source, tmp)
     except OSError:  # a filesystem without hard links
-        _write_atomically(payload, target)
+        write_atomically(payload, target)
         return
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class CheckpointWriter:
@@ -73,16 +62,25 @@ class CheckpointWriter:
         self._pending: Future | None = None
 
     def save(self, state: dict[str, Any], path: Path, also: Path | None = None) -> None:
-        """Write `state` to `path` and, when given, make `also` a copy of it (best = this last)."""
+        """Write `state` to `path` and, when given, make `also` a copy of it (best = this last).
+
+        `also` is complete before `path` is replaced: a last.pt that names epoch k its best always
+        has a best.pt that holds epoch k beside it, whenever the process is killed. (A best.pt newer
+        than last.pt is harmless: resuming from last.pt trains that epoch again, identically.)"""
         payload = serialize(state)
         self.wait()
         self._pending = self._executor.submit(self._write, payload, path, also)
 
     @staticmethod
     def _write(payload: bytes, path: Path, also: Path | None) -> None:
-        _write_atomically(payload, path)
-        if also is not None:
-            _link_or_write(path, also, payload)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = write_temporary(payload, path)
+        try:
+            if also is not None:
+                _link_or_write(tmp, also, payload)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def wait(self) -> None:
         pending, self._pending = self._pending, None

@@ -102,6 +102,16 @@ def user_errors() -> Iterator[None]:
         for line in error.lines():
             err.print(f"[red]error:[/red] {escape(line)}", markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
+    except OSError as error:
+        # A file the user named or a folder trainctl writes: missing, read-only, full, not a folder.
+        # Errors naming no file are not the user's to fix: they keep their traceback.
+        if error.filename is None or _state["debug"]:
+            raise
+        from trainctl.files import os_error_line
+
+        Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(os_error_line(error))}",
+                                                    markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as interrupt:
         hint = getattr(interrupt, "resume_hint", "")
         message = f"interrupted; state saved. Resume with: {hint}" if hint else "interrupted"
@@ -272,26 +282,32 @@ def evaluate(
     split: Annotated[str, typer.Option(metavar="test|val|train", help="test, val or train.")] = "test",
     output: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the metrics JSON to this file.")] = None,
     worst: Annotated[int, typer.Option(min=0, metavar="N", help="How many highest-loss samples to report.")] = 10,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
 ) -> None:
     """Rebuild a run's model from its saved config, load a checkpoint and report metrics on a split.
 
     Also reports where the loss comes from: mean loss per class, quantiles of the per-sample loss,
     and the highest-loss samples (dataset row, target, prediction, loss), where noisy labels and
-    outliers show up. Everything is written to RUN_DIR/eval-SPLIT-CHECKPOINT.json; on the test
+    outliers show up. Everything is written to RUN_DIR/eval-SPLIT-CHECKPOINT.json (a checkpoint file
+    from elsewhere adds a hash of its path to the name); on the test
     split with the best checkpoint and the default --worst it reproduces summary.json's test record.
 
     Example: trainctl eval runs/digits_mlp-20260101-120000 --checkpoint last --split val
     """
+    from trainctl.files import check_output_path, new_output
     from trainctl.workflows import evaluate_run
 
     console = Console(highlight=False)
     with user_errors():
+        if output is not None:
+            check_output_path(output, "--output", force)  # before the work, not after it
         run, record = evaluate_run(run_dir, checkpoint, split, worst)
     _print_metrics(console, f"{split} split, {checkpoint} checkpoint (epoch {record['epoch']})", record)
     _print_loss_report(console, record["loss_report"])
     if output is not None:
-        output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    console.print(f"written: {run.path / f'eval-{split}-{Path(checkpoint).stem}.json'}", soft_wrap=True, markup=False)
+        with user_errors(), new_output(output, "--output", force) as written:
+            written.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    console.print(f"written: {run.path / run.eval_record_name(split, checkpoint)}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -306,6 +322,7 @@ def predict(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Also write the predictions: .csv or .json.")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
 ) -> None:
     """Predict with a trained run: class and probability (or value) for every input row or image.
 
@@ -320,12 +337,15 @@ def predict(
 
     Example: trainctl predict runs/reviews-20260101-120000 my_reviews.txt
     """
+    from trainctl.files import check_output_path, new_output
     from trainctl.predict import predict as run_predict
     from trainctl.predict import write_predictions
 
     with user_errors():
         if output is not None and output.suffix.lower() not in (".csv", ".json"):
             raise UserError(f"--output {output}: unknown file type {output.suffix!r}; allowed: .csv, .json")
+        if output is not None:
+            check_output_path(output, "--output", force)  # the input file too: replaced only with --force
         predictions = run_predict(run_dir, inputs, checkpoint)
     table = Table(title=Text(f"predictions of {run_dir} ({checkpoint} checkpoint)"), title_justify="left")
     table.add_column("input", style="cyan", no_wrap=True)
@@ -338,7 +358,8 @@ def predict(
     _listing_console().print(table)
     _print_prediction_warnings(predictions)
     if output is not None:
-        write_predictions(predictions, output)
+        with user_errors(), new_output(output, "--output", force) as written:
+            write_predictions(predictions, written)
         Console(highlight=False).print(f"written: {output}", soft_wrap=True, markup=False)
 
 
@@ -357,6 +378,7 @@ def _print_prediction_warnings(predictions: list, shown: int = 10) -> None:
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders) to overlay.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("curves.png"),
+    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
 ) -> None:
     """Overlay the loss curves (train and val) and the monitored metric of several runs in one image.
 
@@ -368,15 +390,15 @@ def plot(
     """
     from trainctl.compare import expand_runs, run_curves
     from trainctl.curves import plot_runs
+    from trainctl.files import new_output
 
     with user_errors():
         if output.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise UserError(f"--output {output}: unknown image type {output.suffix!r}; allowed: .png, .svg, .pdf")
-        if not output.parent.is_dir():
-            raise UserError(f"--output {output}: folder {output.parent} does not exist")
-        folders = expand_runs(runs)
-        curves = run_curves(folders)
-        plot_runs(curves, output)
+        with new_output(output, "--output", force) as image:
+            folders = expand_runs(runs)
+            curves = run_curves(folders)
+            plot_runs(curves, image)
     Console(highlight=False).print(f"written: {output} ({len(curves)} runs)", soft_wrap=True)
 
 

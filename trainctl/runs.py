@@ -9,40 +9,63 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from trainctl.errors import UserError
+from trainctl.files import remove_temporaries, with_filename, write_atomically
 from trainctl.yaml_source import dump_yaml
 
 CHECKPOINTS = ("best", "last")
 
 
+LOCK_NAME = ".trainctl.lock"  # holds the PID of the process writing the run; gone when it ends
+
+
 class RunFolder:
+    """A run folder, and while a run or resume writes it, the exclusive claim on it (`claim`)."""
+
     def __init__(self, path: Path):
         self.path = path
+        self._lock_fd: int | None = None
+        self.created = False  # made by this process (removed whole if the run never trains)
 
     @classmethod
     def create(cls, output_dir: str | Path, name: str, out: str | Path | None = None) -> RunFolder:
-        """A new, empty run folder: `out` exactly, or `output_dir/name-YYYYmmdd-HHMMSS[-N]`."""
+        """A new, empty run folder, claimed by this process: `out` exactly (created, or an existing
+        empty folder), or `output_dir/name-YYYYmmdd-HHMMSS[-N]`."""
         if out is not None:
-            path = Path(out)
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                raise UserError(f"{path}: already exists and is not empty; choose another --out")
-            path.mkdir(parents=True, exist_ok=True)
-            return cls(path)
+            run = cls(Path(out))
+            run.created = _make_folder(run.path)
+            try:
+                run._claim_empty()
+            except OSError:
+                if run.created:
+                    shutil.rmtree(run.path, ignore_errors=True)
+                raise
+            return run
         base = Path(output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        base.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(base.parent)
         for attempt in range(1000):
             path = base if attempt == 0 else base.with_name(f"{base.name}-{attempt}")
             try:
                 path.mkdir()  # fails if taken: two runs in the same second get different folders
-                return cls(path)
             except FileExistsError:
                 continue
+            run = cls(path)
+            run.created = True
+            try:
+                run.claim()
+            except OSError:
+                shutil.rmtree(run.path, ignore_errors=True)
+                raise
+            return run
         raise UserError(f"{base}: could not find a free run folder name")
 
     @classmethod
@@ -53,6 +76,85 @@ class RunFolder:
         if not (path / "config.yaml").is_file():
             raise UserError(f"{path}: not a run folder (no config.yaml in it)")
         return cls(path)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_NAME
+
+    def _claim_empty(self) -> None:
+        """Claim an empty folder: creating the lock file exclusively decides between two processes
+        that found it empty at once; a folder holding anything else stays the user's."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            self.claim()  # busy: names the holder; stale (a killed run's): ours, if nothing else is there
+        else:
+            self._hold(fd)
+        if any(entry.name != LOCK_NAME for entry in self.path.iterdir()):
+            self.release()
+            raise UserError(f"{self.path}: already exists and is not empty; choose another --out")
+
+    def claim(self) -> None:
+        """Hold the run's lock until `release` or the process ends (the OS drops it even after
+        SIGKILL, so a killed run's lock file is never in the way); a second writer is refused."""
+        import fcntl
+
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:  # a read-only or vanished folder: name the run, not the lock file
+                raise OSError(error.errno, error.strerror, str(self.path)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise UserError(f"{self.path}: in use by another trainctl process{f' (PID {holder})' if holder else ''}; "
+                                "wait for it to finish, or stop it") from None
+            if _same_file(fd, self.lock_path):
+                self._hold(fd)
+                return
+            os.close(fd)  # the holder released and removed the file after we opened it: try again
+
+    def _hold(self, fd: int) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as error:  # a full disk
+            os.close(fd)
+            self.lock_path.unlink(missing_ok=True)
+            raise with_filename(error, self.path) from None
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file, then drop the lock (in this order, so that no one can lock a file
+        that is about to vanish while another process locks its successor)."""
+        if self._lock_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.lock_path.unlink()
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def remove_temporaries(self) -> None:
+        """What a killed writer left half-written: `.NAME.*.tmp` files (call while holding the lock)."""
+        remove_temporaries(self.path)
+        if (self.path / "checkpoints").is_dir():
+            remove_temporaries(self.path / "checkpoints")
+
+    def discard(self) -> None:
+        """Undo a run that never trained: remove the folder this process made, or empty the one it
+        was given; then release it."""
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            for entry in self.path.iterdir():
+                if entry.name != LOCK_NAME:
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        self.release()
 
     @property
     def config_path(self) -> Path:
@@ -72,6 +174,16 @@ class RunFolder:
             return self.path / "checkpoints" / f"{which}.pt"
         return Path(which)
 
+    def eval_record_name(self, split: str, checkpoint: str) -> str:
+        """`eval-SPLIT-best.json` for the run's own checkpoints (by name or by path); any other
+        checkpoint file gets its name and a hash of its full path, so it never replaces those."""
+        for which in CHECKPOINTS:
+            if checkpoint == which or _same_path(Path(checkpoint), self.checkpoint_path(which)):
+                return f"eval-{split}-{which}.json"
+        path = Path(checkpoint)
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+        return f"eval-{split}-{path.stem}-{digest}.json"
+
     def read_config(self) -> dict[str, Any]:
         from trainctl.run_contents import read_run_config
 
@@ -79,19 +191,19 @@ class RunFolder:
 
     def write_config(self, config: dict[str, Any]) -> None:
         header = "# Resolved config written by trainctl: exactly what ran, defaults filled in.\n"
-        self.config_path.write_text(header + dump_yaml(config, sort_keys=False), encoding="utf-8")
+        write_atomically((header + dump_yaml(config, sort_keys=False)).encode("utf-8"), self.config_path)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with self.metrics_path.open("a", encoding="utf-8") as file:
-            file.write(json.dumps(row) + "\n")
+        try:
+            with self.metrics_path.open("a", encoding="utf-8") as file:
+                file.write(json.dumps(row) + "\n")
+        except OSError as error:  # a full disk names no file by itself
+            raise with_filename(error, self.metrics_path) from None
 
     def keep_metrics_through(self, epoch: int) -> None:
         """Drop rows after `epoch`: after a crash, epochs past the last checkpoint are trained again."""
         rows = [row for row in self.read_metrics() if row["epoch"] <= epoch]
-        text = "".join(json.dumps(row) + "\n" for row in rows)
-        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
+        write_atomically("".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"), self.metrics_path)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Each epoch's row; a line torn by a kill mid-write is left out (that epoch is trained again)."""
@@ -101,5 +213,44 @@ class RunFolder:
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         path = self.path / name
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_atomically((json.dumps(data, indent=2) + "\n").encode("utf-8"), path)
         return path
+
+
+def _make_folder(path: Path) -> bool:
+    """Create `path` and its parents; True when this call made `path` itself."""
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True)
+        return True
+    except FileExistsError as error:
+        if path.is_dir():
+            return False  # there already, or made by another process just now: the claim decides
+        raise UserError(f"{error.filename or path}: exists and is not a folder") from None
+
+
+def _read_pid(fd: int) -> str:
+    """The holder's PID; a holder that has only just created the file may not have written it yet."""
+    for _ in range(50):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return ""
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False

@@ -76,33 +76,44 @@ def train_config(
             summary_writer_class()
         run = RunFolder.create(config.output_dir, config.name, out) if ranks.is_main else None
         run = RunFolder(Path(ranks.broadcast(str(run.path) if run else None))) if ranks.distributed else run
-        if ranks.is_main:
-            run.write_config(config.to_dict())
-            run.write_json("data.json", parts.data.description())  # what predict needs
-        if not quiet:
-            console.print(f"run folder: {run.path}", highlight=False, markup=False, soft_wrap=True)
-        trainer = _make_trainer(config, parts, run, console, quiet)
-        return _fit_and_test(config, parts, run, trainer, console, quiet, warnings=report.warnings)
+        with _writing(run, ranks.is_main, discard_untrained=True):
+            if ranks.is_main:
+                run.write_config(config.to_dict())
+                run.write_json("data.json", parts.data.description())  # what predict needs
+            if not quiet:
+                console.print(f"run folder: {run.path}", highlight=False, markup=False, soft_wrap=True)
+            trainer = _make_trainer(config, parts, run, console, quiet)
+            return _fit_and_test(config, parts, run, trainer, console, quiet, warnings=report.warnings)
 
 
 def resume(
     run_dir: str | Path, overrides: list[str] | None = None, *, console: Console | None = None, quiet: bool = False
 ) -> TrainResult:
-    """Continue a run from checkpoints/last.pt, exactly where it stopped.
+    """Continue a run from checkpoints/last.pt, exactly where it stopped (from its start, when it was
+    killed before its first checkpoint).
 
     The config must be the one the run started with; only trainer.epochs (to extend it) and the data
-    loader settings may change.
+    loader settings may change. The run folder is locked meanwhile: a second writer is refused.
     """
+    from trainctl import distributed
+
+    ranks = distributed.ranks_from_environment()
+    run = RunFolder.open(run_dir)
+    if ranks.is_main:
+        run.claim()
+    with _writing(run, ranks.is_main, discard_untrained=False):
+        if ranks.is_main:
+            run.remove_temporaries()  # a killed writer's half-written files; nothing else writes here now
+        return _resume_claimed(run, ranks, overrides, console or Console(), quiet or not ranks.is_main)
+
+
+def _resume_claimed(run: RunFolder, ranks: Any, overrides: list[str] | None, console: Console, quiet: bool) -> TrainResult:
     from trainctl import distributed
     from trainctl.build import build_training
     from trainctl.checkpoint import load_checkpoint
     from trainctl.preflight import preflight
-    from trainctl.training_state import MAY_CHANGE_ON_RESUME, check_resumable, config_hash, differing_keys
+    from trainctl.training_state import MAY_CHANGE_ON_RESUME, TrainingState, check_resumable, config_hash, differing_keys
 
-    console = console or Console()
-    ranks = distributed.ranks_from_environment()
-    quiet = quiet or not ranks.is_main
-    run = RunFolder.open(run_dir)
     saved = load_config(run.config_path)
     config = load_config(run.config_path, overrides)
     changed = [key for key in differing_keys(saved.to_dict(), config.to_dict()) if key not in MAY_CHANGE_ON_RESUME]
@@ -112,19 +123,19 @@ def resume(
             f"(only {', '.join(MAY_CHANGE_ON_RESUME)} may change)"
         )
     last = run.checkpoint_path("last")
-    if not last.is_file():
-        raise UserError(f"{run.path}: nothing to resume from (no checkpoints/last.pt): the run stopped before its "
-                        "first checkpoint; start it again with trainctl train")
-    checkpoint = load_checkpoint(last)
-    if checkpoint.get("config_hash") != config_hash(saved.to_dict()):
+    checkpoint = load_checkpoint(last) if last.is_file() else None  # none: killed before its first checkpoint
+    if checkpoint is not None and checkpoint.get("config_hash") != config_hash(saved.to_dict()):
         raise UserError(f"{run.config_path}: differs from the config its checkpoint was trained with; "
                         "a resumed run must use the config it started with")
     with distributed.running(ranks):
         parts = build_training(config, ranks)
         warnings = preflight(config, parts).warnings  # for the diagnosis; printed when the run started
         trainer = _make_trainer(config, parts, run, console, quiet)
-        check_resumable(checkpoint, trainer, last)  # a damaged or foreign one is named before any of it is used
-        state, rng = trainer.load_checkpoint_state(checkpoint)
+        if checkpoint is None:
+            state, rng = TrainingState(), None
+        else:
+            check_resumable(checkpoint, trainer, last)  # a damaged or foreign one is named before any of it is used
+            state, rng = trainer.load_checkpoint_state(checkpoint)
         epochs = config.trainer.epochs
         if epochs != saved.trainer.epochs:
             if parts.scheduler_interval == "step":
@@ -146,13 +157,70 @@ def resume(
                    "with --set trainer.epochs=N")
             raise UserError(f"{run.path}: nothing to resume: the run {why}; {how}")
         if ranks.is_main:
+            _restore_best_checkpoint(run, state)
             # A run stopped after its last epoch but before its summary just gets its test evaluation.
             run.keep_metrics_through(state.epoch)  # rows written after the last checkpoint are trained again
             run.write_config(config.to_dict())
+            if checkpoint is None:
+                run.write_json("data.json", parts.data.description())  # a kill may have cut it short
         if not quiet:
             console.print(f"resuming {run.path} at epoch {state.epoch + 1}"
                           + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False, markup=False)
         return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng, warnings)
+
+
+def _restore_best_checkpoint(run: RunFolder, state: Any) -> None:
+    """Make best.pt hold the best epoch last.pt names. Checkpoints are written best first, so this
+    holds after any kill; a run written the other way round (best.pt missing or older, killed
+    between the two) gets best.pt back from last.pt when last.pt is that epoch's checkpoint."""
+    from trainctl.checkpoint import load_checkpoint
+    from trainctl.files import write_atomically
+
+    if state.best_epoch == 0:
+        return
+    best, last = run.checkpoint_path("best"), run.checkpoint_path("last")
+    held = load_checkpoint(best).get("epoch") if best.is_file() else None
+    if held == state.best_epoch:
+        return
+    if state.epoch != state.best_epoch or state.step_in_epoch:
+        raise UserError(f"{best}: holds epoch {held}, but the run's best is epoch {state.best_epoch}, which no "
+                        "checkpoint holds any more; start the run again with trainctl train")
+    write_atomically(last.read_bytes(), best)
+
+
+@contextlib.contextmanager
+def _writing(run: RunFolder, main: bool, *, discard_untrained: bool) -> Iterator[None]:
+    """The run folder's lifecycle while this process writes it (rank 0 alone): released at the end;
+    on a failure before the first checkpoint, a new run folder is removed; a filesystem error
+    becomes one line saying what was kept and how to resume."""
+    from trainctl.files import os_error_line
+
+    if not main:
+        yield
+        return
+    try:
+        yield
+    except BaseException as error:
+        trained = run.checkpoint_path("last").is_file()
+        if not trained and discard_untrained:
+            run.discard()
+        if not isinstance(error, OSError) or error.filename is None:
+            raise
+        if not trained:
+            kept = "the run folder was removed" if discard_untrained else "the run has no checkpoint yet"
+            raise UserError(f"{os_error_line(error)}; {kept}") from None
+        raise UserError(f"{os_error_line(error)}; the run keeps its last good checkpoint ({_checkpoint_epoch(run)}); "
+                        f"resume with: trainctl train --resume {run.path}") from None
+    finally:
+        run.release()
+
+
+def _checkpoint_epoch(run: RunFolder) -> str:
+    from trainctl.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run.checkpoint_path("last"))
+    step = state.get("state", {}).get("step_in_epoch", 0)
+    return f"epoch {state.get('epoch')}" + (f", step {step} of epoch {state.get('epoch', 0) + 1}" if step else "")
 
 
 def _stderr() -> Console:
@@ -238,10 +306,12 @@ def _fit_and_test(
         "diagnosis": {"shape": diagnosis.shape, "message": diagnosis.message, "hint": diagnosis.hint},
         "test": test,
     }
-    run.write_json("summary.json", summary)
     from trainctl.curves import plot_runs
+    from trainctl.files import new_output
 
-    plot_runs([(config.name, history, config.trainer.monitor)], run.path / "curves.png")
+    with new_output(run.path / "curves.png", "curves", force=True) as image:
+        plot_runs([(config.name, history, config.trainer.monitor)], image)
+    run.write_json("summary.json", summary)  # last: a run with a summary is finished, a resume refuses it
     if not quiet:
         if fit.stopped_early:
             console.print(f"early stopping after epoch {len(history)}: "
@@ -294,5 +364,6 @@ def evaluate_run(
     path = run.checkpoint_path(checkpoint)
     record = evaluate_checkpoint(parts.model, path, split, parts.loss_fn, parts.data, config.metrics, worst)
     record["checkpoint"] = checkpoint
-    run.write_json(f"eval-{split}-{Path(checkpoint).stem}.json", record)
+    # No run lock: eval may run beside a training run, and an atomic write of its own record is enough.
+    run.write_json(run.eval_record_name(split, checkpoint), record)
     return run, record
