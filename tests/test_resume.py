@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,12 +86,63 @@ def test_cosine_runs_cannot_be_extended(tmp_path):
         resume(run)  # not told to extend what cannot be extended
 
 
-def test_resume_without_checkpoint(tmp_path):
+def summary_without_timing(run: Path) -> dict:
+    summary = json.loads((run / "summary.json").read_text())
+    summary.pop("train_seconds")
+    return summary
+
+
+def assert_same_outcome(a: Path, b: Path):
+    """The same run: last and best checkpoints, metrics and summary (timings aside)."""
+    assert_same_run(a, b)
+    best_a, best_b = (torch.load(run / "checkpoints" / "best.pt", weights_only=True) for run in (a, b))
+    assert best_a["epoch"] == best_b["epoch"]
+    for key in best_a["model"]:
+        assert torch.equal(best_a["model"][key], best_b["model"][key]), key
+    assert summary_without_timing(a) == summary_without_timing(b)
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_start(tmp_path, straight):
+    """What a kill leaves during the first epoch: config.yaml, perhaps a torn metrics row, no checkpoint."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(resumable_config(tmp_path).read_text())
-    with pytest.raises(UserError, match="nothing to resume from"):
-        resume(run)
+    shutil.copy(straight / "config.yaml", run / "config.yaml")
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train/lo')
+    resume(run, quiet=True)
+    assert_same_outcome(straight, run)
+
+
+def kill_leftovers(reference: Path, run: Path, last_from: Path, best_from: Path | None) -> None:
+    """A run folder as a kill leaves it: the full run's config, last.pt and best.pt from other
+    moments of the same run, metrics rows up to last.pt's epoch and beyond, and temporary files."""
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "data.json", "metrics.jsonl"):
+        shutil.copy(reference / name, run / name)
+    shutil.copy(last_from / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+    if best_from is not None:
+        shutil.copy(best_from / "checkpoints" / "best.pt", run / "checkpoints" / "best.pt")
+    (run / "checkpoints" / ".last.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")
+    (run / "checkpoints" / ".best.pt.link.tmp").write_bytes(b"")
+    (run / ".summary.json.a1b2c3.tmp").write_text("{")
+
+
+@pytest.mark.parametrize("moment", ["best.pt missing", "best.pt older than last.pt", "best.pt newer than last.pt"])
+def test_every_kill_between_the_checkpoint_writes_resumes_to_the_same_run(tmp_path, moment):
+    config = resumable_config(tmp_path, epochs=3)
+    reference = train(config, out=tmp_path / "straight", quiet=True).run.path
+    one = train(config, ["trainer.epochs=1"], out=tmp_path / "one", quiet=True).run.path
+    two = train(config, ["trainer.epochs=2"], out=tmp_path / "two", quiet=True).run.path
+    assert json.loads((two / "summary.json").read_text())["best_epoch"] == 2  # so best.pt of `one` is older
+    last_from, best_from = {
+        "best.pt missing": (one, None),  # killed after last.pt's first write, before best.pt's (the old order)
+        "best.pt older than last.pt": (two, one),  # killed between last.pt and best.pt (the old order)
+        "best.pt newer than last.pt": (one, two),  # killed between best.pt and last.pt (the order now)
+    }[moment]
+    run = tmp_path / "run"
+    kill_leftovers(reference, run, last_from, best_from)
+    resume(run, quiet=True)
+    assert_same_outcome(reference, run)
+    assert sorted(p.name for p in run.rglob(".*")) == []
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> bool:
@@ -141,9 +194,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     rng = random.Random(7)
     command = [TRAINCTL, "train", config, "--out", run, "--quiet"]
     kills = 0
-    while kills < 3:  # then let the last resume run to the end
+    while kills < 4:  # then let the last resume run to the end
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_progress(run, process, epochs_done(run))
+        if kills == 0:  # the first kill anywhere from the folder's start, the first checkpoint included
+            wait_for(run / "config.yaml", process)
+        else:
+            wait_for_progress(run, process, epochs_done(run))
         time.sleep(rng.uniform(0.0, 0.5))  # anywhere in an epoch, its checkpoint write included
         if process.poll() is None:
             process.kill()
@@ -156,6 +212,5 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         finish = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
         assert finish.returncode == 0, finish.stderr
     assert kills >= 2
-    assert (run / "summary.json").is_file()
-    assert not list((run / "checkpoints").glob(".*tmp"))
-    assert_same_run(reference, run)
+    assert not list(run.rglob(".*"))  # no temporary file, no lock file
+    assert_same_outcome(reference, run)
