@@ -4,7 +4,8 @@
     metrics.jsonl        one JSON object per epoch
     checkpoints/last.pt  after every epoch
     checkpoints/best.pt  the best epoch by trainer.monitor
-    summary.json         test metrics of the best checkpoint, best epoch, timings
+    summary.json         test metrics of the best checkpoint, best epoch, timings (written last)
+    .trainctl.lock       while a process writes the run: its PID, and the lock it holds (flock)
 """
 
 from __future__ import annotations
@@ -82,14 +83,11 @@ class RunFolder:
         return self.path / LOCK_NAME
 
     def _claim_empty(self) -> None:
-        """Claim an empty folder: creating the lock file exclusively decides between two processes
-        that found it empty at once; a folder holding anything else stays the user's."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            self.claim()  # busy: names the holder; stale (a killed run's): ours, if nothing else is there
-        else:
-            self._hold(fd)
+        """Claim a folder that must be empty. The lock decides between processes that found it
+        empty at once, and emptiness is checked while holding it: a loser is refused naming the
+        winner, and one that comes later finds the winner's files. A killed run's lock file alone
+        does not count."""
+        self.claim()
         if any(entry.name != LOCK_NAME for entry in self.path.iterdir()):
             self.release()
             raise UserError(f"{self.path}: already exists and is not empty; choose another --out")
@@ -117,10 +115,7 @@ class RunFolder:
             os.close(fd)  # the holder released and removed the file after we opened it: try again
 
     def _hold(self, fd: int) -> None:
-        import fcntl
-
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
         except OSError as error:  # a full disk
@@ -152,8 +147,12 @@ class RunFolder:
             shutil.rmtree(self.path, ignore_errors=True)
         else:
             for entry in self.path.iterdir():
-                if entry.name != LOCK_NAME:
-                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+                if entry.name == LOCK_NAME:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
         self.release()
 
     @property
