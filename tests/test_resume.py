@@ -124,6 +124,7 @@ def kill_leftovers(reference: Path, run: Path, last_from: Path, best_from: Path 
     (run / "checkpoints" / ".last.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")
     (run / "checkpoints" / ".best.pt.link.tmp").write_bytes(b"")
     (run / ".summary.json.a1b2c3.tmp").write_text("{")
+    (run / ".curves.png.d4e5f6.tmp.png").write_bytes(b"\x89PNG")
 
 
 @pytest.mark.parametrize("moment", ["best.pt missing", "best.pt older than last.pt", "best.pt newer than last.pt"])
@@ -145,7 +146,7 @@ def test_every_kill_between_the_checkpoint_writes_resumes_to_the_same_run(tmp_pa
     assert sorted(p.name for p in run.rglob(".*")) == []
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> bool:
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
@@ -176,7 +177,7 @@ def epochs_done(run: Path) -> int:
     return len(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else 0
 
 
-def wait_for_progress(run: Path, process: subprocess.Popen, done: int, timeout: float = 60) -> None:
+def wait_for_progress(run: Path, process: subprocess.Popen, done: int, timeout: float = 240) -> None:
     """Until the process has finished another epoch (or exited)."""
     deadline = time.monotonic() + timeout
     while process.poll() is None and epochs_done(run) <= done:

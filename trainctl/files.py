@@ -77,8 +77,9 @@ def remove_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files a killed writer left in `folder`; only call this while no other
     process writes there (the run folder's lock is held)."""
     removed = []
-    for path in folder.glob(f".*{TEMPORARY_SUFFIX}"):
-        if path.is_file():
+    for path in folder.glob(".*"):
+        # `.NAME.XXXX.tmp`, or `.NAME.XXXX.tmp.png` where the writer goes by the suffix
+        if TEMPORARY_SUFFIX in path.suffixes[-2:] and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -104,6 +105,8 @@ def new_output(path: Path, option: str, force: bool = False) -> Iterator[Path]:
     os.close(fd)
     try:
         yield tmp
+        with tmp.open("rb") as written:
+            os.fsync(written.fileno())
         _commit(tmp, path, option, force)
     finally:
         tmp.unlink(missing_ok=True)
