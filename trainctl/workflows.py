@@ -75,7 +75,9 @@ def train_config(
 
             summary_writer_class()
         run = RunFolder.create(config.output_dir, config.name, out) if ranks.is_main else None
-        run = RunFolder(Path(ranks.broadcast(str(run.path) if run else None))) if ranks.distributed else run
+        if ranks.distributed:  # every rank takes part in the broadcast; rank 0 keeps the folder it claimed
+            shared = ranks.broadcast(str(run.path) if run else None)
+            run = run or RunFolder(Path(shared))
         with _writing(run, ranks.is_main, discard_untrained=True):
             if ranks.is_main:
                 run.write_config(config.to_dict())
