@@ -193,8 +193,9 @@ def _restore_best_checkpoint(run: RunFolder, state: Any) -> None:
 @contextlib.contextmanager
 def _writing(run: RunFolder, main: bool, *, discard_untrained: bool) -> Iterator[None]:
     """The run folder's lifecycle while this process writes it (rank 0 alone): released at the end;
-    on a failure before the first checkpoint, a new run folder is removed; a filesystem error
-    becomes one line saying what was kept and how to resume."""
+    a filesystem error becomes one line saying what was kept and how to resume, and removes a new
+    run folder that has no checkpoint yet (half-written). Other failures keep the folder: a run
+    that diverged or was interrupted is worth reading, and resumes from its start."""
     from trainctl.files import os_error_line
 
     if not main:
@@ -202,12 +203,12 @@ def _writing(run: RunFolder, main: bool, *, discard_untrained: bool) -> Iterator
         return
     try:
         yield
-    except BaseException as error:
+    except OSError as error:
+        if error.filename is None:
+            raise
         trained = run.checkpoint_path("last").is_file()
         if not trained and discard_untrained:
             run.discard()
-        if not isinstance(error, OSError) or error.filename is None:
-            raise
         if not trained:
             kept = "the run folder was removed" if discard_untrained else "the run has no checkpoint yet"
             raise UserError(f"{os_error_line(error)}; {kept}") from None
