@@ -208,5 +208,5 @@ def test_without_torchvision_an_image_folder_config_says_how_to_install_it(cli, 
     """)
     result = cli("train", config)
     assert result.exit_code == 2
-    assert result.stderr == ("error: data.name: image_folder needs torchvision, which is not installed; pip install "
+    assert result.stderr == (f"error: {config}:1: data.name: image_folder needs torchvision, which is not installed; pip install "
                              "torchvision (or, in the trainctl checkout, pip install -e '.[vision]')\n")

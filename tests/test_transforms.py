@@ -208,10 +208,10 @@ def test_a_transform_that_cannot_apply_is_named_by_list_and_position(cli, tmp_pa
     config = mnist_config(tmp_path, mnist_root, data=f"transforms: {{train: [{three}], eval: [{three}]}}")
     result = cli("train", config)
     assert result.exit_code == 2  # torch would broadcast it and make the 1-channel images RGB
-    assert result.stderr == ("error: data.transforms.train.0: normalize has 3 means and 3 standard deviations, for "
+    assert result.stderr == (f"error: {config}:5: data.transforms.train.0: normalize has 3 means and 3 standard deviations, for "
                              "images of 1 channel(s); give one per channel\n")
     config = mnist_config(tmp_path, mnist_root, data="transforms: {train: [{name: normalize}, "
                                                      "{name: gaussian_blur, kernel_size: 4}]}")
     result = cli("train", config)
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: data.transforms.train.1: gaussian_blur: Kernel size value should be an odd")
+    assert result.stderr.startswith(f"error: {config}:5: data.transforms.train.1: gaussian_blur: Kernel size value should be an odd")

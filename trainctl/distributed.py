@@ -242,9 +242,12 @@ def launch(arguments: list[str], nproc: int) -> int:
         try:
             elastic_launch(config, sys.executable)("-m", "trainctl", "train", *arguments)
         except ChildFailedError as error:
-            rank, failure = error.get_first_failure()
-            if failure.exitcode < 0:  # killed by a signal: that is all there is to say
+            # A rank killed by a signal is the cause even when a peer's exit was noticed first: the
+            # peers stop silently (PeerLost), so the signal is the one line there is to print.
+            killed = sorted((rank, failure) for rank, failure in error.failures.items() if failure.exitcode < 0)
+            if killed:
+                rank, failure = killed[0]
                 raise UserError(f"--nproc {nproc}: the process of rank {rank} was killed "
                                 f"({failure.signal_name()})") from None
-            return failure.exitcode
+            return error.get_first_failure()[1].exitcode
     return 0
