@@ -21,7 +21,7 @@ x = torch.tensor(digits.data, dtype=torch.float32)
 y = torch.tensor(digits.target)
 order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
 n_test, n_val = int(0.2 * len(x)), int(0.1 * len(x))
-test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
 mean, std = x[train].mean(0), x[train].std(0).clamp(min=1e-6)
 x = (x - mean) / std
 
@@ -50,8 +50,13 @@ with open("hand_written_run/metrics.jsonl", "w") as metrics:
         with torch.no_grad():
             val_loss = loss_fn(model(x[val]), y[val]).item()
             accuracy = (model(x[val]).argmax(1) == y[val]).float().mean().item()
-        row = {"epoch": epoch, "train/loss": total.item() / len(train), "val/loss": val_loss,
-               "val/accuracy": accuracy, "seconds": time.perf_counter() - started}
+        row = {
+            "epoch": epoch,
+            "train/loss": total.item() / len(train),
+            "val/loss": val_loss,
+            "val/accuracy": accuracy,
+            "seconds": time.perf_counter() - started,
+        }
         metrics.write(json.dumps(row) + "\n")
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
         torch.save(state, "hand_written_run/checkpoints/last.pt")

@@ -72,12 +72,23 @@ def hand_written(config, data) -> float:
 
 def through_trainctl(config, progress: bool, workdir: Path | None) -> float:
     parts = build_training(config)
-    reporter = LiveReporter(Console(file=io.StringIO(), force_terminal=True, width=120)) if progress else QuietReporter()
+    reporter = (
+        LiveReporter(Console(file=io.StringIO(), force_terminal=True, width=120)) if progress else QuietReporter()
+    )
     run = RunFolder.create(workdir, "bench") if workdir is not None else None
     trainer = Trainer(
-        model=parts.model, loss_fn=parts.loss_fn, optimizer=parts.optimizer, data=parts.data,
-        metrics=config.metrics, epochs=config.trainer.epochs, batch_size=config.data.batch_size,
-        monitor=config.trainer.monitor, seed=config.seed, run=run, config=config.to_dict(), reporter=reporter,
+        model=parts.model,
+        loss_fn=parts.loss_fn,
+        optimizer=parts.optimizer,
+        data=parts.data,
+        metrics=config.metrics,
+        epochs=config.trainer.epochs,
+        batch_size=config.data.batch_size,
+        monitor=config.trainer.monitor,
+        seed=config.seed,
+        run=run,
+        config=config.to_dict(),
+        reporter=reporter,
     )
     return trainer.fit().seconds
 
@@ -94,12 +105,16 @@ def compare_loops(name: str, config, repeats: int) -> None:
             times["trainctl --quiet"].append(through_trainctl(config, False, None))
             times["trainctl run"].append(through_trainctl(config, True, Path(workdir)))
     base = statistics.median(times["hand-written"])
-    print(f"{name}: {config.trainer.epochs} epochs, {steps} steps, {repeats} alternating repeats, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{name}: {config.trainer.epochs} epochs, {steps} steps, {repeats} alternating repeats, "
+        f"{torch.get_num_threads()} threads"
+    )
     for label, values in times.items():
         median = statistics.median(values)
         print(f"  {label:<17} {1000 * median / steps:6.3f} ms/step  ratio {median / base:.3f}")
-    per_epoch = (statistics.median(times["trainctl run"]) - statistics.median(times["trainctl"])) / config.trainer.epochs
+    per_epoch = (
+        statistics.median(times["trainctl run"]) - statistics.median(times["trainctl"])
+    ) / config.trainer.epochs
     print(f"  run folder (metrics.jsonl + checkpoints): {1000 * per_epoch:.1f} ms per epoch")
 
 
@@ -115,8 +130,16 @@ def timed_process(command: list[str], cwd: str) -> tuple[float, float]:
 
 
 def compare_processes(repeats: int) -> None:
-    trainctl = [str(Path(sys.executable).parent / "trainctl"), "train", str(ROOT / "configs" / "digits_mlp.yaml"),
-                "--quiet", "--set", "trainer.device=cpu", "--set", "output_dir=runs"]
+    trainctl = [
+        str(Path(sys.executable).parent / "trainctl"),
+        "train",
+        str(ROOT / "configs" / "digits_mlp.yaml"),
+        "--quiet",
+        "--set",
+        "trainer.device=cpu",
+        "--set",
+        "output_dir=runs",
+    ]
     script = [sys.executable, str(ROOT / "bench" / "hand_written_job.py")]
     results: dict[str, list[tuple[float, float]]] = {"hand-written script": [], "trainctl train": []}
     with tempfile.TemporaryDirectory() as workdir:

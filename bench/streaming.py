@@ -40,7 +40,7 @@ def write_mnist(root: Path) -> None:
         labels = rng.integers(0, 10, count).astype(np.uint8)
         images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
         for image, label in zip(images, labels):
-            image[2 + 2 * label: 4 + 2 * label, 4:24] = 255
+            image[2 + 2 * label : 4 + 2 * label, 4:24] = 255
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, count, 28, 28) + images.tobytes())
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, count) + labels.tobytes())
 
@@ -65,8 +65,15 @@ def through_trainctl(config_path: Path, epochs: int) -> list[float]:
     seconds = []
     for epoch in range(1, epochs + 2):  # the first epoch starts the workers: not counted
         started = time.perf_counter()
-        train_one_epoch(parts.model, parts.data.train, parts.loss_fn, parts.optimizer,
-                        batch_size=config.data.batch_size, generator=generator, epoch=epoch)
+        train_one_epoch(
+            parts.model,
+            parts.data.train,
+            parts.loss_fn,
+            parts.optimizer,
+            batch_size=config.data.batch_size,
+            generator=generator,
+            epoch=epoch,
+        )
         seconds.append(time.perf_counter() - started)
     return seconds[1:]
 
@@ -93,8 +100,13 @@ def hand_written(config_path: Path, epochs: int) -> list[float]:
     pixels = split.inputs.reader.pixels[torch.as_tensor(split.inputs.rows)]
     transform = v2.Compose([v2.RandomCrop(28, padding=2), v2.RandomHorizontalFlip(), v2.Normalize([0.1307], [0.3081])])
     workers = config.data.num_workers
-    loader = torch.utils.data.DataLoader(Augmented(pixels, split.targets, transform), batch_size=128, shuffle=True,
-                                         num_workers=workers, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        Augmented(pixels, split.targets, transform),
+        batch_size=128,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     model = build_model(config, parts.data)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -120,8 +132,12 @@ def main() -> None:
         folder = Path(folder)
         write_mnist(folder / "data")
         times: dict[str, list[float]] = {}
-        jobs = {"preloaded tensors, no augmentation": (write_config(folder, folder / "data", "[{name: normalize}]", 0),
-                                                       through_trainctl)}
+        jobs = {
+            "preloaded tensors, no augmentation": (
+                write_config(folder, folder / "data", "[{name: normalize}]", 0),
+                through_trainctl,
+            )
+        }
         for workers in (0, 2):
             path = write_config(folder, folder / "data", AUGMENT, workers)
             jobs[f"hand-written DataLoader, {workers} workers"] = (path, hand_written)
@@ -130,12 +146,16 @@ def main() -> None:
             for name, (path, run) in jobs.items():
                 times.setdefault(name, []).extend(run(path, args.epochs))
         median = {name: statistics.median(values) for name, values in times.items()}
-        print(f"seconds per training epoch ({SAMPLES * 0.7:.0f} images, batch 128, MLP 784-128-10), "
-              f"median of {args.repeats * args.epochs}; torch threads {torch.get_num_threads()}")
+        print(
+            f"seconds per training epoch ({SAMPLES * 0.7:.0f} images, batch 128, MLP 784-128-10), "
+            f"median of {args.repeats * args.epochs}; torch threads {torch.get_num_threads()}"
+        )
         for name, value in median.items():
             print(f"  {name:<40} {value:7.3f}")
         for workers in (0, 2):
-            ratio = median[f"trainctl streamed, {workers} workers"] / median[f"hand-written DataLoader, {workers} workers"]
+            ratio = (
+                median[f"trainctl streamed, {workers} workers"] / median[f"hand-written DataLoader, {workers} workers"]
+            )
             print(f"trainctl / hand-written, {workers} workers: {ratio:.3f}")
 
 

@@ -34,8 +34,15 @@ def main() -> None:
             weight, diameter, colour = FRUIT[name]
             if rng.random() < 0.25:  # not every apple is red
                 colour = COLOURS[rng.integers(len(COLOURS))]
-            writer.writerow([round(float(rng.normal(weight, 25)), 1), round(float(rng.normal(diameter, 0.8)), 2),
-                             colour, ORIGINS[rng.integers(len(ORIGINS))], name])
+            writer.writerow(
+                [
+                    round(float(rng.normal(weight, 25)), 1),
+                    round(float(rng.normal(diameter, 0.8)), 2),
+                    colour,
+                    ORIGINS[rng.integers(len(ORIGINS))],
+                    name,
+                ]
+            )
 
 
 if __name__ == "__main__":

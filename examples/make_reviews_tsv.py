@@ -13,7 +13,15 @@ import numpy as np
 
 THINGS = ["kettle", "lamp", "chair", "backpack", "phone case", "blender", "jacket", "keyboard"]
 GOOD = ["great", "sturdy", "lovely", "works perfectly", "excellent value", "very comfortable", "well made"]
-BAD = ["broke after a week", "flimsy", "disappointing", "stopped working", "poor quality", "uncomfortable", "a waste of money"]
+BAD = [
+    "broke after a week",
+    "flimsy",
+    "disappointing",
+    "stopped working",
+    "poor quality",
+    "uncomfortable",
+    "a waste of money",
+]
 NEUTRAL = ["arrived on tuesday", "came in a box", "is blue", "was a gift", "looks as pictured"]
 
 

@@ -23,7 +23,17 @@ class Payload:
 def test_checkpoint_is_a_plain_dict_with_the_config(digits_run):
     state = torch.load(digits_run.run.checkpoint_path("last"), weights_only=True)
     assert sorted(state) == [
-        "config", "config_hash", "epoch", "grad_scaler", "loss", "metrics", "model", "optimizer", "rng", "scheduler", "state",
+        "config",
+        "config_hash",
+        "epoch",
+        "grad_scaler",
+        "loss",
+        "metrics",
+        "model",
+        "optimizer",
+        "rng",
+        "scheduler",
+        "state",
         "trainctl_version",
     ]
     assert state["epoch"] == 20

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_config
 from PIL import Image
 
 from trainctl.components import DATASETS
@@ -17,6 +16,8 @@ from trainctl.components.datasets import STATISTICS
 from trainctl.config import load_config
 from trainctl.errors import UserError
 from trainctl.workflows import validate
+
+from conftest import write_config
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -43,21 +44,31 @@ def write_cifar10(root: Path, per_batch: int = 24, test: int = 30, seed: int = 0
     folder.mkdir(parents=True)
     for name, count in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", test)]:
         labels = rng.integers(0, 6, count)  # six of the ten classes occur: enough to learn, quick to fit
-        dump(folder / name, {"batch_label": name, "labels": labels.tolist(), "data": colour_images(labels, rng),
-                             "filenames": [f"{name}_{i}.png" for i in range(count)]})
+        dump(
+            folder / name,
+            {
+                "batch_label": name,
+                "labels": labels.tolist(),
+                "data": colour_images(labels, rng),
+                "filenames": [f"{name}_{i}.png" for i in range(count)],
+            },
+        )
     dump(folder / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072})
     return folder
 
 
 def cifar_config(directory: Path, root: Path, extra: str = "") -> Path:
-    return write_config(directory, f"""
+    return write_config(
+        directory,
+        f"""
         data: {{name: cifar10, root: {root}, batch_size: 16{extra}}}
         model: {{name: cnn, channels: [8], hidden: 16}}
         loss: {{name: cross_entropy}}
         optimizer: {{name: adam, lr: 0.01}}
         trainer: {{epochs: 3, device: cpu}}
-        output_dir: {directory / 'runs'}
-    """)
+        output_dir: {directory / "runs"}
+    """,
+    )
 
 
 def test_cifar10_batches_train_with_their_own_test_split_and_predict(cli, tmp_path):
@@ -90,8 +101,16 @@ def test_cifar100_reads_fine_labels_and_their_names(tmp_path):
     rng = np.random.default_rng(0)
     for name, count in (("train", 40), ("test", 10)):
         fine = rng.integers(0, 100, count)
-        dump(folder / name, {"filenames": [], "batch_label": name, "fine_labels": fine.tolist(),
-                             "coarse_labels": (fine // 5).tolist(), "data": colour_images(fine, rng)})
+        dump(
+            folder / name,
+            {
+                "filenames": [],
+                "batch_label": name,
+                "fine_labels": fine.tolist(),
+                "coarse_labels": (fine // 5).tolist(),
+                "data": colour_images(fine, rng),
+            },
+        )
     names = [f"class_{i:02d}" for i in range(100)]
     dump(folder / "meta", {"fine_label_names": names, "coarse_label_names": [f"super_{i}" for i in range(20)]})
     raw = DATASETS.get("cifar100").build(None, {"root": str(tmp_path)})
@@ -117,8 +136,10 @@ def test_a_batch_that_would_run_code_is_refused_and_runs_nothing(cli, tmp_path):
     dump(folder / "data_batch_3", {"data": RunsAShellCommand(marker), "labels": []})
     result = cli("train", cifar_config(tmp_path, tmp_path / "data"))
     assert result.exit_code == 2
-    assert f"{folder / 'data_batch_3'}: refused to read: it names posix.system, which a data file has no need of" \
+    assert (
+        f"{folder / 'data_batch_3'}: refused to read: it names posix.system, which a data file has no need of"
         in result.stderr
+    )
     assert not marker.exists()
 
 
@@ -128,9 +149,11 @@ def test_missing_or_malformed_cifar_files_are_one_line(cli, tmp_path):
     (folder / "batches.meta").unlink()
     result = cli("train", cifar_config(tmp_path, tmp_path / "data"))
     assert result.exit_code == 2
-    assert (f"data.root: {folder} lacks test_batch, batches.meta; extract cifar-10-python.tar.gz (from "
-            f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz) into {tmp_path / 'data'}, or set "
-            "data.download: true") in result.stderr
+    assert (
+        f"data.root: {folder} lacks test_batch, batches.meta; extract cifar-10-python.tar.gz (from "
+        f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz) into {tmp_path / 'data'}, or set "
+        "data.download: true"
+    ) in result.stderr
     dump(folder / "test_batch", {"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]})
     dump(folder / "batches.meta", {"label_names": CIFAR10_NAMES})
     result = cli("train", cifar_config(tmp_path, tmp_path / "data"))

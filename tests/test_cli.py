@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, REPO, tiny_config, write_config
 from trainctl.cli import app
+
+from conftest import CONFIGS, REPO, tiny_config, write_config
 
 
 def app_commands() -> list[str]:
     return [command.name or command.callback.__name__.replace("_", "-") for command in app.registered_commands]
+
 
 # The console script installed beside the Python running the tests.
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
@@ -51,7 +54,9 @@ def test_config_errors_exit_2_with_one_line_each(cli, tmp_path):
     assert len(lines) == 2
     line_of = {text.strip(): number for number, text in enumerate(path.read_text().splitlines(), 1)}
     assert lines[0] == f"error: {path}:{line_of['dropout: 2']}: model.dropout: Input should be less than 1 (got 2)"
-    assert lines[1].startswith(f"error: {path}:{line_of['name: adamm']}: optimizer.name: unknown optimizer 'adamm' (did you mean 'adam'")
+    assert lines[1].startswith(
+        f"error: {path}:{line_of['name: adamm']}: optimizer.name: unknown optimizer 'adamm' (did you mean 'adam'"
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
 
@@ -147,8 +152,11 @@ def test_help_text_wraps_to_80_columns_without_breaking_sentences(command):
 
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"})
     description = result.stdout.split("╭", 1)[0].splitlines()
-    early = [(line.strip(), following.split()[0]) for line, following in zip(description, description[1:])
-             if line.strip() and following.strip() and len(line.rstrip()) + 1 + len(following.split()[0]) <= 78]
+    early = [
+        (line.strip(), following.split()[0])
+        for line, following in itertools.pairwise(description)
+        if line.strip() and following.strip() and len(line.rstrip()) + 1 + len(following.split()[0]) <= 78
+    ]
     assert early == []
 
 
@@ -167,9 +175,14 @@ def test_version_is_the_package_version_and_imports_no_torch():
     expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert run_installed("--version").stdout == f"trainctl {expected}\n"
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys\nfrom trainctl.cli import app\ntry:\n    app(['--version'])\n"
-                               "except SystemExit as done:\n    print(done.code, 'torch' in sys.modules)"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom trainctl.cli import app\ntry:\n    app(['--version'])\n"
+            "except SystemExit as done:\n    print(done.code, 'torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert probe.stdout == f"trainctl {expected}\n0 False\n", probe.stderr
 
@@ -194,9 +207,14 @@ def test_installed_help_is_fast_and_torch_free():
     assert "Example: trainctl train configs/digits_mlp.yaml" in result.stdout
     # Not a timing assertion: the listing path must not import torch at all.
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, trainctl.cli, trainctl.components, trainctl.listing; "
-                               "print('torch' in sys.modules, 'sklearn' in sys.modules)"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, trainctl.cli, trainctl.components, trainctl.listing; "
+            "print('torch' in sys.modules, 'sklearn' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert probe.stdout.strip() == "False False"
     assert time.perf_counter() - started < 60  # only guards against a hang
@@ -244,7 +262,7 @@ def test_every_loss_has_a_detail_page_with_a_valid_example(cli, tmp_path):
 
     for name in LOSSES.names():
         page = cli("list-losses", name).stdout
-        snippet = yaml.safe_load(page[page.index("\nloss:"):])
+        snippet = yaml.safe_load(page[page.index("\nloss:") :])
         loss = snippet["loss"]
         assert loss["name"] == name
         LOSSES.get(name).params.model_validate({k: v for k, v in loss.items() if k != "name"})

@@ -42,14 +42,26 @@ def write_run(parent, folder: str, changes: dict, test: dict, best_epoch: int = 
     run = RunFolder(parent / folder)
     run.path.mkdir(parents=True)
     run.write_config(config)
-    run.write_json("summary.json", {"name": config["name"], "monitor": "val/accuracy", "best_epoch": best_epoch,
-                                    "test": {"split": "test", "checkpoint": "best", "epoch": best_epoch, **test}})
+    run.write_json(
+        "summary.json",
+        {
+            "name": config["name"],
+            "monitor": "val/accuracy",
+            "best_epoch": best_epoch,
+            "test": {"split": "test", "checkpoint": "best", "epoch": best_epoch, **test},
+        },
+    )
     return run
 
 
 def metrics(loss: float, accuracy: float) -> dict:
-    return {"loss": loss, "accuracy": accuracy, "precision": accuracy - 0.01, "recall": accuracy + 0.002,
-            "f1": accuracy - 0.004}
+    return {
+        "loss": loss,
+        "accuracy": accuracy,
+        "precision": accuracy - 0.01,
+        "recall": accuracy + 0.002,
+        "f1": accuracy - 0.004,
+    }
 
 
 @pytest.fixture
@@ -59,8 +71,9 @@ def four_runs(tmp_path):
     return [
         write_run(tmp_path, "digits_mlp-20260101-120000", {}, metrics(0.1107, 0.9667)),
         write_run(tmp_path, "digits_mlp-20260101-120502", {"optimizer.lr": 0.01}, metrics(0.0912, 0.9611)),
-        write_run(tmp_path, "digits_mlp-20260101-121013", {"loss.*": {"name": "focal", "gamma": 2.0}},
-                  metrics(0.0123, 0.9722)),
+        write_run(
+            tmp_path, "digits_mlp-20260101-121013", {"loss.*": {"name": "focal", "gamma": 2.0}}, metrics(0.0123, 0.9722)
+        ),
         write_run(tmp_path, "digits_mlp-20260101-121518", {"loss.label_smoothing": 0.1}, metrics(0.3012, 0.9694)),
     ]
 
@@ -77,7 +90,7 @@ def header_labels(text: str) -> list[str]:
     (compared without spaces, since a label wraps at its spaces)."""
     lines = text.splitlines()
     top = next(i for i, line in enumerate(lines) if line.startswith("┏"))
-    rows = [line.strip("┃").split("┃") for line in lines[top + 1:] if line.startswith("┃")]
+    rows = [line.strip("┃").split("┃") for line in lines[top + 1 :] if line.startswith("┃")]
     return ["".join(row[column].strip() for row in rows) for column in range(1, len(rows[0]))]
 
 
@@ -118,9 +131,11 @@ def test_a_loss_is_ranked_only_against_the_same_loss(four_runs):
 
 
 def test_metrics_are_not_ranked_across_different_data(tmp_path):
-    runs = [write_run(tmp_path, "a", {}, metrics(0.11, 0.96)),
-            write_run(tmp_path, "b", {"data.batch_size": 32}, metrics(0.12, 0.95)),  # same samples
-            write_run(tmp_path, "c", {"data.split_seed": 1}, metrics(0.05, 0.99))]  # another split
+    runs = [
+        write_run(tmp_path, "a", {}, metrics(0.11, 0.96)),
+        write_run(tmp_path, "b", {"data.batch_size": 32}, metrics(0.12, 0.95)),  # same samples
+        write_run(tmp_path, "c", {"data.split_seed": 1}, metrics(0.05, 0.99)),
+    ]  # another split
     comparison = compare_runs(runs)
     assert [run.best for run in comparison.runs] == [["loss", "accuracy", "precision", "recall", "f1"], [], []]
     assert "accuracy: not ranked across runs with different data or splits" in comparison.notes
@@ -134,13 +149,19 @@ def test_labels_drop_the_timestamp_or_name_what_differs(four_runs, tmp_path):
         "digits_mlp (loss.name=focal, loss.gamma=2.0)",
         "digits_mlp (loss.label_smoothing=0.1)",
     ]
-    unique = [write_run(tmp_path / "u", "digits_mlp-20260101-120000", {}, metrics(0.1, 0.9)),
-              write_run(tmp_path / "u", "robust_mse-20260101-120000", {}, metrics(0.2, 0.8))]
+    unique = [
+        write_run(tmp_path / "u", "digits_mlp-20260101-120000", {}, metrics(0.1, 0.9)),
+        write_run(tmp_path / "u", "robust_mse-20260101-120000", {}, metrics(0.2, 0.8)),
+    ]
     assert run_labels(unique, [run.read_config() for run in unique]) == ["digits_mlp", "robust_mse"]
-    same = [write_run(tmp_path / "s", "digits_mlp-20260101-120000", {}, metrics(0.1, 0.9)),
-            write_run(tmp_path / "s", "digits_mlp-20260101-130000", {}, metrics(0.1, 0.9))]
-    assert run_labels(same, [run.read_config() for run in same]) == ["s/digits_mlp-20260101-120000",
-                                                                     "s/digits_mlp-20260101-130000"]
+    same = [
+        write_run(tmp_path / "s", "digits_mlp-20260101-120000", {}, metrics(0.1, 0.9)),
+        write_run(tmp_path / "s", "digits_mlp-20260101-130000", {}, metrics(0.1, 0.9)),
+    ]
+    assert run_labels(same, [run.read_config() for run in same]) == [
+        "s/digits_mlp-20260101-120000",
+        "s/digits_mlp-20260101-130000",
+    ]
 
 
 def test_sweep_trials_are_labelled_by_their_parameters(tmp_path):
@@ -150,7 +171,10 @@ def test_sweep_trials_are_labelled_by_their_parameters(tmp_path):
     (sweep / "base.yaml").write_text("name: digits_mlp\n")
     comparison = compare_runs(expand_runs([sweep]))
     assert [run.label for run in comparison.runs] == [
-        "trial-0000 (optimizer.lr=0.001)", "trial-0001 (optimizer.lr=0.01)", "trial-0002 (optimizer.lr=0.1)"]
+        "trial-0000 (optimizer.lr=0.001)",
+        "trial-0001 (optimizer.lr=0.01)",
+        "trial-0002 (optimizer.lr=0.1)",
+    ]
     text = render(comparison_tables(comparison, 80), 80)
     assert "…" not in text
     assert header_labels(text) == without_spaces([run.label for run in comparison.runs])
@@ -178,8 +202,12 @@ def test_json_holds_labels_configs_metrics_and_ranks(four_runs):
     data = json.loads(result.stdout)
     assert data["keys"] == ["loss.name", "loss.label_smoothing", "optimizer.lr", "loss.gamma"]
     assert [run["run"] for run in data["runs"]] == [run.path.name for run in four_runs]
-    assert data["runs"][2]["config"] == {"loss.name": "focal", "loss.label_smoothing": None, "optimizer.lr": 0.001,
-                                         "loss.gamma": 2.0}
+    assert data["runs"][2]["config"] == {
+        "loss.name": "focal",
+        "loss.label_smoothing": None,
+        "optimizer.lr": 0.001,
+        "loss.gamma": 2.0,
+    }
     assert data["runs"][1]["test"]["loss"] == 0.0912
     assert data["runs"][1]["best"] == ["loss"]
     assert data["not_ranked"] == ["loss: not ranked across runs with different loss configs or data"]
@@ -190,8 +218,10 @@ def test_markdown_is_a_table_with_runs_as_columns(four_runs):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("| |"))
-    assert header == ("| | digits_mlp | digits_mlp (optimizer.lr=0.01) | digits_mlp (loss.name=focal, loss.gamma=2.0) "
-                      "| digits_mlp (loss.label_smoothing=0.1) |")
+    assert header == (
+        "| | digits_mlp | digits_mlp (optimizer.lr=0.01) | digits_mlp (loss.name=focal, loss.gamma=2.0) "
+        "| digits_mlp (loss.label_smoothing=0.1) |"
+    )
     assert "|---|---:|---:|---:|---:|" in lines
     accuracy = next(line for line in lines if line.startswith("| test/accuracy |"))
     assert accuracy == "| test/accuracy | 0.9667 | 0.9611 | **0.9722** | 0.9694 |"

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_config
 from trainctl.components import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.config import load_config
 from trainctl.workflows import train
+
+from conftest import tiny_config
 
 DATASET_FOR_TASK = {"classification": "iris", "regression": "diabetes", "distribution": "wine"}
 MODEL_DATASET = {"mlp": "iris", "cnn": "digits", "rnn": "digits"}
@@ -39,8 +40,13 @@ def test_every_loss_trains_on_a_matching_dataset(tmp_path, name):
     if LOSSES.get(name).info.get("composite"):
         task, loss["terms"] = COMPOSITE_TERMS[name]
     metrics = ["mse"] if task == "regression" else ["accuracy"]
-    result = one_epoch(tmp_path, data={"name": DATASET_FOR_TASK[task]}, loss=loss, metrics=metrics,
-                       trainer={"epochs": 2, "device": "cpu"})
+    result = one_epoch(
+        tmp_path,
+        data={"name": DATASET_FOR_TASK[task]},
+        loss=loss,
+        metrics=metrics,
+        trainer={"epochs": 2, "device": "cpu"},
+    )
     rows = result.run.read_metrics()
     assert all(math.isfinite(row["train/loss"]) and math.isfinite(row["val/loss"]) for row in rows)
     assert math.isfinite(result.summary["test"]["loss"])
@@ -74,23 +80,34 @@ def test_every_optimizer_lowers_the_training_loss(tmp_path, name):
 
 @pytest.mark.parametrize("name", SCHEDULERS.names())
 def test_every_scheduler_changes_the_learning_rate(tmp_path, name):
-    params = {"step": {"step_size": 1, "gamma": 0.5}, "reduce_on_plateau": {"patience": 0, "factor": 0.5, "threshold": 10}}
+    params = {
+        "step": {"step_size": 1, "gamma": 0.5},
+        "reduce_on_plateau": {"patience": 0, "factor": 0.5, "threshold": 10},
+    }
     scheduler = {"name": name, **params.get(name, {})}
-    result = one_epoch(tmp_path, scheduler=scheduler, trainer={"epochs": 4, "device": "cpu", "monitor": "val/loss"},
-                       optimizer={"name": "sgd", "lr": 0.05})
+    result = one_epoch(
+        tmp_path,
+        scheduler=scheduler,
+        trainer={"epochs": 4, "device": "cpu", "monitor": "val/loss"},
+        optimizer={"name": "sgd", "lr": 0.05},
+    )
     learning_rates = [row["lr"] for row in result.run.read_metrics()]
     assert len(set(learning_rates)) > 1, learning_rates
 
 
 def test_step_scheduler_halves_each_epoch(tmp_path):
-    result = one_epoch(tmp_path, scheduler={"name": "step", "step_size": 1, "gamma": 0.5},
-                       optimizer={"name": "sgd", "lr": 0.08}, trainer={"epochs": 3, "device": "cpu"})
+    result = one_epoch(
+        tmp_path,
+        scheduler={"name": "step", "step_size": 1, "gamma": 0.5},
+        optimizer={"name": "sgd", "lr": 0.08},
+        trainer={"epochs": 3, "device": "cpu"},
+    )
     # The logged rate is the one each epoch trained with.
     assert [row["lr"] for row in result.run.read_metrics()] == pytest.approx([0.08, 0.04, 0.02])
 
 
 def test_kl_div_is_batchmean_over_log_softmax(tmp_path):
-    from trainctl.build import build_loss, build_data
+    from trainctl.build import build_data, build_loss
 
     config = load_config(tiny_config(tmp_path, loss={"name": "kl_div"}))
     data = build_data(config, torch.device("cpu"))
@@ -98,7 +115,8 @@ def test_kl_div_is_batchmean_over_log_softmax(tmp_path):
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]])
     target = torch.tensor([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0]])
     log_q = torch.log_softmax(logits, dim=1)
-    expected = sum(
-        sum(p * (torch.log(p) - lq) for p, lq in zip(row_p, row_q) if p > 0) for row_p, row_q in zip(target, log_q)
-    ) / 2
+    expected = (
+        sum(sum(p * (torch.log(p) - lq) for p, lq in zip(row_p, row_q) if p > 0) for row_p, row_q in zip(target, log_q))
+        / 2
+    )
     assert loss_fn(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)

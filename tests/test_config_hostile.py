@@ -7,12 +7,13 @@ import time
 
 import pytest
 
-from conftest import tiny_config, write_config
 from trainctl.config import load_config
 from trainctl.errors import UserError
 from trainctl.runs import RunFolder
 from trainctl.sweep_plan import parse_values
 from trainctl.yaml_source import MAX_DEPTH, read_yaml
+
+from conftest import tiny_config, write_config
 
 TAIL = "\nmodel: {name: mlp}\nloss: {name: cross_entropy}\noptimizer: {name: adam}\n"
 
@@ -47,21 +48,26 @@ def test_billion_laughs_is_refused_by_the_size_budget(tmp_path):
 
 
 def test_aliases_within_the_budget_still_work(tmp_path):
-    path = write_config(tmp_path, """
+    path = write_config(
+        tmp_path,
+        """
         name: anchors
         data: {name: iris}
         model: {name: mlp, hidden: &widths [16, 16]}
         loss: {name: cross_entropy}
         optimizer: {name: adam}
         sweep: {grid: {model.hidden: [*widths, [8]]}}
-    """)
+    """,
+    )
     config = load_config(path)
     assert config.model.params["hidden"] == [16, 16]
     assert config.sweep.grid == {"model.hidden": [[16, 16], [8]]}
 
 
 def test_an_alias_inside_its_own_anchor_is_refused(tmp_path):
-    path = write_config(tmp_path, "name: x\nmodel: &m {name: mlp, inner: [*m]}" + TAIL.replace("model: {name: mlp}\n", ""))
+    path = write_config(
+        tmp_path, "name: x\nmodel: &m {name: mlp, inner: [*m]}" + TAIL.replace("model: {name: mlp}\n", "")
+    )
     line = error_of(path)
     assert line.startswith(f"{path}:2:")
     assert "the alias *m stands inside its own anchor &m" in line
@@ -100,7 +106,9 @@ def test_a_run_config_reads_back_what_was_written(tmp_path):
 
 
 def test_duplicate_keys_name_both_lines(tmp_path):
-    path = write_config(tmp_path, """
+    path = write_config(
+        tmp_path,
+        """
         name: dup
         model: {name: mlp}
         loss: {name: cross_entropy}
@@ -109,7 +117,8 @@ def test_duplicate_keys_name_both_lines(tmp_path):
           lr: 0.1
           betas: [0.9, 0.99]
           lr: 0.001
-    """)
+    """,
+    )
     assert error_of(path) == f"{path}:8: key 'lr' is given twice in one mapping (lines 6 and 8); keep one"
 
 
@@ -118,12 +127,15 @@ def test_a_merge_key_overridden_in_place_is_not_a_duplicate(tmp_path):
     assert read_yaml(text, "x.yaml")[0]["opt"] == {"lr": 0.5, "name": "adam"}
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ('"run\\0name"', r"'run\x00name' holds a NUL character (\0), which no name or path can hold"),
-    ('"x\\ud800"', r"'x\ud800' holds a lone surrogate (\ud800-\udfff), which is not a character"),
-    ("2024-13-45", "invalid YAML: cannot read the value '2024-13-45': month must be in 1..12"),
-    ("1" * 5000, "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"run\\0name"', r"'run\x00name' holds a NUL character (\0), which no name or path can hold"),
+        ('"x\\ud800"', r"'x\ud800' holds a lone surrogate (\ud800-\udfff), which is not a character"),
+        ("2024-13-45", "invalid YAML: cannot read the value '2024-13-45': month must be in 1..12"),
+        ("1" * 5000, "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"),
+    ],
+)
 def test_values_no_config_can_hold_are_one_line(tmp_path, value, expected):
     path = write_config(tmp_path, f"name: {value}" + TAIL)
     line = error_of(path)
@@ -135,15 +147,27 @@ def test_values_no_config_can_hold_are_one_line(tmp_path, value, expected):
 # ---- values that pass a type check but crash later -------------------------------------------------
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    (f"seed={2**64}", "--set seed: seed: Input should be less than or equal to 18446744073709551615"),
-    ("seed=-1", "--set seed: seed: Input should be greater than or equal to 0 (got -1)"),
-    ("data.split_seed=-5", "--set data.split_seed: data.split_seed: Input should be greater than or equal to 0"),
-    (f"data.batch_size={2**70}", "--set data.batch_size: data.batch_size: Input should be less than or equal to 2147483647"),
-    ("model.hidden=[64, 2000000]", "--set model.hidden: model.hidden.1: Input should be less than or equal to 1048576"),
-    ("sweep.seed=4294967296", "--set sweep.seed: sweep.seed: Input should be less than 2147483648"),
-    (f"data={{name: synthetic_regression, samples: {10**12}}}", "--set data: data.samples: Input should be less than"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (f"seed={2**64}", "--set seed: seed: Input should be less than or equal to 18446744073709551615"),
+        ("seed=-1", "--set seed: seed: Input should be greater than or equal to 0 (got -1)"),
+        ("data.split_seed=-5", "--set data.split_seed: data.split_seed: Input should be greater than or equal to 0"),
+        (
+            f"data.batch_size={2**70}",
+            "--set data.batch_size: data.batch_size: Input should be less than or equal to 2147483647",
+        ),
+        (
+            "model.hidden=[64, 2000000]",
+            "--set model.hidden: model.hidden.1: Input should be less than or equal to 1048576",
+        ),
+        ("sweep.seed=4294967296", "--set sweep.seed: sweep.seed: Input should be less than 2147483648"),
+        (
+            f"data={{name: synthetic_regression, samples: {10**12}}}",
+            "--set data: data.samples: Input should be less than",
+        ),
+    ],
+)
 def test_sizes_and_seeds_have_bounds_in_the_schema(tmp_path, override, expected):
     line = error_of(tiny_config(tmp_path), [override])
     assert line.startswith(expected)
@@ -170,7 +194,9 @@ def test_the_default_name_from_the_file_stem_is_always_valid(tmp_path, stem, exp
 
 
 def test_a_huge_value_is_cut_in_the_message(tmp_path):
-    path = write_config(tmp_path, "name: x\nmodel: {name: " + "m" * 1_000_000 + "}" + TAIL.replace("\nmodel: {name: mlp}", ""))
+    path = write_config(
+        tmp_path, "name: x\nmodel: {name: " + "m" * 1_000_000 + "}" + TAIL.replace("\nmodel: {name: mlp}", "")
+    )
     line = error_of(path)
     assert line.startswith(f"{path}:2: model.name: unknown model 'mmmm")
     assert "… (1,000,002 characters); registered: mlp, cnn" in line
@@ -188,9 +214,11 @@ def test_a_data_file_given_with_set_is_reported_at_the_set(tmp_path):
     csv.write_text("x,y\n1,a\n2,b\n")
     path = tiny_config(tmp_path)
     assert error_of(path, ["data.name=csv", f"data.path={tmp_path / 'nope.csv'}", "data.target=y"]) == (
-        f"--set data.path: data.path: {tmp_path / 'nope.csv'}: file not found")
+        f"--set data.path: data.path: {tmp_path / 'nope.csv'}: file not found"
+    )
     assert error_of(path, ["data.name=csv", f"data.path={csv}", "data.target=z"]).startswith(
-        f"--set data.target: data.target: no column 'z' in {csv}")
+        f"--set data.target: data.target: no column 'z' in {csv}"
+    )
 
 
 def test_train_says_what_to_give(cli, tmp_path):
@@ -212,19 +240,27 @@ def test_a_model_too_large_for_memory_is_refused_with_the_figure(cli, tmp_path):
 
 
 def test_a_dataset_too_large_for_memory_is_refused_with_the_figure(cli, tmp_path):
-    path = tiny_config(tmp_path, data={"name": "synthetic_regression", "samples": 2_000_000_000, "features": 100_000},
-                       loss={"name": "mse"})
+    path = tiny_config(
+        tmp_path,
+        data={"name": "synthetic_regression", "samples": 2_000_000_000, "features": 100_000},
+        loss={"name": "mse"},
+    )
     result = cli("validate", path)
     assert result.exit_code == 2, result.output
-    assert f"error: {path}:3: data: 2,000,000,000 samples × 100,000 features need about 2.8 PiB of memory" in result.stderr
+    assert (
+        f"error: {path}:3: data: 2,000,000,000 samples × 100,000 features need about 2.8 PiB of memory" in result.stderr
+    )
 
 
-@pytest.mark.parametrize(("content", "reason"), [
-    (b"", "the file is empty"),
-    (b"hello, this is text\n", "not a PyTorch checkpoint file: neither a zip archive nor a pickle"),
-    (b"PK\x03\x04garbage", "PytorchStreamReader failed reading zip archive: not a ZIP archive"),
-    (b"\x80\x02\x8a\x0a", "the file ends early: truncated"),
-])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "the file is empty"),
+        (b"hello, this is text\n", "not a PyTorch checkpoint file: neither a zip archive nor a pickle"),
+        (b"PK\x03\x04garbage", "PytorchStreamReader failed reading zip archive: not a ZIP archive"),
+        (b"\x80\x02\x8a\x0a", "the file ends early: truncated"),
+    ],
+)
 def test_an_unreadable_checkpoint_says_why_in_words(tmp_path, content, reason):
     from trainctl.checkpoint import load_checkpoint
 
@@ -239,7 +275,9 @@ def test_a_combination_torch_refuses_is_the_configs_to_fix(cli, tmp_path):
     """Each value passes the schema; together SGD refuses them (found by the fuzz test)."""
     result = cli("validate", tiny_config(tmp_path), "--set", "optimizer={name: sgd, nesterov: true}")
     assert result.exit_code == 2, result.output
-    assert result.stderr == "error: --set optimizer: optimizer: Nesterov momentum requires a momentum and zero dampening\n"
+    assert (
+        result.stderr == "error: --set optimizer: optimizer: Nesterov momentum requires a momentum and zero dampening\n"
+    )
 
 
 def test_a_duplicate_in_a_set_value_names_the_set(tmp_path):
@@ -247,11 +285,23 @@ def test_a_duplicate_in_a_set_value_names_the_set(tmp_path):
     assert line == "--set optimizer: key 'name' is given twice in one mapping; keep one"
 
 
-@pytest.mark.parametrize(("overrides", "reason"), [
-    (["data.batch_size=1", "model.batch_norm=true"], "a batch of 1): Expected more than 1 value per channel when training"),
-    (["data={name: wine, batch_size: 46}", "model={name: mlp, output_activation: softmax}", "loss.name=gaussian_nll"],
-     "a batch of 46): The size of tensor a (2) must match the size of tensor b (3)"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (
+            ["data.batch_size=1", "model.batch_norm=true"],
+            "a batch of 1): Expected more than 1 value per channel when training",
+        ),
+        (
+            [
+                "data={name: wine, batch_size: 46}",
+                "model={name: mlp, output_activation: softmax}",
+                "loss.name=gaussian_nll",
+            ],
+            "a batch of 46): The size of tensor a (2) must match the size of tensor b (3)",
+        ),
+    ],
+)
 def test_a_first_step_torch_refuses_is_one_line(cli, tmp_path, overrides, reason):
     """Found by the fuzz test: shapes or sizes that only meet in the forward pass."""
     arguments = ["validate", tiny_config(tmp_path)] + [part for o in overrides for part in ("--set", o)]

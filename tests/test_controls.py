@@ -8,12 +8,13 @@ import sys
 import pytest
 import torch
 
-from conftest import read_jsonl, tiny_config
 from trainctl.data import Split
 from trainctl.errors import UserError
 from trainctl.trainer import NonFiniteLoss, train_one_epoch
 from trainctl.training_state import EarlyStopping, TrainingState
 from trainctl.workflows import resume, train
+
+from conftest import read_jsonl, tiny_config
 
 EARLY = {"monitor": "val/loss", "patience": 2, "min_delta": 0.02}
 
@@ -80,8 +81,15 @@ def test_gradient_clipping_bounds_each_update():
     split = one_batch_split(torch.randn(8, 4) * 100, torch.randn(8, 1) * 100)  # a huge gradient
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    train_one_epoch(model, split, torch.nn.MSELoss(), optimizer, batch_size=8,
-                    generator=torch.Generator().manual_seed(0), grad_clip_norm=0.5)
+    train_one_epoch(
+        model,
+        split,
+        torch.nn.MSELoss(),
+        optimizer,
+        batch_size=8,
+        generator=torch.Generator().manual_seed(0),
+        grad_clip_norm=0.5,
+    )
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert torch.linalg.vector_norm(after - before).item() == pytest.approx(0.5, rel=1e-5)
 
@@ -95,34 +103,62 @@ def nan_in_one_sample() -> Split:
 def test_nonfinite_loss_stops_and_names_epoch_and_step():
     model = torch.nn.Linear(4, 1)
     with pytest.raises(NonFiniteLoss, match=r"non-finite at epoch 3, step \d"):
-        train_one_epoch(model, nan_in_one_sample(), torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                        batch_size=4, generator=torch.Generator().manual_seed(0), epoch=3)
+        train_one_epoch(
+            model,
+            nan_in_one_sample(),
+            torch.nn.MSELoss(),
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            batch_size=4,
+            generator=torch.Generator().manual_seed(0),
+            epoch=3,
+        )
 
 
 def test_nonfinite_steps_are_skipped_within_the_limit():
     model = torch.nn.Linear(4, 1)
-    progress = train_one_epoch(model, nan_in_one_sample(), torch.nn.MSELoss(),
-                               torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4,
-                               generator=torch.Generator().manual_seed(0), skip_budget=1)
+    progress = train_one_epoch(
+        model,
+        nan_in_one_sample(),
+        torch.nn.MSELoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        batch_size=4,
+        generator=torch.Generator().manual_seed(0),
+        skip_budget=1,
+    )
     assert progress.skipped == 1  # the one batch holding the NaN sample
     assert progress.optimizer_steps == 7
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    with pytest.raises(NonFiniteLoss, match="after as many skipped steps as trainer.max_skipped_steps allows"):
-        train_one_epoch(model, nan_in_one_sample(), torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                        batch_size=4, generator=torch.Generator().manual_seed(0), skip_budget=0)
+    with pytest.raises(
+        NonFiniteLoss, match=re.escape("after as many skipped steps as trainer.max_skipped_steps allows")
+    ):
+        train_one_epoch(
+            model,
+            nan_in_one_sample(),
+            torch.nn.MSELoss(),
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            batch_size=4,
+            generator=torch.Generator().manual_seed(0),
+            skip_budget=0,
+        )
 
 
 def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
     """One-cycle warm-up to a rate far too high for plain SGD: fine for an epoch or two, then inf."""
     config = tiny_config(
-        tmp_path, data={"name": "diabetes", "batch_size": 16}, loss={"name": "mse"},
-        optimizer={"name": "sgd", "lr": 0.01}, scheduler={"name": "onecycle", "max_lr": 0.5},
+        tmp_path,
+        data={"name": "diabetes", "batch_size": 16},
+        loss={"name": "mse"},
+        optimizer={"name": "sgd", "lr": 0.01},
+        scheduler={"name": "onecycle", "max_lr": 0.5},
         trainer={"epochs": 20, "device": "cpu"},
     )
     with pytest.raises(UserError) as caught:
         train(config, out=tmp_path / "run", quiet=True)
-    found = re.fullmatch(r"the training loss became non-finite at epoch (\d+), step \d+; the run stopped and keeps "
-                         r"its last good checkpoint \(epoch (\d+)\)\. Lower optimizer.lr.*", str(caught.value))
+    found = re.fullmatch(
+        r"the training loss became non-finite at epoch (\d+), step \d+; the run stopped and keeps "
+        r"its last good checkpoint \(epoch (\d+)\)\. Lower optimizer.lr.*",
+        str(caught.value),
+    )
     assert found, caught.value
     bad_epoch, kept_epoch = int(found[1]), int(found[2])
     assert kept_epoch == bad_epoch - 1 >= 1

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, write_config
 from trainctl.workflows import validate
+
+from conftest import REPO, write_config
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -27,20 +28,25 @@ def colour_table(path: Path, rows: int = 120, seed: int = 0) -> Path:
     data = []
     for i in range(rows):
         colour = ["red", "green", "blue"][i % 3]
-        data.append([round(float(rng.normal(10, 2)), 2), colour, {"red": "cherry", "green": "lime", "blue": "berry"}[colour]])
+        data.append(
+            [round(float(rng.normal(10, 2)), 2), colour, {"red": "cherry", "green": "lime", "blue": "berry"}[colour]]
+        )
     return write_csv(path, ["size", "colour", "kind"], data)
 
 
 def csv_config(directory: Path, data_path: Path, **data) -> Path:
-    return write_config(directory, f"""
+    return write_config(
+        directory,
+        f"""
         name: table
-        data: {{name: csv, path: {data_path.name}, batch_size: 16, {', '.join(f'{k}: {v}' for k, v in data.items())}}}
+        data: {{name: csv, path: {data_path.name}, batch_size: 16, {", ".join(f"{k}: {v}" for k, v in data.items())}}}
         model: {{name: mlp, hidden: [16]}}
         loss: {{name: cross_entropy}}
         optimizer: {{name: adam, lr: 0.05}}
         trainer: {{epochs: 15, device: cpu}}
-        output_dir: {directory / 'runs'}
-    """)
+        output_dir: {directory / "runs"}
+    """,
+    )
 
 
 def test_a_csv_trains_and_its_run_predicts_without_the_data(cli, tmp_path):
@@ -69,14 +75,17 @@ def test_a_numeric_target_with_many_values_is_regression_and_predicts_in_its_uni
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 10, 300)
     data = write_csv(tmp_path / "line.csv", ["x", "y"], [[round(a, 4), round(3 * a + 2, 4)] for a in x])
-    config = write_config(tmp_path, f"""
+    config = write_config(
+        tmp_path,
+        f"""
         data: {{name: csv, path: {data.name}, target: y, batch_size: 16}}
         model: {{name: mlp, hidden: [32]}}
         loss: {{name: mse}}
         optimizer: {{name: adam, lr: 0.01}}
         trainer: {{epochs: 60, device: cpu}}
-        output_dir: {tmp_path / 'runs'}
-    """)
+        output_dir: {tmp_path / "runs"}
+    """,
+    )
     assert cli("train", config, "--out", tmp_path / "run", "--quiet").exit_code == 0
     new = write_csv(tmp_path / "new.csv", ["x"], [[1.0], [5.0], [9.0]])
     result = cli("predict", tmp_path / "run", new, "-o", tmp_path / "out.csv")
@@ -87,11 +96,16 @@ def test_a_numeric_target_with_many_values_is_regression_and_predicts_in_its_uni
 
 
 def test_missing_values_are_named_or_dropped(cli, tmp_path):
-    rows = [[1.0, "a", "x"], ["", "b", "y"], [2.0, "NA", "x"]] + [[float(i), "ab"[i % 2], "xy"[i % 2]] for i in range(40)]
+    rows = [[1.0, "a", "x"], ["", "b", "y"], [2.0, "NA", "x"]] + [
+        [float(i), "ab"[i % 2], "xy"[i % 2]] for i in range(40)
+    ]
     data = write_csv(tmp_path / "holes.csv", ["n", "c", "t"], rows)
     result = cli("train", csv_config(tmp_path, data, target="t"), "--out", tmp_path / "run")
     assert result.exit_code == 2
-    assert f"{data}: 2 rows have missing values: line 3 (n); line 4 (c). Fill them in, or set data.on_missing: drop" in result.stderr
+    assert (
+        f"{data}: 2 rows have missing values: line 3 (n); line 4 (c). Fill them in, or set data.on_missing: drop"
+        in result.stderr
+    )
     assert not (tmp_path / "run").exists()
     result = cli("train", csv_config(tmp_path, data, target="t", on_missing="drop"), "--out", tmp_path / "run", "-q")
     assert result.exit_code == 0, result.output
@@ -118,14 +132,20 @@ def test_predict_refuses_unseen_categories_and_missing_columns(cli, tmp_path):
     assert f"{purple}:3: column 'colour': 'purple' was never seen in training; known: blue, green, red" in result.stderr
     no_size = write_csv(tmp_path / "no_size.csv", ["colour"], [["red"]])
     result = cli("predict", tmp_path / "run", no_size)
-    assert result.exit_code == 2 and "no column 'size', which the model was trained on; its columns: colour" in result.stderr
+    assert (
+        result.exit_code == 2
+        and "no column 'size', which the model was trained on; its columns: colour" in result.stderr
+    )
 
 
 def test_predict_on_a_run_of_bundled_data_says_what_it_reads(cli, digits_run, tmp_path):
     new = write_csv(tmp_path / "x.csv", ["a"], [[1]])
     result = cli("predict", digits_run.run.path, new)
     assert result.exit_code == 2
-    assert "predict reads input files for runs trained on csv tables, image or text datasets; this run was trained on 'digits'" in result.stderr
+    assert (
+        "predict reads input files for runs trained on csv tables, image or text datasets; this run was trained on 'digits'"
+        in result.stderr
+    )
 
 
 def test_the_shipped_csv_example_is_valid():

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 
-import recorded_curves as recorded
-from conftest import read_jsonl, tiny_config
 from trainctl.curves import BEST_EPOCH, curves_figure, plot_runs
 from trainctl.diagnosis import chance_levels, diagnose
 from trainctl.preflight import Finding
 from trainctl.task import Task
 from trainctl.workflows import resume, train
+
+import recorded_curves as recorded
+from conftest import read_jsonl, tiny_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,26 +28,37 @@ ADAPTIVE_CHANCE = {"val/mae": 2.2635, "val/r2": 0.0}  # the clean validation tar
 
 
 # What the checks before training say about the seed's PyTorch example (`trainctl validate configs/seed_torch_ce.yaml`).
-SEED_WARNINGS = [Finding("warning", "double-softmax", "the model's outputs are already probabilities",
-                         "end the model without an activation (model.output_activation: none); "
-                         "cross_entropy takes logits")]
+SEED_WARNINGS = [
+    Finding(
+        "warning",
+        "double-softmax",
+        "the model's outputs are already probabilities",
+        "end the model without an activation (model.output_activation: none); cross_entropy takes logits",
+    )
+]
 
 
 def test_a_negative_log_likelihood_that_falls_below_zero_is_not_diverging():
     # The adaptive loss fell from 1.46 to -0.65; the old verdict was "diverging: the training loss rises".
     diagnosis = diagnose(recorded.ROBUST_ADAPTIVE, "val/mae", chance=ADAPTIVE_CHANCE)
     assert diagnosis.shape == "plateaued"
-    assert diagnosis.message == ("plateaued: neither the training loss nor val/mae improved over the last 10 epochs; "
-                                 "best val/mae 0.1126 at epoch 96; chance 2.264")
+    assert diagnosis.message == (
+        "plateaued: neither the training loss nor val/mae improved over the last 10 epochs; "
+        "best val/mae 0.1126 at epoch 96; chance 2.264"
+    )
 
 
 def test_the_double_softmax_example_names_its_warning_not_health():
     diagnosis = diagnose(recorded.SEED_TORCH_CE, "val/accuracy", chance=DIGITS_CHANCE, warnings=SEED_WARNINGS)
-    assert diagnosis.message == ("still improving: val/accuracy improved by 0.117 over the last 3 epochs; best "
-                                 "val/accuracy 0.5778 at epoch 4; chance 0.1; the checks before training warned: "
-                                 "double-softmax")
-    assert diagnosis.hint == ("fix that first: end the model without an activation (model.output_activation: none); "
-                              "cross_entropy takes logits")
+    assert diagnosis.message == (
+        "still improving: val/accuracy improved by 0.117 over the last 3 epochs; best "
+        "val/accuracy 0.5778 at epoch 4; chance 0.1; the checks before training warned: "
+        "double-softmax"
+    )
+    assert diagnosis.hint == (
+        "fix that first: end the model without an activation (model.output_activation: none); "
+        "cross_entropy takes logits"
+    )
 
 
 @pytest.mark.parametrize("curve", [recorded.DIGITS_MLP_20, recorded.DIGITS_MLP_40])
@@ -55,8 +67,9 @@ def test_a_schedule_that_decayed_to_zero_has_converged(curve):
     diagnosis = diagnose(curve, "val/accuracy", chance=DIGITS_CHANCE)
     best = 11 if len(curve) == 20 else 8
     assert diagnosis.shape == "converged"
-    assert diagnosis.message == (f"converged as the learning rate decayed to 0; best val/accuracy 0.9833 at epoch "
-                                 f"{best}; chance 0.1")
+    assert diagnosis.message == (
+        f"converged as the learning rate decayed to 0; best val/accuracy 0.9833 at epoch {best}; chance 0.1"
+    )
     assert diagnosis.hint.startswith(f"more epochs will not help; the best epoch was {best} of {len(curve)}")
     assert "improving" not in diagnosis.message
 
@@ -70,9 +83,13 @@ def test_an_early_stopped_run_is_never_still_improving():
 
 def test_a_converged_weak_model_is_not_called_healthy():
     diagnosis = diagnose(recorded.NARROW_MLP, "val/accuracy", chance=DIGITS_CHANCE)
-    assert diagnosis.message == "converged as the learning rate decayed to 0; best val/accuracy 0.3833 at epoch 23; chance 0.1"
-    assert diagnosis.hint == ("more epochs of this schedule will not help; to do better, change the model, the loss "
-                              "or optimizer.lr")
+    assert (
+        diagnosis.message
+        == "converged as the learning rate decayed to 0; best val/accuracy 0.3833 at epoch 23; chance 0.1"
+    )
+    assert diagnosis.hint == (
+        "more epochs of this schedule will not help; to do better, change the model, the loss or optimizer.lr"
+    )
 
 
 def test_an_improving_run_without_warnings_asks_for_more_epochs():
@@ -83,7 +100,9 @@ def test_an_improving_run_without_warnings_asks_for_more_epochs():
 
 
 def test_a_metric_at_chance_level_is_not_learning():
-    rows = [{**row, "val/accuracy": accuracy} for row, accuracy in zip(recorded.SEED_TORCH_CE, [0.1, 0.1, 0.1056, 0.1, 0.1])]
+    rows = [
+        {**row, "val/accuracy": accuracy} for row, accuracy in zip(recorded.SEED_TORCH_CE, [0.1, 0.1, 0.1056, 0.1, 0.1])
+    ]
     diagnosis = diagnose(rows, "val/accuracy", chance=DIGITS_CHANCE)
     assert diagnosis.shape == "not-learning"
     assert diagnosis.message == "not learning: the best val/accuracy, 0.1056, is barely above chance (0.1)"
@@ -95,30 +114,57 @@ def test_a_metric_at_chance_level_is_not_learning():
 def test_chance_levels_of_classes_and_of_values():
     labels = np.array([0, 0, 0, 1, 2, 2])  # three of six in class 0
     assert chance_levels(Task("classification", num_classes=4), labels) == {
-        "val/accuracy": 0.5, "val/precision": 0.25, "val/recall": 0.25, "val/f1": 0.25}
+        "val/accuracy": 0.5,
+        "val/precision": 0.25,
+        "val/recall": 0.25,
+        "val/f1": 0.25,
+    }
     levels = chance_levels(Task("regression"), np.array([1.0, 2.0, 3.0, 10.0]))
     assert levels["val/mse"] == pytest.approx(12.5)  # mean 4: (9 + 4 + 1 + 36) / 4
-    assert levels["val/rmse"] == pytest.approx(12.5 ** 0.5)
+    assert levels["val/rmse"] == pytest.approx(12.5**0.5)
     assert levels["val/mae"] == pytest.approx(2.5)  # median 2.5: (1.5 + 0.5 + 0.5 + 7.5) / 4
     assert levels["val/r2"] == 0.0
 
 
-@pytest.mark.parametrize("train_losses, val_losses, shape, says", [
-    ([1.0, 0.6, 0.4, 0.3, 0.22, 0.16, 0.12, 0.09, 0.07], [1.1, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.17, 0.15],
-     "still-improving", "more epochs would likely help"),
-    ([1.0, 0.5, 0.35, 0.3, 0.28, 0.27, 0.265, 0.26, 0.255], [1.0, 0.55, 0.4, 0.35, 0.33, 0.32, 0.3195, 0.319, 0.3188],
-     "levelling-off", "more epochs would add little"),
-    ([1.0, 0.5, 0.4, 0.401, 0.4, 0.399, 0.4, 0.4, 0.3995], [1.0, 0.5, 0.45, 0.45, 0.45, 0.45, 0.45, 0.45, 0.45],
-     "plateaued", "raise optimizer.lr or use a larger model"),
-    ([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05], [1.0, 0.8, 0.6, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0],
-     "overfitting", "stop earlier"),
-    ([1.0, 0.3, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001], [1.0, 0.3, 0.1, 0.05, 0.048, 0.049, 0.05, 0.05, 0.051],
-     "plateaued", "more epochs will not help"),
-    ([1.0, 0.8, 0.9, 1.5, 3.0, 8.0], [1.0, 0.8, 1.0, 2.0, 4.0, 9.0], "diverging", "lower optimizer.lr"),
-    ([-1.0, -1.2, -1.1, -0.5, 1.0, 6.0], [-1.0, -1.2, -1.0, 0.0, 2.0, 7.0], "diverging", "lower optimizer.lr"),
-    ([1.0, 0.8, float("nan")], [1.0, 0.9, float("nan")], "diverging", "lower optimizer.lr"),
-    ([1.0, 0.8], [1.0, 0.9], "too-short", "train for more epochs"),
-])
+@pytest.mark.parametrize(
+    "train_losses, val_losses, shape, says",
+    [
+        (
+            [1.0, 0.6, 0.4, 0.3, 0.22, 0.16, 0.12, 0.09, 0.07],
+            [1.1, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.17, 0.15],
+            "still-improving",
+            "more epochs would likely help",
+        ),
+        (
+            [1.0, 0.5, 0.35, 0.3, 0.28, 0.27, 0.265, 0.26, 0.255],
+            [1.0, 0.55, 0.4, 0.35, 0.33, 0.32, 0.3195, 0.319, 0.3188],
+            "levelling-off",
+            "more epochs would add little",
+        ),
+        (
+            [1.0, 0.5, 0.4, 0.401, 0.4, 0.399, 0.4, 0.4, 0.3995],
+            [1.0, 0.5, 0.45, 0.45, 0.45, 0.45, 0.45, 0.45, 0.45],
+            "plateaued",
+            "raise optimizer.lr or use a larger model",
+        ),
+        (
+            [1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05],
+            [1.0, 0.8, 0.6, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0],
+            "overfitting",
+            "stop earlier",
+        ),
+        (
+            [1.0, 0.3, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001],
+            [1.0, 0.3, 0.1, 0.05, 0.048, 0.049, 0.05, 0.05, 0.051],
+            "plateaued",
+            "more epochs will not help",
+        ),
+        ([1.0, 0.8, 0.9, 1.5, 3.0, 8.0], [1.0, 0.8, 1.0, 2.0, 4.0, 9.0], "diverging", "lower optimizer.lr"),
+        ([-1.0, -1.2, -1.1, -0.5, 1.0, 6.0], [-1.0, -1.2, -1.0, 0.0, 2.0, 7.0], "diverging", "lower optimizer.lr"),
+        ([1.0, 0.8, float("nan")], [1.0, 0.9, float("nan")], "diverging", "lower optimizer.lr"),
+        ([1.0, 0.8], [1.0, 0.9], "too-short", "train for more epochs"),
+    ],
+)
 def test_diagnosis_names_each_curve_shape(train_losses, val_losses, shape, says):
     diagnosis = diagnose(history(train_losses, val_losses))
     assert diagnosis.shape == shape
@@ -128,15 +174,19 @@ def test_diagnosis_names_each_curve_shape(train_losses, val_losses, shape, says)
 @pytest.mark.parametrize("shift", [0.0, -5.0, 100.0])
 def test_the_verdict_does_not_depend_on_where_the_loss_sits(shift):
     """A loss shifted by a constant (a negative log-likelihood's constant term) has the same curve."""
-    rows = [{**row, "train/loss": row["train/loss"] + shift, "val/loss": row["val/loss"] + shift}
-            for row in recorded.ROBUST_ADAPTIVE]
-    assert diagnose(rows, "val/mae", chance=ADAPTIVE_CHANCE) == diagnose(recorded.ROBUST_ADAPTIVE, "val/mae",
-                                                                         chance=ADAPTIVE_CHANCE)
+    rows = [
+        {**row, "train/loss": row["train/loss"] + shift, "val/loss": row["val/loss"] + shift}
+        for row in recorded.ROBUST_ADAPTIVE
+    ]
+    assert diagnose(rows, "val/mae", chance=ADAPTIVE_CHANCE) == diagnose(
+        recorded.ROBUST_ADAPTIVE, "val/mae", chance=ADAPTIVE_CHANCE
+    )
 
 
 def test_overfitting_names_the_epoch_it_starts():
-    diagnosis = diagnose(history([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05],
-                                 [1.0, 0.8, 0.6, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0]))
+    diagnosis = diagnose(
+        history([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05], [1.0, 0.8, 0.6, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0])
+    )
     assert diagnosis.message.startswith("overfitting from epoch 5: validation loss rose 0.45 above its best (epoch 4)")
 
 
@@ -152,8 +202,11 @@ def test_every_run_writes_its_curves_and_diagnosis(two_runs):
     run = two_runs[0]
     assert (run.run.path / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
     iris_validation = np.repeat([0, 1, 2], 5)  # 15 flowers, stratified: chance is 1/3
-    expected = diagnose(read_jsonl(run.run.metrics_path), "val/accuracy",
-                        chance=chance_levels(Task("classification", num_classes=3), iris_validation))
+    expected = diagnose(
+        read_jsonl(run.run.metrics_path),
+        "val/accuracy",
+        chance=chance_levels(Task("classification", num_classes=3), iris_validation),
+    )
     assert "chance 0.3333" in expected.message
     assert run.summary["diagnosis"]["shape"] == expected.shape
     assert run.summary["diagnosis"]["message"] == expected.message
@@ -168,8 +221,11 @@ def test_a_trained_run_with_a_warning_carries_it_into_its_diagnosis(tmp_path):
 
 
 def test_a_resumed_run_keeps_the_warning_in_its_diagnosis(tmp_path):
-    config = tiny_config(tmp_path, model={"name": "mlp", "hidden": [16], "output_activation": "softmax"},
-                         trainer={"epochs": 2, "device": "cpu"})
+    config = tiny_config(
+        tmp_path,
+        model={"name": "mlp", "hidden": [16], "output_activation": "softmax"},
+        trainer={"epochs": 2, "device": "cpu"},
+    )
     first = train(config, out=tmp_path / "run", quiet=True)
     assert first.summary["diagnosis"]["shape"] == "too-short"
     result = resume(first.run.path, ["trainer.epochs=4"], quiet=True)
@@ -188,11 +244,14 @@ def test_plot_overlays_two_lines_of_loss_and_one_of_metric_per_run(two_runs, tmp
     assert (tmp_path / "both.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
-@pytest.mark.parametrize("curve, loss_scale", [
-    (recorded.DIGITS_MLP_20, "log"),  # 1.68 down to 0.0085: over two decades
-    (recorded.SEED_TORCH_CE, "linear"),  # 2.29 down to 2.09
-    (recorded.ROBUST_ADAPTIVE, "linear"),  # below zero: no logarithm
-])
+@pytest.mark.parametrize(
+    "curve, loss_scale",
+    [
+        (recorded.DIGITS_MLP_20, "log"),  # 1.68 down to 0.0085: over two decades
+        (recorded.SEED_TORCH_CE, "linear"),  # 2.29 down to 2.09
+        (recorded.ROBUST_ADAPTIVE, "linear"),  # below zero: no logarithm
+    ],
+)
 def test_losses_spanning_decades_are_drawn_on_a_log_axis(curve, loss_scale):
     monitor = "val/mae" if "val/mae" in curve[0] else "val/accuracy"
     loss_axes, metric_axes = curves_figure([("run", curve, monitor)]).axes
@@ -201,8 +260,12 @@ def test_losses_spanning_decades_are_drawn_on_a_log_axis(curve, loss_scale):
 
 
 def test_the_legend_lies_outside_both_axes_and_names_runs_shortly():
-    figure = curves_figure([("digits_mlp", recorded.DIGITS_MLP_20, "val/accuracy"),
-                            ("digits_mlp (trainer.epochs=40)", recorded.DIGITS_MLP_40, "val/accuracy")])
+    figure = curves_figure(
+        [
+            ("digits_mlp", recorded.DIGITS_MLP_20, "val/accuracy"),
+            ("digits_mlp (trainer.epochs=40)", recorded.DIGITS_MLP_40, "val/accuracy"),
+        ]
+    )
     figure.draw_without_rendering()
     [legend] = figure.legends
     box = legend.get_window_extent()
@@ -210,13 +273,21 @@ def test_the_legend_lies_outside_both_axes_and_names_runs_shortly():
         assert not box.overlaps(axes.get_window_extent())
         assert axes.get_legend() is None
     assert [text.get_text() for text in legend.get_texts()] == [
-        "digits_mlp", "digits_mlp (trainer.epochs=40)", "train loss", "val loss", "best epoch"]
+        "digits_mlp",
+        "digits_mlp (trainer.epochs=40)",
+        "train loss",
+        "val loss",
+        "best epoch",
+    ]
 
 
-@pytest.mark.parametrize("curve, monitor, epoch, value", [
-    (recorded.DIGITS_MLP_20, "val/accuracy", 11, 0.98333),  # the first epoch at the highest accuracy
-    (recorded.ROBUST_ADAPTIVE, "val/mae", 96, 0.11261),  # the lowest error
-])
+@pytest.mark.parametrize(
+    "curve, monitor, epoch, value",
+    [
+        (recorded.DIGITS_MLP_20, "val/accuracy", 11, 0.98333),  # the first epoch at the highest accuracy
+        (recorded.ROBUST_ADAPTIVE, "val/mae", 96, 0.11261),  # the lowest error
+    ],
+)
 def test_a_star_marks_the_best_epoch_of_the_monitored_metric(curve, monitor, epoch, value):
     _, metric_axes = curves_figure([("run", curve, monitor)]).axes
     [marker] = [line for line in metric_axes.get_lines() if line.get_gid() == BEST_EPOCH]

@@ -39,7 +39,8 @@ def train_tiny_run(directory: Path) -> tuple[Path, Path]:
 
     data = write_iris_csv(directory / "iris.csv")
     config = {
-        "name": "iris", "seed": 0,
+        "name": "iris",
+        "seed": 0,
         "data": {"name": "csv", "path": str(data), "target": "species", "batch_size": 32},
         "model": {"name": "mlp", "hidden": [8]},
         "loss": {"name": "cross_entropy"},
@@ -74,12 +75,14 @@ def command_line(command: str, run: Path, data: Path, scratch: Path) -> list:
 
 def edit_checkpoints(change: Callable[[dict], None]) -> Callable[[Path], None]:
     """Change best.pt and last.pt alike, saved again with torch.save: a well-formed file, forged content."""
+
     def damage(run: Path) -> None:
         for which in ("best", "last"):
             path = run / "checkpoints" / f"{which}.pt"
             state = torch.load(path, weights_only=True)
             change(state)
             torch.save(state, path)
+
     return damage
 
 
@@ -99,6 +102,7 @@ def set_key(*path: str | int, value: object) -> Callable[[dict], None]:
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
+
     return change
 
 
@@ -116,6 +120,7 @@ def metrics_lines(change: Callable[[list[str]], list[str]]) -> Callable[[Path], 
     def damage(run: Path) -> None:
         path = run / "metrics.jsonl"
         path.write_text("".join(line + "\n" for line in change(path.read_text().splitlines())))
+
     return damage
 
 
@@ -124,79 +129,123 @@ UNREADABLE = "not a readable trainctl checkpoint"
 
 # name: (damage, {command: (file, words in the message)}); commands not named must still work.
 DAMAGES: dict[str, tuple[Callable[[Path], None], dict[str, tuple[str, str]]]] = {
-    "checkpoint without state": (edit_checkpoints(lambda s: s.pop("state")),
-                                 {"resume": (LAST, "cannot resume from this checkpoint: no 'state' in it")}),
-    "checkpoint with state a string": (edit_checkpoints(set_key("state", value="x")),
-                                       {"resume": (LAST, "'state' is str 'x', not a mapping")}),
-    "checkpoint with a text epoch count": (edit_checkpoints(set_key("state", "epoch", value="two")),
-                                           {"resume": (LAST, "state.epoch is str 'two'")}),
+    "checkpoint without state": (
+        edit_checkpoints(lambda s: s.pop("state")),
+        {"resume": (LAST, "cannot resume from this checkpoint: no 'state' in it")},
+    ),
+    "checkpoint with state a string": (
+        edit_checkpoints(set_key("state", value="x")),
+        {"resume": (LAST, "'state' is str 'x', not a mapping")},
+    ),
+    "checkpoint with a text epoch count": (
+        edit_checkpoints(set_key("state", "epoch", value="two")),
+        {"resume": (LAST, "state.epoch is str 'two'")},
+    ),
     "checkpoint with weights of the wrong shape": (
         edit_checkpoints(set_key("model", "1.weight", value=torch.zeros(7, 7))),
-        {"eval": (BEST, "checkpoint does not fit this model"), "predict": (BEST, "checkpoint does not fit this model"),
-         "resume": (LAST, "model.1.weight is a torch.float32 tensor of shape [7, 7]; this run's model needs shape")}),
+        {
+            "eval": (BEST, "checkpoint does not fit this model"),
+            "predict": (BEST, "checkpoint does not fit this model"),
+            "resume": (LAST, "model.1.weight is a torch.float32 tensor of shape [7, 7]; this run's model needs shape"),
+        },
+    ),
     "checkpoint with weights not a mapping": (
         edit_checkpoints(set_key("model", value=[1, 2])),
-        {c: (BEST if c != "resume" else LAST, "'model' is list [1, 2], not a mapping of names to tensors")
-         for c in ("eval", "predict", "resume")}),
+        {
+            c: (BEST if c != "resume" else LAST, "'model' is list [1, 2], not a mapping of names to tensors")
+            for c in ("eval", "predict", "resume")
+        },
+    ),
     "checkpoint with a text top-level epoch": (
         edit_checkpoints(set_key("epoch", value="2")),
-        {c: (BEST if c != "resume" else LAST, "damaged or foreign checkpoint: 'epoch' is str '2'")
-         for c in ("eval", "predict", "resume")}),
+        {
+            c: (BEST if c != "resume" else LAST, "damaged or foreign checkpoint: 'epoch' is str '2'")
+            for c in ("eval", "predict", "resume")
+        },
+    ),
     "checkpoint with a foreign optimizer state": (
-        edit_checkpoints(foreign_optimizer), {"resume": (LAST, "'optimizer' has no betas in group 0: not the state of Adam")}),
+        edit_checkpoints(foreign_optimizer),
+        {"resume": (LAST, "'optimizer' has no betas in group 0: not the state of Adam")},
+    ),
     "checkpoint with optimizer moments of the wrong shape": (
         edit_checkpoints(set_key("optimizer", "state", 0, "exp_avg", value=torch.zeros(2))),
-        {"resume": (LAST, "optimizer state 0 exp_avg is a torch.float32 tensor of shape [2]")}),
+        {"resume": (LAST, "optimizer state 0 exp_avg is a torch.float32 tensor of shape [2]")},
+    ),
     "checkpoint with a text learning rate": (
         edit_checkpoints(set_key("optimizer", "param_groups", 0, "lr", value="fast")),
-        {"resume": (LAST, "optimizer group 0 lr is str 'fast'")}),
+        {"resume": (LAST, "optimizer group 0 lr is str 'fast'")},
+    ),
     "checkpoint with a garbage scheduler state": (
         edit_checkpoints(set_key("scheduler", "last_epoch", value="x")),
-        {"resume": (LAST, "scheduler.last_epoch is str 'x'")}),
+        {"resume": (LAST, "scheduler.last_epoch is str 'x'")},
+    ),
     "checkpoint with a garbage torch random state": (
         edit_checkpoints(set_key("rng", "torch_cpu", value=torch.zeros(3, dtype=torch.uint8))),
-        {"resume": (LAST, "'rng' holds a random state that cannot be restored")}),
+        {"resume": (LAST, "'rng' holds a random state that cannot be restored")},
+    ),
     "checkpoint with a garbage numpy random state": (
         edit_checkpoints(set_key("rng", "numpy", value=["MT19937", 1, 2])),
-        {"resume": (LAST, "'rng' holds a random state that cannot be restored")}),
+        {"resume": (LAST, "'rng' holds a random state that cannot be restored")},
+    ),
     "checkpoint with a garbage python random state": (
         edit_checkpoints(set_key("rng", "python", 1, value=torch.zeros(5, dtype=torch.int64))),
-        {"resume": (LAST, "'rng' holds a random state that cannot be restored")}),
-    "truncated checkpoints": (truncate_checkpoints, {c: (BEST if c != "resume" else LAST, UNREADABLE)
-                                                     for c in ("eval", "predict", "resume")}),
+        {"resume": (LAST, "'rng' holds a random state that cannot be restored")},
+    ),
+    "truncated checkpoints": (
+        truncate_checkpoints,
+        {c: (BEST if c != "resume" else LAST, UNREADABLE) for c in ("eval", "predict", "resume")},
+    ),
     "empty config.yaml": (write("config.yaml", ""), {c: ("config.yaml", "the config is empty") for c in COMMANDS}),
-    "unparsable config.yaml": (write("config.yaml", "name: iris\nmodel: [mlp,\n"),
-                               {c: ("config.yaml:3:1", "invalid YAML") for c in COMMANDS}),
-    "config.yaml a list": (write("config.yaml", "- 1\n"),
-                           {c: ("config.yaml:1", "the config must be a mapping") for c in COMMANDS}),
+    "unparsable config.yaml": (
+        write("config.yaml", "name: iris\nmodel: [mlp,\n"),
+        {c: ("config.yaml:3:1", "invalid YAML") for c in COMMANDS},
+    ),
+    "config.yaml a list": (
+        write("config.yaml", "- 1\n"),
+        {c: ("config.yaml:1", "the config must be a mapping") for c in COMMANDS},
+    ),
     "config.yaml with data a string": (
-        lambda run: (run / "config.yaml").write_text(yaml.safe_dump({**yaml.safe_load((run / "config.yaml").read_text()),
-                                                                     "data": "iris.csv"}, sort_keys=False)),
-        {**{c: ("config.yaml:", "data is 'iris.csv', not a mapping") for c in ("compare", "plot")},
-         **{c: ("config.yaml:", "data: must be a mapping") for c in ("eval", "predict", "resume")}}),
+        lambda run: (run / "config.yaml").write_text(
+            yaml.safe_dump({**yaml.safe_load((run / "config.yaml").read_text()), "data": "iris.csv"}, sort_keys=False)
+        ),
+        {
+            **{c: ("config.yaml:", "data is 'iris.csv', not a mapping") for c in ("compare", "plot")},
+            **{c: ("config.yaml:", "data: must be a mapping") for c in ("eval", "predict", "resume")},
+        },
+    ),
     "metrics.jsonl with a garbage line": (
         metrics_lines(lambda lines: ["{not json", *lines[1:]]),
-        {c: ("metrics.jsonl:1", "not a JSON row of metrics") for c in ("plot", "resume")}),
+        {c: ("metrics.jsonl:1", "not a JSON row of metrics") for c in ("plot", "resume")},
+    ),
     "metrics.jsonl with a row lacking val/loss": (
         metrics_lines(lambda lines: [lines[0], '{"epoch": 2, "train/loss": 0.5}']),
-        {c: ("metrics.jsonl:2", "no val/loss in the row") for c in ("plot", "resume")}),
+        {c: ("metrics.jsonl:2", "no val/loss in the row") for c in ("plot", "resume")},
+    ),
     "metrics.jsonl with epochs going back": (
         metrics_lines(lambda lines: [lines[1], lines[0]]),
-        {c: ("metrics.jsonl:2", "epoch 1 does not follow epoch 2") for c in ("plot", "resume")}),
-    "metrics.jsonl a list": (write("metrics.jsonl", "[1, 2]\n"),
-                             {c: ("metrics.jsonl:1", "a list, not an object") for c in ("plot", "resume")}),
+        {c: ("metrics.jsonl:2", "epoch 1 does not follow epoch 2") for c in ("plot", "resume")},
+    ),
+    "metrics.jsonl a list": (
+        write("metrics.jsonl", "[1, 2]\n"),
+        {c: ("metrics.jsonl:1", "a list, not an object") for c in ("plot", "resume")},
+    ),
     "unparsable data.json": (write("data.json", '{"task": '), {"predict": ("data.json:1", "not valid JSON")}),
     "empty data.json": (write("data.json", "{}"), {"predict": ("data.json", "no 'task' in it")}),
     "data.json without class names": (
         lambda run: (run / "data.json").write_text((run / "data.json").read_text().replace('"class_names"', '"x"')),
-        {"predict": ("data.json", "task.class_names is not a list of names")}),
+        {"predict": ("data.json", "task.class_names is not a list of names")},
+    ),
     "data.json with a text scale": (
-        lambda run: (run / "data.json").write_text((run / "data.json").read_text().replace(
-            '"sepal_length": [', '"sepal_length": ["x", ')),
-        {"predict": ("data.json", "table.numeric.sepal_length is")}),
+        lambda run: (run / "data.json").write_text(
+            (run / "data.json").read_text().replace('"sepal_length": [', '"sepal_length": ["x", ')
+        ),
+        {"predict": ("data.json", "table.numeric.sepal_length is")},
+    ),
     "unparsable summary.json": (write("summary.json", "{"), {"compare": ("summary.json:1", "not valid JSON")}),
-    "summary.json with test a number": (write("summary.json", '{"test": 3}'),
-                                        {"compare": ("summary.json", "test is 3, not an object of metrics")}),
+    "summary.json with test a number": (
+        write("summary.json", '{"test": 3}'),
+        {"compare": ("summary.json", "test is 3, not an object of metrics")},
+    ),
 }
 
 

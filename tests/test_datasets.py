@@ -24,7 +24,9 @@ def test_files_read_directly_equal_sklearn_loaders(loader):
 
 
 def test_loading_digits_does_not_import_sklearn():
-    code = ("import sys; from trainctl.components import sklearn_files; t = sklearn_files.load('load_digits'); "
-            "print(t.data.shape, 'sklearn' in sys.modules)")
+    code = (
+        "import sys; from trainctl.components import sklearn_files; t = sklearn_files.load('load_digits'); "
+        "print(t.data.shape, 'sklearn' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "(1797, 64) False"

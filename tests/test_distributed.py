@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_jsonl, tiny_config
 from trainctl.workflows import resume, train
+
+from conftest import read_jsonl, tiny_config
 
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 WORKER = Path(__file__).parent / "workers" / "train_and_dump.py"
@@ -23,8 +24,11 @@ def config_for(directory: Path, epochs: int = 3) -> Path:
     """No dropout or batch norm: with those, ranks draw different masks and keep their own statistics.
     1437 training samples in global batches of 64: every rank gets samples in every batch."""
     return tiny_config(
-        directory, data={"name": "digits", "batch_size": 64}, model={"name": "mlp", "hidden": [32]},
-        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}, trainer={"epochs": epochs, "device": "cpu"},
+        directory,
+        data={"name": "digits", "batch_size": 64},
+        model={"name": "mlp", "hidden": [32]},
+        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        trainer={"epochs": epochs, "device": "cpu"},
     )
 
 
@@ -43,8 +47,18 @@ def assert_close_runs(a: Path, b: Path, tolerance: float = 1e-5) -> None:
 def two_process_run(tmp_path_factory):
     """torchrun itself starting two processes of trainctl's train, each saving its final parameters."""
     folder = tmp_path_factory.mktemp("ddp")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), str(config_for(folder)), str(folder / "run"), str(folder)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(config_for(folder)),
+        str(folder / "run"),
+        str(folder),
+    ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     return folder
@@ -62,7 +76,12 @@ def test_two_processes_train_the_model_one_process_does(two_process_run, tmp_pat
     single = train(config_for(tmp_path), out=tmp_path / "one", quiet=True)
     assert_close_runs(single.run.path, two_process_run / "run")
     assert sorted(p.name for p in (two_process_run / "run").iterdir()) == [
-        "checkpoints", "config.yaml", "curves.png", "data.json", "metrics.jsonl", "summary.json",
+        "checkpoints",
+        "config.yaml",
+        "curves.png",
+        "data.json",
+        "metrics.jsonl",
+        "summary.json",
     ]
 
 
@@ -78,8 +97,12 @@ def test_a_two_process_run_resumes_in_one_process(two_process_run, tmp_path):
 def test_a_one_process_run_resumes_in_two(tmp_path):
     straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", quiet=True)
     first = train(config_for(tmp_path), out=tmp_path / "run", quiet=True)
-    finished = subprocess.run([TRAINCTL, "train", "--resume", first.run.path, "--nproc", "2", "--set", "trainer.epochs=5"],
-                              capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(
+        [TRAINCTL, "train", "--resume", first.run.path, "--nproc", "2", "--set", "trainer.epochs=5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert finished.stdout.count("resuming ") == 1, finished.stdout + finished.stderr  # rank 0 alone prints
     assert_close_runs(straight.run.path, first.run.path)
@@ -92,7 +115,9 @@ def rank_processes(run_id_prefix: bytes = b"trainctl-") -> dict[int, int]:
         if not entry.name.isdigit():
             continue
         try:
-            environment = dict(item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item)
+            environment = dict(
+                item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item
+            )
         except OSError:
             continue
         if environment.get(b"TORCHELASTIC_RUN_ID", b"").startswith(run_id_prefix) and b"RANK" in environment:
@@ -102,8 +127,12 @@ def rank_processes(run_id_prefix: bytes = b"trainctl-") -> dict[int, int]:
 
 def test_a_dead_worker_ends_the_run_with_one_line_not_a_hang(tmp_path):
     config = config_for(tmp_path, epochs=1000)
-    process = subprocess.Popen([TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "run", "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "run", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (tmp_path / "run" / "metrics.jsonl").exists():  # both ranks are training
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
@@ -129,15 +158,30 @@ def test_streamed_and_augmented_images_train_in_two_processes_as_in_one(tmp_path
 
     root = image_tree(tmp_path / "imgs", {"blue": 40, "red": 40})
     config = tiny_config(
-        tmp_path, data={"name": "image_folder", "root": str(root), "batch_size": 16, "transforms": {
-            "train": [{"name": "random_crop", "size": [12, 10], "padding": 1}, {"name": "horizontal_flip"},
-                      {"name": "normalize"}]}},
-        model={"name": "mlp", "hidden": [16]}, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        tmp_path,
+        data={
+            "name": "image_folder",
+            "root": str(root),
+            "batch_size": 16,
+            "transforms": {
+                "train": [
+                    {"name": "random_crop", "size": [12, 10], "padding": 1},
+                    {"name": "horizontal_flip"},
+                    {"name": "normalize"},
+                ]
+            },
+        },
+        model={"name": "mlp", "hidden": [16]},
+        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
         trainer={"epochs": 2, "device": "cpu"},
     )
     one = train(config, out=tmp_path / "one", quiet=True)
-    finished = subprocess.run([TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "two", "--quiet"],
-                              capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(
+        [TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "two", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert_close_runs(one.run.path, tmp_path / "two")
 
@@ -146,23 +190,37 @@ def test_a_run_in_two_processes_exits_0_and_leaves_no_launcher_folder(tmp_path):
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     environment = {**os.environ, "TMPDIR": str(temporary)}  # where the launcher kept its log folders
-    finished = subprocess.run([TRAINCTL, "train", config_for(tmp_path, epochs=1), "--nproc", "2", "--out",
-                               tmp_path / "run", "--quiet"], capture_output=True, text=True, timeout=300, env=environment)
+    finished = subprocess.run(
+        [TRAINCTL, "train", config_for(tmp_path, epochs=1), "--nproc", "2", "--out", tmp_path / "run", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert finished.stdout == f"{tmp_path / 'run'}\n"
     assert list(temporary.iterdir()) == []
 
 
-@pytest.mark.parametrize(("arguments", "status", "stream", "text"), [
-    (["list-losses"], 0, "stdout", "cross_entropy"),
-    (["validate", "missing.yaml"], 2, "stderr", "missing.yaml"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "status", "stream", "text"),
+    [
+        (["list-losses"], 0, "stdout", "cross_entropy"),
+        (["validate", "missing.yaml"], 2, "stderr", "missing.yaml"),
+    ],
+)
 def test_a_worker_process_ends_with_its_commands_exit_status(tmp_path, arguments, status, stream, text):
     """A process of a run in several ends with os._exit (no interpreter teardown while gloo's threads
     run), keeping the command's exit status and everything it printed."""
     environment = {**os.environ, "WORLD_SIZE": "2", "RANK": "1"}
-    finished = subprocess.run([sys.executable, "-m", "trainctl", *arguments], capture_output=True, text=True,
-                              timeout=120, env=environment, cwd=tmp_path)
+    finished = subprocess.run(
+        [sys.executable, "-m", "trainctl", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        cwd=tmp_path,
+    )
     assert finished.returncode == status, finished.stderr
     assert text in getattr(finished, stream)
     assert "Traceback" not in finished.stderr

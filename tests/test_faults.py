@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
 from trainctl.runs import LOCK_NAME
+
+from conftest import tiny_config
 
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 
@@ -39,11 +40,14 @@ def _can_mount() -> bool:
         return _can(["umount", folder])
 
 
-needs_mount = pytest.mark.skipif(os.geteuid() != 0 or not _can_mount(),
-                                 reason="mounting a tmpfs or a read-only bind mount needs root with CAP_SYS_ADMIN")
+needs_mount = pytest.mark.skipif(
+    os.geteuid() != 0 or not _can_mount(),
+    reason="mounting a tmpfs or a read-only bind mount needs root with CAP_SYS_ADMIN",
+)
 needs_user_namespace = pytest.mark.skipif(
     os.geteuid() != 0 or not _can(["unshare", "--user", "true"]),
-    reason="dropping root's permission bypass needs `unshare --user` run as root")
+    reason="dropping root's permission bypass needs `unshare --user` run as root",
+)
 
 
 @contextlib.contextmanager
@@ -81,7 +85,8 @@ def test_out_that_is_a_file_under_a_file_or_a_dangling_link(cli, tmp_path):
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "gone")
     assert one_error_line(cli("train", config, "--out", link)) == (
-        f"{link}: a symbolic link to {tmp_path / 'gone'}, which does not exist")
+        f"{link}: a symbolic link to {tmp_path / 'gone'}, which does not exist"
+    )
     assert file.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "notes.txt", "tiny.yaml"]
 
@@ -128,8 +133,10 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_good_one_and_resumes(cli, tmp_
     with tmpfs(tmp_path / "disk", "1200k") as disk:
         run = disk / "run"
         line = one_error_line(cli("train", config, "--out", run))
-        assert line == (f"{run / 'checkpoints' / 'last.pt'}: No space left on device; the run keeps its last good "
-                        f"checkpoint (epoch 1); resume with: trainctl train --resume {run}")
+        assert line == (
+            f"{run / 'checkpoints' / 'last.pt'}: No space left on device; the run keeps its last good "
+            f"checkpoint (epoch 1); resume with: trainctl train --resume {run}"
+        )
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # no temporary
         assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
         assert not (run / LOCK_NAME).exists()
@@ -150,8 +157,12 @@ def test_an_unreadable_csv_is_named_and_leaves_nothing():
         (folder / "data.csv").chmod(0o000)
         config = tiny_config(folder, data={"name": "csv", "path": "data.csv", "target": "y", "batch_size": 2})
         config.chmod(0o644)
-        result = subprocess.run(["unshare", "--user", TRAINCTL, "train", str(config), "--out", str(folder / "run")],
-                                capture_output=True, text=True, timeout=240)
+        result = subprocess.run(
+            ["unshare", "--user", TRAINCTL, "train", str(config), "--out", str(folder / "run")],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert result.returncode == 2, result.stderr
         assert result.stderr == f"error: {folder / 'data.csv'}: Permission denied\n"
         assert sorted(p.name for p in folder.iterdir()) == ["data.csv", "tiny.yaml"]

@@ -20,13 +20,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trainctl.components import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
-from trainctl.config import EarlyStoppingSettings, LoggingSettings, SweepSettings, TrainerSettings, _Data, _File
-from trainctl.config import load_config
+from trainctl.config import (
+    EarlyStoppingSettings,
+    LoggingSettings,
+    SweepSettings,
+    TrainerSettings,
+    _Data,
+    _File,
+    load_config,
+)
 from trainctl.errors import LINE_LENGTH, UserError
 from trainctl.sweep_plan import yaml_text
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Values that would make a valid config slow or reach outside the test, not wrong: the fuzzer
 # leaves them alone (downloads, compiling, scanning folders given as paths).
@@ -41,8 +53,29 @@ FLOATS = st.one_of(
 )
 TEXTS = st.one_of(
     st.text(max_size=12),  # any unicode, NUL included
-    st.sampled_from(["", "\0", "a\0b", "\ud800", "x" * 5000, "../..", "a/b", "名前", "🙂", "nan", "1e5",
-                     "relu", "auto", "cpu", "cuda", "val/loss", "val/accuracy", "32", "bf16"]),
+    st.sampled_from(
+        [
+            "",
+            "\0",
+            "a\0b",
+            "\ud800",
+            "x" * 5000,
+            "../..",
+            "a/b",
+            "名前",
+            "🙂",
+            "nan",
+            "1e5",
+            "relu",
+            "auto",
+            "cpu",
+            "cuda",
+            "val/loss",
+            "val/accuracy",
+            "32",
+            "bf16",
+        ]
+    ),
 )
 PATHS = st.sampled_from(["", "nope.csv", "missing/folder", "\0", "x" * 300, "名前.csv", "a\nb", 5, None, [1]])
 
@@ -70,8 +103,13 @@ def schema_keys() -> list[str]:
     keys += _fields(_Data, "data.") + _fields(TrainerSettings, "trainer.") + _fields(LoggingSettings, "logging.")
     keys += _fields(EarlyStoppingSettings, "trainer.early_stopping.") + _fields(SweepSettings, "sweep.")
     keys += ["data.transforms.train", "data.transforms.eval", "loss.terms"]
-    for section, registry in {"data": DATASETS, "model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS,
-                              "scheduler": SCHEDULERS}.items():
+    for section, registry in {
+        "data": DATASETS,
+        "model": MODELS,
+        "loss": LOSSES,
+        "optimizer": OPTIMIZERS,
+        "scheduler": SCHEDULERS,
+    }.items():
         keys += [f"{section}.{name}" for entry in registry for name in entry.params.model_fields]
     return sorted(set(keys) - set(FIXED))
 
@@ -109,18 +147,28 @@ def _of_type(annotation: Any) -> st.SearchStrategy[Any]:
         return st.one_of(*(_of_type(arg) for arg in args))
     if origin is list:
         return st.lists(_of_type(args[0]) if args else st.integers(1, 8), max_size=3)
-    simple = {bool: st.booleans(), int: st.integers(1, 24), float: st.floats(0.0, 0.99), str: st.sampled_from(["auto", "x"]),
-              type(None): st.none()}
+    simple = {
+        bool: st.booleans(),
+        int: st.integers(1, 24),
+        float: st.floats(0.0, 0.99),
+        str: st.sampled_from(["auto", "x"]),
+        type(None): st.none(),
+    }
     return simple.get(annotation, values())
 
 
 @st.composite
 def typed_component(draw: Any, section: str) -> dict[str, Any]:
     """A registered component of `section` with a few of its parameters set to values of their type."""
-    registry = {"data": DATASETS, "model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS}[section]
+    registry = {"data": DATASETS, "model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS}[
+        section
+    ]
     entry = registry.get(draw(st.sampled_from([name for name in NAMES[section] if name in registry])))
-    fields = {name: info for name, info in entry.params.model_fields.items()
-              if f"{section}.{name}" not in FIXED and name not in PATH_KEYS and name != "terms"}
+    fields = {
+        name: info
+        for name, info in entry.params.model_fields.items()
+        if f"{section}.{name}" not in FIXED and name not in PATH_KEYS and name != "terms"
+    }
     chosen = draw(st.lists(st.sampled_from(sorted(fields)), max_size=3, unique=True)) if fields else []
     return {"name": entry.name, **{name: draw(_of_type(fields[name].annotation)) for name in chosen}}
 
@@ -157,10 +205,11 @@ def hostile_configs(draw: Any) -> tuple[dict[str, Any], list[str]]:
     if draw(st.booleans()):
         config[draw(st.sampled_from(["mdoel", "x", "trainer"]))] = draw(values())  # an unknown or broken section
     overrides = []
-    for key in draw(st.lists(st.one_of(st.sampled_from(KEYS), st.sampled_from(["model.nope", "a.b.c", "seed.x"])),
-                             max_size=3)):
+    for key in draw(
+        st.lists(st.one_of(st.sampled_from(KEYS), st.sampled_from(["model.nope", "a.b.c", "seed.x"])), max_size=3)
+    ):
         overrides.append(f"{key}={yaml_text(draw(settings_for(key)))}")
-    for key, value in FIXED.items():
+    for key in FIXED:
         if key.split(".")[0] in config and isinstance(config[key.split(".")[0]], dict):
             config[key.split(".")[0]].pop(key.split(".")[1], None)
     return config, overrides

@@ -31,12 +31,18 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
 
 # Values of every kind a weights-only checkpoint or a JSON/YAML file can hold.
 odd_values = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8), st.lists(st.integers(-3, 3), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 odd_tensors = st.builds(
     lambda shape, dtype: torch.zeros(shape, dtype=dtype),
-    st.lists(st.integers(0, 3), max_size=3).map(tuple), st.sampled_from([torch.float32, torch.int64, torch.uint8, torch.bool]),
+    st.lists(st.integers(0, 3), max_size=3).map(tuple),
+    st.sampled_from([torch.float32, torch.int64, torch.uint8, torch.bool]),
 )
 
 
@@ -64,11 +70,21 @@ def replace_at(value: Any, path: tuple, new: Any) -> Any:
 @st.composite
 def damages(draw: st.DrawFn) -> tuple[str, str, Any]:
     """(file in the run folder, kind of damage, its parameters)."""
-    file = draw(st.sampled_from(["checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "metrics.jsonl",
-                                 "data.json", "summary.json"]))
+    file = draw(
+        st.sampled_from(
+            ["checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "metrics.jsonl", "data.json", "summary.json"]
+        )
+    )
     kind = draw(st.sampled_from(["truncate", "flip", "replace", "delete-key"]))
-    return file, kind, (draw(st.floats(0, 1)), draw(st.lists(st.integers(0, 2**31), min_size=1, max_size=4)),
-                        draw(st.one_of(odd_values, odd_tensors)))
+    return (
+        file,
+        kind,
+        (
+            draw(st.floats(0, 1)),
+            draw(st.lists(st.integers(0, 2**31), min_size=1, max_size=4)),
+            draw(st.one_of(odd_values, odd_tensors)),
+        ),
+    )
 
 
 def read_structured(path: Path) -> Any:
@@ -93,7 +109,9 @@ def write_structured(path: Path, value: Any) -> None:
 
         path.write_text(yaml.safe_dump(plain))
     elif path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(row) + "\n" for row in plain) if isinstance(plain, list) else json.dumps(plain))
+        path.write_text(
+            "".join(json.dumps(row) + "\n" for row in plain) if isinstance(plain, list) else json.dumps(plain)
+        )
     else:
         path.write_text(json.dumps(plain))
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CONFIGS, write_config
 from trainctl.config import load_config
+
+from conftest import CONFIGS, write_config
 
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
 
@@ -19,7 +20,7 @@ FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"
 def bar_image(label: int) -> np.ndarray:
     """A 28×28 image whose bright bar's row says the class."""
     image = np.zeros((28, 28), np.uint8)
-    image[2 + 2 * label: 4 + 2 * label, 4:24] = 255
+    image[2 + 2 * label : 4 + 2 * label, 4:24] = 255
     return image
 
 
@@ -38,14 +39,17 @@ def write_idx_files(root: Path, folder: str, n_train: int = 200, n_test: int = 5
 
 
 def image_config(directory: Path, dataset: str, root: Path, model: str = "{name: mlp, hidden: [32]}") -> Path:
-    return write_config(directory, f"""
+    return write_config(
+        directory,
+        f"""
         data: {{name: {dataset}, root: {root}, batch_size: 32}}
         model: {model}
         loss: {{name: cross_entropy}}
         optimizer: {{name: adam, lr: 0.01}}
         trainer: {{epochs: 2, device: cpu}}
-        output_dir: {directory / 'runs'}
-    """)
+        output_dir: {directory / "runs"}
+    """,
+    )
 
 
 @pytest.mark.parametrize("dataset", list(FOLDERS))
@@ -76,24 +80,32 @@ def test_a_cnn_trains_on_28_by_28_and_predict_reads_png_files(cli, tmp_path):
 def test_missing_and_broken_files_are_one_line(cli, tmp_path):
     result = cli("train", image_config(tmp_path, "mnist", tmp_path / "empty"))
     assert result.exit_code == 2
-    assert (f"data.root: {tmp_path / 'empty' / 'MNIST' / 'raw'} lacks train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; put the MNIST files there uncompressed") in result.stderr
+    assert (
+        f"data.root: {tmp_path / 'empty' / 'MNIST' / 'raw'} lacks train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; put the MNIST files there uncompressed"
+    ) in result.stderr
     raw = write_idx_files(tmp_path / "data", "MNIST")
     (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01garbage")
     result = cli("train", image_config(tmp_path, "mnist", tmp_path / "data"))
     assert result.exit_code == 2
-    assert (f"data.root: {raw / 'train-images-idx3-ubyte'}: not an MNIST-format images file: magic number "
-            "0x00000801, expected 0x00000803") in result.stderr
+    assert (
+        f"data.root: {raw / 'train-images-idx3-ubyte'}: not an MNIST-format images file: magic number "
+        "0x00000801, expected 0x00000803"
+    ) in result.stderr
     assert "Traceback" not in result.output
 
 
 def test_predict_names_images_of_the_wrong_size_or_kind(cli, tmp_path):
     write_idx_files(tmp_path / "data", "MNIST")
-    assert cli("train", image_config(tmp_path, "mnist", tmp_path / "data"), "--out", tmp_path / "run", "-q").exit_code == 0
+    assert (
+        cli("train", image_config(tmp_path, "mnist", tmp_path / "data"), "--out", tmp_path / "run", "-q").exit_code == 0
+    )
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
     (tmp_path / "junk.png").write_text("not an image")
     result = cli("predict", tmp_path / "run", tmp_path / "big.png")
-    assert result.exit_code == 2 and "big.png: the image is 32×32, the model was trained on 28×28 images" in result.stderr
+    assert (
+        result.exit_code == 2 and "big.png: the image is 32×32, the model was trained on 28×28 images" in result.stderr
+    )
     result = cli("predict", tmp_path / "run", tmp_path / "junk.png")
     assert result.exit_code == 2 and "junk.png: cannot read as an image" in result.stderr
 
@@ -119,14 +131,17 @@ def image_tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (12, 
 
 def folder_config(directory: Path, **data) -> Path:
     settings = ", ".join(f"{key}: {value}" for key, value in data.items())
-    return write_config(directory, f"""
+    return write_config(
+        directory,
+        f"""
         data: {{name: image_folder, batch_size: 16, {settings}}}
         model: {{name: cnn, channels: [4], hidden: 8}}
         loss: {{name: cross_entropy}}
         optimizer: {{name: adam, lr: 0.01}}
         trainer: {{epochs: 3, device: cpu}}
-        output_dir: {directory / 'runs'}
-    """)
+        output_dir: {directory / "runs"}
+    """,
+    )
 
 
 def test_an_image_folder_trains_with_explicit_test_folder_and_predicts(cli, tmp_path):
@@ -141,8 +156,16 @@ def test_an_image_folder_trains_with_explicit_test_folder_and_predicts(cli, tmp_
     saved = json.loads((tmp_path / "run" / "data.json").read_text())
     assert saved["input_shape"] == [3, 8, 8] and saved["image"]["resize"] == [8, 8]
     assert saved["task"]["class_names"] == ["blue", "red"]
-    result = cli("predict", tmp_path / "run", test_root / "red" / "0.png", test_root / "blue" / "0.png",
-                 "--checkpoint", "last", "-o", tmp_path / "p.csv")
+    result = cli(
+        "predict",
+        tmp_path / "run",
+        test_root / "red" / "0.png",
+        test_root / "blue" / "0.png",
+        "--checkpoint",
+        "last",
+        "-o",
+        tmp_path / "p.csv",
+    )
     assert result.exit_code == 0, result.output
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert [line.split(",")[1] for line in lines[1:]] == ["red", "blue"]  # resized from 10×12 as in training
@@ -184,11 +207,15 @@ def test_torchvision_weights_come_from_a_local_file_only(tmp_path):
 
     source = torchvision.models.resnet18(num_classes=1000)
     torch.save(source.state_dict(), tmp_path / "resnet18.pt")
-    built = MODELS.get("torchvision").build(ModelContext((3, 32, 32), 5), {"arch": "resnet18",
-                                                                            "weights": str(tmp_path / "resnet18.pt")})
+    built = MODELS.get("torchvision").build(
+        ModelContext((3, 32, 32), 5), {"arch": "resnet18", "weights": str(tmp_path / "resnet18.pt")}
+    )
     assert torch.equal(built.state_dict()["layer1.0.conv1.weight"], source.state_dict()["layer1.0.conv1.weight"])
     assert built.fc.out_features == 5  # the 1000-class head did not fit and was left as initialised
-    with pytest.raises(UserError, match=r"model.arch: 'resnet81' is not a torchvision classification architecture \(did you mean 'resnet18'"):
+    with pytest.raises(
+        UserError,
+        match=r"model.arch: 'resnet81' is not a torchvision classification architecture \(did you mean 'resnet18'",
+    ):
         MODELS.get("torchvision").build(ModelContext((3, 32, 32), 5), {"arch": "resnet81"})
     with pytest.raises(UserError, match="file not found"):
         MODELS.get("torchvision").build(ModelContext((3, 32, 32), 5), {"weights": str(tmp_path / "none.pt")})
@@ -200,13 +227,18 @@ def test_without_torchvision_an_image_folder_config_says_how_to_install_it(cli, 
 
     monkeypatch.setitem(sys.modules, "torchvision", None)  # what an install without it gives
     (tmp_path / "images" / "a").mkdir(parents=True)
-    config = write_config(tmp_path, """
+    config = write_config(
+        tmp_path,
+        """
         data: {name: image_folder, root: images}
         model: {name: mlp}
         loss: {name: cross_entropy}
         optimizer: {name: adam}
-    """)
+    """,
+    )
     result = cli("train", config)
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {config}:1: data.name: image_folder needs torchvision, which is not installed; pip install "
-                             "torchvision (or, in the trainctl checkout, pip install -e '.[vision]')\n")
+    assert result.stderr == (
+        f"error: {config}:1: data.name: image_folder needs torchvision, which is not installed; pip install "
+        "torchvision (or, in the trainctl checkout, pip install -e '.[vision]')\n"
+    )

@@ -99,12 +99,14 @@ def test_listed_defaults_are_written_as_a_config_writes_them(key):
     import yaml
 
     for entry in REGISTRIES[key]:
-        for line, (name, info) in zip(describe_params(entry.params), entry.params.model_fields.items()):
+        for line, info in zip(describe_params(entry.params), entry.params.model_fields.values()):
             if info.is_required():
                 continue
             field = TypeAdapter(Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation)
             listed = field.validate_python(yaml.safe_load(line.rsplit(" = ", 1)[1]))
-            assert field.dump_python(listed, mode="json") == field.dump_python(field.validate_python(info.default), mode="json"), line
+            assert field.dump_python(listed, mode="json") == field.dump_python(
+                field.validate_python(info.default), mode="json"
+            ), line
 
 
 def test_types_are_written_as_a_config_writes_them():

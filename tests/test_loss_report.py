@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from conftest import CONFIGS, read_jsonl, tiny_config
 from trainctl.workflows import evaluate_run, train
+
+from conftest import CONFIGS, read_jsonl, tiny_config
 
 
 def test_loss_report_points_at_real_samples(digits_run):
@@ -44,8 +45,11 @@ def test_eval_worst_option(cli, digits_run, tmp_path):
 
 
 def test_regression_report_has_values(tmp_path):
-    result = train(tiny_config(tmp_path, data={"name": "diabetes"}, loss={"name": "huber"}, metrics=["mae"]),
-                   out=tmp_path / "run", quiet=True)
+    result = train(
+        tiny_config(tmp_path, data={"name": "diabetes"}, loss={"name": "huber"}, metrics=["mae"]),
+        out=tmp_path / "run",
+        quiet=True,
+    )
     worst = result.summary["test"]["loss_report"]["worst"][0]
     assert isinstance(worst["target"], float) and isinstance(worst["prediction"], float)
     assert "per_class" not in result.summary["test"]["loss_report"]
@@ -64,8 +68,12 @@ def test_robust_losses_beat_mse_on_outliers(tmp_path):
 
 
 def test_adaptive_parameters_learn_and_are_logged(tmp_path):
-    result = train(CONFIGS / "robust" / "adaptive.yaml", ["data.samples=600", "trainer.epochs=8", "trainer.device=cpu"],
-                   out=tmp_path / "run", quiet=True)
+    result = train(
+        CONFIGS / "robust" / "adaptive.yaml",
+        ["data.samples=600", "trainer.epochs=8", "trainer.device=cpu"],
+        out=tmp_path / "run",
+        quiet=True,
+    )
     rows = read_jsonl(result.run.metrics_path)
     alphas = [row["loss/alpha"] for row in rows]
     scales = [row["loss/scale"] for row in rows]
@@ -73,13 +81,19 @@ def test_adaptive_parameters_learn_and_are_logged(tmp_path):
     assert all(0.001 <= a <= 1.999 for a in alphas)
     assert scales[-1] < scales[0]  # the outliers are few: the inlier scale shrinks
     best = rows[result.summary["best_epoch"] - 1]
-    assert result.summary["test"]["loss_parameters"] == {"loss/alpha": best["loss/alpha"], "loss/scale": best["loss/scale"]}
+    assert result.summary["test"]["loss_parameters"] == {
+        "loss/alpha": best["loss/alpha"],
+        "loss/scale": best["loss/scale"],
+    }
     _, record = evaluate_run(result.run.path)
     assert record == result.summary["test"]  # the learned α and c are restored from the checkpoint
 
 
 def test_balanced_class_weight_trains(tmp_path):
-    result = train(tiny_config(tmp_path, loss={"name": "cross_entropy", "class_weight": "balanced"}),
-                   out=tmp_path / "run", quiet=True)
+    result = train(
+        tiny_config(tmp_path, loss={"name": "cross_entropy", "class_weight": "balanced"}),
+        out=tmp_path / "run",
+        quiet=True,
+    )
     assert result.summary["test"]["accuracy"] > 0.5
     assert np.isfinite(result.summary["test"]["loss"])

@@ -18,12 +18,13 @@ import pytest
 import torch
 from scipy import integrate
 
-from conftest import tiny_config
 from trainctl.components.losses import LOSSES, LossContext
 from trainctl.errors import UserError
 from trainctl.loss_functions import barron_log_partition, barron_rho
 from trainctl.loss_report import per_sample_losses
 from trainctl.task import Task, plan_targets
+
+from conftest import tiny_config
 
 RNG = np.random.default_rng(0)
 CLASSES = 4
@@ -83,10 +84,14 @@ def log_partition(alpha):
 REGRESSION_REFERENCES = {
     "mse": (lambda p, y: np.mean((p - y) ** 2), {}),
     "l1": (lambda p, y: np.mean(np.abs(p - y)), {}),
-    "huber": (lambda p, y: np.mean(np.where(np.abs(p - y) <= 0.7, 0.5 * (p - y) ** 2, 0.7 * (np.abs(p - y) - 0.35))),
-              {"delta": 0.7}),
-    "smooth_l1": (lambda p, y: np.mean(np.where(np.abs(p - y) < 0.7, 0.5 * (p - y) ** 2 / 0.7, np.abs(p - y) - 0.35)),
-                  {"beta": 0.7}),
+    "huber": (
+        lambda p, y: np.mean(np.where(np.abs(p - y) <= 0.7, 0.5 * (p - y) ** 2, 0.7 * (np.abs(p - y) - 0.35))),
+        {"delta": 0.7},
+    ),
+    "smooth_l1": (
+        lambda p, y: np.mean(np.where(np.abs(p - y) < 0.7, 0.5 * (p - y) ** 2 / 0.7, np.abs(p - y) - 0.35)),
+        {"beta": 0.7},
+    ),
     "log_cosh": (lambda p, y: np.mean(np.logaddexp(p - y, y - p) - np.log(2)), {}),
     "quantile": (lambda p, y: np.mean(np.maximum(0.9 * (y - p), -0.1 * (y - p))), {"q": 0.9}),
     "robust": (lambda p, y: np.mean(rho(p - y, 0.5, 1.3)), {"alpha": 0.5, "scale": 1.3}),
@@ -136,7 +141,9 @@ def test_gaussian_nll_predicts_mean_and_variance(full):
     value, _ = torch_loss(build("gaussian_nll", REGRESSION, full=full), outputs, target)
     mean, raw = outputs[:, :3], outputs[:, 3:]
     variance = np.log1p(np.exp(raw)) + 1e-6
-    expected = np.mean(0.5 * (np.log(variance) + (target - mean) ** 2 / variance)) + (0.5 * np.log(2 * np.pi) if full else 0)
+    expected = np.mean(0.5 * (np.log(variance) + (target - mean) ** 2 / variance)) + (
+        0.5 * np.log(2 * np.pi) if full else 0
+    )
     assert value == pytest.approx(expected, rel=1e-5)
 
 
@@ -177,7 +184,9 @@ def test_cross_entropy_balanced_class_weight():
     weights = counts.sum() / (CLASSES * counts)  # scikit-learn's "balanced"
     from sklearn.utils.class_weight import compute_class_weight
 
-    assert weights == pytest.approx(compute_class_weight("balanced", classes=np.arange(4), y=np.repeat(np.arange(4), counts)))
+    assert weights == pytest.approx(
+        compute_class_weight("balanced", classes=np.arange(4), y=np.repeat(np.arange(4), counts))
+    )
     nll = -log_softmax(logits)[np.arange(20), labels]
     assert value == pytest.approx((weights[labels] * nll).sum() / weights[labels].sum(), rel=1e-5)
 
@@ -307,7 +316,9 @@ def high_precision_log_partition(alpha: float) -> tuple[float, float]:
 
         def rho_slope(x):
             power = (x * x / b + 1) ** (a / 2)
-            return -2 / a**2 * (power - 1) + (b / a) * power * (mpmath.log1p(x * x / b) / 2 + a * x * x / (2 * b * (b + x * x)))
+            return -2 / a**2 * (power - 1) + (b / a) * power * (
+                mpmath.log1p(x * x / b) / 2 + a * x * x / (2 * b * (b + x * x))
+            )
 
         pieces = [0, 1, 10, 100, 1e4, mpmath.inf]
         z = 2 * mpmath.quad(lambda x: mpmath.exp(-rho(x)), pieces)
@@ -331,7 +342,9 @@ def test_log_partition_and_its_slope_match_high_precision_values(alpha):
 def test_log_partition_at_the_ends_of_the_range():
     # α = 0 is Cauchy-like, Z = √2·π; α = 2 is a Gaussian, Z = √(2π).
     values = barron_log_partition(torch.tensor([0.0, 2.0], dtype=torch.float64))
-    assert values.tolist() == pytest.approx([math.log(math.sqrt(2) * math.pi), math.log(math.sqrt(2 * math.pi))], rel=1e-9)
+    assert values.tolist() == pytest.approx(
+        [math.log(math.sqrt(2) * math.pi), math.log(math.sqrt(2 * math.pi))], rel=1e-9
+    )
 
 
 def test_barron_rho_slope_in_alpha_is_exact_near_zero():
@@ -341,6 +354,7 @@ def test_barron_rho_slope_in_alpha_is_exact_near_zero():
         a = torch.tensor(alpha, requires_grad=True)
         barron_rho(x, a, torch.tensor(1.0)).sum().backward()
         with mpmath.workdps(40):
+
             def rho_sum(t):
                 return sum((2 - t) / t * ((float(v) ** 2 / (2 - t) + 1) ** (t / 2) - 1) for v in x)
 
@@ -406,7 +420,7 @@ def test_focal_is_finite_and_exact_when_p_rounds_to_one(gamma):
     assert value == pytest.approx(focal_reference(logits, labels, gamma), rel=1e-5)
     reference = torch.tensor(logits, requires_grad=True)  # the published formula in float64 torch ops
     log_p = torch.log_softmax(reference, 1)[torch.arange(4), torch.tensor(labels)]
-    (-(1 - log_p.exp()) ** gamma * log_p).mean().backward()
+    (-((1 - log_p.exp()) ** gamma) * log_p).mean().backward()
     assert grad.numpy() == pytest.approx(reference.grad.numpy(), rel=1e-4, abs=1e-7)
 
 
@@ -414,9 +428,14 @@ def test_focal_gamma_below_one_trains_digits_at_a_high_learning_rate(tmp_path):
     """Before the fix: 'the training loss became non-finite at epoch 1' (NaN gradients)."""
     from trainctl.workflows import train
 
-    config = tiny_config(tmp_path, data={"name": "digits", "batch_size": 64}, model={"name": "mlp", "hidden": [256, 256]},
-                         loss={"name": "focal", "gamma": 0.5}, optimizer={"name": "adam", "lr": 1e-2},
-                         trainer={"epochs": 2, "device": "cpu"})
+    config = tiny_config(
+        tmp_path,
+        data={"name": "digits", "batch_size": 64},
+        model={"name": "mlp", "hidden": [256, 256]},
+        loss={"name": "focal", "gamma": 0.5},
+        optimizer={"name": "adam", "lr": 1e-2},
+        trainer={"epochs": 2, "device": "cpu"},
+    )
     result = train(config, out=tmp_path / "run", quiet=True)
     rows = result.run.read_metrics()
     assert [row["epoch"] for row in rows] == [1, 2]
@@ -474,7 +493,9 @@ def test_per_sample_losses_of_a_composite_with_a_weighted_term_average_to_its_lo
         if name == "uncertainty_sum":
             with torch.no_grad():
                 loss.log_variance.copy_(torch.tensor([0.5, -1.0]))
-        assert per_sample_losses(loss, outputs, targets).mean() == pytest.approx(loss(outputs, targets).item(), rel=1e-5)
+        assert per_sample_losses(loss, outputs, targets).mean() == pytest.approx(
+            loss(outputs, targets).item(), rel=1e-5
+        )
 
 
 def test_balanced_class_weight_refuses_a_class_absent_from_training():
@@ -569,30 +590,52 @@ def classification(formula, **params) -> Reference:
 
 REFERENCES: dict[str, Reference] = {
     **{name: regression(name) for name in REGRESSION_REFERENCES},
-    "poisson_nll": Reference(REGRESSION, lambda: (regression_pair()[0], np.arange(18.0).reshape(6, 3) % 5),
-                             lambda z, y: np.mean(np.exp(z) - y * z)),
-    "gaussian_nll": Reference(REGRESSION, lambda: (np.hstack(regression_pair()), regression_pair()[1][::-1].copy()),
-                              gaussian_nll_reference, {"full": True}),
-    "adaptive": Reference(REGRESSION, regression_pair,
-                          lambda p, y: np.mean(rho(p - y, 1.2, 0.8) + np.log(0.8) + log_partition(1.2)),
-                          {"alpha_init": 1.2, "scale_init": 0.8}),
+    "poisson_nll": Reference(
+        REGRESSION,
+        lambda: (regression_pair()[0], np.arange(18.0).reshape(6, 3) % 5),
+        lambda z, y: np.mean(np.exp(z) - y * z),
+    ),
+    "gaussian_nll": Reference(
+        REGRESSION,
+        lambda: (np.hstack(regression_pair()), regression_pair()[1][::-1].copy()),
+        gaussian_nll_reference,
+        {"full": True},
+    ),
+    "adaptive": Reference(
+        REGRESSION,
+        regression_pair,
+        lambda p, y: np.mean(rho(p - y, 1.2, 0.8) + np.log(0.8) + log_partition(1.2)),
+        {"alpha_init": 1.2, "scale_init": 0.8},
+    ),
     "cross_entropy": classification(cross_entropy_reference, class_weight=[1.0, 2.0, 0.5, 3.0], label_smoothing=0.1),
-    "nll": Reference(CLASSIFICATION, lambda: (log_softmax(logits_and_labels()[0]), logits_and_labels()[1]),
-                     lambda o, y: -np.mean(o[np.arange(len(y)), y]), target_dtype=torch.long),
-    "bce_with_logits": Reference(BINARY, lambda: (logits_and_labels()[0][:, :1], (logits_and_labels()[1] % 2)[:, None] * 1.0),
-                                 lambda z, y: np.mean(-(3.0 * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))),
-                                 {"pos_weight": 3.0}),
-    "focal": classification(lambda z, y: focal_reference(z, y, 0.5, [0.1, 0.2, 0.3, 0.4]), gamma=0.5,
-                            alpha=[0.1, 0.2, 0.3, 0.4]),
+    "nll": Reference(
+        CLASSIFICATION,
+        lambda: (log_softmax(logits_and_labels()[0]), logits_and_labels()[1]),
+        lambda o, y: -np.mean(o[np.arange(len(y)), y]),
+        target_dtype=torch.long,
+    ),
+    "bce_with_logits": Reference(
+        BINARY,
+        lambda: (logits_and_labels()[0][:, :1], (logits_and_labels()[1] % 2)[:, None] * 1.0),
+        lambda z, y: np.mean(-(3.0 * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))),
+        {"pos_weight": 3.0},
+    ),
+    "focal": classification(
+        lambda z, y: focal_reference(z, y, 0.5, [0.1, 0.2, 0.3, 0.4]), gamma=0.5, alpha=[0.1, 0.2, 0.3, 0.4]
+    ),
     "multi_margin": classification(multi_margin_reference, margin=0.5, p=2),
     "kl_div": Reference(CLASSIFICATION, logits_and_distributions, kl_reference),
     "js_divergence": Reference(CLASSIFICATION, logits_and_distributions, js_reference),
-    "sum": classification(lambda z, y: cross_entropy_reference(z, y, (1.0,) * CLASSES, 0.0) + 0.5 * focal_reference(z, y, 2.0),
-                          terms=[{"name": "cross_entropy"}, {"name": "focal", "weight": 0.5, "gamma": 2.0}]),
+    "sum": classification(
+        lambda z, y: cross_entropy_reference(z, y, (1.0,) * CLASSES, 0.0) + 0.5 * focal_reference(z, y, 2.0),
+        terms=[{"name": "cross_entropy"}, {"name": "focal", "weight": 0.5, "gamma": 2.0}],
+    ),
     "uncertainty_sum": Reference(
-        REGRESSION, regression_pair,
+        REGRESSION,
+        regression_pair,
         lambda p, y: math.exp(-0.5) * np.mean((p - y) ** 2) + 0.5 + (math.exp(1.0) * np.mean(np.abs(p - y)) - 1.0),
-        {"terms": [{"name": "mse"}, {"name": "l1"}]}, setup=set_log_variances,
+        {"terms": [{"name": "mse"}, {"name": "l1"}]},
+        setup=set_log_variances,
     ),
 }
 
@@ -631,6 +674,9 @@ def test_class_weighted_run_reports_per_sample_losses_that_average_to_its_test_l
 
     config = tiny_config(tmp_path, loss={"name": "cross_entropy", "class_weight": [1.0, 4.0, 0.5]})
     test = train(config, out=tmp_path / "run", quiet=True).summary["test"]
-    per_class, support = test["loss_report"]["per_class"], {name: row["support"] for name, row in test["per_class"].items()}
+    per_class, support = (
+        test["loss_report"]["per_class"],
+        {name: row["support"] for name, row in test["per_class"].items()},
+    )
     average = sum(per_class[name] * support[name] for name in per_class) / sum(support.values())
     assert average == pytest.approx(test["loss"], rel=1e-5)

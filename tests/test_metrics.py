@@ -14,7 +14,9 @@ from trainctl.statistics import ConfusionMatrix, RegressionStatistics
 def classification_stats(labels, predictions, num_classes, batch=7):
     stats = ConfusionMatrix(num_classes, torch.device("cpu"))
     for start in range(0, len(labels), batch):  # batches add up to the whole split
-        stats.update(torch.as_tensor(predictions[start:start + batch]), torch.as_tensor(labels[start:start + batch]))
+        stats.update(
+            torch.as_tensor(predictions[start : start + batch]), torch.as_tensor(labels[start : start + batch])
+        )
     return stats.result()
 
 
@@ -50,7 +52,7 @@ def test_regression_metrics_match_sklearn(outputs):
     predictions = (targets + rng.normal(0, 30, targets.shape)).astype(np.float32)
     stats = RegressionStatistics(outputs, torch.device("cpu"))
     for start in range(0, 300, 64):
-        stats.update(torch.as_tensor(predictions[start:start + 64]), torch.as_tensor(targets[start:start + 64]))
+        stats.update(torch.as_tensor(predictions[start : start + 64]), torch.as_tensor(targets[start : start + 64]))
     ours = compute(["mse", "rmse", "mae", "r2"], stats.result())
     t, p = targets.astype(np.float64), predictions.astype(np.float64)
     assert ours["mse"] == pytest.approx(skm.mean_squared_error(t, p), rel=1e-9)

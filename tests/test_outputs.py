@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 
-from conftest import write_config
 from trainctl.errors import UserError
 from trainctl.files import new_output
+
+from conftest import write_config
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +19,25 @@ def table_run(tmp_path_factory):
     from trainctl.workflows import train
 
     folder = tmp_path_factory.mktemp("table")
-    rows = "".join(f"{size},{colour},{kind}\n" for size, colour, kind in
-                   [(9 + i % 4, c, k) for i in range(30) for c, k in (("red", "cherry"), ("green", "lime"))])
+    rows = "".join(
+        f"{size},{colour},{kind}\n"
+        for size, colour, kind in [
+            (9 + i % 4, c, k) for i in range(30) for c, k in (("red", "cherry"), ("green", "lime"))
+        ]
+    )
     (folder / "fruit.csv").write_text("size,colour,kind\n" + rows)
-    config = write_config(folder, f"""
+    config = write_config(
+        folder,
+        f"""
         name: table
         data: {{name: csv, path: fruit.csv, target: kind, batch_size: 16}}
         model: {{name: mlp, hidden: [8]}}
         loss: {{name: cross_entropy}}
         optimizer: {{name: adam, lr: 0.05}}
         trainer: {{epochs: 2, device: cpu}}
-        output_dir: {folder / 'runs'}
-    """)
+        output_dir: {folder / "runs"}
+    """,
+    )
     return train(config, out=folder / "run", quiet=True).run.path
 
 
@@ -55,9 +63,11 @@ def test_eval_output_refuses_an_existing_file_unless_forced(cli, table_run, tmp_
 def test_eval_output_into_a_missing_folder_or_onto_a_folder(cli, table_run, tmp_path):
     missing = tmp_path / "nowhere" / "m.json"
     assert one_error_line(cli("eval", table_run, "--output", missing)) == (
-        f"error: --output {missing}: folder {missing.parent} does not exist")
+        f"error: --output {missing}: folder {missing.parent} does not exist"
+    )
     assert one_error_line(cli("eval", table_run, "--output", tmp_path, "--force")) == (
-        f"error: --output {tmp_path}: is a folder; give a file name")
+        f"error: --output {tmp_path}: is a folder; give a file name"
+    )
 
 
 def test_predict_never_replaces_its_input_unasked(cli, table_run, tmp_path):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import read_jsonl, tiny_config
 from trainctl.errors import UserError
 from trainctl.workflows import resume, train, validate
+
+from conftest import read_jsonl, tiny_config
 
 TRAINER = {"epochs": 3, "device": "cpu"}
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import CONFIGS, tiny_config
 from trainctl.build import build_training
 from trainctl.config import load_config
 from trainctl.preflight import lint, output_kind, preflight
 from trainctl.workflows import train, validate
+
+from conftest import CONFIGS, tiny_config
 
 
 def checks(report) -> list[str]:
@@ -68,8 +69,12 @@ def test_softmax_lints(tmp_path, model, loss, expected):
 
 
 def test_sigmoid_before_bce_with_logits(tmp_path):
-    path = tiny_config(tmp_path, data={"name": "breast_cancer"}, loss={"name": "bce_with_logits"},
-                       model={"name": "mlp", "hidden": [16], "output_activation": "sigmoid"})
+    path = tiny_config(
+        tmp_path,
+        data={"name": "breast_cancer"},
+        loss={"name": "bce_with_logits"},
+        model={"name": "mlp", "hidden": [16], "output_activation": "sigmoid"},
+    )
     report = validate(path)
     assert checks(report) == ["double-sigmoid"]
     assert validate(path, ["model.output_activation=none"]).findings == []
@@ -114,7 +119,9 @@ def test_validate_command_exit_codes(cli):
 
 def test_checks_leave_the_run_unchanged(tmp_path):
     """The check runs on copies with the random state restored: dropout and batch norm included."""
-    config = load_config(tiny_config(tmp_path, model={"name": "mlp", "hidden": [16], "dropout": 0.5, "batch_norm": True}))
+    config = load_config(
+        tiny_config(tmp_path, model={"name": "mlp", "hidden": [16], "dropout": 0.5, "batch_norm": True})
+    )
     parts = build_training(config)
     before = {k: v.clone() for k, v in parts.model.state_dict().items()}
     rng = torch.get_rng_state()

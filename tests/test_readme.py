@@ -42,8 +42,10 @@ def readme_args(command: str, tmp_path: Path) -> list[str]:
     """A README command's arguments as the CLI gets them: configs/ from the checkout, runs/ in tmp_path."""
     words = shlex.split(command, comments=True)
     assert words[0] == "trainctl"
-    return [str(REPO / w) if w.startswith("configs/") else str(tmp_path / w) if w.startswith("runs/") else w
-            for w in words[1:]]
+    return [
+        str(REPO / w) if w.startswith("configs/") else str(tmp_path / w) if w.startswith("runs/") else w
+        for w in words[1:]
+    ]
 
 
 def test_readme_extends_a_run_as_it_shows_and_refuses_a_cosine_one_as_it_says(cli, tmp_path):
@@ -55,14 +57,25 @@ def test_readme_extends_a_run_as_it_shows_and_refuses_a_cosine_one_as_it_says(cl
     assert "trainer.epochs=4" in extend
     extended = cli(*extend, "--quiet")
     assert extended.exit_code == 0, extended.output
-    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "runs" / "b" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line)["epoch"] for line in (tmp_path / "runs" / "b" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2, 3, 4]
 
     text = " ".join((REPO / "README.md").read_text().split())
-    refused_command, quoted = re.search(r"so `(trainctl train --resume runs/a [^`]+)` is refused \(`([^`]+)`\)", text).groups()
+    refused_command, quoted = re.search(
+        r"so `(trainctl train --resume runs/a [^`]+)` is refused \(`([^`]+)`\)", text
+    ).groups()
     assert "--set trainer.epochs=40" in refused_command
-    cosine = cli("train", REPO / "configs" / "digits_mlp.yaml", "--out", tmp_path / "runs" / "a",
-                 "--set", "trainer.epochs=1", "--quiet")
+    cosine = cli(
+        "train",
+        REPO / "configs" / "digits_mlp.yaml",
+        "--out",
+        tmp_path / "runs" / "a",
+        "--set",
+        "trainer.epochs=1",
+        "--quiet",
+    )
     assert cosine.exit_code == 0, cosine.output
     refused = cli(*readme_args(refused_command, tmp_path))
     assert refused.exit_code == 2
@@ -83,11 +96,13 @@ def test_install_hints_name_a_command_that_installs_this_project():
 def test_readme_says_image_datasets_need_torchvision_before_introducing_them():
     text = (REPO / "README.md").read_text()
     hint = text.index("**Image datasets need torchvision**")
-    paragraph = text[hint:text.index("\n\n", hint)]
+    paragraph = text[hint : text.index("\n\n", hint)]
     assert "pip install -e '.[vision]'" in paragraph
     for name in ("MNIST family", "`image_folder`"):
         assert name in paragraph
-    assert hint < text.index("`mnist`, `fashion_mnist` and `kmnist` read") < text.index("`image_folder` (torchvision too)")
+    assert (
+        hint < text.index("`mnist`, `fashion_mnist` and `kmnist` read") < text.index("`image_folder` (torchvision too)")
+    )
 
 
 def test_readme_puts_learned_loss_parameters_in_the_test_record():

@@ -48,8 +48,22 @@ def test_parameters_come_from_the_builder_signature():
 
 def test_registries_hold_the_agreed_components():
     assert {name: REGISTRIES[name].names() for name in ("datasets", "optimizers", "schedulers")} == {
-        "datasets": ["digits", "iris", "wine", "breast_cancer", "diabetes", "synthetic_regression", "csv", "mnist",
-                     "fashion_mnist", "kmnist", "cifar10", "cifar100", "image_folder", "text"],
+        "datasets": [
+            "digits",
+            "iris",
+            "wine",
+            "breast_cancer",
+            "diabetes",
+            "synthetic_regression",
+            "csv",
+            "mnist",
+            "fashion_mnist",
+            "kmnist",
+            "cifar10",
+            "cifar100",
+            "image_folder",
+            "text",
+        ],
         "optimizers": ["sgd", "adam", "adamw", "rmsprop"],
         "schedulers": ["step", "cosine", "onecycle", "reduce_on_plateau"],
     }
@@ -57,7 +71,9 @@ def test_registries_hold_the_agreed_components():
         REGISTRIES["losses"].names()
     )
     assert {"mlp", "cnn", "rnn", "embedding_bag"} <= set(REGISTRIES["models"].names())
-    assert {"resize", "center_crop", "random_crop", "horizontal_flip", "normalize"} <= set(REGISTRIES["transforms"].names())
+    assert {"resize", "center_crop", "random_crop", "horizontal_flip", "normalize"} <= set(
+        REGISTRIES["transforms"].names()
+    )
 
 
 @pytest.mark.parametrize("name", REGISTRIES["losses"].names())

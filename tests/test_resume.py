@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_jsonl, tiny_config
 from trainctl.errors import UserError
 from trainctl.workflows import resume, train
+
+from conftest import read_jsonl, tiny_config
 
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 
@@ -77,12 +79,20 @@ def test_resume_refuses_a_different_config(tmp_path, straight):
 def test_cosine_runs_cannot_be_extended(tmp_path):
     run = tmp_path / "run"
     train(resumable_config(tmp_path, scheduler={"name": "cosine"}), ["trainer.epochs=1"], out=run, quiet=True)
-    with pytest.raises(UserError, match="scheduler 'cosine' laid its schedule out over 1 epochs and ends it there; "
-                                        r"a run with no scheduler or one that steps per epoch \(step, reduce_on_plateau\) "
-                                        "can be extended; for this one, train a new run with --set trainer.epochs=2"):
+    with pytest.raises(
+        UserError,
+        match="scheduler 'cosine' laid its schedule out over 1 epochs and ends it there; "
+        r"a run with no scheduler or one that steps per epoch \(step, reduce_on_plateau\) "
+        "can be extended; for this one, train a new run with --set trainer.epochs=2",
+    ):
         resume(run, ["trainer.epochs=2"])
-    with pytest.raises(UserError, match="the run finished all 1 epochs; its cosine schedule ends with the run, so for "
-                                        "more epochs train a new run with --set trainer.epochs=N"):
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            "the run finished all 1 epochs; its cosine schedule ends with the run, so for "
+            "more epochs train a new run with --set trainer.epochs=N"
+        ),
+    ):
         resume(run)  # not told to extend what cannot be extended
 
 
@@ -159,12 +169,16 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> boo
 
 def test_ctrl_c_saves_state_mid_epoch_and_resumes_exactly(tmp_path, straight):
     run = tmp_path / "run"
-    process = subprocess.Popen([TRAINCTL, "train", resumable_config(tmp_path), "--out", run],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [TRAINCTL, "train", resumable_config(tmp_path), "--out", run],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_for(run / "checkpoints" / "last.pt", process)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert f"Resume with: trainctl train --resume {run}" in stderr
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]

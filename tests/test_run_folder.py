@@ -12,18 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_jsonl, tiny_config
 from trainctl.errors import UserError
 from trainctl.runs import LOCK_NAME, RunFolder
 from trainctl.workflows import resume
+
+from conftest import read_jsonl, tiny_config
 
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 
 
 def slow_config(tmp_path: Path, epochs: int = 8) -> Path:
     """Digits in batches of 8: long enough (about 0.4 s an epoch) for a second process to meet it."""
-    return tiny_config(tmp_path, data={"name": "digits", "batch_size": 8}, model={"name": "mlp", "hidden": [32]},
-                       trainer={"epochs": epochs, "device": "cpu"})
+    return tiny_config(
+        tmp_path,
+        data={"name": "digits", "batch_size": 8},
+        model={"name": "mlp", "hidden": [32]},
+        trainer={"epochs": epochs, "device": "cpu"},
+    )
 
 
 def in_use(path: Path, pid: int) -> str:
@@ -82,8 +87,12 @@ def test_two_runs_started_at_once_into_one_folder(tmp_path):
 
 def test_resume_is_refused_while_a_run_writes_and_works_after_it_is_killed(tmp_path):
     config, run = slow_config(tmp_path, epochs=6), tmp_path / "run"
-    process = subprocess.Popen([TRAINCTL, "train", str(config), "--out", str(run), "--quiet"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [TRAINCTL, "train", str(config), "--out", str(run), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "last.pt").exists():
         assert process.poll() is None, process.stderr.read()

@@ -15,18 +15,23 @@ import optuna
 import pytest
 import yaml
 
-from conftest import read_jsonl, tiny_config
 from trainctl.errors import UserError
 from trainctl.sweep_plan import make_plan
 from trainctl.sweeps import prepare_sweep
+
+from conftest import read_jsonl, tiny_config
 
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 
 
 def diabetes_config(directory: Path, epochs: int = 3, **extra) -> Path:
     return tiny_config(
-        directory, data={"name": "diabetes", "batch_size": 32}, model={"name": "mlp", "hidden": [8]},
-        loss={"name": "mse"}, optimizer={"name": "sgd", "lr": 0.01}, trainer={"epochs": epochs, "device": "cpu"},
+        directory,
+        data={"name": "diabetes", "batch_size": 32},
+        model={"name": "mlp", "hidden": [8]},
+        loss={"name": "mse"},
+        optimizer={"name": "sgd", "lr": 0.01},
+        trainer={"epochs": epochs, "device": "cpu"},
         **extra,
     )
 
@@ -41,8 +46,18 @@ def grid_sweep(tmp_path_factory):
     """A 2×2 grid where the two trials at an absurd learning rate blow up; two trials at a time."""
     folder = tmp_path_factory.mktemp("sweep")
     config = diabetes_config(folder)
-    command = ["sweep", config, "--grid", "optimizer.lr=0.01,1e5", "--grid", "model.hidden=[8],[16,16]",
-               "--jobs", "2", "--out", folder / "grid"]
+    command = [
+        "sweep",
+        config,
+        "--grid",
+        "optimizer.lr=0.01,1e5",
+        "--grid",
+        "model.hidden=[8],[16,16]",
+        "--jobs",
+        "2",
+        "--out",
+        folder / "grid",
+    ]
     return folder / "grid", command
 
 
@@ -96,7 +111,7 @@ def test_compare_reads_a_sweep_folder(cli, grid_sweep):
 
 
 def test_a_changed_sweep_is_not_mixed_into_the_old_one(cli, grid_sweep):
-    sweep, command = grid_sweep
+    _, command = grid_sweep
     changed = [arg if arg != "optimizer.lr=0.01,1e5" else "optimizer.lr=0.01,0.1" for arg in command]
     result = cli(*changed)
     assert result.exit_code == 2
@@ -108,14 +123,15 @@ def test_ctrl_c_saves_running_trials_and_the_rerun_continues_them(tmp_path):
     sweep = tmp_path / "sweep"
     command = [TRAINCTL, "sweep", config, "--grid", "optimizer.lr=0.01,0.02", "--out", sweep]
     # A session of its own stands for a terminal: Ctrl-C reaches the sweep and its trials together.
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while not list(sweep.glob("trial-0000/checkpoints/last.pt")):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "sweep interrupted; run the same command again to continue it" in stderr
     assert [row["status"] for row in read_leaderboard(sweep)] == ["interrupted"]
@@ -158,15 +174,23 @@ def test_sweep_values_are_checked_before_anything_runs(tmp_path):
 
 
 def test_sweep_section_in_the_config_and_command_line_on_top(tmp_path):
-    config = diabetes_config(tmp_path, sweep={
-        "sampler": "random", "trials": 5, "seed": 3,
-        "grid": {"model.hidden": [[8], [16, 16]]}, "space": {"optimizer.lr": "loguniform:1e-4:1e-1"},
-    })
+    config = diabetes_config(
+        tmp_path,
+        sweep={
+            "sampler": "random",
+            "trials": 5,
+            "seed": 3,
+            "grid": {"model.hidden": [[8], [16, 16]]},
+            "space": {"optimizer.lr": "loguniform:1e-4:1e-1"},
+        },
+    )
     setup = prepare_sweep(config, [], grid=[], space=["optimizer.momentum=uniform:0:0.9"])
     assert setup.folder == tmp_path / "runs" / "tiny-sweep"
     assert (setup.plan.sampler, setup.plan.trials, setup.plan.seed) == ("random", 5, 3)
     assert [d.describe() for d in setup.plan.dimensions] == [
-        "model.hidden in [8], [16, 16]", "optimizer.lr ~ loguniform(0.0001, 0.1)", "optimizer.momentum ~ uniform(0, 0.9)",
+        "model.hidden in [8], [16, 16]",
+        "optimizer.lr ~ loguniform(0.0001, 0.1)",
+        "optimizer.momentum ~ uniform(0, 0.9)",
     ]
     assert "sweep" not in setup.base  # trials train the config without its sweep section
     grid = prepare_sweep(config, [], grid=["optimizer.lr=0.001,0.01"], space=[], tpe_trials=4).plan
@@ -174,8 +198,14 @@ def test_sweep_section_in_the_config_and_command_line_on_top(tmp_path):
 
 
 def test_random_search_draws_from_its_ranges():
-    plan = make_plan(None, ["loss.name=mse,huber"], ["optimizer.lr=loguniform:1e-4:1e-1", "trainer.epochs=int:2:5"],
-                     random_trials=30, tpe_trials=None, seed=0)
+    plan = make_plan(
+        None,
+        ["loss.name=mse,huber"],
+        ["optimizer.lr=loguniform:1e-4:1e-1", "trainer.epochs=int:2:5"],
+        random_trials=30,
+        tpe_trials=None,
+        seed=0,
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     draws = []
     for _ in range(30):
@@ -190,26 +220,37 @@ def test_random_search_draws_from_its_ranges():
 
 
 def test_a_storage_that_cannot_open_is_one_line_and_leaves_nothing(cli, tmp_path):
-    result = cli("sweep", diabetes_config(tmp_path), "--grid", "optimizer.lr=0.01,0.1", "--storage", "nosuchdb://x",
-                 "--out", tmp_path / "sweep")
+    result = cli(
+        "sweep",
+        diabetes_config(tmp_path),
+        "--grid",
+        "optimizer.lr=0.01,0.1",
+        "--storage",
+        "nosuchdb://x",
+        "--out",
+        tmp_path / "sweep",
+    )
     assert result.exit_code == 2
     assert "error: --storage nosuchdb://x: cannot open the sweep storage:" in result.stderr
     assert not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("{not json", "not valid JSON"),
-    ('{"best_value": "high"}', "best_value is 'high', not a finite number"),
-    ('{"best_value": NaN}', "best_value is nan, not a finite number"),
-    ("[1, 2]", "not the object trainctl writes"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"best_value": "high"}', "best_value is 'high', not a finite number"),
+        ('{"best_value": NaN}', "best_value is nan, not a finite number"),
+        ("[1, 2]", "not the object trainctl writes"),
+    ],
+)
 def test_a_trials_damaged_summary_fails_the_trial_naming_the_file(tmp_path, text, reason):
     from trainctl.sweeps import TrialFailed, trial_result
 
     (tmp_path / "summary.json").write_text(text, encoding="utf-8")
     with pytest.raises(TrialFailed) as failure:
         trial_result(tmp_path)
-    assert str(failure.value).startswith(str(tmp_path / 'summary.json')) and reason in str(failure.value)
+    assert str(failure.value).startswith(str(tmp_path / "summary.json")) and reason in str(failure.value)
 
 
 def test_a_trials_summary_gives_its_best_value(tmp_path):

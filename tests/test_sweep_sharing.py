@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import tiny_config
 from trainctl import sweep_folder
 from trainctl.errors import UserError
+
+from conftest import tiny_config
 
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 GRID = ["--grid", "optimizer.lr=0.01,0.02", "--grid", "model.hidden=[8],[16]"]
@@ -48,7 +49,9 @@ def test_two_sweep_processes_started_at_once_run_every_grid_point_once(tmp_path)
     for row in rows:  # each folder trained the values its row names
         trained = yaml.safe_load((sweep / row["folder"] / "config.yaml").read_text())
         assert (trained["optimizer"]["lr"], trained["model"]["hidden"]) == (
-            float(row["optimizer.lr"]), yaml.safe_load(row["model.hidden"]))
+            float(row["optimizer.lr"]),
+            yaml.safe_load(row["model.hidden"]),
+        )
     ran = sum(int(stdout.split(" run now")[0].rsplit("; ", 1)[1]) for stdout, _ in outputs)
     assert ran == 4  # between them, the two processes trained four trials: none twice
 
@@ -61,8 +64,10 @@ def test_a_folder_with_the_users_own_files_is_refused_and_left_alone(cli, tmp_pa
         (folder / name).write_text(text)
     result = cli("sweep", iris_config(tmp_path), *GRID, "--out", folder)
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {folder}: holds files that a trainctl sweep did not write; a sweep folder "
-                             "must be new, empty or an earlier sweep's: choose another --out\n")
+    assert result.stderr == (
+        f"error: {folder}: holds files that a trainctl sweep did not write; a sweep folder "
+        "must be new, empty or an earlier sweep's: choose another --out\n"
+    )
     assert {p.name: p.read_text() for p in folder.iterdir()} == own
 
 
@@ -111,8 +116,12 @@ def test_a_storage_that_cannot_open_keeps_the_users_empty_folder(cli, tmp_path):
 
 def test_the_storage_deleted_under_a_running_sweep_is_one_line(tmp_path):
     config, sweep = iris_config(tmp_path, epochs=10), tmp_path / "sweep"
-    process = subprocess.Popen([TRAINCTL, "sweep", config, "--grid", "optimizer.lr=0.01,0.02", "--out", sweep],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [TRAINCTL, "sweep", config, "--grid", "optimizer.lr=0.01,0.02", "--out", sweep],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (sweep / "trial-0000" / "metrics.jsonl").exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
@@ -120,6 +129,8 @@ def test_the_storage_deleted_under_a_running_sweep_is_one_line(tmp_path):
     (sweep / "sweep.db").unlink()
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
-    assert stderr == (f"error: {sweep / 'sweep.db'}: the sweep's storage was deleted while the sweep ran; its trial "
-                      "folders are kept; start the sweep again with another --out\n")
+    assert stderr == (
+        f"error: {sweep / 'sweep.db'}: the sweep's storage was deleted while the sweep ran; its trial "
+        "folders are kept; start the sweep again with another --out\n"
+    )
     assert (sweep / "trial-0000" / "config.yaml").is_file()  # the trial's run is kept

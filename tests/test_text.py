@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, write_config
 from trainctl.text import TextEncoding, tokenize
 from trainctl.workflows import validate
+
+from conftest import REPO, write_config
 
 
 def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -35,14 +36,17 @@ def sentiment_rows(count: int = 160, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def text_config(directory: Path, data_path: Path, model: str = "{name: embedding_bag, embedding_dim: 16}") -> Path:
-    return write_config(directory, f"""
+    return write_config(
+        directory,
+        f"""
         data: {{name: text, path: {data_path.name}, batch_size: 16, min_freq: 2}}
         model: {model}
         loss: {{name: cross_entropy}}
         optimizer: {{name: adam, lr: 0.05}}
         trainer: {{epochs: 10, device: cpu}}
-        output_dir: {directory / 'runs'}
-    """)
+        output_dir: {directory / "runs"}
+    """,
+    )
 
 
 def test_tokenizer_and_vocabulary():
@@ -54,8 +58,9 @@ def test_tokenizer_and_vocabulary():
     assert encoding.transform(["b a", "c c b b"]).tolist() == [[2, 1, 0], [1, 1, 2]]  # padded on the right; cut after 3
 
 
-@pytest.mark.parametrize("model", ["{name: embedding_bag, embedding_dim: 16}",
-                                   "{name: rnn, embedding_dim: 16, hidden_size: 16}"])
+@pytest.mark.parametrize(
+    "model", ["{name: embedding_bag, embedding_dim: 16}", "{name: rnn, embedding_dim: 16, hidden_size: 16}"]
+)
 def test_text_trains_and_predicts_lines(cli, tmp_path, model):
     data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows())
     result = cli("train", text_config(tmp_path, data, model), "--out", tmp_path / "run", "--quiet")
@@ -76,17 +81,26 @@ def test_text_trains_and_predicts_lines(cli, tmp_path, model):
 
 def test_text_errors_name_the_columns(cli, tmp_path):
     data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows(20))
-    config = write_config(tmp_path, f"""
+    config = write_config(
+        tmp_path,
+        f"""
         data: {{name: text, path: {data.name}, text_column: body}}
         model: {{name: embedding_bag}}
         loss: {{name: cross_entropy}}
         optimizer: {{name: adam}}
-    """)
+    """,
+    )
     result = cli("train", config)
     assert result.exit_code == 2
     assert "data.text_column: no column 'body' in" in result.stderr and "its columns: text, label" in result.stderr
-    result = cli("train", text_config(tmp_path, data, "{name: embedding_bag}"), "--set", "data.name=iris",
-                 "--set", "data={name: iris}")
+    result = cli(
+        "train",
+        text_config(tmp_path, data, "{name: embedding_bag}"),
+        "--set",
+        "data.name=iris",
+        "--set",
+        "data={name: iris}",
+    )
     assert result.exit_code == 2
     assert "model 'embedding_bag' reads token ids; use it with the text dataset" in result.stderr
 
@@ -106,15 +120,18 @@ def test_batches_are_padded_to_their_longest_text_and_padding_changes_no_output(
 
     encoding = TextEncoding.fit(["a b c d e f", "a b", "c"], "words", True, min_freq=1, max_size=None, max_length=10)
     ids = torch.as_tensor(encoding.transform(["a b", "c", "a b c d e f", "a"]))
-    split = Split(ids, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long),
-                  lengths=(ids != 0).sum(dim=1))
+    split = Split(
+        ids, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), lengths=(ids != 0).sum(dim=1)
+    )
     assert [inputs.shape[1] for inputs, _, _ in ordered_batches(split, 2)] == [2, 6]
     shuffled = split.batch_inputs([torch.tensor([3, 1]), torch.tensor([0, 2])], epoch=1)
     assert [batch.tolist() for batch in shuffled] == [[[2], [4]], [[2, 3, 0, 0, 0, 0], [2, 3, 4, 5, 6, 7]]]
 
     for cell, bidirectional in (("lstm", True), ("gru", False)):
-        model = MODELS.get("rnn").build(ModelContext((10,), 3, len(encoding.vocabulary)),
-                                        {"cell": cell, "bidirectional": bidirectional, "hidden_size": 8})
+        model = MODELS.get("rnn").build(
+            ModelContext((10,), 3, len(encoding.vocabulary)),
+            {"cell": cell, "bidirectional": bidirectional, "hidden_size": 8},
+        )
         alone = model(ids[:1, :2])
         beside_a_long_text = model(ids[[0, 2]])[:1]
         assert torch.allclose(alone, beside_a_long_text, atol=1e-6)
@@ -125,7 +142,9 @@ def test_predict_reads_a_tables_text_column_and_warns_when_no_word_is_known(cli,
 
     The labels hold square brackets, which the predictions table shows as they are (not as markup)."""
     data = write_tsv(tmp_path / "reviews.tsv", [(text, f"[{label}]") for text, label in sentiment_rows()])
-    trained = cli("train", text_config(tmp_path, data), "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=4")
+    trained = cli(
+        "train", text_config(tmp_path, data), "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=4"
+    )
     assert trained.exit_code == 0, trained.output
     texts = ["the item was superb", "really awful, never again", "qwerty zxcvb"]
     table = tmp_path / "new.tsv"
@@ -148,11 +167,15 @@ def test_predict_reads_a_tables_text_column_and_warns_when_no_word_is_known(cli,
 
 def test_predict_names_the_missing_text_column(cli, tmp_path):
     data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows(40))
-    trained = cli("train", text_config(tmp_path, data), "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=1")
+    trained = cli(
+        "train", text_config(tmp_path, data), "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=1"
+    )
     assert trained.exit_code == 0, trained.output
     table = tmp_path / "new.csv"
     table.write_text("review,label\ngreat item,pos\n")
     result = cli("predict", tmp_path / "run", table)
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {table}: no column 'text', the run's data.text_column; its columns: review, "
-                             "label (a file not ending in .csv, .tsv, .tab is read as one text per line)\n")
+    assert result.stderr == (
+        f"error: {table}: no column 'text', the run's data.text_column; its columns: review, "
+        "label (a file not ending in .csv, .tsv, .tab is read as one text per line)\n"
+    )

@@ -7,9 +7,10 @@ import json
 import pytest
 import yaml
 
-from conftest import CONFIGS, read_jsonl, tiny_config
 from trainctl.errors import UserError
 from trainctl.workflows import evaluate_run, train
+
+from conftest import CONFIGS, read_jsonl, tiny_config
 
 
 def test_default_config_reaches_its_accuracy(digits_run):
@@ -22,22 +23,48 @@ def test_default_config_reaches_its_accuracy(digits_run):
 def test_run_folder_holds_what_ran(digits_run):
     path = digits_run.run.path
     written_by_train = sorted(p.name for p in path.iterdir() if not p.name.startswith("eval-"))  # eval tests share it
-    assert written_by_train == ["checkpoints", "config.yaml", "curves.png", "data.json", "metrics.jsonl", "summary.json"]
+    assert written_by_train == [
+        "checkpoints",
+        "config.yaml",
+        "curves.png",
+        "data.json",
+        "metrics.jsonl",
+        "summary.json",
+    ]
     assert sorted(p.name for p in (path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     resolved = yaml.safe_load((path / "config.yaml").read_text())
     assert resolved["model"] == {
-        "name": "mlp", "hidden": [256, 256], "activation": "relu", "dropout": 0.0,
-        "batch_norm": False, "output_activation": "none",
+        "name": "mlp",
+        "hidden": [256, 256],
+        "activation": "relu",
+        "dropout": 0.0,
+        "batch_norm": False,
+        "output_activation": "none",
     }
     assert resolved["trainer"] == {
-        "epochs": 20, "device": "cpu", "monitor": "val/accuracy", "early_stopping": None,
-        "grad_clip_norm": None, "on_nonfinite": "stop", "max_skipped_steps": 10, "precision": "32",
-        "compile": False, "threads": None,
+        "epochs": 20,
+        "device": "cpu",
+        "monitor": "val/accuracy",
+        "early_stopping": None,
+        "grad_clip_norm": None,
+        "on_nonfinite": "stop",
+        "max_skipped_steps": 10,
+        "precision": "32",
+        "compile": False,
+        "threads": None,
     }
     rows = read_jsonl(path / "metrics.jsonl")
     assert [row["epoch"] for row in rows] == list(range(1, 21))
     assert set(rows[0]) == {
-        "epoch", "train/loss", "val/loss", "val/accuracy", "val/precision", "val/recall", "val/f1", "lr", "seconds",
+        "epoch",
+        "train/loss",
+        "val/loss",
+        "val/accuracy",
+        "val/precision",
+        "val/recall",
+        "val/f1",
+        "lr",
+        "seconds",
     }
     # The best epoch is the one with the highest val/accuracy (first one on ties).
     best = max(rows, key=lambda row: (row["val/accuracy"], -row["epoch"]))
@@ -125,8 +152,9 @@ def test_binary_bce_uses_one_output(tmp_path):
     parts = build_model_parts(config)
     assert parts.model(parts.data.train.inputs[:5]).shape == (5, 1)
     assert parts.data.train.targets.shape == (len(parts.data.train), 1)
-    result = train(CONFIGS / "breast_cancer.yaml", ["trainer.device=cpu", "trainer.epochs=10"],
-                   out=tmp_path / "run", quiet=True)
+    result = train(
+        CONFIGS / "breast_cancer.yaml", ["trainer.device=cpu", "trainer.epochs=10"], out=tmp_path / "run", quiet=True
+    )
     assert result.summary["test"]["recall"] > 0.9
 
 

@@ -12,19 +12,19 @@ from typing import Any
 
 import torch
 
+from trainctl import distributed
 from trainctl.components import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.components.losses import LossContext
 from trainctl.components.losses import profile as loss_profile
 from trainctl.components.models import ModelContext
 from trainctl.components.schedulers import SchedulerContext
 from trainctl.config import Config
-from trainctl import distributed
 from trainctl.data import PreparedData, prepare_data, steps_per_epoch
 from trainctl.distributed import SINGLE, Ranks
 from trainctl.errors import UserError
+from trainctl.image_pipeline import ImageOptions
 from trainctl.limits import require_memory
 from trainctl.registry import Entry
-from trainctl.image_pipeline import ImageOptions
 from trainctl.streaming import LoaderSettings
 from trainctl.task import plan_targets
 
@@ -42,7 +42,9 @@ def resolve_device(name: str) -> torch.device:
             raise UserError(f"trainer.device: {name!r} asked for, but CUDA is not available here; use cpu or auto")
         index = int(name.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
-            raise UserError(f"trainer.device: {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise UserError(
+                f"trainer.device: {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
     if name == "mps" and not mps_available:
         raise UserError("trainer.device: 'mps' asked for, but MPS is not available here; use cpu or auto")
     return torch.device(name)
@@ -59,8 +61,11 @@ def build_data(config: Config, device: torch.device) -> PreparedData:
         test_fraction=config.data.test_fraction,
         split_seed=config.data.split_seed,
         device=device,
-        images=ImageOptions(config.data.transforms, config.seed, LoaderSettings(
-            config.data.num_workers, config.data.pin_memory, config.data.persistent_workers)),
+        images=ImageOptions(
+            config.data.transforms,
+            config.seed,
+            LoaderSettings(config.data.num_workers, config.data.pin_memory, config.data.persistent_workers),
+        ),
     )
     if plan.layout == "log_rate" and bool((data.train.targets < 0).any()):
         raise UserError(
@@ -101,12 +106,19 @@ def _require_model_memory(entry: Entry, context: ModelContext, params: dict[str,
     try:
         with torch.device("meta"):
             shapes = entry.build(context, params)
-    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # a builder meta cannot run: the real one reports
+    except (
+        RuntimeError,
+        NotImplementedError,
+        TypeError,
+        ValueError,
+    ):  # a builder meta cannot run: the real one reports
         return
     count = sum(parameter.numel() for parameter in shapes.parameters())
     size = max((parameter.element_size() for parameter in shapes.parameters()), default=4)
-    require_memory(count * size * COPIES_IN_TRAINING,
-                   f"model: the {count:,} parameters of model {entry.name!r}, with their gradients and optimizer state,")
+    require_memory(
+        count * size * COPIES_IN_TRAINING,
+        f"model: the {count:,} parameters of model {entry.name!r}, with their gradients and optimizer state,",
+    )
 
 
 def build_loss(config: Config, data: PreparedData) -> torch.nn.Module:

@@ -124,7 +124,9 @@ def _unreadable_reason(path: Path, error: Exception) -> str:
         detail = refused.group(1).strip() if refused else ""
         if detail.startswith("Unsupported operand"):  # not a pickle torch wrote: damaged or something else
             return f"damaged, or not a PyTorch checkpoint: a pickle the safe loader cannot read ({detail[:100]})"
-        return f"it holds objects that need code to load, which trainctl never runs ({detail.split(' was not')[0][:200]})"
+        return (
+            f"it holds objects that need code to load, which trainctl never runs ({detail.split(' was not')[0][:200]})"
+        )
     first = text.strip().split(". ")[0].splitlines()[0] if text.strip() else ""
     if not first or first.isdigit():
         return "damaged or truncated: not a complete PyTorch checkpoint"

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -37,15 +37,22 @@ app = typer.Typer(
 _state = {"debug": False}
 
 # What typer names a value's type, and what a person writes there instead.
-_VALUE_WORDS = {"bool": "true|false", "path": "PATH", "str": "TEXT", "int": "INTEGER", "int range": "INTEGER",
-                "float": "NUMBER", "float range": "NUMBER"}
+_VALUE_WORDS = {
+    "bool": "true|false",
+    "path": "PATH",
+    "str": "TEXT",
+    "int": "INTEGER",
+    "int range": "INTEGER",
+    "float": "NUMBER",
+    "float range": "NUMBER",
+}
 
 
 def _readable_value_type(label: str) -> str:
     """typer's `<list[str]>`, `<path>`, `<int range>` as PATH, TEXT, INTEGER (a choice stays `a|b`)."""
     inner = label.removeprefix("<").removesuffix(">")
     if inner.startswith("list[") and inner.endswith("]"):
-        inner = inner[len("list["):-1]  # a repeatable option's help says so: the type is one value's
+        inner = inner[len("list[") : -1]  # a repeatable option's help says so: the type is one value's
     return _VALUE_WORDS.get(inner.lower(), inner)
 
 
@@ -109,8 +116,9 @@ def user_errors() -> Iterator[None]:
             raise
         from trainctl.files import os_error_line
 
-        Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(os_error_line(error))}",
-                                                    markup=True, soft_wrap=True)
+        Console(stderr=True, highlight=False).print(
+            f"[red]error:[/red] {escape(os_error_line(error))}", markup=True, soft_wrap=True
+        )
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as interrupt:
         hint = getattr(interrupt, "resume_hint", "")
@@ -123,7 +131,8 @@ def user_errors() -> Iterator[None]:
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for user errors too.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print trainctl's version and exit.")
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print trainctl's version and exit."),
     ] = False,
 ) -> None:
     _state["debug"] = debug
@@ -152,27 +161,38 @@ def _print_metrics(console: Console, title: str, record: dict) -> None:
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="YAML config file.", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Argument(help="YAML config file.", show_default=False)] = None,
     resume: Annotated[
-        Optional[Path],
-        typer.Option(metavar="RUN_DIR",
-                     help="Continue this run folder from checkpoints/last.pt (extend it with --set trainer.epochs=N)."),
+        Path | None,
+        typer.Option(
+            metavar="RUN_DIR",
+            help="Continue this run folder from checkpoints/last.pt (extend it with --set trainer.epochs=N).",
+        ),
     ] = None,
     overrides: Annotated[
-        Optional[list[str]],
-        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."),
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."
+        ),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option(metavar="DIR", help="Run folder to create (must not exist or be empty).")
+        Path | None, typer.Option(metavar="DIR", help="Run folder to create (must not exist or be empty).")
     ] = None,
     device: Annotated[
-        Optional[str], typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")
+        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")
     ] = None,
-    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Random seed (sets seed).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; print only the run folder.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop on warnings from the checks, not only on errors.")] = False,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed (sets seed).")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress output; print only the run folder.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop on warnings from the checks, not only on errors.")
+    ] = False,
     nproc: Annotated[
-        int, typer.Option("--nproc", min=1, metavar="N", help="Train in N processes on this machine (torch.distributed, DDP).")
+        int,
+        typer.Option(
+            "--nproc", min=1, metavar="N", help="Train in N processes on this machine (torch.distributed, DDP)."
+        ),
     ] = 1,
 ) -> None:
     """Check the config (as `trainctl validate` does), train, then evaluate the best checkpoint on the test split.
@@ -195,10 +215,13 @@ def train(
     if (config is None) == (resume is None):
         with user_errors():
             if config is None:
-                raise UserError("nothing to train: give a CONFIG file to start a run (e.g. trainctl train "
-                                "configs/digits_mlp.yaml), or --resume RUN_DIR to continue one")
-            raise UserError(f"give either CONFIG ({config}) to start a run or --resume ({resume}) to continue one, "
-                            "not both")
+                raise UserError(
+                    "nothing to train: give a CONFIG file to start a run (e.g. trainctl train "
+                    "configs/digits_mlp.yaml), or --resume RUN_DIR to continue one"
+                )
+            raise UserError(
+                f"give either CONFIG ({config}) to start a run or --resume ({resume}) to continue one, not both"
+            )
     settings = list(overrides or [])
     if device is not None:
         settings.append(f"trainer.device={device}")
@@ -244,8 +267,10 @@ def train(
 def validate(
     config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
     overrides: Annotated[
-        Optional[list[str]],
-        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."),
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."
+        ),
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 on warnings too, not only on errors.")] = False,
 ) -> None:
@@ -280,7 +305,9 @@ def evaluate(
         str, typer.Option(metavar="best|last|PATH", help="best, last, or a path to a checkpoint file.")
     ] = "best",
     split: Annotated[str, typer.Option(metavar="test|val|train", help="test, val or train.")] = "test",
-    output: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the metrics JSON to this file.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Also write the metrics JSON to this file.")
+    ] = None,
     worst: Annotated[int, typer.Option(min=0, metavar="N", help="How many highest-loss samples to report.")] = 10,
     force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
 ) -> None:
@@ -315,12 +342,18 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="Run folder to predict with.", show_default=False)],
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Input files: CSV tables with the training columns, image files, or for a text run "
-                            "text files (one text per line) and CSV/TSV tables with its text column.", show_default=False),
+        typer.Argument(
+            help="Input files: CSV tables with the training columns, image files, or for a text run "
+            "text files (one text per line) and CSV/TSV tables with its text column.",
+            show_default=False,
+        ),
     ],
-    checkpoint: Annotated[str, typer.Option(metavar="best|last|PATH", help="best, last, or a checkpoint file.")] = "best",
+    checkpoint: Annotated[
+        str, typer.Option(metavar="best|last|PATH", help="best, last, or a checkpoint file.")
+    ] = "best",
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Also write the predictions: .csv or .json.")
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Also write the predictions: .csv or .json."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
 ) -> None:
@@ -370,14 +403,19 @@ def _print_prediction_warnings(predictions: list, shown: int = 10) -> None:
     for p in doubtful[:shown]:
         err.print(f"[yellow]warning:[/yellow] {escape(p.source)}: {escape(p.warning)}", soft_wrap=True)
     if len(doubtful) > shown:
-        err.print(f"[yellow]warning:[/yellow] {len(doubtful) - shown} more inputs like these "
-                  f"({len(doubtful)} of {len(predictions)} in all)", soft_wrap=True)
+        err.print(
+            f"[yellow]warning:[/yellow] {len(doubtful) - shown} more inputs like these "
+            f"({len(doubtful)} of {len(predictions)} in all)",
+            soft_wrap=True,
+        )
 
 
 @app.command()
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders) to overlay.", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("curves.png"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path(
+        "curves.png"
+    ),
     force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
 ) -> None:
     """Overlay the loss curves (train and val) and the monitored metric of several runs in one image.
@@ -406,8 +444,13 @@ def plot(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders, or a sweep folder.", show_default=False)],
     output_format: Annotated[
-        str, typer.Option("--format", "-f", metavar="table|csv|json|markdown",
-                          help="table (laid out for the terminal's width), csv (one row per run), json or markdown.")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="table|csv|json|markdown",
+            help="table (laid out for the terminal's width), csv (one row per run), json or markdown.",
+        ),
     ] = "table",
 ) -> None:
     """The runs side by side: the config keys that differ, the best epoch and the test metrics.
@@ -446,29 +489,42 @@ def compare(
 def sweep(
     config: Annotated[Path, typer.Argument(help="YAML config file every trial starts from.", show_default=False)],
     grid: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--grid", metavar="KEY=V1,V2", help="key=v1,v2,...: values to try (YAML). Repeatable."),
     ] = None,
     space: Annotated[
-        Optional[list[str]],
-        typer.Option("--space", metavar="KEY=KIND:...",
-                     help="key=loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B. Repeatable."),
+        list[str] | None,
+        typer.Option(
+            "--space",
+            metavar="KEY=KIND:...",
+            help="key=loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B. Repeatable.",
+        ),
     ] = None,
-    random: Annotated[Optional[int], typer.Option("--random", metavar="N", help="Random search with N trials.", min=1)] = None,
-    tpe: Annotated[Optional[int], typer.Option("--tpe", metavar="N", help="TPE (Bayesian) search with N trials.", min=1)] = None,
+    random: Annotated[
+        int | None, typer.Option("--random", metavar="N", help="Random search with N trials.", min=1)
+    ] = None,
+    tpe: Annotated[
+        int | None, typer.Option("--tpe", metavar="N", help="TPE (Bayesian) search with N trials.", min=1)
+    ] = None,
     overrides: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value for every trial. Repeatable."),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Sweep folder (default: OUTPUT_DIR/NAME-sweep).")] = None,
-    storage: Annotated[
-        Optional[str],
-        typer.Option(metavar="URL",
-                     help="Optuna storage URL shared by several sweep processes (default: SQLite in the sweep folder)."),
+    out: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Sweep folder (default: OUTPUT_DIR/NAME-sweep).")
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Trials run in parallel processes.", min=1)] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Optuna storage URL shared by several sweep processes (default: SQLite in the sweep folder).",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", metavar="N", help="Trials run in parallel processes.", min=1)
+    ] = 1,
     sampler_seed: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(metavar="N", help="Seed of the random and TPE samplers (sets sweep.seed).", min=0, max=2**31 - 1),
     ] = None,
 ) -> None:
@@ -488,16 +544,30 @@ def sweep(
     console = Console(highlight=False)
     with user_errors():
         setup = prepare_sweep(
-            config, list(overrides or []), grid=list(grid or []), space=list(space or []), random_trials=random,
-            tpe_trials=tpe, seed=sampler_seed, out=out, storage=storage, jobs=jobs,
+            config,
+            list(overrides or []),
+            grid=list(grid or []),
+            space=list(space or []),
+            random_trials=random,
+            tpe_trials=tpe,
+            seed=sampler_seed,
+            out=out,
+            storage=storage,
+            jobs=jobs,
         )
         plan = setup.plan
-        console.print(f"sweep folder: {setup.folder}  ({plan.sampler}, {plan.trials} trials: "
-                      f"{'; '.join(d.describe() for d in plan.dimensions)})", soft_wrap=True, markup=False)
+        console.print(
+            f"sweep folder: {setup.folder}  ({plan.sampler}, {plan.trials} trials: "
+            f"{'; '.join(d.describe() for d in plan.dimensions)})",
+            soft_wrap=True,
+            markup=False,
+        )
         outcome = run_sweep(setup, console)
     done = [row for row in outcome.rows if row.status == "done"]
-    title = (f"leaderboard: {len(done)} of {plan.trials} trials done, best first by {setup.monitor} "
-             f"(validation, best epoch); {outcome.ran} run now")
+    title = (
+        f"leaderboard: {len(done)} of {plan.trials} trials done, best first by {setup.monitor} "
+        f"(validation, best epoch); {outcome.ran} run now"
+    )
     console.print(title, soft_wrap=True, markup=False)
     _listing_console().print(leaderboard_table(outcome.rows, plan.keys, setup.monitor))
     console.print(f"written: {setup.folder / 'leaderboard.csv'}", soft_wrap=True, markup=False)
@@ -505,7 +575,8 @@ def sweep(
         console.print(f"best: {setup.folder / done[0].folder}", soft_wrap=True, markup=False)
     if outcome.interrupted:
         Console(stderr=True, highlight=False).print(
-            "[yellow]sweep interrupted; run the same command again to continue it[/yellow]", soft_wrap=True)
+            "[yellow]sweep interrupted; run the same command again to continue it[/yellow]", soft_wrap=True
+        )
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
@@ -526,7 +597,9 @@ def _print_loss_report(console: Console, report: dict) -> None:
         for column in ("row", "target", "prediction", "loss"):
             worst.add_column(column, justify="right")
         for sample in report["worst"]:
-            worst.add_row(*_cells(*(_short(sample[key]) for key in ("row", "target", "prediction")), f"{sample['loss']:.4f}"))
+            worst.add_row(
+                *_cells(*(_short(sample[key]) for key in ("row", "target", "prediction")), f"{sample['loss']:.4f}")
+            )
         console.print(worst)
 
 
@@ -562,13 +635,13 @@ def _listing_console() -> Console:
 
 @app.command("list-losses")
 def list_losses(
-    name: Annotated[Optional[str], typer.Argument(help="Show this loss in full, with an example config.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Show this loss in full, with an example config.")] = None,
     task: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(metavar="TASK", help="Only losses for this task: classification, regression or distribution."),
     ] = None,
     details: Annotated[
-        Optional[str], typer.Option("--details", metavar="NAME", help="Same as NAME.", show_default=False)
+        str | None, typer.Option("--details", metavar="NAME", help="Same as NAME.", show_default=False)
     ] = None,
 ) -> None:
     """List the registered losses: task, formula, target, expected model output, parameters, when to use.

@@ -83,8 +83,12 @@ def _lookup(config: dict[str, Any], key: str) -> Any:
 
 def config_differences(configs: list[dict[str, Any]]) -> list[str]:
     """Dotted config keys whose values differ between any of the configs, in the first config's order."""
-    keys = {key for config in configs[1:] for key in differing_keys(configs[0], config)
-            if key.split(".")[0] not in IGNORED_SECTIONS}
+    keys = {
+        key
+        for config in configs[1:]
+        for key in differing_keys(configs[0], config)
+        if key.split(".")[0] not in IGNORED_SECTIONS
+    }
     order = list(_flatten(configs[0]))
     return sorted(keys, key=lambda key: (order.index(key) if key in order else len(order), key))
 
@@ -93,7 +97,9 @@ def cell_text(value: Any) -> str:
     """A config value as YAML in one line, as a person writes it on the command line."""
     if value is None:
         return "—"
-    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip().removesuffix("...").strip()
+    return (
+        yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip().removesuffix("...").strip()
+    )
 
 
 def run_labels(folders: list[RunFolder], configs: list[dict[str, Any]]) -> list[str]:
@@ -104,19 +110,22 @@ def run_labels(folders: list[RunFolder], configs: list[dict[str, Any]]) -> list[
     keys = config_differences(configs) if len(configs) > 1 else []
     stems = [TIMESTAMP.sub("", folder.path.name) for folder in folders]
     if len(set(stems)) == len(stems):
-        labels = [f"{stem}{_values(config, keys)}" if TRIAL.match(stem) else stem
-                  for stem, config in zip(stems, configs)]
+        labels = [
+            f"{stem}{_values(config, keys)}" if TRIAL.match(stem) else stem for stem, config in zip(stems, configs)
+        ]
     else:
         common = {key: _common_value([_lookup(config, key) for config in configs]) for key in keys}
-        labels = [f"{config.get('name', stem)}{_values(config, [k for k in keys if _lookup(config, k) != common[k]])}"
-                  for config, stem in zip(configs, stems)]
+        labels = [
+            f"{config.get('name', stem)}{_values(config, [k for k in keys if _lookup(config, k) != common[k]])}"
+            for config, stem in zip(configs, stems)
+        ]
     if len(set(labels)) == len(labels):
         return labels
     return [f"{folder.path.parent.name}/{folder.path.name}" for folder in folders]
 
 
 def _values(config: dict[str, Any], keys: list[str]) -> str:
-    """" (key=value, ...)" for the keys the config has, or nothing."""
+    """ " (key=value, ...)" for the keys the config has, or nothing."""
     values = [f"{key}={cell_text(_lookup(config, key))}" for key in keys if _lookup(config, key) is not None]
     return f" ({', '.join(values)})" if values else ""
 
@@ -147,8 +156,10 @@ def run_curves(folders: list[RunFolder]) -> list[tuple[str, list[dict[str, Any]]
     """What `plot` draws of each run: its label, its metrics rows and the metric it monitors."""
     configs = [folder.read_config() for folder in folders]
     labels = run_labels(folders, configs)
-    return [(label, folder.read_metrics(), monitor_of(config, folder.config_path))
-            for label, folder, config in zip(labels, folders, configs)]
+    return [
+        (label, folder.read_metrics(), monitor_of(config, folder.config_path))
+        for label, folder, config in zip(labels, folders, configs)
+    ]
 
 
 def compare_runs(folders: list[RunFolder]) -> Comparison:
@@ -160,7 +171,9 @@ def compare_runs(folders: list[RunFolder]) -> Comparison:
         summary = read_summary(folder.summary_path)
         metrics = {k: v for k, v in summary.get("test", {}).items() if isinstance(v, float)}
         metric_names += [k for k in metrics if k not in metric_names]
-        runs.append(ComparedRun(folder, label, {k: _lookup(config, k) for k in keys}, metrics, summary.get("best_epoch")))
+        runs.append(
+            ComparedRun(folder, label, {k: _lookup(config, k) for k in keys}, metrics, summary.get("best_epoch"))
+        )
     notes = _rank(runs, configs, metric_names)
     return Comparison(keys, metric_names, runs, notes)
 
@@ -198,15 +211,23 @@ def _grid(comparison: Comparison, mark: str) -> list[list[str]]:
         cells = []
         for run in comparison.runs:
             value = run.metrics.get(name)
-            cells.append("—" if value is None else
-                         mark.replace("VALUE", format_value(value)) if name in run.best else format_value(value))
+            cells.append(
+                "—"
+                if value is None
+                else mark.replace("VALUE", format_value(value))
+                if name in run.best
+                else format_value(value)
+            )
         rows.append([f"test/{name}", *cells])
     return rows
 
 
 def _title(comparison: Comparison, marker: str) -> str:
-    return (f"test metrics of each run's best checkpoint ({marker} best among comparable runs)"
-            if any(run.best for run in comparison.runs) else "test metrics of each run's best checkpoint")
+    return (
+        f"test metrics of each run's best checkpoint ({marker} best among comparable runs)"
+        if any(run.best for run in comparison.runs)
+        else "test metrics of each run's best checkpoint"
+    )
 
 
 def comparison_tables(comparison: Comparison, width: int) -> list[Any]:
@@ -223,14 +244,14 @@ def comparison_tables(comparison: Comparison, width: int) -> list[Any]:
     out: list[Any] = [Text(_title(comparison, "*"), style="bold")]
     runs = comparison.runs
     for start in range(0, len(runs), per_table):
-        shown = runs[start:start + per_table]
+        shown = runs[start : start + per_table]
         run_width = max(RUN_WIDTH, room // len(shown) - 3)
         table = Table()
         table.add_column("", overflow="fold", width=key_width)
         for run in shown:  # every run column gets a fixed share: long words fold instead of widening it
             table.add_column(Text(run.label, style="cyan"), justify="right", overflow="fold", max_width=run_width)
         for row in rows:
-            table.add_row(Text(row[0]), *(Text(cell) for cell in row[1 + start:1 + start + len(shown)]))
+            table.add_row(Text(row[0]), *(Text(cell) for cell in row[1 + start : 1 + start + len(shown)]))
         out.append(table)
     out += [Text(note, style="dim") for note in comparison.notes]
     return out
@@ -241,9 +262,12 @@ def comparison_markdown(comparison: Comparison) -> str:
         return text.replace("|", "\\|")
 
     rows = _grid(comparison, "**VALUE**")
-    lines = [f"{_title(comparison, 'bold:')}", "",
-             "| | " + " | ".join(cell(run.label) for run in comparison.runs) + " |",
-             "|---|" + "---:|" * len(comparison.runs)]
+    lines = [
+        f"{_title(comparison, 'bold:')}",
+        "",
+        "| | " + " | ".join(cell(run.label) for run in comparison.runs) + " |",
+        "|---|" + "---:|" * len(comparison.runs),
+    ]
     lines += ["| " + " | ".join(cell(text) for text in row) + " |" for row in rows]
     lines += [""] + comparison.notes if comparison.notes else []
     return "\n".join(lines) + "\n"
@@ -254,21 +278,45 @@ def comparison_csv(comparison: Comparison) -> str:
     metrics at full precision, and the metrics it is best at among comparable runs."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run", "label", *comparison.keys, "best_epoch", *(f"test/{m}" for m in comparison.metrics), "best"])
+    writer.writerow(
+        ["run", "label", *comparison.keys, "best_epoch", *(f"test/{m}" for m in comparison.metrics), "best"]
+    )
     for run in comparison.runs:
-        writer.writerow([run.folder.path.name, run.label, *("" if run.config[k] is None else cell_text(run.config[k])
-                                                           for k in comparison.keys),
-                         "" if run.best_epoch is None else run.best_epoch,
-                         *(repr(run.metrics[m]) if m in run.metrics else "" for m in comparison.metrics),
-                         ";".join(run.best)])
+        writer.writerow(
+            [
+                run.folder.path.name,
+                run.label,
+                *("" if run.config[k] is None else cell_text(run.config[k]) for k in comparison.keys),
+                "" if run.best_epoch is None else run.best_epoch,
+                *(repr(run.metrics[m]) if m in run.metrics else "" for m in comparison.metrics),
+                ";".join(run.best),
+            ]
+        )
     return buffer.getvalue()
 
 
 def comparison_json(comparison: Comparison) -> str:
-    return json.dumps({
-        "keys": comparison.keys,
-        "metrics": comparison.metrics,
-        "runs": [{"run": run.folder.path.name, "path": str(run.folder.path), "label": run.label, "config": run.config,
-                  "best_epoch": run.best_epoch, "test": run.metrics, "best": run.best} for run in comparison.runs],
-        "not_ranked": comparison.notes,
-    }, indent=2, default=str) + "\n"
+    return (
+        json.dumps(
+            {
+                "keys": comparison.keys,
+                "metrics": comparison.metrics,
+                "runs": [
+                    {
+                        "run": run.folder.path.name,
+                        "path": str(run.folder.path),
+                        "label": run.label,
+                        "config": run.config,
+                        "best_epoch": run.best_epoch,
+                        "test": run.metrics,
+                        "best": run.best,
+                    }
+                    for run in comparison.runs
+                ],
+                "not_ranked": comparison.notes,
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )

@@ -18,11 +18,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TRANSFORMS
+from trainctl.components.losses import profile as loss_profile
 from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
-from trainctl.components.losses import profile as loss_profile
 from trainctl.errors import ConfigError, Problem, UserError, shown
-from trainctl.limits import MAX_COUNT, MAX_THREADS, MAX_WORKERS, NAME_MAX_LENGTH, NAME_RULE, Count, RunName, SamplerSeed, Seed
+from trainctl.limits import (
+    MAX_COUNT,
+    MAX_THREADS,
+    MAX_WORKERS,
+    NAME_MAX_LENGTH,
+    NAME_RULE,
+    Count,
+    RunName,
+    SamplerSeed,
+    Seed,
+)
 from trainctl.registry import Registry, suggest
 from trainctl.task import incompatibility
 from trainctl.yaml_source import Key, SourceMap, apply_overrides, load_config_file
@@ -93,7 +103,9 @@ class TrainerSettings(BaseModel):
     max_skipped_steps: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 10  # with skip: stop after more than this many
     precision: Literal["32", "bf16", "16-mixed"] = "32"  # bf16: autocast; 16-mixed: float16 autocast + grad scaler
     compile: bool = False  # torch.compile the model (the first steps pay for compiling)
-    threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = None  # CPU threads per process; default torch's, 1 when distributed
+    threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = (
+        None  # CPU threads per process; default torch's, 1 when distributed
+    )
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -307,7 +319,9 @@ def _check_component(
             if item["type"] == "extra_forbidden" and len(item["loc"]) == 1:
                 key = str(item["loc"][-1])
                 accepted = ", ".join(allowed) if allowed else "no parameters"
-                message = f"{registry.kind} {name!r} has no parameter {key!r}{suggest(key, allowed)}; it accepts: {accepted}"
+                message = (
+                    f"{registry.kind} {name!r} has no parameter {key!r}{suggest(key, allowed)}; it accepts: {accepted}"
+                )
             else:
                 message = _message(item, item_loc)
             problems.append(Problem(source.where(item_loc), ".".join(str(k) for k in item_loc), message))
@@ -319,7 +333,9 @@ def _check_component(
     return Component(name, validated)
 
 
-def _check_terms(loc: Key, raw_terms: list, registry: Registry, source: SourceMap, problems: list[Problem]) -> list | None:
+def _check_terms(
+    loc: Key, raw_terms: list, registry: Registry, source: SourceMap, problems: list[Problem]
+) -> list | None:
     """Each term of a composite loss, validated like a loss of its own, with its weight kept."""
     terms = []
     for index, raw in enumerate(raw_terms):
@@ -335,7 +351,9 @@ def _check_terms(loc: Key, raw_terms: list, registry: Registry, source: SourceMa
     return terms
 
 
-def _check_pairings(shape: _File, dataset: Component, loss: Component, source: SourceMap) -> tuple[list[str], str, list[Problem]]:
+def _check_pairings(
+    shape: _File, dataset: Component, loss: Component, source: SourceMap
+) -> tuple[list[str], str, list[Problem]]:
     """Loss, metrics and monitor against the dataset's task; returns the resolved metrics and monitor."""
     problems = []
     entry = DATASETS.get(dataset.name)
@@ -398,7 +416,12 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         raw_sections["data"] = {"name": _Data().name, **(raw_sections["data"] or {})}
     components = {
         section: _check_component(
-            (section,), raw_sections[section], registry, source, problems, set(DATA_SETTINGS) if section == "data" else set()
+            (section,),
+            raw_sections[section],
+            registry,
+            source,
+            problems,
+            set(DATA_SETTINGS) if section == "data" else set(),
         )
         for section, registry in COMPONENT_SECTIONS.items()
     }
@@ -425,8 +448,9 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
     return Config(
         name=shape.name,
         seed=shape.seed,
-        data=DataSettings(**{key: getattr(data_settings, key) for key in DATA_SETTINGS if key != "transforms"},
-                          transforms=transforms),
+        data=DataSettings(
+            **{key: getattr(data_settings, key) for key in DATA_SETTINGS if key != "transforms"}, transforms=transforms
+        ),
         dataset=components["data"],
         model=components["model"],
         loss=components["loss"],
@@ -441,15 +465,21 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
     )
 
 
-def _check_transforms(lists: TransformLists | None, raw: dict[str, Any], dataset: Component, source: SourceMap,
-                      problems: list[Problem]) -> dict[str, list[dict[str, Any]] | None] | None:
+def _check_transforms(
+    lists: TransformLists | None, raw: dict[str, Any], dataset: Component, source: SourceMap, problems: list[Problem]
+) -> dict[str, list[dict[str, Any]] | None] | None:
     """data.transforms, each item checked against the transform it names; None when not set."""
     if lists is None:
         return None
     if not DATASETS.get(dataset.name).info.get("images"):
         images = ", ".join(entry.name for entry in DATASETS if entry.info.get("images"))
-        problems.append(Problem(source.where(("data", "transforms")), "data.transforms",
-                                f"dataset {dataset.name!r} is not read as images; transforms apply to: {images}"))
+        problems.append(
+            Problem(
+                source.where(("data", "transforms")),
+                "data.transforms",
+                f"dataset {dataset.name!r} is not read as images; transforms apply to: {images}",
+            )
+        )
         return None
     resolved: dict[str, list[dict[str, Any]] | None] = {}
     for phase in ("train", "eval"):
@@ -464,9 +494,14 @@ def _check_transforms(lists: TransformLists | None, raw: dict[str, Any], dataset
             if component is None:
                 continue
             if phase == "eval" and TRANSFORMS.get(component.name).info.get("random"):
-                problems.append(Problem(source.where((*loc, "name")), f"data.transforms.eval.{index}.name",
-                                        f"{component.name!r} is random; evaluation must see the same images every "
-                                        "time, so random transforms belong in data.transforms.train"))
+                problems.append(
+                    Problem(
+                        source.where((*loc, "name")),
+                        f"data.transforms.eval.{index}.name",
+                        f"{component.name!r} is random; evaluation must see the same images every "
+                        "time, so random transforms belong in data.transforms.train",
+                    )
+                )
             resolved[phase].append({"name": component.name, **component.params})
     return resolved
 

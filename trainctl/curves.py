@@ -43,13 +43,31 @@ def curves_figure(runs: list[Curves]) -> Any:
         metric_axes.plot(epochs, values, color=colour)
         best = best_epoch_index(values, monitor)
         if best is not None:
-            metric_axes.plot([epochs[best]], [values[best]], marker="*", markersize=13, color=colour,
-                             markeredgecolor="black", linestyle="none", gid=BEST_EPOCH)
+            metric_axes.plot(
+                [epochs[best]],
+                [values[best]],
+                marker="*",
+                markersize=13,
+                color=colour,
+                markeredgecolor="black",
+                linestyle="none",
+                gid=BEST_EPOCH,
+            )
         handles.append(Line2D([], [], color=colour, label=label))
-    handles += [Line2D([], [], color="grey", label="train loss"),
-                Line2D([], [], color="grey", linestyle="--", label="val loss"),
-                Line2D([], [], color="grey", marker="*", markersize=11, markeredgecolor="black", linestyle="none",
-                       label="best epoch")]
+    handles += [
+        Line2D([], [], color="grey", label="train loss"),
+        Line2D([], [], color="grey", linestyle="--", label="val loss"),
+        Line2D(
+            [],
+            [],
+            color="grey",
+            marker="*",
+            markersize=11,
+            markeredgecolor="black",
+            linestyle="none",
+            label="best epoch",
+        ),
+    ]
     loss_axes.set(xlabel="epoch", ylabel="loss", title="loss (solid: train, dashed: val)")
     metric_axes.set(xlabel="epoch", ylabel=" / ".join(monitors), title=" / ".join(monitors))
     for axes in (loss_axes, metric_axes):

@@ -99,8 +99,12 @@ class PreparedData:
     def description(self) -> dict[str, Any]:
         """What `predict` needs to rebuild the model and read its outputs, without the training data."""
         return {
-            "task": {"kind": self.task.kind, "num_classes": self.task.num_classes,
-                     "num_targets": self.task.num_targets, "class_names": list(self.task.class_names)},
+            "task": {
+                "kind": self.task.kind,
+                "num_classes": self.task.num_classes,
+                "num_targets": self.task.num_targets,
+                "class_names": list(self.task.class_names),
+            },
             "input_shape": list(self.input_shape),
             "target_mean": None if self.target_mean is None else self.target_mean.tolist(),
             "target_std": None if self.target_std is None else self.target_std.tolist(),
@@ -145,8 +149,10 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
     n_test, n_val = math.ceil(test_fraction * size), math.ceil(val_fraction * size)  # rounded up, as scikit-learn does
     for name, count in (("training", size - n_test - n_val), ("validation", n_val), ("test", n_test)):
         if count < 1:
-            raise UserError(f"data: cannot split {size} samples with val_fraction {val_fraction} and test_fraction "
-                            f"{test_fraction}: the {name} split would be empty")
+            raise UserError(
+                f"data: cannot split {size} samples with val_fraction {val_fraction} and test_fraction "
+                f"{test_fraction}: the {name} split would be empty"
+            )
     if raw.task.kind == "classification":
         groups = [np.flatnonzero(raw.y == label) for label in np.unique(raw.y)]
     else:
@@ -158,14 +164,15 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
     for group, tests, vals in zip(groups, test_counts, val_counts):
         order = rng.permutation(group)
         parts[2].append(order[:tests])
-        parts[1].append(order[tests:tests + vals])
-        parts[0].append(order[tests + vals:])
+        parts[1].append(order[tests : tests + vals])
+        parts[0].append(order[tests + vals :])
     train, val, test = (np.sort(np.concatenate(chunks)) for chunks in parts)
     return train, val, test
 
 
-def _split_with_given_rows(raw: RawData, val_fraction: float, test_fraction: float,
-                           rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+def _split_with_given_rows(
+    raw: RawData, val_fraction: float, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
     """A dataset with its own test (or validation) split keeps it, such as MNIST's t10k files or an
     image folder's test_root; a split not given is drawn, stratified, from the training rows."""
     given = [rows for rows in (raw.val_rows, raw.test_rows) if rows is not None]
@@ -288,7 +295,9 @@ def steps_per_epoch(size: int, batch_size: int) -> int:
     return steps - 1 if steps > 1 and size % batch_size == 1 else steps
 
 
-def shuffled_batches(size: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+def shuffled_batches(
+    size: int, batch_size: int, generator: torch.Generator, device: torch.device
+) -> list[torch.Tensor]:
     """Index tensors of one epoch in a seeded random order; the last batch may be smaller.
 
     A last batch of a single sample joins the one before it: batch norm cannot train on one sample.
@@ -306,10 +315,12 @@ def ordered_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tenso
         positions = [torch.arange(start, min(start + batch_size, len(split))) for start in starts]
         batches = split.batch_inputs(positions, epoch=0)
     elif split.lengths is not None:  # text: each batch cut to its longest (the lengths live on the CPU)
-        batches = (split.inputs[start:start + batch_size, :int(split.lengths[start:start + batch_size].max())]
-                   for start in starts)
+        batches = (
+            split.inputs[start : start + batch_size, : int(split.lengths[start : start + batch_size].max())]
+            for start in starts
+        )
     else:  # slices of a preloaded tensor are views: nothing is copied
-        batches = (split.inputs[start:start + batch_size] for start in starts)
+        batches = (split.inputs[start : start + batch_size] for start in starts)
     for start, inputs in zip(starts, batches):
         end = start + batch_size
         yield inputs, split.targets[start:end], split.labels[start:end]

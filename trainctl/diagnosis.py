@@ -22,8 +22,13 @@ from trainctl.components.metrics import goal
 from trainctl.task import Task
 
 # The preflight checks whose findings hold learning back: fixing one comes before advice on epochs.
-LEARNING_CHECKS = ("double-softmax", "double-sigmoid", "not-log-probabilities", "regression-loss-on-classes",
-                   "high-initial-loss")
+LEARNING_CHECKS = (
+    "double-softmax",
+    "double-sigmoid",
+    "not-log-probabilities",
+    "regression-loss-on-classes",
+    "high-initial-loss",
+)
 RECENT_EPOCHS = (3, 10)  # the recent trend is judged over a quarter of the run, within these bounds
 DECAYED_LR = 0.01  # a schedule whose last rate is below this fraction of its peak has ended
 SMALL_GAIN = 0.05  # recent gain below this share of the run's whole gain: levelling off
@@ -55,8 +60,12 @@ def chance_levels(task: Task, val_labels: np.ndarray) -> dict[str, float]:
         classes = max(task.num_classes, 1)
         majority = np.bincount(labels.astype(np.int64).ravel(), minlength=classes).max() / len(labels)
         uniform = 1 / classes
-        return {"val/accuracy": max(float(majority), uniform), "val/precision": uniform, "val/recall": uniform,
-                "val/f1": uniform}
+        return {
+            "val/accuracy": max(float(majority), uniform),
+            "val/precision": uniform,
+            "val/recall": uniform,
+            "val/f1": uniform,
+        }
     values = labels.reshape(len(labels), -1).astype(np.float64)
     return {
         "val/mse": float(values.var(axis=0).mean()),
@@ -84,23 +93,31 @@ def diagnose(
     if not blocking or verdict.shape == "diverging":
         return verdict
     checks = ", ".join(dict.fromkeys(w.check for w in blocking))
-    return Diagnosis(verdict.shape, f"{verdict.message}; the checks before training warned: {checks}",
-                     f"fix that first: {blocking[0].fix}")
+    return Diagnosis(
+        verdict.shape,
+        f"{verdict.message}; the checks before training warned: {checks}",
+        f"fix that first: {blocking[0].fix}",
+    )
 
 
 def _verdict(rows: list[dict[str, Any]], monitor: str, chance: dict[str, float], stopped_early: bool) -> Diagnosis:
     train = [row["train/loss"] for row in rows]
     val = [row["val/loss"] for row in rows]
-    broken = next((row["epoch"] for row in rows if not all(map(math.isfinite, (row["train/loss"], row["val/loss"])))),
-                  None)
+    broken = next(
+        (row["epoch"] for row in rows if not all(map(math.isfinite, (row["train/loss"], row["val/loss"])))), None
+    )
     if broken is not None:
         return Diagnosis("diverging", f"diverging: the loss became inf or NaN at epoch {broken}", DIVERGING_HINT)
     if len(rows) < 3:
         return Diagnosis("too-short", f"too few epochs ({len(rows)}) to judge the curve", "train for more epochs")
     recent = min(max(RECENT_EPOCHS[0], len(rows) // 4), RECENT_EPOCHS[1], len(rows) - 1)
     if _training_loss_rises(train, recent):
-        return Diagnosis("diverging", f"diverging: the training loss rose from {min(train):.4g} "
-                         f"(epoch {train.index(min(train)) + 1}) to {train[-1]:.4g}", DIVERGING_HINT)
+        return Diagnosis(
+            "diverging",
+            f"diverging: the training loss rose from {min(train):.4g} "
+            f"(epoch {train.index(min(train)) + 1}) to {train[-1]:.4g}",
+            DIVERGING_HINT,
+        )
     # The monitored metric, oriented so that higher is better.
     sign = 1 if goal(monitor) == "max" else -1
     scores = [sign * row[monitor] for row in rows]
@@ -109,14 +126,20 @@ def _verdict(rows: list[dict[str, Any]], monitor: str, chance: dict[str, float],
     skill = _skill(rows, monitor, chance)
     if skill is not None and skill[1] <= NEAR_CHANCE:
         key, _, value, level_of_chance = skill
-        return Diagnosis("not-learning", f"not learning: the best {key}, {value:.4g}, is "
-                         f"{'no better than' if skill[1] <= 0 else 'barely above'} chance ({level_of_chance:.4g})",
-                         "check that the inputs carry the labels' information, raise optimizer.lr, or choose a loss "
-                         "made for this task (trainctl list-losses)")
+        return Diagnosis(
+            "not-learning",
+            f"not learning: the best {key}, {value:.4g}, is "
+            f"{'no better than' if skill[1] <= 0 else 'barely above'} chance ({level_of_chance:.4g})",
+            "check that the inputs carry the labels' information, raise optimizer.lr, or choose a loss "
+            "made for this task (trainctl list-losses)",
+        )
     if stopped_early:
-        return Diagnosis("stopped-early", f"stopped early after epoch {len(rows)}; {level}",
-                         f"more epochs will not help: the best checkpoint (epoch {best + 1}) is kept; to do better, "
-                         "regularise (model.dropout, optimizer.weight_decay) or lower optimizer.lr")
+        return Diagnosis(
+            "stopped-early",
+            f"stopped early after epoch {len(rows)}; {level}",
+            f"more epochs will not help: the best checkpoint (epoch {best + 1}) is kept; to do better, "
+            "regularise (model.dropout, optimizer.weight_decay) or lower optimizer.lr",
+        )
     gain = max(scores[-recent:]) - max(scores[:-recent])
     improving = gain > 0 and gain > 2 * _noise(scores)
     rise = _validation_rise(val, train)
@@ -130,22 +153,36 @@ def _verdict(rows: list[dict[str, Any]], monitor: str, chance: dict[str, float],
         )
     decayed = _decayed_lr(rows)
     if decayed is not None:
-        return Diagnosis("converged", f"converged as the learning rate decayed to {decayed:.2g}; {level}",
-                         _converged_hint(best + 1, len(rows)))
+        return Diagnosis(
+            "converged",
+            f"converged as the learning rate decayed to {decayed:.2g}; {level}",
+            _converged_hint(best + 1, len(rows)),
+        )
     whole = max(scores) - scores[0]
     if improving and gain >= SMALL_GAIN * whole:
-        return Diagnosis("still-improving", f"still improving: {monitor} improved by {gain:.3g} over the last "
-                         f"{recent} epochs; {level}", "more epochs would likely help")
+        return Diagnosis(
+            "still-improving",
+            f"still improving: {monitor} improved by {gain:.3g} over the last {recent} epochs; {level}",
+            "more epochs would likely help",
+        )
     if improving:
-        return Diagnosis("levelling-off", f"levelling off: {monitor} improved by {gain:.3g} over the last {recent} "
-                         f"epochs, {100 * gain / whole:.2g}% of its improvement over the run; {level}",
-                         "more epochs would add little")
+        return Diagnosis(
+            "levelling-off",
+            f"levelling off: {monitor} improved by {gain:.3g} over the last {recent} "
+            f"epochs, {100 * gain / whole:.2g}% of its improvement over the run; {level}",
+            "more epochs would add little",
+        )
     if _flat(train, recent):
-        return Diagnosis("plateaued", f"plateaued: neither the training loss nor {monitor} improved over the last "
-                         f"{recent} epochs; {level}",
-                         "if that is too low, raise optimizer.lr or use a larger model; if not, fewer epochs would do")
-    since = (f"has not improved since epoch {best + 1}" if best < len(rows) - recent else
-             f"moved within its epoch-to-epoch noise (±{_noise(scores):.2g}) over the last {recent} epochs")
+        return Diagnosis(
+            "plateaued",
+            f"plateaued: neither the training loss nor {monitor} improved over the last {recent} epochs; {level}",
+            "if that is too low, raise optimizer.lr or use a larger model; if not, fewer epochs would do",
+        )
+    since = (
+        f"has not improved since epoch {best + 1}"
+        if best < len(rows) - recent
+        else f"moved within its epoch-to-epoch noise (±{_noise(scores):.2g}) over the last {recent} epochs"
+    )
     return Diagnosis(
         "plateaued",
         f"plateaued: {monitor} {since} while training loss kept falling; {level}",
@@ -162,7 +199,7 @@ def _level(monitor: str, value: float, epoch: int, chance: float | None) -> str:
 def _noise(values: list[float]) -> float:
     """The epoch-to-epoch scatter of a curve in its second half, with its trend taken out: second
     differences remove a smooth trend, and their median absolute value is robust to single jumps."""
-    part = values[len(values) // 2:] if len(values) >= 6 else values
+    part = values[len(values) // 2 :] if len(values) >= 6 else values
     second = [part[i + 1] - 2 * part[i] + part[i - 1] for i in range(1, len(part) - 1)]
     # For independent noise of deviation s, a second difference has deviation s·√6; 1.4826 turns a
     # median absolute value into a deviation.
@@ -208,12 +245,16 @@ def _decayed_lr(rows: list[dict[str, Any]]) -> float | None:
 
 def _converged_hint(best_epoch: int, epochs: int) -> str:
     if best_epoch <= epochs // 2 + 1:
-        return (f"more epochs will not help; the best epoch was {best_epoch} of {epochs}, so a shorter schedule "
-                "would likely do as well")
+        return (
+            f"more epochs will not help; the best epoch was {best_epoch} of {epochs}, so a shorter schedule "
+            "would likely do as well"
+        )
     return "more epochs of this schedule will not help; to do better, change the model, the loss or optimizer.lr"
 
 
-def _skill(rows: list[dict[str, Any]], monitor: str, chance: dict[str, float]) -> tuple[str, float, float, float] | None:
+def _skill(
+    rows: list[dict[str, Any]], monitor: str, chance: dict[str, float]
+) -> tuple[str, float, float, float] | None:
     """How far the best epoch got from chance towards a perfect score, on the monitored metric or
     else the first logged validation metric with a known chance level: (key, share, best, chance)."""
     keys = [monitor] + [key for key in rows[0] if key.startswith("val/") and key != monitor]

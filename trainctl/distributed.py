@@ -93,8 +93,9 @@ def start(ranks: Ranks, device: torch.device, threads: int | None) -> torch.devi
     else:
         raise UserError(f"trainer.device: {device.type} cannot train in several processes; use cpu or cuda")
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT,
-                                             device_id=device if device.type == "cuda" else None)
+        torch.distributed.init_process_group(
+            backend, timeout=COLLECTIVE_TIMEOUT, device_id=device if device.type == "cuda" else None
+        )
     return device
 
 
@@ -106,8 +107,9 @@ def peer_errors(ranks: Ranks) -> Iterator[None]:
         yield
     except RuntimeError as error:
         text = str(error)
-        if not ranks.distributed or not (isinstance(error, torch.distributed.DistError) or "gloo" in text
-                                         or "NCCL" in text or "Connection" in text):
+        if not ranks.distributed or not (
+            isinstance(error, torch.distributed.DistError) or "gloo" in text or "NCCL" in text or "Connection" in text
+        ):
             raise
         raise PeerLost(f"rank {ranks.rank}: another process of this run stopped, so this one stops too") from None
 
@@ -168,7 +170,9 @@ class ModelWithLoss(torch.nn.Module):
 def wrap(model: torch.nn.Module, loss_fn: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(ModelWithLoss(model, loss_fn), device_ids=[device] if device.type == "cuda" else None)
+    return DistributedDataParallel(
+        ModelWithLoss(model, loss_fn), device_ids=[device] if device.type == "cuda" else None
+    )
 
 
 def run_worker(main: Callable[[], Any]) -> NoReturn:
@@ -235,8 +239,14 @@ def launch(arguments: list[str], nproc: int) -> int:
     # /tmp/torchelastic_* folder per run and never removes it.
     with tempfile.TemporaryDirectory(prefix="trainctl-nproc-") as logs:
         config = LaunchConfig(
-            min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"{RUN_ID_PREFIX}{uuid.uuid4().hex[:8]}",
-            rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+            min_nodes=1,
+            max_nodes=1,
+            nproc_per_node=nproc,
+            run_id=f"{RUN_ID_PREFIX}{uuid.uuid4().hex[:8]}",
+            rdzv_backend="c10d",
+            rdzv_endpoint="localhost:0",
+            max_restarts=0,
+            monitor_interval=0.1,
             logs_specs=DefaultLogsSpecs(log_dir=logs),
         )
         try:
@@ -247,7 +257,8 @@ def launch(arguments: list[str], nproc: int) -> int:
             killed = sorted((rank, failure) for rank, failure in error.failures.items() if failure.exitcode < 0)
             if killed:
                 rank, failure = killed[0]
-                raise UserError(f"--nproc {nproc}: the process of rank {rank} was killed "
-                                f"({failure.signal_name()})") from None
+                raise UserError(
+                    f"--nproc {nproc}: the process of rank {rank} was killed ({failure.signal_name()})"
+                ) from None
             return error.get_first_failure()[1].exitcode
     return 0

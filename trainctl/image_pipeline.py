@@ -97,7 +97,7 @@ def _statistics(reader: SampleReader, source: ImageSource, train_rows: np.ndarra
     squares = torch.zeros(source.channels, dtype=torch.float64)
     count = 0
     for start in range(0, len(rows), CHUNK):
-        chunk = torch.stack([reader.read(int(row)) for row in rows[start:start + CHUNK]]).double()
+        chunk = torch.stack([reader.read(int(row)) for row in rows[start : start + CHUNK]]).double()
         total += chunk.sum(dim=(0, 2, 3))
         squares += chunk.square().sum(dim=(0, 2, 3))
         count += chunk[:, 0].numel()
@@ -118,25 +118,30 @@ def _output_shape(pipeline: Any, sample: torch.Tensor, phase: str) -> tuple[int,
             where = f"data.transforms.{phase}.{index}"
             channels = sample.shape[0]
             if isinstance(step, v2().Normalize) and {len(step.mean), len(step.std)} != {channels}:
-                raise UserError(f"{where}: normalize has {len(step.mean)} means and {len(step.std)} standard "
-                                f"deviations, for images of {channels} channel(s); give one per channel")
+                raise UserError(
+                    f"{where}: normalize has {len(step.mean)} means and {len(step.std)} standard "
+                    f"deviations, for images of {channels} channel(s); give one per channel"
+                )
             try:
                 sample = step(sample)
             except (RuntimeError, ValueError, TypeError) as error:
-                raise UserError(f"{where}: fails on an image of {'×'.join(map(str, sample.shape))}: "
-                                f"{str(error).splitlines()[0]}") from None
+                raise UserError(
+                    f"{where}: fails on an image of {'×'.join(map(str, sample.shape))}: {str(error).splitlines()[0]}"
+                ) from None
     return tuple(sample.shape)
 
 
 def _transform_in_memory(reader: PixelRows, rows: np.ndarray, pipeline: Any, device: torch.device) -> torch.Tensor:
     """A whole split through a deterministic pipeline, in chunks (v2 transforms take batches)."""
-    chunks = [pipeline(reader.pixels[rows[start:start + CHUNK]].float().div_(255))
-              for start in range(0, len(rows), CHUNK)]
+    chunks = [
+        pipeline(reader.pixels[rows[start : start + CHUNK]].float().div_(255)) for start in range(0, len(rows), CHUNK)
+    ]
     return torch.cat(chunks).to(device)
 
 
-def prepare_images(source: ImageSource, rows: tuple[np.ndarray, np.ndarray, np.ndarray], options: ImageOptions,
-                   device: torch.device) -> ImageInputs:
+def prepare_images(
+    source: ImageSource, rows: tuple[np.ndarray, np.ndarray, np.ndarray], options: ImageOptions, device: torch.device
+) -> ImageInputs:
     reader = reader_of(source)
     train_rows = rows[0]
     specs = resolve_transforms(options.transforms, lambda: _statistics(reader, source, train_rows))
@@ -144,8 +149,10 @@ def prepare_images(source: ImageSource, rows: tuple[np.ndarray, np.ndarray, np.n
     sample = reader.read(int(train_rows[0]))
     shapes = {phase: _output_shape(pipelines[phase], sample, phase) for phase in pipelines}
     if shapes["train"] != shapes["eval"]:
-        raise UserError(f"data.transforms: the train transforms give images of {'×'.join(map(str, shapes['train']))}, "
-                        f"the eval transforms {'×'.join(map(str, shapes['eval']))}; the model needs one size")
+        raise UserError(
+            f"data.transforms: the train transforms give images of {'×'.join(map(str, shapes['train']))}, "
+            f"the eval transforms {'×'.join(map(str, shapes['eval']))}; the model needs one size"
+        )
 
     def inputs(split_rows: np.ndarray, phase: str) -> torch.Tensor | StreamedInputs:
         random = is_random(specs[phase])
@@ -153,8 +160,14 @@ def prepare_images(source: ImageSource, rows: tuple[np.ndarray, np.ndarray, np.n
             return _transform_in_memory(reader, split_rows, pipelines[phase], device)
         return StreamedInputs(reader, split_rows, pipelines[phase], random, options.seed, device, options.loader)
 
-    encoding = {"image": {"channels": source.channels, "source_shape": list(sample.shape),
-                          "resize": list(source.size) if source.size is not None else None,
-                          "transforms": specs["eval"]}}
-    return ImageInputs(inputs(rows[0], "train"), inputs(rows[1], "eval"), inputs(rows[2], "eval"),
-                       shapes["eval"], encoding)
+    encoding = {
+        "image": {
+            "channels": source.channels,
+            "source_shape": list(sample.shape),
+            "resize": list(source.size) if source.size is not None else None,
+            "transforms": specs["eval"],
+        }
+    }
+    return ImageInputs(
+        inputs(rows[0], "train"), inputs(rows[1], "eval"), inputs(rows[2], "eval"), shapes["eval"], encoding
+    )

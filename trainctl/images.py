@@ -60,5 +60,7 @@ def torchvision(what: str) -> Any:
     try:
         import torchvision
     except ImportError:
-        raise UserError(f"{what} needs torchvision, which is not installed; {install_hint('torchvision', 'vision')}") from None
+        raise UserError(
+            f"{what} needs torchvision, which is not installed; {install_hint('torchvision', 'vision')}"
+        ) from None
     return torchvision

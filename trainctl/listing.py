@@ -130,8 +130,13 @@ def loss_details(entry: Any) -> Group:
         ("use when", info.get("use_when")),
     ):
         rows.add_row(label, Text(str(value)))
-    return Group(Text.assemble((entry.name, "bold cyan"), f" — {entry.summary}"), rows, "", "[bold]example[/bold]",
-                 Syntax(snippet, "yaml", theme="ansi_dark", background_color="default"))
+    return Group(
+        Text.assemble((entry.name, "bold cyan"), f" — {entry.summary}"),
+        rows,
+        "",
+        "[bold]example[/bold]",
+        Syntax(snippet, "yaml", theme="ansi_dark", background_color="default"),
+    )
 
 
 def _defaults(params: type[BaseModel]) -> dict[str, Any]:

@@ -208,8 +208,15 @@ class AdaptiveRobust(nn.Module):
     meaningful: without it, making α small would always lower ρ.
     """
 
-    def __init__(self, outputs: int, alpha_min: float, alpha_max: float, alpha_init: float, scale_init: float,
-                 scale_min: float = 1e-5):
+    def __init__(
+        self,
+        outputs: int,
+        alpha_min: float,
+        alpha_max: float,
+        alpha_init: float,
+        scale_init: float,
+        scale_min: float = 1e-5,
+    ):
         super().__init__()
         self.alpha_min, self.alpha_max, self.scale_min = alpha_min, alpha_max, scale_min
         fraction = (alpha_init - alpha_min) / (alpha_max - alpha_min)

@@ -117,24 +117,38 @@ class TokenSequenceClassifier(nn.Module):
     head. The sequences are packed by their true lengths, so padding never enters the recurrence:
     a text's output is the same however long the batch around it is padded."""
 
-    def __init__(self, vocabulary_size: int, embedding_dim: int, num_outputs: int, cell: str, hidden_size: int,
-                 layers: int, bidirectional: bool, dropout: float):
+    def __init__(
+        self,
+        vocabulary_size: int,
+        embedding_dim: int,
+        num_outputs: int,
+        cell: str,
+        hidden_size: int,
+        layers: int,
+        bidirectional: bool,
+        dropout: float,
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocabulary_size, embedding_dim, padding_idx=0)
         recurrent = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
-        self.recurrent = recurrent(embedding_dim, hidden_size, num_layers=layers, batch_first=True,
-                                   bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.recurrent = recurrent(
+            embedding_dim,
+            hidden_size,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.directions = 2 if bidirectional else 1
         self.head = nn.Linear(hidden_size * self.directions, num_outputs)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
         lengths = (ids != 0).sum(dim=1).clamp(min=1).cpu()  # an empty text reads one padding token
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lengths, batch_first=True,
-                                                   enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
         _, state = self.recurrent(packed)
         final = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (hidden, cell)
-        return self.head(torch.cat(list(final[-self.directions:]), dim=1))
+        return self.head(torch.cat(list(final[-self.directions :]), dim=1))
 
 
 class BagOfEmbeddings(nn.Module):
@@ -143,7 +157,9 @@ class BagOfEmbeddings(nn.Module):
     def __init__(self, vocabulary_size: int, dim: int, hidden: int, outputs: int):
         super().__init__()
         self.bag = nn.EmbeddingBag(vocabulary_size, dim, mode="mean", padding_idx=0)
-        layers: list[nn.Module] = [nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, outputs)] if hidden else [nn.Linear(dim, outputs)]
+        layers: list[nn.Module] = (
+            [nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, outputs)] if hidden else [nn.Linear(dim, outputs)]
+        )
         self.head = nn.Sequential(*layers)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -156,10 +172,20 @@ def adapt_first_conv(model: nn.Module, channels: int) -> None:
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d):
                 if child.in_channels != channels:
-                    setattr(parent, name, nn.Conv2d(
-                        channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                        child.dilation, child.groups, child.bias is not None,
-                    ))
+                    setattr(
+                        parent,
+                        name,
+                        nn.Conv2d(
+                            channels,
+                            child.out_channels,
+                            child.kernel_size,
+                            child.stride,
+                            child.padding,
+                            child.dilation,
+                            child.groups,
+                            child.bias is not None,
+                        ),
+                    )
                 return
 
 

@@ -33,9 +33,12 @@ def check_precision(setting: str, device: torch.device) -> Precision:
     """The precision, or a UserError when the device cannot run it (never a silent fallback to 32)."""
     if setting != "32":
         if not torch.amp.is_autocast_available(device.type):
-            raise UserError(f"trainer.precision: {setting} needs autocast, which torch does not support on "
-                            f"{device.type}; use precision: 32")
+            raise UserError(
+                f"trainer.precision: {setting} needs autocast, which torch does not support on "
+                f"{device.type}; use precision: 32"
+            )
         if setting == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UserError(f"trainer.precision: bf16 is not supported by {torch.cuda.get_device_name(device)}; "
-                            "use 16-mixed or 32")
+            raise UserError(
+                f"trainer.precision: bf16 is not supported by {torch.cuda.get_device_name(device)}; use 16-mixed or 32"
+            )
     return Precision(setting, device)

@@ -45,10 +45,16 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     config = load_config(run.config_path)
     saved = _saved_data(run)
     if saved.get("table") is None and saved.get("image") is None and saved.get("text") is None:
-        raise UserError(f"{run.path}: predict reads input files for runs trained on csv tables, image or text datasets; "
-                        f"this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files")
-    task = Task(saved["task"]["kind"], saved["task"]["num_classes"], saved["task"]["num_targets"],
-                tuple(saved["task"]["class_names"]))
+        raise UserError(
+            f"{run.path}: predict reads input files for runs trained on csv tables, image or text datasets; "
+            f"this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files"
+        )
+    task = Task(
+        saved["task"]["kind"],
+        saved["task"]["num_classes"],
+        saved["task"]["num_targets"],
+        tuple(saved["task"]["class_names"]),
+    )
     loss = profile(config.loss.name, config.loss.params)
     plan = plan_targets(loss.target, task, loss.layout)
     vocabulary = len(saved["text"]["vocabulary"]) if saved.get("text") else 0
@@ -125,9 +131,11 @@ def _texts_of_table(file: Path, column: str) -> list[tuple[int, str]]:
 
     table = read_table(file, key="")
     if column not in table.columns:
-        raise UserError(f"{file}: no column {column!r}, the run's data.text_column; its columns: "
-                        f"{', '.join(table.columns)} (a file not ending in {', '.join(TABLE_SUFFIXES)} "
-                        "is read as one text per line)")
+        raise UserError(
+            f"{file}: no column {column!r}, the run's data.text_column; its columns: "
+            f"{', '.join(table.columns)} (a file not ending in {', '.join(TABLE_SUFFIXES)} "
+            "is read as one text per line)"
+        )
     numbered = [(line, text) for line, text in zip(table.lines, table.column(column)) if text.strip()]
     if not numbered:
         raise UserError(f"{file}: column {column!r} holds no text")
@@ -140,8 +148,9 @@ def _warn_without_known_tokens(predictions: list[Prediction], x: torch.Tensor, l
     tokens = "words" if level == "words" else "characters"
     for prediction, unknown in zip(predictions, TextEncoding.without_known_tokens(x.numpy())):
         if unknown:
-            prediction.warning = (f"none of its {tokens} is in the model's vocabulary: the prediction is a guess "
-                                  "from the model's biases")
+            prediction.warning = (
+                f"none of its {tokens} is in the model's vocabulary: the prediction is a guess from the model's biases"
+            )
 
 
 def _image_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
@@ -156,14 +165,17 @@ def _image_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tu
     resize = image["resize"]
     pixels = read_image(file, channels, tuple(resize) if resize else None)
     if pixels.shape[1:] != (height, width):
-        raise UserError(f"{file}: the image is {pixels.shape[2]}×{pixels.shape[1]}, the model was trained on "
-                        f"{width}×{height} images")
+        raise UserError(
+            f"{file}: the image is {pixels.shape[2]}×{pixels.shape[1]}, the model was trained on "
+            f"{width}×{height} images"
+        )
     inputs = compose(image["transforms"])(torch.from_numpy(pixels))
     return inputs.unsqueeze(0), [str(file)]
 
 
-def _read_outputs(outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str,
-                  saved: dict[str, Any]) -> list[Prediction]:
+def _read_outputs(
+    outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str, saved: dict[str, Any]
+) -> list[Prediction]:
     from trainctl.data import outputs_to_predictions
 
     scale = [torch.tensor(saved[key]) if saved[key] is not None else None for key in ("target_mean", "target_std")]
@@ -190,8 +202,10 @@ def write_predictions(predictions: list[Prediction], path: Path) -> None:
     """As CSV (one column per class probability) or JSON, by the file's extension."""
     suffix = path.suffix.lower()
     if suffix == ".json":
-        records = [{"input": p.source, "prediction": p.label, "probability": p.score, "probabilities": p.scores}
-                   for p in predictions]
+        records = [
+            {"input": p.source, "prediction": p.label, "probability": p.score, "probabilities": p.scores}
+            for p in predictions
+        ]
         path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
         return
     import csv

@@ -80,9 +80,13 @@ def output_kind(outputs: torch.Tensor) -> OutputKind:
     """What a batch of outputs looks like: softmax rows, log_softmax rows, sigmoid values, or logits."""
     outputs = outputs.detach().double()
     if outputs.dim() == 2 and outputs.shape[1] > 1:
-        if (outputs >= 0).all() and torch.allclose(outputs.sum(1), torch.ones(len(outputs), dtype=outputs.dtype), atol=1e-4):
+        if (outputs >= 0).all() and torch.allclose(
+            outputs.sum(1), torch.ones(len(outputs), dtype=outputs.dtype), atol=1e-4
+        ):
             return "probabilities"
-        if (outputs <= 0).all() and torch.allclose(torch.logsumexp(outputs, 1), torch.zeros(len(outputs), dtype=outputs.dtype), atol=1e-4):
+        if (outputs <= 0).all() and torch.allclose(
+            torch.logsumexp(outputs, 1), torch.zeros(len(outputs), dtype=outputs.dtype), atol=1e-4
+        ):
             return "log-probabilities"
     if ((outputs > 0) & (outputs < 1)).all():
         return "unit interval"
@@ -121,42 +125,85 @@ def lint(
     loader = [key for key in ("num_workers", "pin_memory", "persistent_workers") if getattr(config.data, key)]
     streamed = any(parts.data.split(name).streamed for name in ("train", "val", "test"))
     if loader and not streamed:
-        add("warning", "loader-settings-unused", f"data.{', data.'.join(loader)} set, but dataset "
+        add(
+            "warning",
+            "loader-settings-unused",
+            f"data.{', data.'.join(loader)} set, but dataset "
             f"{config.dataset.name!r} is held in memory and batched from preloaded tensors, with no DataLoader",
-            "leave them out; they are for image files and random (augmenting) transforms, which are streamed")
+            "leave them out; they are for image files and random (augmenting) transforms, which are streamed",
+        )
     if task.kind == "classification" and outputs.shape[-1] != plan.num_outputs:
-        add("error", "output-size", f"the model gives {outputs.shape[-1]} outputs, but {loss} on this dataset of "
-            f"{task.num_classes} classes needs {plan.num_outputs}", "make the last layer's size follow the dataset")
+        add(
+            "error",
+            "output-size",
+            f"the model gives {outputs.shape[-1]} outputs, but {loss} on this dataset of "
+            f"{task.num_classes} classes needs {plan.num_outputs}",
+            "make the last layer's size follow the dataset",
+        )
     if not math.isfinite(loss_value):
-        add("error", "non-finite-loss", f"the initial loss is {loss_value}", "check the data for inf/NaN and the loss's parameters")
+        add(
+            "error",
+            "non-finite-loss",
+            f"the initial loss is {loss_value}",
+            "check the data for inf/NaN and the loss's parameters",
+        )
     elif not gradients_finite:
-        add("error", "non-finite-gradient", "the initial gradient has inf or NaN values",
-            "lower the learning rate's starting point, check the data, or use a bounded loss")
+        add(
+            "error",
+            "non-finite-gradient",
+            "the initial gradient has inf or NaN values",
+            "lower the learning rate's starting point, check the data, or use a bounded loss",
+        )
 
     if profile.input == "logits" and kind in ("probabilities", "log-probabilities"):
         if plan.encoding == "binary_column" or loss == "bce_with_logits":
-            add("warning", "double-sigmoid", f"the model's outputs are already {kind}, and {loss} applies a sigmoid again",
-                "end the model without an activation (model.output_activation: none)")
+            add(
+                "warning",
+                "double-sigmoid",
+                f"the model's outputs are already {kind}, and {loss} applies a sigmoid again",
+                "end the model without an activation (model.output_activation: none)",
+            )
         else:
-            add("warning", "double-softmax",
+            add(
+                "warning",
+                "double-softmax",
                 f"the model's outputs are already {kind} (it ends in softmax or log_softmax), and {loss} applies "
                 "log_softmax again: outputs squashed twice learn slowly and never become confident",
-                f"end the model without an activation (model.output_activation: none); {loss} takes logits")
+                f"end the model without an activation (model.output_activation: none); {loss} takes logits",
+            )
     if loss == "bce_with_logits" and kind == "unit interval":
-        add("warning", "double-sigmoid", "the model's outputs already lie in (0, 1) (it ends in a sigmoid), and "
-            "bce_with_logits applies a sigmoid again", "end the model without an activation (model.output_activation: none)")
+        add(
+            "warning",
+            "double-sigmoid",
+            "the model's outputs already lie in (0, 1) (it ends in a sigmoid), and "
+            "bce_with_logits applies a sigmoid again",
+            "end the model without an activation (model.output_activation: none)",
+        )
     if profile.input == "log-probabilities" and kind != "log-probabilities":
-        given = "probabilities (it ends in softmax)" if kind == "probabilities" else f"{kind} values, not log-probabilities"
-        add("warning", "not-log-probabilities", f"{loss} expects log-probabilities, but the model outputs {given}",
-            "end the model with log_softmax (model.output_activation: log_softmax), or use cross_entropy on logits")
+        given = (
+            "probabilities (it ends in softmax)" if kind == "probabilities" else f"{kind} values, not log-probabilities"
+        )
+        add(
+            "warning",
+            "not-log-probabilities",
+            f"{loss} expects log-probabilities, but the model outputs {given}",
+            "end the model with log_softmax (model.output_activation: log_softmax), or use cross_entropy on logits",
+        )
     if task.kind == "classification" and profile.target == "value":
-        add("warning", "regression-loss-on-classes",
+        add(
+            "warning",
+            "regression-loss-on-classes",
             f"{loss} on a classification dataset ({task.describe()}) trains against one-hot vectors: its gradient fades as a softmax "
             "saturates, and it does not model class probabilities",
-            "use cross_entropy on logits (model.output_activation: none)")
+            "use cross_entropy on logits (model.output_activation: none)",
+        )
     if expected is not None and math.isfinite(loss_value) and loss_value > 3 * expected + 1:
-        add("warning", "high-initial-loss", f"the initial loss {loss_value:.3f} is far above the {expected:.3f} "
-            "of a model that predicts uniformly", "check input scaling and the last layer's initialisation")
+        add(
+            "warning",
+            "high-initial-loss",
+            f"the initial loss {loss_value:.3f} is far above the {expected:.3f} of a model that predicts uniformly",
+            "check input scaling and the last layer's initialisation",
+        )
     return findings
 
 
@@ -179,10 +226,14 @@ def preflight(config: Config, parts: TrainingParts) -> PreflightReport:
     except (RuntimeError, ValueError) as error:  # torch's words for shapes or sizes that do not fit together
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if config.trainer.precision != "32":
-            raise UserError(f"trainer.precision: {config.trainer.precision} fails on {parts.device.type} with this "
-                            f"model: {reason}; use precision: 32") from None
-        raise UserError(f"the first training step fails with this config (model {config.model.name!r}, loss "
-                        f"{config.loss.name!r}, dataset {config.dataset.name!r}, a batch of {len(targets)}): {reason}") from None
+            raise UserError(
+                f"trainer.precision: {config.trainer.precision} fails on {parts.device.type} with this "
+                f"model: {reason}; use precision: 32"
+            ) from None
+        raise UserError(
+            f"the first training step fails with this config (model {config.model.name!r}, loss "
+            f"{config.loss.name!r}, dataset {config.dataset.name!r}, a batch of {len(targets)}): {reason}"
+        ) from None
     finally:
         torch.set_rng_state(rng)
     outputs = outputs.float()

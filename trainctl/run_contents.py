@@ -30,8 +30,10 @@ def read_run_config(path: Path) -> dict[str, Any]:
     for section in SECTIONS:
         value = data.get(section)
         if value is not None and not isinstance(value, dict):
-            raise UserError(f"{source.where((section,))}: {section} is {_short(value)}, not a mapping; this run "
-                            "folder's config is damaged (trainctl writes the resolved config there)")
+            raise UserError(
+                f"{source.where((section,))}: {section} is {_short(value)}, not a mapping; this run "
+                "folder's config is damaged (trainctl writes the resolved config there)"
+            )
     return data
 
 
@@ -45,8 +47,10 @@ def monitor_of(config: dict[str, Any], path: Path) -> str:
     trainer = config.get("trainer")
     monitor = trainer.get("monitor") if isinstance(trainer, dict) else None
     if not isinstance(monitor, str) or not monitor:
-        raise UserError(f"{path}: trainer.monitor is missing or not a metric name; this run folder's config "
-                        "is damaged (trainctl writes the resolved config there)")
+        raise UserError(
+            f"{path}: trainer.monitor is missing or not a metric name; this run folder's config "
+            "is damaged (trainctl writes the resolved config there)"
+        )
     return monitor
 
 
@@ -64,7 +68,7 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _number_or_none(value: Any) -> bool:
-    return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
@@ -132,8 +136,9 @@ def read_summary(path: Path) -> dict[str, Any]:
 def read_data_description(path: Path) -> dict[str, Any]:
     """data.json, checked against what `PreparedData.description()` writes before predict uses it."""
     if not path.is_file():
-        raise UserError(f"{path.parent}: no data.json in the run (it was trained before predict existed); "
-                        "train it again")
+        raise UserError(
+            f"{path.parent}: no data.json in the run (it was trained before predict existed); train it again"
+        )
     saved = _read_json(path, "the data description")
     problem = _description_problem(saved)
     if problem:
@@ -147,9 +152,14 @@ def _description_problem(saved: Any) -> str | None:
     for key in ("task", "input_shape", "target_mean", "target_std"):
         if key not in saved:
             return f"no {key!r} in it"
-    return (_task_problem(saved["task"]) or _shape_problem(saved["input_shape"], "input_shape")
-            or _scale_problem(saved) or _table_problem(saved.get("table")) or _image_problem(saved.get("image"))
-            or _text_problem(saved.get("text")))
+    return (
+        _task_problem(saved["task"])
+        or _shape_problem(saved["input_shape"], "input_shape")
+        or _scale_problem(saved)
+        or _table_problem(saved.get("table"))
+        or _image_problem(saved.get("image"))
+        or _text_problem(saved.get("text"))
+    )
 
 
 def _is_count(value: Any, least: int = 0) -> bool:
@@ -192,8 +202,12 @@ def _scale_problem(saved: dict[str, Any]) -> str | None:
 def _table_problem(table: Any) -> str | None:
     if table is None:
         return None
-    if not isinstance(table, dict) or not isinstance(table.get("columns"), list) \
-            or not isinstance(table.get("numeric"), dict) or not isinstance(table.get("categories"), dict):
+    if (
+        not isinstance(table, dict)
+        or not isinstance(table.get("columns"), list)
+        or not isinstance(table.get("numeric"), dict)
+        or not isinstance(table.get("categories"), dict)
+    ):
         return "table is not an object of columns, numeric and categories"
     columns = table["columns"]
     for name in columns:
@@ -221,8 +235,9 @@ def _image_problem(image: Any) -> str | None:
     if resize is not None and (_shape_problem(resize, "image.resize") or len(resize) != 2):
         return f"image.resize is {resize!r}, not [height, width]"
     transforms = image.get("transforms", [])
-    if not isinstance(transforms, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str)
-                                                   for t in transforms):
+    if not isinstance(transforms, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) for t in transforms
+    ):
         return "image.transforms is not a list of {name: ...} transforms"
     return None
 
@@ -230,10 +245,17 @@ def _image_problem(image: Any) -> str | None:
 def _text_problem(text: Any) -> str | None:
     if text is None:
         return None
-    if not isinstance(text, dict) or not isinstance(text.get("vocabulary"), list) or not text["vocabulary"] \
-            or not all(isinstance(token, str) for token in text["vocabulary"]):
+    if (
+        not isinstance(text, dict)
+        or not isinstance(text.get("vocabulary"), list)
+        or not text["vocabulary"]
+        or not all(isinstance(token, str) for token in text["vocabulary"])
+    ):
         return "text has no vocabulary list"
-    if text.get("level") not in ("words", "chars") or not isinstance(text.get("lowercase"), bool) \
-            or not _is_count(text.get("length"), 1):
+    if (
+        text.get("level") not in ("words", "chars")
+        or not isinstance(text.get("lowercase"), bool)
+        or not _is_count(text.get("length"), 1)
+    ):
         return "text lacks its tokenizer level, lowercase or length"
     return None

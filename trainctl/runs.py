@@ -1,11 +1,11 @@
 """The run folder: everything a run leaves behind, and nothing an earlier run had is overwritten.
 
-    config.yaml          the resolved config: exactly what ran, defaults filled in
-    metrics.jsonl        one JSON object per epoch
-    checkpoints/last.pt  after every epoch
-    checkpoints/best.pt  the best epoch by trainer.monitor
-    summary.json         test metrics of the best checkpoint, best epoch, timings (written last)
-    .trainctl.lock       while a process writes the run: its PID, and the lock it holds (flock)
+config.yaml          the resolved config: exactly what ran, defaults filled in
+metrics.jsonl        one JSON object per epoch
+checkpoints/last.pt  after every epoch
+checkpoints/best.pt  the best epoch by trainer.monitor
+summary.json         test metrics of the best checkpoint, best epoch, timings (written last)
+.trainctl.lock       while a process writes the run: its PID, and the lock it holds (flock)
 """
 
 from __future__ import annotations
@@ -107,8 +107,10 @@ class RunFolder:
             except BlockingIOError:
                 holder = _read_pid(fd)
                 os.close(fd)
-                raise UserError(f"{self.path}: in use by another trainctl process{f' (PID {holder})' if holder else ''}; "
-                                "wait for it to finish, or stop it") from None
+                raise UserError(
+                    f"{self.path}: in use by another trainctl process{f' (PID {holder})' if holder else ''}; "
+                    "wait for it to finish, or stop it"
+                ) from None
             if _same_file(fd, self.lock_path):
                 self._hold(fd)
                 return

@@ -146,7 +146,7 @@ class StreamedInputs:
         keys = list(zip(rows.tolist(), seeds))
         loader = self._loader()
         ends = np.cumsum([len(p) for p in positions])
-        loader.batch_sampler.batches = [keys[end - len(p):end] for p, end in zip(positions, ends)]
+        loader.batch_sampler.batches = [keys[end - len(p) : end] for p, end in zip(positions, ends)]
         for batch in loader:
             yield self._on_device(batch)
 

@@ -21,7 +21,9 @@ from trainctl.errors import UserError
 MARKER = ".trainctl-sweep"
 MARKER_TEXT = "a trainctl sweep folder: `trainctl sweep --out` continues the sweep kept here\n"
 # What a sweep writes, for recognising a folder from before the mark.
-_OWN_NAMES = re.compile(r"base\.yaml|sweep\.db(\.lock)?|leaderboard\.csv|\.(base\.yaml|leaderboard\.csv)\..*\.tmp|trial-\d{4,}")
+_OWN_NAMES = re.compile(
+    r"base\.yaml|sweep\.db(\.lock)?|leaderboard\.csv|\.(base\.yaml|leaderboard\.csv)\..*\.tmp|trial-\d{4,}"
+)
 
 
 @contextlib.contextmanager
@@ -49,8 +51,10 @@ def check_claimable(folder: Path) -> None:
     if not folder.is_dir():
         raise UserError(f"{folder}: exists and is not a folder; choose another --out")
     if not (_is_marked(folder) or _is_unmarked_sweep(folder) or _is_empty(folder)):
-        raise UserError(f"{folder}: holds files that a trainctl sweep did not write; a sweep folder must be "
-                        "new, empty or an earlier sweep's: choose another --out")
+        raise UserError(
+            f"{folder}: holds files that a trainctl sweep did not write; a sweep folder must be "
+            "new, empty or an earlier sweep's: choose another --out"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,5 +110,8 @@ def _is_empty(folder: Path) -> bool:
 
 def _is_unmarked_sweep(folder: Path) -> bool:
     names = [entry.name for entry in folder.iterdir()]
-    return ("base.yaml" in names and ("sweep.db" in names or "leaderboard.csv" in names)
-            and all(_OWN_NAMES.fullmatch(name) for name in names))
+    return (
+        "base.yaml" in names
+        and ("sweep.db" in names or "leaderboard.csv" in names)
+        and all(_OWN_NAMES.fullmatch(name) for name in names)
+    )

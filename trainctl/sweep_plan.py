@@ -75,8 +75,9 @@ def parse_space(key: str, spec: str, where: str) -> Dimension:
     except ValueError:
         low = high = None
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        raise UserError(f"{where}: expected {form}:LO:HI with two {'integers' if form == 'int' else 'numbers'}, "
-                        f"got {spec!r}")
+        raise UserError(
+            f"{where}: expected {form}:LO:HI with two {'integers' if form == 'int' else 'numbers'}, got {spec!r}"
+        )
     if not low < high:
         raise UserError(f"{where}: the range must have LO < HI, got {spec!r}")
     if form == "loguniform" and low <= 0:
@@ -111,8 +112,9 @@ class SweepPlan:
             "sampler": self.sampler,
             "trials": self.trials,
             "seed": self.seed,
-            "dimensions": {d.key: {"kind": d.kind, "values": list(d.values), "low": d.low, "high": d.high}
-                           for d in self.dimensions},
+            "dimensions": {
+                d.key: {"kind": d.kind, "values": list(d.values), "low": d.low, "high": d.high} for d in self.dimensions
+            },
         }
 
 
@@ -148,12 +150,16 @@ def make_plan(
     elif tpe_trials is not None:
         sampler, trials = "tpe", tpe_trials
     if not grids and not spaces:
-        raise UserError("nothing to sweep: give --grid key=v1,v2 or --space key=loguniform:LO:HI "
-                        "(or a sweep: section with grid or space in the config)")
+        raise UserError(
+            "nothing to sweep: give --grid key=v1,v2 or --space key=loguniform:LO:HI "
+            "(or a sweep: section with grid or space in the config)"
+        )
     if sampler == "grid":
         if spaces:
-            raise UserError(f"--space {next(iter(spaces))}: a search space needs --random N or --tpe N; "
-                            "a grid sweep takes --grid values only")
+            raise UserError(
+                f"--space {next(iter(spaces))}: a search space needs --random N or --tpe N; "
+                "a grid sweep takes --grid values only"
+            )
         dimensions = tuple(Dimension(key, "grid", tuple(values)) for key, values in grids.items())
         trials = math.prod(len(d.values) for d in dimensions)
     else:

@@ -262,8 +262,10 @@ class _Runner:
         """A storage that fails under a running sweep is one line naming it, not Optuna's internals."""
         storage_file = self.setup.storage_file
         if storage_file is not None and not storage_file.is_file():
-            raise StorageLost(f"{storage_file}: the sweep's storage was deleted while the sweep ran; its trial "
-                              f"folders are kept; start the sweep again with another --out")
+            raise StorageLost(
+                f"{storage_file}: the sweep's storage was deleted while the sweep ran; its trial "
+                f"folders are kept; start the sweep again with another --out"
+            )
         try:
             yield
         except (StorageLost, TrialFailed, TrialInterrupted):
@@ -272,8 +274,10 @@ class _Runner:
             if not _is_storage_error(error):
                 raise
             detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-            raise StorageLost(f"{self.setup.storage_url}: the sweep's storage failed while the sweep ran "
-                              f"({detail}); its trial folders are kept") from None
+            raise StorageLost(
+                f"{self.setup.storage_url}: the sweep's storage failed while the sweep ran "
+                f"({detail}); its trial folders are kept"
+            ) from None
 
     def objective(self, trial: Any, params: dict[str, str]) -> float:
         folder_name = trial.user_attrs.get("folder") or f"trial-{trial.number:04d}"
@@ -308,8 +312,9 @@ class _Runner:
         environment = dict(os.environ)
         if self.setup.jobs > 1:  # parallel trials share the cores instead of each taking all of them
             environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.setup.jobs)))
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                   env=environment)
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment
+        )
         with self.lock:
             self.processes.add(process)
         try:
@@ -335,7 +340,9 @@ class _Runner:
         else:
             outcome = "[yellow]interrupted[/yellow]"
         seconds = f" ({row.seconds:.1f}s)" if row.seconds is not None else ""
-        self.console.print(f"{escape(row.folder)}  {escape(values)}  {outcome}{seconds}", soft_wrap=True, highlight=False)
+        self.console.print(
+            f"{escape(row.folder)}  {escape(values)}  {outcome}{seconds}", soft_wrap=True, highlight=False
+        )
 
 
 def trial_result(run: Path) -> float:
@@ -364,7 +371,8 @@ def _is_storage_error(error: Exception) -> bool:
         return True
     innermost = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
     return isinstance(error, (AssertionError, KeyError)) and any(
-        f"{os.sep}optuna{os.sep}storages{os.sep}" in frame.filename for frame in innermost)
+        f"{os.sep}optuna{os.sep}storages{os.sep}" in frame.filename for frame in innermost
+    )
 
 
 def _last_error_line(stderr: str) -> str:
@@ -482,8 +490,9 @@ def _open_study(setup: SweepSetup) -> Any:
         storage = optuna.storages.RDBStorage(
             setup.storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
         )
-        study = optuna.create_study(storage=storage, study_name=setup.name, direction=setup.direction,
-                                    load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=setup.name, direction=setup.direction, load_if_exists=True
+        )
     except Exception as error:  # optuna and the database drivers raise their own kinds for a bad URL
         raise UserError(f"--storage {setup.storage_url}: cannot open the sweep storage: {error}") from None
     definition = json.loads(json.dumps(setup.definition()))
@@ -518,8 +527,11 @@ def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
     interrupted = False
 
     def on_first_signal(name: str) -> None:
-        console.print(f"[yellow]{name}: letting running trials save their state; starting no new ones "
-                      "(press Ctrl-C again to stop at once)[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]{name}: letting running trials save their state; starting no new ones "
+            "(press Ctrl-C again to stop at once)[/yellow]",
+            highlight=False,
+        )
         if name == "SIGTERM":  # Ctrl-C reaches the trials from the terminal; SIGTERM only reached us
             runner.signal_trials(signal.SIGTERM)
 
@@ -560,11 +572,18 @@ def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], m
         writer = csv.writer(handle)
         writer.writerow(["rank", "trial", "folder", *keys, monitor, "status", "seconds", "error"])
         for rank, row in enumerate(rows, 1):
-            writer.writerow([
-                rank if row.status == "done" else "", row.trial, row.folder, *(row.params.get(k, "") for k in keys),
-                "" if row.value is None else repr(row.value), row.status,
-                "" if row.seconds is None else f"{row.seconds:.2f}", row.error,
-            ])
+            writer.writerow(
+                [
+                    rank if row.status == "done" else "",
+                    row.trial,
+                    row.folder,
+                    *(row.params.get(k, "") for k in keys),
+                    "" if row.value is None else repr(row.value),
+                    row.status,
+                    "" if row.seconds is None else f"{row.seconds:.2f}",
+                    row.error,
+                ]
+            )
     os.replace(temporary, path)
 
 

@@ -58,8 +58,9 @@ def _read_table(path: Path, mtime_ns: int, size: int) -> Table:
                 if not any(cell.strip() for cell in row):
                     continue  # blank lines
                 if len(row) != len(columns):
-                    raise UserError(f"{path}:{reader.line_num}: {len(row)} cells, but the header names "
-                                    f"{len(columns)} columns")
+                    raise UserError(
+                        f"{path}:{reader.line_num}: {len(row)} cells, but the header names {len(columns)} columns"
+                    )
                 rows.append([cell.strip() for cell in row])
                 lines.append(reader.line_num)
     except (UnicodeDecodeError, csv.Error) as error:
@@ -109,8 +110,10 @@ def stray_text_warning(table: Table, name: str) -> tuple[str, str] | None:
         return None
     shown = ", ".join(f"{cell!r} at line {line}" for line, cell in stray[:3])
     more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
-    return (f"{table.path}: column {name} is numeric except {shown}{more}: read as text (categories)",
-            "correct the cell, or empty it and set data.on_missing: drop")
+    return (
+        f"{table.path}: column {name} is numeric except {shown}{more}: read as text (categories)",
+        "correct the cell, or empty it and set data.on_missing: drop",
+    )
 
 
 def column_numbers(table: Table, name: str, trained: bool = False) -> np.ndarray:
@@ -122,13 +125,16 @@ def column_numbers(table: Table, name: str, trained: bool = False) -> np.ndarray
     except ValueError:
         row = next(i for i, cell in enumerate(cells) if not _is_number(cell))
         why = "the model was trained on numbers there" if trained else "the column's other cells are numbers"
-        raise UserError(f"{table.path}:{table.lines[row]}: column {name!r}: {cells[row]!r} is not a number, "
-                        f"and {why}") from None
+        raise UserError(
+            f"{table.path}:{table.lines[row]}: column {name!r}: {cells[row]!r} is not a number, and {why}"
+        ) from None
     finite = np.abs(values) <= FLOAT32_MAX  # False for inf and NaN too
     if not finite.all():
         row = int(np.argmin(finite))
-        raise UserError(f"{table.path}:{table.lines[row]}: column {name!r}: {cells[row]!r} is not a finite number "
-                        f"(within ±{FLOAT32_MAX:.1e}); fix the cell, or empty it and set data.on_missing: drop")
+        raise UserError(
+            f"{table.path}:{table.lines[row]}: column {name!r}: {cells[row]!r} is not a finite number "
+            f"(within ±{FLOAT32_MAX:.1e}); fix the cell, or empty it and set data.on_missing: drop"
+        )
     return values
 
 
@@ -139,11 +145,15 @@ def handle_missing(table: Table, used: list[str], on_missing: str) -> Table:
     if not bad:
         return table
     if on_missing == "error":
-        shown = [f"line {table.lines[i]} ({', '.join(table.columns[j] for j in indices if is_missing(table.rows[i][j]))})"
-                 for i in bad[:5]]
+        shown = [
+            f"line {table.lines[i]} ({', '.join(table.columns[j] for j in indices if is_missing(table.rows[i][j]))})"
+            for i in bad[:5]
+        ]
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise UserError(f"{table.path}: {len(bad)} rows have missing values: {'; '.join(shown)}{more}. "
-                        "Fill them in, or set data.on_missing: drop")
+        raise UserError(
+            f"{table.path}: {len(bad)} rows have missing values: {'; '.join(shown)}{more}. "
+            "Fill them in, or set data.on_missing: drop"
+        )
     dropped = set(bad)
     keep = [i for i in range(len(table.rows)) if i not in dropped]
     return Table(table.path, table.columns, [table.rows[i] for i in keep], [table.lines[i] for i in keep])
@@ -179,8 +189,10 @@ class FeatureEncoding:
         blocks = []
         for name in self.columns:
             if name not in table.columns:
-                raise UserError(f"{table.path}: no column {name!r}, which the model was trained on; "
-                                f"its columns: {', '.join(table.columns)}")
+                raise UserError(
+                    f"{table.path}: no column {name!r}, which the model was trained on; "
+                    f"its columns: {', '.join(table.columns)}"
+                )
             cells = table.column(name)
             if name in self.numeric:
                 mean, std = self.numeric[name]
@@ -194,14 +206,19 @@ class FeatureEncoding:
                 if cell in index:
                     block[row, index[cell]] = 1.0
                 elif strict:
-                    raise UserError(f"{table.path}:{table.lines[row]}: column {name!r}: {cell!r} was never seen in "
-                                    f"training; known: {', '.join(known)}")
+                    raise UserError(
+                        f"{table.path}:{table.lines[row]}: column {name!r}: {cell!r} was never seen in "
+                        f"training; known: {', '.join(known)}"
+                    )
             blocks.append(block)
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"columns": self.columns, "numeric": {k: list(v) for k, v in self.numeric.items()},
-                "categories": self.categories}
+        return {
+            "columns": self.columns,
+            "numeric": {k: list(v) for k, v in self.numeric.items()},
+            "categories": self.categories,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureEncoding:

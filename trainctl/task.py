@@ -70,8 +70,7 @@ def incompatibility(loss_name: str, target: TargetKind, dataset_name: str, task_
     if task_kind in allowed:
         return None
     return (
-        f"loss {loss_name!r} expects a {' or '.join(allowed)} task, "
-        f"but dataset {dataset_name!r} is a {task_kind} task"
+        f"loss {loss_name!r} expects a {' or '.join(allowed)} task, but dataset {dataset_name!r} is a {task_kind} task"
     )
 
 

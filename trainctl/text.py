@@ -32,8 +32,9 @@ class TextEncoding:
     length: int  # every sequence is cut to this many tokens, and stored padded to it
 
     @classmethod
-    def fit(cls, texts: list[str], level: str, lowercase: bool, min_freq: int, max_size: int | None,
-            max_length: int) -> TextEncoding:
+    def fit(
+        cls, texts: list[str], level: str, lowercase: bool, min_freq: int, max_size: int | None, max_length: int
+    ) -> TextEncoding:
         counts = Counter(token for text in texts for token in tokenize(text, level, lowercase))
         kept = sorted((token for token, count in counts.items() if count >= min_freq), key=lambda t: (-counts[t], t))
         vocabulary = [PAD, UNKNOWN, *kept[:max_size]]

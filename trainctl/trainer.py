@@ -10,27 +10,27 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from trainctl import __version__
 from trainctl.checkpoint import CheckpointWriter, load_checkpoint, load_model_state
-from trainctl.errors import UserError
-from trainctl.interrupts import Interrupted, StopRequest
-from trainctl.training_state import EarlyStopping, RandomStates, TrainingState, config_hash
 from trainctl.components.metrics import compute, goal
 from trainctl.data import PreparedData, Split, ordered_batches, shuffled_batches, steps_per_epoch
+from trainctl.distributed import SINGLE, Ranks
+from trainctl.errors import UserError
+from trainctl.interrupts import Interrupted, StopRequest
 from trainctl.loss_functions import logged_values
 from trainctl.loss_report import loss_report
-from trainctl.distributed import SINGLE, Ranks
 from trainctl.precision import Precision
 from trainctl.progress import QuietReporter, Reporter
 from trainctl.runs import RunFolder
 from trainctl.statistics import ConfusionMatrix, RegressionStatistics
+from trainctl.training_state import EarlyStopping, RandomStates, TrainingState, config_hash
 
 EVAL_BATCH_SIZE = 1024  # evaluation holds no activations for backward, so it takes larger batches
 
@@ -49,8 +49,9 @@ class NonFiniteLoss(UserError):
     """The loss became inf or NaN: the run stops and keeps its last good checkpoint."""
 
 
-NONFINITE_HINT = ("Lower optimizer.lr, set trainer.grad_clip_norm, or set trainer.on_nonfinite: skip "
-                  "(with trainer.max_skipped_steps)")
+NONFINITE_HINT = (
+    "Lower optimizer.lr, set trainer.grad_clip_norm, or set trainer.on_nonfinite: skip (with trainer.max_skipped_steps)"
+)
 
 
 @dataclass
@@ -159,8 +160,9 @@ def train_one_epoch(
     # all ranks), on one sample weighing 0.
     indices = [index if len(index) else batch[:1] for index, batch in zip(shares, batches)]
     inputs_of_steps = split.batch_inputs(indices[start_step:], epoch)
-    for step, (batch, index, inputs) in enumerate(zip(batches[start_step:], indices[start_step:], inputs_of_steps),
-                                                  start_step + 1):
+    for step, (batch, index, inputs) in enumerate(
+        zip(batches[start_step:], indices[start_step:], inputs_of_steps), start_step + 1
+    ):
         share = len(shares[step - 1])
         with autocast():
             if distributed_model is None:
@@ -173,8 +175,10 @@ def train_one_epoch(
         if skip_budget is not None and ranks.any(not bool(torch.isfinite(loss)), device):
             progress.skipped += 1
             if progress.skipped > skip_budget:
-                raise NonFiniteLoss(f"the training loss was non-finite at epoch {epoch}, step {step}, after as many "
-                                    "skipped steps as trainer.max_skipped_steps allows")
+                raise NonFiniteLoss(
+                    f"the training loss was non-finite at epoch {epoch}, step {step}, after as many "
+                    "skipped steps as trainer.max_skipped_steps allows"
+                )
             progress.batch_sizes[step - 1] = 0
             progress.steps = step
             continue
@@ -398,7 +402,9 @@ class Trainer:
         started = time.perf_counter()
         writer = CheckpointWriter()
         history: list[dict[str, Any]] = []
-        self.reporter.start(self.epochs, steps_per_epoch(len(self.data.train), self.batch_size), first_epoch=state.epoch + 1)
+        self.reporter.start(
+            self.epochs, steps_per_epoch(len(self.data.train), self.batch_size), first_epoch=state.epoch + 1
+        )
         try:
             while state.epoch < self.epochs and not state.stopped_early:
                 epoch = state.epoch + 1
@@ -413,11 +419,22 @@ class Trainer:
                 skip_budget = self.max_skipped_steps - state.skipped_steps if self.on_nonfinite == "skip" else None
                 try:
                     progress = train_one_epoch(
-                        self.forward_model, self.data.train, self.loss_fn, self.optimizer,
-                        batch_size=self.batch_size, generator=generator, scheduler_per_step=per_step,
-                        reporter=self.reporter, grad_clip_norm=self.grad_clip_norm, skip_budget=skip_budget,
-                        resume_from=state.epoch_progress if resuming else None, stop=self.stop, epoch=epoch,
-                        precision=self.precision, scaler=self.scaler, ranks=self.ranks,
+                        self.forward_model,
+                        self.data.train,
+                        self.loss_fn,
+                        self.optimizer,
+                        batch_size=self.batch_size,
+                        generator=generator,
+                        scheduler_per_step=per_step,
+                        reporter=self.reporter,
+                        grad_clip_norm=self.grad_clip_norm,
+                        skip_budget=skip_budget,
+                        resume_from=state.epoch_progress if resuming else None,
+                        stop=self.stop,
+                        epoch=epoch,
+                        precision=self.precision,
+                        scaler=self.scaler,
+                        ranks=self.ranks,
                         distributed_model=self.distributed_model,
                     )
                 except NonFiniteLoss as error:
@@ -434,8 +451,15 @@ class Trainer:
                         writer.wait()
                     raise Interrupted(self.resume_hint)
                 state.step_in_epoch, state.epoch_progress = 0, None
-                validation = evaluate(self.forward_model, self.data.val, self.loss_fn, self.data, self.metrics,
-                                      precision=self.precision, ranks=self.ranks)
+                validation = evaluate(
+                    self.forward_model,
+                    self.data.val,
+                    self.loss_fn,
+                    self.data,
+                    self.metrics,
+                    precision=self.precision,
+                    ranks=self.ranks,
+                )
                 row = {
                     "epoch": epoch,
                     "train/loss": progress.totals[0] / progress.totals[1],

@@ -162,13 +162,15 @@ def _check_tensors(saved: Any, expected: dict[str, torch.Tensor], key: str) -> N
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected), key=str)
     if missing or unexpected:
         parts = ([f"missing {', '.join(missing[:5])}"] if missing else []) + (
-            [f"unexpected {', '.join(map(str, unexpected[:5]))}"] if unexpected else [])
+            [f"unexpected {', '.join(map(str, unexpected[:5]))}"] if unexpected else []
+        )
         raise CheckpointContentError(f"{key!r} does not fit this run's {key}: {'; '.join(parts)}")
     for name, tensor in expected.items():
         value = saved[name]
         if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
-            raise CheckpointContentError(f"{key}.{name} is {_describe(value)}; this run's {key} needs shape "
-                                         f"{list(tensor.shape)}")
+            raise CheckpointContentError(
+                f"{key}.{name} is {_describe(value)}; this run's {key} needs shape {list(tensor.shape)}"
+            )
 
 
 def check_checkpoint_contents(checkpoint: dict[str, Any], path: Path) -> None:
@@ -182,8 +184,9 @@ def _check_common_contents(checkpoint: dict[str, Any]) -> None:
         value = checkpoint.get(key)
         if key == "loss" and value is None:
             continue
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                  for k, v in value.items()):
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+        ):
             raise CheckpointContentError(f"{key!r} is {_describe(value)}, not a mapping of names to tensors")
     if checkpoint.get("epoch") is not None and not _is_count(checkpoint["epoch"]):
         raise CheckpointContentError(f"'epoch' is {_describe(checkpoint['epoch'])}, not a count of epochs")
@@ -197,17 +200,25 @@ def _check_training_state(data: Any) -> TrainingState:
     counts = ("epoch", "global_step", "best_epoch", "bad_epochs", "skipped_steps", "step_in_epoch")
     for name in (f.name for f in fields(TrainingState) if f.name in data):
         value = data[name]
-        good = (_is_count(value) if name in counts
-                else isinstance(value, bool) if name == "stopped_early"
-                else value is None or _is_number(value) if name in ("best_value", "early_stopping_best")
-                else _is_number(value) and value >= 0 if name == "epoch_started_seconds"
-                else True)
+        good = (
+            _is_count(value)
+            if name in counts
+            else isinstance(value, bool)
+            if name == "stopped_early"
+            else value is None or _is_number(value)
+            if name in ("best_value", "early_stopping_best")
+            else _is_number(value) and value >= 0
+            if name == "epoch_started_seconds"
+            else True
+        )
         if not good:
             raise CheckpointContentError(f"state.{name} is {_describe(value)}")
     state = TrainingState.from_dict(data)
     if state.epoch > 0 and (state.best_value is None or not 1 <= state.best_epoch <= state.epoch):
-        raise CheckpointContentError(f"state.best_epoch {state.best_epoch} and state.best_value {state.best_value} "
-                                     f"do not fit {state.epoch} epochs trained")
+        raise CheckpointContentError(
+            f"state.best_epoch {state.best_epoch} and state.best_value {state.best_value} "
+            f"do not fit {state.epoch} epochs trained"
+        )
     progress = state.epoch_progress
     if state.step_in_epoch and progress is None:
         raise CheckpointContentError(f"state.step_in_epoch is {state.step_in_epoch} but state.epoch_progress is empty")
@@ -240,8 +251,9 @@ def _check_random_states(data: Any) -> None:
     if not isinstance(cuda, list) or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda):
         raise CheckpointContentError(f"rng.torch_cuda is {_describe(cuda)}, not a list of CUDA random states")
     if cuda and torch.cuda.is_available() and len(cuda) > torch.cuda.device_count():
-        raise CheckpointContentError(f"rng.torch_cuda holds {len(cuda)} GPU states; this machine has "
-                                     f"{torch.cuda.device_count()} GPUs")
+        raise CheckpointContentError(
+            f"rng.torch_cuda holds {len(cuda)} GPU states; this machine has {torch.cuda.device_count()} GPUs"
+        )
 
 
 def _same_kind(saved: Any, current: Any) -> bool:
@@ -255,8 +267,11 @@ def _same_kind(saved: Any, current: Any) -> bool:
     if isinstance(current, (list, tuple)):
         return isinstance(saved, (list, tuple)) and len(saved) == len(current) and all(map(_same_kind, saved, current))
     if isinstance(current, dict):
-        return isinstance(saved, dict) and set(saved) >= set(current) and all(
-            _same_kind(saved[k], v) for k, v in current.items())
+        return (
+            isinstance(saved, dict)
+            and set(saved) >= set(current)
+            and all(_same_kind(saved[k], v) for k, v in current.items())
+        )
     if isinstance(current, torch.Tensor):
         return isinstance(saved, torch.Tensor) and saved.shape == current.shape
     return type(saved) is type(current)
@@ -281,21 +296,26 @@ def _reference_step_state(optimizer: torch.optim.Optimizer) -> dict[str, Any] | 
         probe = type(optimizer)([parameter], **optimizer.defaults)
         parameter.grad = torch.zeros(1)
         probe.step()
-    except Exception:  # noqa: BLE001 - an optimizer that needs a closure or more: its state is not probed
+    except Exception:
         return None
     return dict(probe.state[parameter])
 
 
 def _check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer) -> None:
     kind = type(optimizer).__name__
-    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) \
-            or not isinstance(saved.get("param_groups"), list):
+    if (
+        not isinstance(saved, dict)
+        or not isinstance(saved.get("state"), dict)
+        or not isinstance(saved.get("param_groups"), list)
+    ):
         raise CheckpointContentError(f"'optimizer' is {_describe(saved)}, not an optimizer's state")
     groups, current_groups = saved["param_groups"], optimizer.param_groups
     sizes = [len(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list) else None for g in groups]
     if sizes != [len(g["params"]) for g in current_groups]:
-        raise CheckpointContentError(f"'optimizer' holds parameter groups of {sizes} parameters; this run's {kind} "
-                                     f"has {[len(g['params']) for g in current_groups]}")
+        raise CheckpointContentError(
+            f"'optimizer' holds parameter groups of {sizes} parameters; this run's {kind} "
+            f"has {[len(g['params']) for g in current_groups]}"
+        )
     for index, (group, current) in enumerate(zip(groups, current_groups)):
         for name, value in current.items():
             if name == "params":
@@ -303,17 +323,21 @@ def _check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer) -> None
             if name not in group:
                 raise CheckpointContentError(f"'optimizer' has no {name} in group {index}: not the state of {kind}")
             if not _same_kind(group[name], value):
-                raise CheckpointContentError(f"optimizer group {index} {name} is {_describe(group[name])}, "
-                                             f"where {_describe(value)} belongs")
-    parameters = {pid: p for group, current in zip(groups, current_groups)
-                  for pid, p in zip(group["params"], current["params"])}
+                raise CheckpointContentError(
+                    f"optimizer group {index} {name} is {_describe(group[name])}, where {_describe(value)} belongs"
+                )
+    parameters = {
+        pid: p for group, current in zip(groups, current_groups) for pid, p in zip(group["params"], current["params"])
+    }
     reference = _reference_step_state(optimizer)
     for pid, entry in saved["state"].items():
         if pid not in parameters or not isinstance(entry, dict):
             raise CheckpointContentError(f"'optimizer' state {pid!r} belongs to no parameter of this model")
         if reference is not None and entry and set(entry) != set(reference):
-            raise CheckpointContentError(f"'optimizer' state holds {', '.join(sorted(map(str, entry)))}; "
-                                         f"{kind} keeps {', '.join(sorted(reference)) or 'nothing'}")
+            raise CheckpointContentError(
+                f"'optimizer' state holds {', '.join(sorted(map(str, entry)))}; "
+                f"{kind} keeps {', '.join(sorted(reference)) or 'nothing'}"
+            )
         for name, value in entry.items():
             _check_parameter_state(name, value, (reference or {}).get(name), parameters[pid], pid)
 
@@ -321,14 +345,15 @@ def _check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer) -> None
 def _check_parameter_state(name: str, value: Any, reference: Any, parameter: torch.Tensor, pid: Any) -> None:
     """A per-parameter value: a step count, or a tensor shaped like its parameter."""
     counter = isinstance(reference, torch.Tensor) and reference.dim() == 0
-    if counter and (_is_number(value) or isinstance(value, torch.Tensor) and value.dim() == 0):
+    if counter and (_is_number(value) or (isinstance(value, torch.Tensor) and value.dim() == 0)):
         return
     if value is None and not counter:
         return
     if isinstance(value, torch.Tensor) and value.shape == parameter.shape and value.is_floating_point():
         return
-    raise CheckpointContentError(f"optimizer state {pid} {name} is {_describe(value)}; its parameter has shape "
-                                 f"{list(parameter.shape)}")
+    raise CheckpointContentError(
+        f"optimizer state {pid} {name} is {_describe(value)}; its parameter has shape {list(parameter.shape)}"
+    )
 
 
 @contextlib.contextmanager

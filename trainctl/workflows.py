@@ -109,12 +109,20 @@ def resume(
         return _resume_claimed(run, ranks, overrides, console or Console(), quiet or not ranks.is_main)
 
 
-def _resume_claimed(run: RunFolder, ranks: Any, overrides: list[str] | None, console: Console, quiet: bool) -> TrainResult:
+def _resume_claimed(
+    run: RunFolder, ranks: Any, overrides: list[str] | None, console: Console, quiet: bool
+) -> TrainResult:
     from trainctl import distributed
     from trainctl.build import build_training
     from trainctl.checkpoint import load_checkpoint
     from trainctl.preflight import preflight
-    from trainctl.training_state import MAY_CHANGE_ON_RESUME, TrainingState, check_resumable, config_hash, differing_keys
+    from trainctl.training_state import (
+        MAY_CHANGE_ON_RESUME,
+        TrainingState,
+        check_resumable,
+        config_hash,
+        differing_keys,
+    )
 
     saved = load_config(run.config_path)
     config = load_config(run.config_path, overrides)
@@ -127,8 +135,10 @@ def _resume_claimed(run: RunFolder, ranks: Any, overrides: list[str] | None, con
     last = run.checkpoint_path("last")
     checkpoint = load_checkpoint(last) if last.is_file() else None  # none: killed before its first checkpoint
     if checkpoint is not None and checkpoint.get("config_hash") != config_hash(saved.to_dict()):
-        raise UserError(f"{run.config_path}: differs from the config its checkpoint was trained with; "
-                        "a resumed run must use the config it started with")
+        raise UserError(
+            f"{run.config_path}: differs from the config its checkpoint was trained with; "
+            "a resumed run must use the config it started with"
+        )
     with distributed.running(ranks):
         parts = build_training(config, ranks)
         warnings = preflight(config, parts).warnings  # for the diagnosis; printed when the run started
@@ -144,19 +154,24 @@ def _resume_claimed(run: RunFolder, ranks: Any, overrides: list[str] | None, con
                 from trainctl.components import SCHEDULERS
 
                 per_epoch = [entry.name for entry in SCHEDULERS if entry.info.get("interval") == "epoch"]
-                raise UserError(f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
-                                f"{config.scheduler.name!r} laid its schedule out over {saved.trainer.epochs} epochs "
-                                f"and ends it there; a run with no scheduler or one that steps per epoch "
-                                f"({', '.join(per_epoch)}) can be extended; for this one, train a new run with "
-                                f"--set trainer.epochs={epochs}")
+                raise UserError(
+                    f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
+                    f"{config.scheduler.name!r} laid its schedule out over {saved.trainer.epochs} epochs "
+                    f"and ends it there; a run with no scheduler or one that steps per epoch "
+                    f"({', '.join(per_epoch)}) can be extended; for this one, train a new run with "
+                    f"--set trainer.epochs={epochs}"
+                )
             if epochs < state.epoch + (state.step_in_epoch > 0):
                 raise UserError(f"--set trainer.epochs={epochs}: the run has already trained {state.epoch} epochs")
         finished = state.step_in_epoch == 0 and (state.epoch >= epochs or state.stopped_early)
         if finished and run.summary_path.is_file():
             why = "stopped early" if state.stopped_early else f"finished all {state.epoch} epochs"
-            how = ("extend it with --set trainer.epochs=N" if parts.scheduler_interval != "step" else
-                   f"its {config.scheduler.name} schedule ends with the run, so for more epochs train a new run "
-                   "with --set trainer.epochs=N")
+            how = (
+                "extend it with --set trainer.epochs=N"
+                if parts.scheduler_interval != "step"
+                else f"its {config.scheduler.name} schedule ends with the run, so for more epochs train a new run "
+                "with --set trainer.epochs=N"
+            )
             raise UserError(f"{run.path}: nothing to resume: the run {why}; {how}")
         if ranks.is_main:
             _restore_best_checkpoint(run, state)
@@ -166,8 +181,12 @@ def _resume_claimed(run: RunFolder, ranks: Any, overrides: list[str] | None, con
             if checkpoint is None:
                 run.write_json("data.json", parts.data.description())  # a kill may have cut it short
         if not quiet:
-            console.print(f"resuming {run.path} at epoch {state.epoch + 1}"
-                          + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""), highlight=False, markup=False)
+            console.print(
+                f"resuming {run.path} at epoch {state.epoch + 1}"
+                + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""),
+                highlight=False,
+                markup=False,
+            )
         return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng, warnings)
 
 
@@ -185,8 +204,10 @@ def _restore_best_checkpoint(run: RunFolder, state: Any) -> None:
     if held == state.best_epoch:
         return
     if state.epoch != state.best_epoch or state.step_in_epoch:
-        raise UserError(f"{best}: holds epoch {held}, but the run's best is epoch {state.best_epoch}, which no "
-                        "checkpoint holds any more; start the run again with trainctl train")
+        raise UserError(
+            f"{best}: holds epoch {held}, but the run's best is epoch {state.best_epoch}, which no "
+            "checkpoint holds any more; start the run again with trainctl train"
+        )
     write_atomically(last.read_bytes(), best)
 
 
@@ -212,8 +233,10 @@ def _writing(run: RunFolder, main: bool, *, discard_untrained: bool) -> Iterator
         if not trained:
             kept = "the run folder was removed" if discard_untrained else "the run has no checkpoint yet"
             raise UserError(f"{os_error_line(error)}; {kept}") from None
-        raise UserError(f"{os_error_line(error)}; the run keeps its last good checkpoint ({_checkpoint_epoch(run)}); "
-                        f"resume with: trainctl train --resume {run.path}") from None
+        raise UserError(
+            f"{os_error_line(error)}; the run keeps its last good checkpoint ({_checkpoint_epoch(run)}); "
+            f"resume with: trainctl train --resume {run.path}"
+        ) from None
     finally:
         run.release()
 
@@ -256,9 +279,9 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
         run=run if main else None,  # rank 0 alone writes the run folder
         config=config.to_dict(),
         reporter=make_reporter(console, quiet or not main),
-        early_stopping=None if stopping is None else EarlyStopping(
-            stopping.monitor, stopping.mode, stopping.patience, stopping.min_delta
-        ),
+        early_stopping=None
+        if stopping is None
+        else EarlyStopping(stopping.monitor, stopping.mode, stopping.patience, stopping.min_delta),
         grad_clip_norm=settings.grad_clip_norm,
         on_nonfinite=settings.on_nonfinite,
         max_skipped_steps=settings.max_skipped_steps,
@@ -270,16 +293,25 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
 
 
 def _fit_and_test(
-    config: Config, parts: Any, run: RunFolder, trainer: Any, console: Console, quiet: bool,
-    state: Any = None, rng: Any = None, warnings: list[Any] | None = None,
+    config: Config,
+    parts: Any,
+    run: RunFolder,
+    trainer: Any,
+    console: Console,
+    quiet: bool,
+    state: Any = None,
+    rng: Any = None,
+    warnings: list[Any] | None = None,
 ) -> TrainResult:
     from trainctl.diagnosis import chance_levels, diagnose
     from trainctl.interrupts import graceful_stop
     from trainctl.trainer import evaluate_checkpoint
 
     def announce(signal_name: str) -> None:
-        _stderr().print(f"[yellow]{signal_name}: stopping after this step to save the run "
-                        "(press Ctrl-C again to stop at once)[/yellow]")
+        _stderr().print(
+            f"[yellow]{signal_name}: stopping after this step to save the run "
+            "(press Ctrl-C again to stop at once)[/yellow]"
+        )
 
     main = parts.ranks.is_main
     with graceful_stop(announce if main else lambda name: None) as stop, _epoch_logger(config, run, main) as log_epoch:
@@ -291,11 +323,22 @@ def _fit_and_test(
         return TrainResult(run, {}, parts.model)  # rank 0 evaluates the test split and writes the summary
     history = run.read_metrics()
     # On a copy: the trained model stays as the last epoch left it, for whoever called train.
-    test = evaluate_checkpoint(copy.deepcopy(parts.model), run.checkpoint_path("best"), "test",
-                               copy.deepcopy(parts.loss_fn), parts.data, config.metrics)
+    test = evaluate_checkpoint(
+        copy.deepcopy(parts.model),
+        run.checkpoint_path("best"),
+        "test",
+        copy.deepcopy(parts.loss_fn),
+        parts.data,
+        config.metrics,
+    )
     test["checkpoint"] = "best"
-    diagnosis = diagnose(history, config.trainer.monitor, warnings=warnings or [], stopped_early=fit.stopped_early,
-                         chance=chance_levels(parts.data.task, parts.data.val.labels.cpu().numpy()))
+    diagnosis = diagnose(
+        history,
+        config.trainer.monitor,
+        warnings=warnings or [],
+        stopped_early=fit.stopped_early,
+        chance=chance_levels(parts.data.task, parts.data.val.labels.cpu().numpy()),
+    )
     summary = {
         "name": config.name,
         "monitor": config.trainer.monitor,
@@ -317,9 +360,12 @@ def _fit_and_test(
     run.write_json("summary.json", summary)  # last: a run with a summary is finished, a resume refuses it
     if not quiet:
         if fit.stopped_early:
-            console.print(f"early stopping after epoch {len(history)}: "
-                          f"{config.trainer.early_stopping.monitor} did not improve for "
-                          f"{config.trainer.early_stopping.patience} epochs", highlight=False)
+            console.print(
+                f"early stopping after epoch {len(history)}: "
+                f"{config.trainer.early_stopping.monitor} did not improve for "
+                f"{config.trainer.early_stopping.patience} epochs",
+                highlight=False,
+            )
         hint = diagnosis.hint[:1].upper() + diagnosis.hint[1:]
         console.print(f"loss curve: {diagnosis.message}. {hint}.", highlight=False, soft_wrap=True)
     return TrainResult(run, summary, parts.model)

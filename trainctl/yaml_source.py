@@ -108,7 +108,8 @@ class BoundedLoader(ConfigLoader):
     def _compose_alias(self, parent: yaml.Node | None, index: Any, event: yaml.AliasEvent) -> yaml.Node:
         if event.anchor in self._open_anchors:
             raise RefusedYAML(
-                None, None,
+                None,
+                None,
                 f"the alias *{event.anchor} stands inside its own anchor &{event.anchor}, which makes a "
                 "recursive structure; a config is a tree, so repeat the values instead",
                 event.start_mark,
@@ -120,9 +121,14 @@ class BoundedLoader(ConfigLoader):
     def _count(self, values: int, event: yaml.Event) -> None:
         self._values += values
         if self._values > self.value_budget:
-            alias = f"the alias *{event.anchor} here repeats {values:,} values; " if isinstance(event, yaml.AliasEvent) else ""
+            alias = (
+                f"the alias *{event.anchor} here repeats {values:,} values; "
+                if isinstance(event, yaml.AliasEvent)
+                else ""
+            )
             raise RefusedYAML(
-                None, None,
+                None,
+                None,
                 f"the document expands to more than {self.value_budget:,} values through aliases "
                 f"({alias}a document of {self.characters:,} characters may expand to {self.value_budget:,})",
                 event.start_mark,
@@ -194,8 +200,10 @@ def _check_mapping(node: yaml.MappingNode, key: Key, lines: dict[Key, int], plac
         if isinstance(key_node, yaml.ScalarNode):
             identity = (key_node.tag, key_node.value)
             if identity in seen:
-                raise UserError(f"{place(key_node)}: key {shown(key_node.value)} is given twice in one mapping"
-                                f"{place.both_lines(seen[identity], line)}; keep one")
+                raise UserError(
+                    f"{place(key_node)}: key {shown(key_node.value)} is given twice in one mapping"
+                    f"{place.both_lines(seen[identity], line)}; keep one"
+                )
             seen[identity] = line
         child = key + (key_node.value if isinstance(key_node, yaml.ScalarNode) else line,)
         if merged:
@@ -212,8 +220,10 @@ def _check_text(node: yaml.ScalarNode, place: Place) -> None:
     try:
         node.value.encode("utf-8")
     except UnicodeEncodeError:
-        raise UserError(f"{where}: {shown(node.value)} holds a lone surrogate (\\ud800-\\udfff), "
-                        "which is not a character; write the character itself") from None
+        raise UserError(
+            f"{where}: {shown(node.value)} holds a lone surrogate (\\ud800-\\udfff), "
+            "which is not a character; write the character itself"
+        ) from None
 
 
 def read_yaml(text: str, origin: str, *, lines_in_messages: bool = True) -> tuple[Any, dict[Key, int]]:
@@ -302,13 +312,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: SourceMa
         keys = dotted.strip().split(".")
         origin = f"--set {dotted.strip()}"
         if not sep or not all(keys):
-            raise UserError(f"--set {shown(override, quote=False)}: expected key.path=value, e.g. --set optimizer.lr=0.01")
+            raise UserError(
+                f"--set {shown(override, quote=False)}: expected key.path=value, e.g. --set optimizer.lr=0.01"
+            )
         node = data
         for depth, key in enumerate(keys[:-1]):
             child = node.setdefault(key, {})
             if not isinstance(child, dict):
                 parent = ".".join(keys[: depth + 1])
-                raise UserError(f"{origin}: {parent} is {shown(child)}, not a mapping, so it has no key {keys[depth + 1]!r}")
+                raise UserError(
+                    f"{origin}: {parent} is {shown(child)}, not a mapping, so it has no key {keys[depth + 1]!r}"
+                )
             node = child
         node[keys[-1]] = parse_scalar(text, origin)
         source.mark_override(tuple(keys), origin)

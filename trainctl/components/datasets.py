@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -151,7 +152,7 @@ def synthetic_regression(
     y = (x @ weights + noise * rng.standard_normal(samples)).astype("float32").reshape(-1, 1)
 
     def add_outliers(y_train: Any, rng: Any) -> Any:
-        count = int(round(outlier_fraction * len(y_train)))
+        count = round(outlier_fraction * len(y_train))
         if count == 0:
             return y_train
         rows = rng.choice(len(y_train), size=count, replace=False)
@@ -192,8 +193,17 @@ def csv_table(
 ) -> RawData:
     import numpy as np
 
-    from trainctl.tables import (FeatureEncoding, class_labels, column_numbers, handle_missing, infer_task,
-                                 numeric, read_table, require_columns, stray_text_warning)
+    from trainctl.tables import (
+        FeatureEncoding,
+        class_labels,
+        column_numbers,
+        handle_missing,
+        infer_task,
+        numeric,
+        read_table,
+        require_columns,
+        stray_text_warning,
+    )
 
     table = read_table(Path(path))
     columns = features if features is not None else [name for name in table.columns if name != target]
@@ -228,7 +238,6 @@ def csv_table(
     return RawData(placeholder, y, described, (0,), fit_inputs=fit_inputs, warnings=warnings)
 
 
-
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 # Mean and standard deviation of each dataset's training images (the values published with them),
@@ -254,14 +263,18 @@ def _idx_count(path: Path, dimensions: int) -> int:
     magic = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
     if magic != IDX_MAGIC[dimensions] or len(header) < 4 + 4 * dimensions:
         found = "a file too short for a header" if magic is None else f"magic number {magic:#010x}"
-        raise UserError(f"data.root: {path}: not an MNIST-format {kind} file: {found}, expected "
-                        f"{IDX_MAGIC[dimensions]:#010x} (an uncompressed IDX file; .gz files must be unpacked)")
-    sizes = [int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(dimensions)]
+        raise UserError(
+            f"data.root: {path}: not an MNIST-format {kind} file: {found}, expected "
+            f"{IDX_MAGIC[dimensions]:#010x} (an uncompressed IDX file; .gz files must be unpacked)"
+        )
+    sizes = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions)]
     expected = len(header) + math.prod(sizes)
     actual = path.stat().st_size
     if actual != expected:
-        raise UserError(f"data.root: {path}: the header describes {' × '.join(map(str, sizes))} bytes of {kind} "
-                        f"({expected} bytes in all), but the file has {actual} bytes: it is truncated or damaged")
+        raise UserError(
+            f"data.root: {path}: the header describes {' × '.join(map(str, sizes))} bytes of {kind} "
+            f"({expected} bytes in all), but the file has {actual} bytes: it is truncated or damaged"
+        )
     return sizes[0]
 
 
@@ -270,8 +283,10 @@ def _check_mnist_files(folder: Path) -> None:
         images = _idx_count(folder / f"{part}-images-idx3-ubyte", 3)
         labels = _idx_count(folder / f"{part}-labels-idx1-ubyte", 1)
         if images != labels:
-            raise UserError(f"data.root: {folder}: {part}-images-idx3-ubyte holds {images} images but "
-                            f"{part}-labels-idx1-ubyte {labels} labels")
+            raise UserError(
+                f"data.root: {folder}: {part}-images-idx3-ubyte holds {images} images but "
+                f"{part}-labels-idx1-ubyte {labels} labels"
+            )
 
 
 def _mnist_family(class_name: str, root: str, download: bool) -> RawData:
@@ -307,12 +322,19 @@ def _in_memory_images(pixels: Any, labels: Any, names: tuple[str, ...], statisti
 
     task = Task("classification", num_classes=len(names), class_names=names)
     source = ImageSource(pixels=pixels, channels=pixels.shape[1], statistics=STATISTICS[statistics])
-    return RawData(np.zeros((len(pixels), 0), dtype="float32"), labels, task, tuple(pixels.shape[1:]),
-                   test_rows=test_rows, images=source)
+    return RawData(
+        np.zeros((len(pixels), 0), dtype="float32"),
+        labels,
+        task,
+        tuple(pixels.shape[1:]),
+        test_rows=test_rows,
+        images=source,
+    )
 
 
 def _register_standard_images(name: str, summary: str, shape: str, load: Callable[[str, bool], RawData]) -> None:
     """A dataset read from its standard files in data.root (`load(root, download)`)."""
+
     def builder(context: Any, *, root: str, download: bool = False) -> RawData:
         return load(root, download)
 
@@ -358,10 +380,17 @@ def _cifar(class_name: str, labels_key: str, root: str, download: bool) -> RawDa
         entry = pickled_arrays.load(folder / name)
         data = entry.get("data") if isinstance(entry, dict) else None
         labels = entry.get(labels_key) if isinstance(entry, dict) else None
-        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or labels is None \
-                or len(labels) != len(data):
-            raise UserError(f"data.root: {folder / name} is not a {class_name} batch: expected 'data' of N×3072 "
-                            f"pixels and {len(data) if isinstance(data, np.ndarray) else 'N'} '{labels_key}'")
+        if (
+            not isinstance(data, np.ndarray)
+            or data.ndim != 2
+            or data.shape[1] != 3072
+            or labels is None
+            or len(labels) != len(data)
+        ):
+            raise UserError(
+                f"data.root: {folder / name} is not a {class_name} batch: expected 'data' of N×3072 "
+                f"pixels and {len(data) if isinstance(data, np.ndarray) else 'N'} '{labels_key}'"
+            )
         return data.astype("uint8").reshape(-1, 3, 32, 32), np.asarray(labels, dtype="int64")
 
     parts = [batch(name) for name in [*train_files, *test_files]]
@@ -372,18 +401,26 @@ def _cifar(class_name: str, labels_key: str, root: str, download: bool) -> RawDa
     pixels = np.concatenate([p for p, _ in parts])
     labels = np.concatenate([y for _, y in parts])
     if labels.min() < 0 or labels.max() >= len(names):
-        raise UserError(f"data.root: {folder}: labels run from {labels.min()} to {labels.max()}, "
-                        f"but {spec.meta['filename']} names {len(names)} classes")
+        raise UserError(
+            f"data.root: {folder}: labels run from {labels.min()} to {labels.max()}, "
+            f"but {spec.meta['filename']} names {len(names)} classes"
+        )
     train_count = sum(len(p) for p, _ in parts[: len(train_files)])
     return _in_memory_images(pixels, labels, names, class_name, test_rows=np.arange(train_count, len(pixels)))
 
 
 _register_standard_images(
-    "cifar10", "32×32 colour images of 10 classes (50,000 + 10,000 test), from the python batches in data.root",
-    "3×32×32", functools.partial(_cifar, "CIFAR10", "labels"))
+    "cifar10",
+    "32×32 colour images of 10 classes (50,000 + 10,000 test), from the python batches in data.root",
+    "3×32×32",
+    functools.partial(_cifar, "CIFAR10", "labels"),
+)
 _register_standard_images(
-    "cifar100", "32×32 colour images of 100 fine classes (50,000 + 10,000 test), from the python files in data.root",
-    "3×32×32", functools.partial(_cifar, "CIFAR100", "fine_labels"))
+    "cifar100",
+    "32×32 colour images of 100 fine classes (50,000 + 10,000 test), from the python files in data.root",
+    "3×32×32",
+    functools.partial(_cifar, "CIFAR100", "fine_labels"),
+)
 
 
 def _find_images(root: str, classes: list[str] | None) -> tuple[list[str], list[int], list[str]]:
@@ -399,8 +436,10 @@ def _find_images(root: str, classes: list[str] | None) -> tuple[list[str], list[
     except (FileNotFoundError, RuntimeError) as error:
         raise UserError(f"data: {root}: {error} (expected one sub-folder of images per class)") from None
     if classes is not None and found.classes != classes:
-        raise UserError(f"data: {root}: class folders {', '.join(found.classes)} differ from the training "
-                        f"folder's {', '.join(classes)}")
+        raise UserError(
+            f"data: {root}: class folders {', '.join(found.classes)} differ from the training "
+            f"folder's {', '.join(classes)}"
+        )
     return [path for path, _ in found.samples], list(found.targets), found.classes
 
 
@@ -440,8 +479,14 @@ def image_folder(
         raise UserError(f"data: the images under {root} have different sizes ({listed}); set data.image_size: [H, W]")
     height, width = image_size if image_size is not None else sizes[0][::-1]
     source = ImageSource(files=paths, channels=channels, size=tuple(image_size) if image_size is not None else None)
-    return RawData(np.zeros((len(paths), 0), dtype="float32"), np.array(labels, dtype="int64"), task,
-                   (channels, height, width), images=source, **given)
+    return RawData(
+        np.zeros((len(paths), 0), dtype="float32"),
+        np.array(labels, dtype="int64"),
+        task,
+        (channels, height, width),
+        images=source,
+        **given,
+    )
 
 
 @DATASETS.register(
@@ -477,7 +522,9 @@ def text(
     y = np.array([position[cell] for cell in cells], dtype="int64")
 
     def fit_inputs(train_rows: Any) -> tuple[Any, dict[str, Any]]:
-        encoding = TextEncoding.fit([texts[i] for i in train_rows], tokenizer, lowercase, min_freq, max_size, max_length)
+        encoding = TextEncoding.fit(
+            [texts[i] for i in train_rows], tokenizer, lowercase, min_freq, max_size, max_length
+        )
         return encoding.transform(texts), {"text": encoding.to_dict()}
 
     return RawData(np.zeros((len(y), 0), dtype="float32"), y, task, (0,), fit_inputs=fit_inputs)

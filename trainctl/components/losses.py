@@ -47,7 +47,9 @@ def profile(name: str, params: dict[str, Any]) -> LossProfile:
     profiles = {profile(term["name"], term) for term in params.get("terms", [])}
     if len(profiles) != 1:
         kinds = ", ".join(sorted(f"{p.target} targets from {p.input}" for p in profiles)) or "no terms"
-        raise UserError(f"the terms of loss {name!r} must expect the same targets and model outputs; they expect: {kinds}")
+        raise UserError(
+            f"the terms of loss {name!r} must expect the same targets and model outputs; they expect: {kinds}"
+        )
     return profiles.pop()
 
 
@@ -63,7 +65,9 @@ def _register(name: str, **metadata: Any):
 @_register(
     "mse",
     summary="Mean squared error",
-    task="regression", target="value", input="values",
+    task="regression",
+    target="value",
+    input="values",
     formula="mean((ŷ − y)²)",
     output="values",
     use_when="regression with roughly Gaussian noise and no gross outliers; on classes it fits one-hot vectors",
@@ -77,7 +81,9 @@ def mse(context: LossContext) -> Any:
 @_register(
     "l1",
     summary="Mean absolute error",
-    task="regression", target="value", input="values",
+    task="regression",
+    target="value",
+    input="values",
     formula="mean(|ŷ − y|)",
     output="values",
     use_when="regression with outliers: predicts the median, and every error pulls with the same force",
@@ -91,7 +97,9 @@ def l1(context: LossContext) -> Any:
 @_register(
     "huber",
     summary="Huber loss: quadratic near zero, linear beyond delta",
-    task="regression", target="value", input="values",
+    task="regression",
+    target="value",
+    input="values",
     formula="mean(½r² if |r| ≤ δ else δ(|r| − ½δ)),  r = ŷ − y",
     output="values",
     use_when="regression with some outliers: MSE's smooth fit for small errors, L1's robustness for large ones",
@@ -105,7 +113,9 @@ def huber(context: LossContext, *, delta: Positive = 1.0) -> Any:
 @_register(
     "smooth_l1",
     summary="Smooth L1: Huber divided by beta, so large errors cost |r| − ½β",
-    task="regression", target="value", input="values",
+    task="regression",
+    target="value",
+    input="values",
     formula="mean(½r²/β if |r| < β else |r| − ½β),  r = ŷ − y",
     output="values",
     use_when="box regression and other targets where L1's scale is wanted with a smooth minimum",
@@ -119,7 +129,9 @@ def smooth_l1(context: LossContext, *, beta: Positive = 1.0) -> Any:
 @_register(
     "log_cosh",
     summary="Log-cosh: about ½r² for small errors and |r| − ln 2 for large ones, smooth everywhere",
-    task="regression", target="value", input="values",
+    task="regression",
+    target="value",
+    input="values",
     formula="mean(log cosh(ŷ − y))",
     output="values",
     use_when="like huber without a threshold to choose; twice differentiable",
@@ -133,7 +145,9 @@ def log_cosh(context: LossContext) -> Any:
 @_register(
     "quantile",
     summary="Pinball loss: the model learns the q-quantile of the target, not its mean",
-    task="regression", target="value", input="values",
+    task="regression",
+    target="value",
+    input="values",
     formula="mean(max(q·(y − ŷ), (q − 1)·(y − ŷ)))",
     output="values (the q-quantile)",
     use_when="prediction intervals (q = 0.05 and 0.95) or asymmetric costs; q = 0.5 is the median (½·L1)",
@@ -147,7 +161,10 @@ def quantile(context: LossContext, *, q: Annotated[float, Field(gt=0, lt=1)] = 0
 @_register(
     "poisson_nll",
     summary="Poisson negative log-likelihood; the model outputs the log of the rate",
-    task="regression", target="value", input="values", layout="log_rate",
+    task="regression",
+    target="value",
+    input="values",
+    layout="log_rate",
     formula="mean(exp(z) − y·z),  z = log rate; prediction = exp(z)",
     output="log-rate (targets are counts ≥ 0, used unstandardised)",
     use_when="count targets (events, visits, cases) whose variance grows with their mean",
@@ -161,7 +178,10 @@ def poisson_nll(context: LossContext) -> Any:
 @_register(
     "gaussian_nll",
     summary="Gaussian negative log-likelihood: the model predicts a mean and a variance per target",
-    task="regression", target="value", input="values", layout="mean_variance",
+    task="regression",
+    target="value",
+    input="values",
+    layout="mean_variance",
     formula="mean(½(log σ² + (y − μ)²/σ²)),  σ² = softplus(raw) + eps",
     output="2 per target: mean, raw variance (output size doubles)",
     use_when="the noise level varies between samples and you want the model to say how sure it is",
@@ -206,7 +226,10 @@ def _refuse_absent_classes(context: LossContext, key: str) -> None:
 @_register(
     "cross_entropy",
     summary="Cross-entropy of softmax(logits) against the true class",
-    task="classification", target="index", input="logits", expected="ln_classes",
+    task="classification",
+    target="index",
+    input="logits",
+    expected="ln_classes",
     formula="Σᵢ Σ_k w_k·qᵢₖ·(−log softmax(zᵢ)_k) / Σᵢ w_yᵢ,  q = onehot(y), smoothed (1−ε)·onehot(y) + ε/C;  "
     "w = class_weight (all 1 without: the mean)",
     output="logits (no softmax: the loss applies it)",
@@ -223,13 +246,18 @@ def cross_entropy(
 ) -> Any:
     from torch import nn
 
-    return nn.CrossEntropyLoss(weight=_class_weights(class_weight, context, "class_weight"), label_smoothing=label_smoothing)
+    return nn.CrossEntropyLoss(
+        weight=_class_weights(class_weight, context, "class_weight"), label_smoothing=label_smoothing
+    )
 
 
 @_register(
     "nll",
     summary="Negative log-likelihood of log-probabilities",
-    task="classification", target="index", input="log-probabilities", expected="ln_classes",
+    task="classification",
+    target="index",
+    input="log-probabilities",
+    expected="ln_classes",
     formula="mean(−ŷ_y),  ŷ = log-probabilities",
     output="log-probabilities (end the model with log_softmax)",
     use_when="the model already outputs log_softmax; otherwise use cross_entropy",
@@ -243,7 +271,10 @@ def nll(context: LossContext) -> Any:
 @_register(
     "bce_with_logits",
     summary="Binary cross-entropy on logits (sigmoid inside, numerically stable)",
-    task="classification", target="binary", input="logits", expected="ln_2",
+    task="classification",
+    target="binary",
+    input="logits",
+    expected="ln_2",
     formula="mean(−w₊·y·log σ(z) − (1−y)·log(1−σ(z)))",
     output="logits (no sigmoid: the loss applies it)",
     use_when="binary classification (one output) or one-vs-rest over classes; pos_weight for rare positives",
@@ -259,7 +290,9 @@ def bce_with_logits(context: LossContext, *, pos_weight: Positive | None = None)
 @_register(
     "focal",
     summary="Focal loss (Lin et al. 2017): cross-entropy that down-weights easy, well-classified samples",
-    task="classification", target="index", input="logits",
+    task="classification",
+    target="index",
+    input="logits",
     formula="mean(−α_y·(1 − p_y)^γ·log p_y),  p = softmax(z)",
     output="logits",
     use_when="heavy class imbalance or many easy samples; γ = 0 without alpha is cross_entropy",
@@ -278,8 +311,10 @@ def focal(
     weights = None
     if isinstance(alpha, float):
         if context.task.num_classes != 2:
-            raise UserError(f"loss.alpha: a single alpha needs a binary dataset; give one weight per class "
-                            f"({context.task.num_classes} classes)")
+            raise UserError(
+                f"loss.alpha: a single alpha needs a binary dataset; give one weight per class "
+                f"({context.task.num_classes} classes)"
+            )
         weights = torch.tensor([1 - alpha, alpha])
     elif alpha is not None:
         weights = _class_weights(alpha, context, "alpha")
@@ -289,7 +324,9 @@ def focal(
 @_register(
     "multi_margin",
     summary="Multi-class hinge loss: the true class's score must beat every other by a margin",
-    task="classification", target="index", input="logits",
+    task="classification",
+    target="index",
+    input="logits",
     formula="mean over samples of Σ_{k≠y} max(0, margin − z_y + z_k)^p / C",
     output="scores (logits)",
     use_when="SVM-style classification; stops pushing once the margin is met",
@@ -306,7 +343,10 @@ def multi_margin(context: LossContext, *, margin: Positive = 1.0, p: Literal[1, 
 @_register(
     "kl_div",
     summary="KL(target ‖ softmax(logits)), averaged over samples",
-    task="distribution", target="distribution", input="logits", expected="ln_classes",
+    task="distribution",
+    target="distribution",
+    input="logits",
+    expected="ln_classes",
     formula="Σ_samples Σ_k p_k·(log p_k − log softmax(z)_k) / batch size  (batchmean)",
     output="logits (trainctl applies log_softmax)",
     use_when="soft labels or distillation: targets are probability vectors (one-hot on a classification dataset)",
@@ -320,7 +360,9 @@ def kl_div(context: LossContext) -> Any:
 @_register(
     "js_divergence",
     summary="Jensen-Shannon divergence between the target distribution and softmax(logits)",
-    task="distribution", target="distribution", input="logits",
+    task="distribution",
+    target="distribution",
+    input="logits",
     formula="½KL(p ‖ m) + ½KL(q ‖ m),  m = ½(p + q),  q = softmax(z)  (batchmean, ≤ ln 2)",
     output="logits (trainctl applies softmax)",
     use_when="a symmetric, bounded alternative to KL: robust to noisy soft labels",
@@ -337,7 +379,9 @@ def js_divergence(context: LossContext) -> Any:
 @_register(
     "robust",
     summary="Barron's general robust loss with a fixed shape α and scale c (CVPR 2019)",
-    task="regression", target="value", input="values",
+    task="regression",
+    target="value",
+    input="values",
     formula="mean(|α−2|/α·(((r/c)²/|α−2| + 1)^(α/2) − 1)),  r = ŷ − y",
     output="values",
     use_when="one knob from L2 (α=2) through pseudo-Huber (α=1), Cauchy (α=0) to Geman-McClure (α=−2): "
@@ -357,7 +401,9 @@ def robust(
 @_register(
     "adaptive",
     summary="Barron's adaptive robust loss: shape α and scale c are learned with the model",
-    task="regression", target="value", input="values",
+    task="regression",
+    target="value",
+    input="values",
     formula="mean(ρ(r, α, c) + log c + log Z(α)),  α ∈ [alpha_min, alpha_max], c > 0 learned",
     output="values",
     use_when="outliers of unknown amount: the data chooses how robust to be; α and c are logged every epoch",
@@ -373,7 +419,9 @@ def adaptive(
     from trainctl.loss_functions import AdaptiveRobust
 
     if not alpha_min < alpha_init < alpha_max:
-        raise UserError(f"loss.alpha_init: must lie strictly between alpha_min ({alpha_min}) and alpha_max ({alpha_max})")
+        raise UserError(
+            f"loss.alpha_init: must lie strictly between alpha_min ({alpha_min}) and alpha_max ({alpha_max})"
+        )
     return AdaptiveRobust(context.plan.num_outputs, alpha_min, alpha_max, alpha_init, scale_init)
 
 
@@ -400,7 +448,8 @@ def _build_terms(context: LossContext, terms: list[Any]) -> tuple[list[Any], lis
 @_register(
     "sum",
     summary="Weighted sum of losses that share the model's outputs and targets",
-    task="any", composite=True,
+    task="any",
+    composite=True,
     formula="Σ wᵢ·Lᵢ",
     output="what the terms expect (they must agree)",
     target_text="what the terms expect",
@@ -416,7 +465,8 @@ def sum_(context: LossContext, *, terms: Annotated[list[LossTerm], Field(min_len
 @_register(
     "uncertainty_sum",
     summary="Sum whose weights are learned (Kendall et al. 2018): each term gets exp(−sᵢ), plus sᵢ",
-    task="any", composite=True,
+    task="any",
+    composite=True,
     formula="Σ wᵢ·(exp(−sᵢ)·Lᵢ + sᵢ),  sᵢ = log σᵢ² learned",
     output="what the terms expect (they must agree)",
     target_text="what the terms expect",

@@ -84,8 +84,16 @@ def rnn(
     from trainctl.networks import SequenceClassifier, TokenSequenceClassifier
 
     if context.vocabulary_size:  # token ids: embed them, then read each text to its last token
-        return TokenSequenceClassifier(context.vocabulary_size, embedding_dim, context.num_outputs, cell, hidden_size,
-                                       layers, bidirectional, dropout)
+        return TokenSequenceClassifier(
+            context.vocabulary_size,
+            embedding_dim,
+            context.num_outputs,
+            cell,
+            hidden_size,
+            layers,
+            bidirectional,
+            dropout,
+        )
     shape = context.input_shape
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
@@ -132,10 +140,14 @@ def torchvision_model(
     models = torchvision("model 'torchvision'").models
     names = models.list_models(module=models)  # the classification models
     if arch not in names:
-        raise UserError(f"model.arch: {arch!r} is not a torchvision classification architecture{suggest(arch, names)}; "
-                        f"e.g. {', '.join(names[:6])}, ... (see torchvision.models.list_models())")
+        raise UserError(
+            f"model.arch: {arch!r} is not a torchvision classification architecture{suggest(arch, names)}; "
+            f"e.g. {', '.join(names[:6])}, ... (see torchvision.models.list_models())"
+        )
     if len(context.input_shape) != 3:
-        raise UserError(f"model 'torchvision' needs image-shaped input (C×H×W); this dataset gives {context.input_shape}")
+        raise UserError(
+            f"model 'torchvision' needs image-shaped input (C×H×W); this dataset gives {context.input_shape}"
+        )
     model = models.get_model(arch, weights=None, num_classes=context.num_outputs)
     adapt_first_conv(model, context.input_shape[0])  # e.g. 1-channel MNIST into a 3-channel architecture
     if weights != "none":

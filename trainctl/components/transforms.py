@@ -45,7 +45,9 @@ def center_crop(context: Any, *, size: Size) -> Any:
 
 
 @TRANSFORMS.register("pad", summary="Pad every side by `padding` pixels")
-def pad(context: Any, *, padding: Annotated[int, Field(ge=1)], fill: float = 0.0, padding_mode: PaddingMode = "constant") -> Any:
+def pad(
+    context: Any, *, padding: Annotated[int, Field(ge=1)], fill: float = 0.0, padding_mode: PaddingMode = "constant"
+) -> Any:
     return v2().Pad(padding, fill=fill, padding_mode=padding_mode)
 
 
@@ -54,22 +56,31 @@ def grayscale(context: Any, *, channels: Literal[1, 3] = 1) -> Any:
     return v2().Grayscale(num_output_channels=channels)
 
 
-@TRANSFORMS.register("normalize", summary="(x - mean) / std per channel; without mean and std: the dataset's statistics")
+@TRANSFORMS.register(
+    "normalize", summary="(x - mean) / std per channel; without mean and std: the dataset's statistics"
+)
 def normalize(context: Any, *, mean: list[float] | None = None, std: list[float] | None = None) -> Any:
     # The pipeline fills in the dataset's statistics before building, so both are set here.
     return v2().Normalize(mean, std)
 
 
-@TRANSFORMS.register("random_crop", summary="A random size×size crop, after padding each side by `padding`", random=True)
-def random_crop(context: Any, *, size: Size, padding: Annotated[int, Field(ge=0)] = 0,
-                padding_mode: PaddingMode = "constant") -> Any:
+@TRANSFORMS.register(
+    "random_crop", summary="A random size×size crop, after padding each side by `padding`", random=True
+)
+def random_crop(
+    context: Any, *, size: Size, padding: Annotated[int, Field(ge=0)] = 0, padding_mode: PaddingMode = "constant"
+) -> Any:
     return v2().RandomCrop(size, padding=padding or None, padding_mode=padding_mode)
 
 
 @TRANSFORMS.register("random_resized_crop", summary="A random area and aspect ratio, resized to size", random=True)
-def random_resized_crop(context: Any, *, size: Size,
-                        scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = (0.08, 1.0),
-                        ratio: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = (0.75, 4 / 3)) -> Any:
+def random_resized_crop(
+    context: Any,
+    *,
+    size: Size,
+    scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = (0.08, 1.0),
+    ratio: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = (0.75, 4 / 3),
+) -> Any:
     return v2().RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), antialias=True)
 
 
@@ -89,26 +100,52 @@ def rotation(context: Any, *, degrees: Annotated[float, Field(ge=0, le=180)]) ->
 
 
 @TRANSFORMS.register("affine", summary="Random rotation, translation (fractions of the size) and scale", random=True)
-def affine(context: Any, *, degrees: Annotated[float, Field(ge=0, le=180)] = 0.0,
-           translate: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2, max_length=2)] | None = None,
-           scale: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None = None) -> Any:
+def affine(
+    context: Any,
+    *,
+    degrees: Annotated[float, Field(ge=0, le=180)] = 0.0,
+    translate: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2, max_length=2)] | None = None,
+    scale: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None = None,
+) -> Any:
     return v2().RandomAffine(degrees, translate=translate and tuple(translate), scale=scale and tuple(scale))
 
 
-@TRANSFORMS.register("color_jitter", summary="Random brightness, contrast, saturation (RGB) and hue (RGB) changes", random=True)
-def color_jitter(context: Any, *, brightness: Annotated[float, Field(ge=0)] = 0.0, contrast: Annotated[float, Field(ge=0)] = 0.0,
-                 saturation: Annotated[float, Field(ge=0)] = 0.0, hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0) -> Any:
+@TRANSFORMS.register(
+    "color_jitter", summary="Random brightness, contrast, saturation (RGB) and hue (RGB) changes", random=True
+)
+def color_jitter(
+    context: Any,
+    *,
+    brightness: Annotated[float, Field(ge=0)] = 0.0,
+    contrast: Annotated[float, Field(ge=0)] = 0.0,
+    saturation: Annotated[float, Field(ge=0)] = 0.0,
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0,
+) -> Any:
     return v2().ColorJitter(brightness or None, contrast or None, saturation or None, hue or None)
 
 
-@TRANSFORMS.register("gaussian_blur", summary="Blur with a kernel of kernel_size and a random sigma in [sigma_min, sigma_max]",
-                     random=True)
-def gaussian_blur(context: Any, *, kernel_size: Annotated[int, Field(ge=1)] = 3,
-                  sigma_min: Annotated[float, Field(gt=0)] = 0.1, sigma_max: Annotated[float, Field(gt=0)] = 2.0) -> Any:
+@TRANSFORMS.register(
+    "gaussian_blur",
+    summary="Blur with a kernel of kernel_size and a random sigma in [sigma_min, sigma_max]",
+    random=True,
+)
+def gaussian_blur(
+    context: Any,
+    *,
+    kernel_size: Annotated[int, Field(ge=1)] = 3,
+    sigma_min: Annotated[float, Field(gt=0)] = 0.1,
+    sigma_max: Annotated[float, Field(gt=0)] = 2.0,
+) -> Any:
     return v2().GaussianBlur(kernel_size, sigma=(sigma_min, max(sigma_min, sigma_max)))
 
 
-@TRANSFORMS.register("random_erasing", summary="With probability p, blank a random rectangle (after normalize)", random=True)
-def random_erasing(context: Any, *, p: Probability = 0.5,
-                   scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = (0.02, 0.33)) -> Any:
+@TRANSFORMS.register(
+    "random_erasing", summary="With probability p, blank a random rectangle (after normalize)", random=True
+)
+def random_erasing(
+    context: Any,
+    *,
+    p: Probability = 0.5,
+    scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = (0.02, 0.33),
+) -> Any:
     return v2().RandomErasing(p, scale=tuple(scale))
