@@ -172,7 +172,11 @@ def test_help_names_the_values_of_train_and_eval(cli):
 def test_version_is_the_package_version_and_imports_no_torch():
     import tomllib
 
-    expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    from trainctl import __version__ as expected
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"]  # one source: the package's __version__
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "trainctl.__version__"}
     assert run_installed("--version").stdout == f"trainctl {expected}\n"
     probe = subprocess.run(
         [
