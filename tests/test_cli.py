@@ -169,6 +169,7 @@ def test_help_names_the_values_of_train_and_eval(cli):
     assert "--grid                  KEY=V1,V2" in cli("sweep", "--help").stdout
 
 
+@pytest.mark.subprocess
 def test_version_is_the_package_version_and_imports_no_torch():
     import tomllib
 
@@ -204,6 +205,7 @@ def run_installed(*args, cwd=None):
     return subprocess.run([TRAINCTL, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.subprocess
 def test_installed_help_is_fast_and_torch_free():
     started = time.perf_counter()
     result = run_installed("--help")
@@ -224,6 +226,8 @@ def test_installed_help_is_fast_and_torch_free():
     assert time.perf_counter() - started < 60  # only guards against a hang
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_installed_train_then_eval(tmp_path):
     config = tiny_config(tmp_path)
     trained = run_installed("train", config, "--out", tmp_path / "run")
@@ -235,6 +239,7 @@ def test_installed_train_then_eval(tmp_path):
     assert json.loads((tmp_path / "run" / "eval-test-best.json").read_text()) == summary["test"]
 
 
+@pytest.mark.subprocess
 def test_installed_bad_yaml_has_no_traceback(tmp_path):
     path = write_config(tmp_path, "model: [unclosed\n")
     result = run_installed("train", path)

@@ -23,6 +23,7 @@ def test_files_read_directly_equal_sklearn_loaders(loader):
         assert direct.target_names == tuple(str(name) for name in reference.target_names)
 
 
+@pytest.mark.subprocess
 def test_loading_digits_does_not_import_sklearn():
     code = (
         "import sys; from trainctl.components import sklearn_files; t = sklearn_files.load('load_digits'); "

@@ -16,6 +16,8 @@ from trainctl.workflows import resume, train
 
 from conftest import read_jsonl, tiny_config
 
+pytestmark = [pytest.mark.distributed, pytest.mark.subprocess, pytest.mark.slow]
+
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 WORKER = Path(__file__).parent / "workers" / "train_and_dump.py"
 

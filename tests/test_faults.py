@@ -126,6 +126,7 @@ def test_disk_full_at_start_leaves_no_run_folder(cli, tmp_path):
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]
 
 
+@pytest.mark.subprocess
 @needs_mount
 def test_disk_full_at_a_checkpoint_keeps_the_last_good_one_and_resumes(cli, tmp_path):
     """Room for about one and a half checkpoints: epoch 1's fits, epoch 2's does not."""
@@ -147,6 +148,7 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_good_one_and_resumes(cli, tmp_
         assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
 
 
+@pytest.mark.subprocess
 @needs_user_namespace
 def test_an_unreadable_csv_is_named_and_leaves_nothing():
     # Outside the test's private temporary folder, which the unprivileged user could not enter.

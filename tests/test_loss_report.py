@@ -55,6 +55,7 @@ def test_regression_report_has_values(tmp_path):
     assert "per_class" not in result.summary["test"]["loss_report"]
 
 
+@pytest.mark.slow
 def test_robust_losses_beat_mse_on_outliers(tmp_path):
     """20% gross outliers in the training targets, clean test targets (a smaller, faster version
     of configs/robust/)."""

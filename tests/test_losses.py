@@ -424,6 +424,7 @@ def test_focal_is_finite_and_exact_when_p_rounds_to_one(gamma):
     assert grad.numpy() == pytest.approx(reference.grad.numpy(), rel=1e-4, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_focal_gamma_below_one_trains_digits_at_a_high_learning_rate(tmp_path):
     """Before the fix: 'the training loss became non-finite at epoch 1' (NaN gradients)."""
     from trainctl.workflows import train

@@ -138,6 +138,7 @@ def test_module_with_its_own_softmax_is_caught(tmp_path):
     assert checks(preflight(config, parts)) == ["double-softmax"]
 
 
+@pytest.mark.slow
 def test_seed_torch_example_trains_worse_than_the_fix(tmp_path):
     broken = train(CONFIGS / "seed_torch_ce.yaml", out=tmp_path / "broken", quiet=True)
     fixed = train(CONFIGS / "seed_torch_ce.yaml", ["model.output_activation=none"], out=tmp_path / "fixed", quiet=True)

@@ -137,6 +137,7 @@ def kill_leftovers(reference: Path, run: Path, last_from: Path, best_from: Path 
     (run / ".curves.png.d4e5f6.tmp.png").write_bytes(b"\x89PNG")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["best.pt missing", "best.pt older than last.pt", "best.pt newer than last.pt"])
 def test_every_kill_between_the_checkpoint_writes_resumes_to_the_same_run(tmp_path, moment):
     config = resumable_config(tmp_path, epochs=3)
@@ -167,6 +168,8 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> boo
     raise TimeoutError(path)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_saves_state_mid_epoch_and_resumes_exactly(tmp_path, straight):
     run = tmp_path / "run"
     process = subprocess.Popen(
@@ -200,6 +203,8 @@ def wait_for_progress(run: Path, process: subprocess.Popen, done: int, timeout: 
         time.sleep(0.01)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_at_random_moments_then_resume(tmp_path):
     """Killed without warning at random moments, again and again, and resumed each time: the end is
     exactly the run that was never stopped."""

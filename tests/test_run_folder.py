@@ -70,6 +70,8 @@ def test_a_users_folder_with_files_is_refused_and_left_as_it_was(tmp_path):
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_runs_started_at_once_into_one_folder(tmp_path):
     """Both race for the same new folder: one trains, the other is refused naming the winner."""
     config, out = slow_config(tmp_path), tmp_path / "run"
@@ -85,6 +87,8 @@ def test_two_runs_started_at_once_into_one_folder(tmp_path):
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_resume_is_refused_while_a_run_writes_and_works_after_it_is_killed(tmp_path):
     config, run = slow_config(tmp_path, epochs=6), tmp_path / "run"
     process = subprocess.Popen(

@@ -21,6 +21,8 @@ from trainctl.sweeps import prepare_sweep
 
 from conftest import read_jsonl, tiny_config
 
+pytestmark = pytest.mark.subprocess  # every trial is a `trainctl train` process
+
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 
 
@@ -61,6 +63,7 @@ def grid_sweep(tmp_path_factory):
     return folder / "grid", command
 
 
+@pytest.mark.slow
 def test_grid_sweep_runs_every_combination_and_ranks_them(cli, grid_sweep):
     sweep, command = grid_sweep
     result = cli(*command)
@@ -90,6 +93,7 @@ def test_grid_sweep_runs_every_combination_and_ranks_them(cli, grid_sweep):
     assert f"best: {sweep / done[0]['folder']}" in result.stdout
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_sweep_runs_nothing(cli, grid_sweep):
     sweep, command = grid_sweep
     before = read_leaderboard(sweep)
@@ -101,6 +105,7 @@ def test_rerunning_a_finished_sweep_runs_nothing(cli, grid_sweep):
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("trial-*/metrics.jsonl")} == stamps
 
 
+@pytest.mark.slow
 def test_compare_reads_a_sweep_folder(cli, grid_sweep):
     sweep, _ = grid_sweep
     result = cli("compare", sweep)
@@ -110,6 +115,7 @@ def test_compare_reads_a_sweep_folder(cli, grid_sweep):
     assert "model.hidden" in result.stdout and "optimizer.lr" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_changed_sweep_is_not_mixed_into_the_old_one(cli, grid_sweep):
     _, command = grid_sweep
     changed = [arg if arg != "optimizer.lr=0.01,1e5" else "optimizer.lr=0.01,0.1" for arg in command]
@@ -118,6 +124,7 @@ def test_a_changed_sweep_is_not_mixed_into_the_old_one(cli, grid_sweep):
     assert "this sweep was started with a different config or sweep; these differ: the swept values" in result.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_running_trials_and_the_rerun_continues_them(tmp_path):
     config = diabetes_config(tmp_path, epochs=40)
     sweep = tmp_path / "sweep"

@@ -17,6 +17,8 @@ from trainctl.errors import UserError
 
 from conftest import tiny_config
 
+pytestmark = pytest.mark.subprocess  # every trial is a `trainctl train` process
+
 TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 GRID = ["--grid", "optimizer.lr=0.01,0.02", "--grid", "model.hidden=[8],[16]"]
 
@@ -30,6 +32,7 @@ def read_leaderboard(folder: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_two_sweep_processes_started_at_once_run_every_grid_point_once(tmp_path):
     """The README's way to share a sweep, on a fresh folder: both processes create the storage at
     the same moment. Trials are claimed under a lock, so on one machine each grid point runs in
@@ -114,6 +117,7 @@ def test_a_storage_that_cannot_open_keeps_the_users_empty_folder(cli, tmp_path):
     assert folder.is_dir() and list(folder.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_the_storage_deleted_under_a_running_sweep_is_one_line(tmp_path):
     config, sweep = iris_config(tmp_path, epochs=10), tmp_path / "sweep"
     process = subprocess.Popen(

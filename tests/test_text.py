@@ -58,6 +58,7 @@ def test_tokenizer_and_vocabulary():
     assert encoding.transform(["b a", "c c b b"]).tolist() == [[2, 1, 0], [1, 1, 2]]  # padded on the right; cut after 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model", ["{name: embedding_bag, embedding_dim: 16}", "{name: rnn, embedding_dim: 16, hidden_size: 16}"]
 )

@@ -130,6 +130,7 @@ def test_bad_config_leaves_no_run_folder(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_digits_cnn_reaches_its_accuracy(tmp_path):
     result = train(CONFIGS / "digits_cnn.yaml", ["trainer.device=cpu"], out=tmp_path / "run", quiet=True)
     assert result.summary["test"]["accuracy"] >= 0.97
