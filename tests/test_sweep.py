@@ -19,7 +19,7 @@ from trainctl.errors import UserError
 from trainctl.sweep_plan import make_plan
 from trainctl.sweeps import prepare_sweep
 
-from conftest import read_jsonl, tiny_config
+from conftest import REPO, read_jsonl, tiny_config
 
 pytestmark = pytest.mark.subprocess  # every trial is a `trainctl train` process
 
@@ -265,3 +265,21 @@ def test_a_trials_summary_gives_its_best_value(tmp_path):
 
     (tmp_path / "summary.json").write_text('{"best_value": 0.875, "test": {}}', encoding="utf-8")
     assert trial_result(tmp_path) == 0.875
+
+
+@pytest.mark.slow
+def test_a_sweep_reads_data_paths_relative_to_its_config_as_train_does(cli, tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "fruit.csv").write_bytes((REPO / "examples" / "csv" / "fruit.csv").read_bytes())
+    config = yaml.safe_load((REPO / "examples" / "csv" / "fruit.yaml").read_text())
+    config.update(output_dir=str(tmp_path / "runs"), trainer={"epochs": 1, "device": "cpu"})
+    (folder / "fruit.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert config["data"]["path"] == "fruit.csv"  # relative: to the config's folder, not the working one
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("sweep", folder / "fruit.yaml", "--grid", "optimizer.lr=0.01", "--out", tmp_path / "sweep")
+    assert result.exit_code == 0, result.output
+    trial = yaml.safe_load((tmp_path / "sweep" / "trial-0000" / "config.yaml").read_text())
+    assert trial["data"]["path"] == str((folder / "fruit.csv").resolve())

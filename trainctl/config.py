@@ -524,11 +524,17 @@ def default_run_name(config_path: str | Path) -> str:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a config file. Raises UserError (ConfigError) on any problem."""
+    return validate(*read_config(path, overrides))
+
+
+def read_config(path: str | Path, overrides: list[str] | None = None) -> tuple[dict[str, Any], SourceMap]:
+    """A config file as a command takes it, before validation: read, named, overridden, its data
+    paths anchored to the config's folder. Every command that takes a config reads it here."""
     data, source = load_config_file(path)
     data.setdefault("name", default_run_name(path))
     apply_overrides(data, overrides or [], source)
     _anchor_data_paths(data, source, Path(path).parent)
-    return validate(data, source)
+    return data, source
 
 
 def _anchor_data_paths(data: dict[str, Any], source: SourceMap, config_folder: Path) -> None:

@@ -44,12 +44,12 @@ from rich.markup import escape
 
 from trainctl import sweep_folder
 from trainctl.components.metrics import goal
-from trainctl.config import default_run_name, validate
+from trainctl.config import read_config, validate
 from trainctl.errors import EXIT_INTERRUPTED, UserError
 from trainctl.interrupts import StopRequest, graceful_stop
 from trainctl.sweep_plan import SweepPlan, check_values, make_plan
 from trainctl.training_state import differing_keys
-from trainctl.yaml_source import apply_overrides, dump_yaml, load_config_file
+from trainctl.yaml_source import dump_yaml
 
 BASE_CONFIG = "base.yaml"
 STORAGE_FILE = "sweep.db"
@@ -125,9 +125,7 @@ def prepare_sweep(
     """Read the config and the sweep options and check every value the sweep may try."""
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: must be at least 1")
-    data, source = load_config_file(config_path)
-    data.setdefault("name", default_run_name(config_path))
-    apply_overrides(data, overrides, copy.copy(source))
+    data, source = read_config(config_path, overrides)
     config = validate(copy.deepcopy(data), source)
     section = data.pop("sweep", None)
     plan = make_plan(section, grid, space, random_trials, tpe_trials, seed)
