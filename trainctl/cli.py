@@ -212,16 +212,8 @@ def train(
     from trainctl.workflows import resume as resume_training
     from trainctl.workflows import train as run_training
 
-    if (config is None) == (resume is None):
-        with user_errors():
-            if config is None:
-                raise UserError(
-                    "nothing to train: give a CONFIG file to start a run (e.g. trainctl train "
-                    "configs/digits_mlp.yaml), or --resume RUN_DIR to continue one"
-                )
-            raise UserError(
-                f"give either CONFIG ({config}) to start a run or --resume ({resume}) to continue one, not both"
-            )
+    with user_errors():
+        source, resuming = _config_or_run(config, resume)
     settings = list(overrides or [])
     if device is not None:
         settings.append(f"trainer.device={device}")
@@ -231,24 +223,24 @@ def train(
     if nproc > 1:
         from trainctl.distributed import launch
 
-        arguments = [str(resume) if resume is not None else str(config)]
-        arguments[:0] = ["--resume"] if resume is not None else []
+        arguments = [str(source)]
+        arguments[:0] = ["--resume"] if resuming else []
         for setting in settings:
             arguments += ["--set", setting]
         arguments += (["--out", str(out)] if out is not None else []) + (["--quiet"] if quiet else [])
         arguments += ["--strict"] if strict else []
         with user_errors():
             # A bad config or run folder is reported once, before any process starts.
-            load_config(config if config is not None else RunFolder.open(resume).config_path, settings)
+            load_config(RunFolder.open(source).config_path if resuming else source, settings)
             code = launch(arguments, nproc)
         raise typer.Exit(code)
     with user_errors():
-        if resume is not None:
+        if resuming:
             if out is not None:
                 raise UserError("--out: a resumed run continues in its own folder")
-            result = resume_training(resume, settings, console=console, quiet=quiet)
+            result = resume_training(source, settings, console=console, quiet=quiet)
         else:
-            result = run_training(config, settings, out=out, console=console, quiet=quiet, strict=strict)
+            result = run_training(source, settings, out=out, console=console, quiet=quiet, strict=strict)
     if not result.summary:  # a process of rank > 0 in a run of several: rank 0 reports
         return
     if quiet:
@@ -261,6 +253,20 @@ def train(
     )
     _print_metrics(console, "test split, best checkpoint", summary["test"])
     console.print(f"run folder: {result.run.path}", markup=False, soft_wrap=True)
+
+
+def _config_or_run(config: Path | None, resume: Path | None) -> tuple[Path, bool]:
+    """What `train` starts from: a config file, or a run folder to resume (True). Exactly one is given."""
+    if resume is None and config is not None:
+        return config, False
+    if config is None and resume is not None:
+        return resume, True
+    if config is None:
+        raise UserError(
+            "nothing to train: give a CONFIG file to start a run (e.g. trainctl train "
+            "configs/digits_mlp.yaml), or --resume RUN_DIR to continue one"
+        )
+    raise UserError(f"give either CONFIG ({config}) to start a run or --resume ({resume}) to continue one, not both")
 
 
 @app.command()
@@ -618,7 +624,9 @@ def _print_listing(key: str, task: str | None = None) -> None:
     registry = REGISTRIES[key]
     entries = list(registry)
     if task is not None:
-        tasks = sorted({entry.info.get("task") for entry in entries} - {"any"})
+        # A loss registered without a task (a plugin's) is listed under no task, and is no task itself.
+        declared = {entry.info.get("task") for entry in entries}
+        tasks = sorted({name for name in declared if isinstance(name, str)} - {"any"})
         if task not in tasks:
             with user_errors():
                 raise UserError(f"--task: unknown task {task!r}; allowed: {', '.join(tasks)}")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TRANSFORMS
 from trainctl.components.losses import profile as loss_profile
@@ -113,6 +114,20 @@ class TrainerSettings(BaseModel):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # `precision: 32`
 
 
+class ResolvedEarlyStopping(EarlyStoppingSettings):
+    """early_stopping as a validated config holds it: its monitor and mode filled in."""
+
+    monitor: str
+    mode: Literal["min", "max"]
+
+
+class ResolvedTrainerSettings(TrainerSettings):
+    """trainer as a validated config holds it: the monitor and early stopping resolved."""
+
+    monitor: str
+    early_stopping: ResolvedEarlyStopping | None = None
+
+
 class LoggingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     tensorboard: bool = False  # also write TensorBoard event files (pip install tensorboard)
@@ -186,7 +201,7 @@ class Config:
     loss: Component
     optimizer: Component
     scheduler: Component | None
-    trainer: TrainerSettings  # monitor and early_stopping resolved
+    trainer: ResolvedTrainerSettings
     metrics: list[str]
     output_dir: str
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -238,7 +253,7 @@ def _allowed_keys(loc: Key) -> list[str]:
     parent = loc[:-1]
     if parent == ():
         return list(_File.model_fields)
-    sections = {
+    sections: dict[Key, type[BaseModel]] = {
         ("trainer",): TrainerSettings,
         ("trainer", "early_stopping"): EarlyStoppingSettings,
         ("logging",): LoggingSettings,
@@ -250,7 +265,7 @@ def _allowed_keys(loc: Key) -> list[str]:
     return []
 
 
-def _message(error: dict[str, Any], loc: Key) -> str:
+def _message(error: ErrorDetails, loc: Key) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc)
@@ -273,6 +288,10 @@ def _message(error: dict[str, Any], loc: Key) -> str:
     return f"{message} (got {shown(error['input'])})"
 
 
+@overload
+def located_problem(error: UserError, source: SourceMap, default: Key) -> Problem: ...
+@overload
+def located_problem(error: UserError, source: SourceMap, default: None = None) -> Problem | None: ...
 def located_problem(error: UserError, source: SourceMap, default: Key | None = None) -> Problem | None:
     """A builder's error as a problem at its place: the `--set` or the line of the config key its
     message starts with (`data.target: no column ...`), else of `default` (None: no place known)."""
@@ -294,7 +313,7 @@ def _pydantic_problems(error: ValidationError, source: SourceMap, prefix: Key = 
 
 
 def _check_component(
-    loc: Key, raw: Any, registry: Registry, source: SourceMap, problems: list[Problem], skip: set[str] = frozenset()
+    loc: Key, raw: Any, registry: Registry, source: SourceMap, problems: list[Problem], skip: Set[str] = frozenset()
 ) -> Component | None:
     """The component at `loc`, its parameters validated and defaults filled; None on problems.
 
@@ -388,15 +407,15 @@ def _check_pairings(
         monitor = "val/accuracy" if task_kind == "classification" and "accuracy" in metrics else "val/loss"
     allowed_monitors = ["val/loss", *(f"val/{m}" for m in metrics)]
     stopping = shape.trainer.early_stopping
-    watched = [(("trainer", "monitor"), monitor)]
+    watched: list[tuple[tuple[str, ...], str]] = [(("trainer", "monitor"), monitor)]
     if stopping is not None and stopping.monitor is not None:
         watched.append((("trainer", "early_stopping", "monitor"), stopping.monitor))
-    for loc, value in watched:
+    for monitor_loc, value in watched:
         if value not in allowed_monitors:
             problems.append(
                 Problem(
-                    source.where(loc),
-                    ".".join(loc),
+                    source.where(monitor_loc),
+                    ".".join(monitor_loc),
                     f"cannot monitor {value!r}{suggest(value, allowed_monitors)}; allowed: {', '.join(allowed_monitors)}",
                 )
             )
@@ -425,13 +444,14 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         )
         for section, registry in COMPONENT_SECTIONS.items()
     }
-    if problems or shape is None:
+    dataset, model, loss, optimizer = (components[section] for section in ("data", "model", "loss", "optimizer"))
+    # A required section checks to None only with a problem reported; the tests below narrow the types.
+    if problems or shape is None or dataset is None or model is None or loss is None or optimizer is None:
         raise ConfigError(problems)
 
-    transforms = _check_transforms(shape.data.transforms, data.get("data") or {}, components["data"], source, problems)
+    transforms = _check_transforms(shape.data.transforms, data.get("data") or {}, dataset, source, problems)
     if problems:
         raise ConfigError(problems)
-    dataset = components["data"]
     entry = DATASETS.get(dataset.name)
     if "task_of" in entry.info and dataset.params.get("task", "auto") == "auto":
         # A file's dataset: its task is read from the file once, and saved resolved with the run.
@@ -439,8 +459,8 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
             kind = entry.info["task_of"](dataset.params)
         except UserError as error:
             raise ConfigError([located_problem(error, source, ("data", "path"))]) from None
-        components["data"] = Component(dataset.name, {**dataset.params, "task": kind})
-    metrics, monitor, pairing_problems = _check_pairings(shape, components["data"], components["loss"], source)
+        dataset = Component(dataset.name, {**dataset.params, "task": kind})
+    metrics, monitor, pairing_problems = _check_pairings(shape, dataset, loss, source)
     if pairing_problems:
         raise ConfigError(pairing_problems)
 
@@ -451,10 +471,10 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         data=DataSettings(
             **{key: getattr(data_settings, key) for key in DATA_SETTINGS if key != "transforms"}, transforms=transforms
         ),
-        dataset=components["data"],
-        model=components["model"],
-        loss=components["loss"],
-        optimizer=components["optimizer"],
+        dataset=dataset,
+        model=model,
+        loss=loss,
+        optimizer=optimizer,
         scheduler=components["scheduler"],
         trainer=_resolve_trainer(shape.trainer, monitor),
         metrics=metrics,
@@ -487,7 +507,8 @@ def _check_transforms(
         if items is None:
             resolved[phase] = None
             continue
-        resolved[phase] = []
+        checked: list[dict[str, Any]] = []
+        resolved[phase] = checked
         for index, item in enumerate(items):
             loc = ("data", "transforms", phase, index)
             component = _check_component(loc, item, TRANSFORMS, source, problems)
@@ -502,18 +523,21 @@ def _check_transforms(
                         "time, so random transforms belong in data.transforms.train",
                     )
                 )
-            resolved[phase].append({"name": component.name, **component.params})
+            checked.append({"name": component.name, **component.params})
     return resolved
 
 
-def _resolve_trainer(trainer: TrainerSettings, monitor: str) -> TrainerSettings:
+def _resolve_trainer(trainer: TrainerSettings, monitor: str) -> ResolvedTrainerSettings:
     """Fill in what defaults to something else: the monitor, and early stopping's monitor and mode."""
-    stopping = trainer.early_stopping
-    if stopping is not None:
-        watched = stopping.monitor or monitor
-        mode = stopping.mode if stopping.mode != "auto" else metric_goal(watched)
-        stopping = stopping.model_copy(update={"monitor": watched, "mode": mode})
-    return trainer.model_copy(update={"monitor": monitor, "early_stopping": stopping})
+    stopping = None
+    if trainer.early_stopping is not None:
+        settings = trainer.early_stopping
+        watched = settings.monitor or monitor
+        mode = settings.mode if settings.mode != "auto" else metric_goal(watched)
+        stopping = ResolvedEarlyStopping.model_validate({**settings.model_dump(), "monitor": watched, "mode": mode})
+    return ResolvedTrainerSettings.model_validate(
+        {**trainer.model_dump(), "monitor": monitor, "early_stopping": stopping}
+    )
 
 
 def default_run_name(config_path: str | Path) -> str:

@@ -48,16 +48,9 @@ class Split:
         if isinstance(self.inputs, StreamedInputs):
             return self.inputs.batches(positions, epoch)
         if self.lengths is not None:  # padded per batch: to the longest text in it, found for all batches at once
-            widths = self.batch_widths(positions)
+            widths = batch_widths(self.lengths, positions)
             return (self.inputs[index, :width] for index, width in zip(positions, widths))
         return (self.inputs[index] for index in positions)
-
-    def batch_widths(self, positions: list[torch.Tensor]) -> list[int]:
-        """Each batch's longest text, read with one copy to the host for the whole epoch."""
-        if not positions:
-            return []
-        lengths = self.lengths[torch.cat(positions).cpu()].split([len(index) for index in positions])
-        return [int(part.max()) for part in lengths]
 
     def first_inputs(self, count: int) -> torch.Tensor:
         if isinstance(self.inputs, StreamedInputs):
@@ -74,6 +67,14 @@ class Split:
             inputs = ranks.shard(self.inputs)
         lengths = ranks.shard(self.lengths) if self.lengths is not None else None
         return Split(inputs, ranks.shard(self.labels), ranks.shard(self.targets), lengths=lengths)
+
+
+def batch_widths(lengths: torch.Tensor, positions: list[torch.Tensor]) -> list[int]:
+    """Each batch's longest text, read with one copy to the host for the whole epoch."""
+    if not positions:
+        return []
+    per_batch = lengths[torch.cat(positions).cpu()].split([len(index) for index in positions])
+    return [int(part.max()) for part in per_batch]
 
 
 @dataclass
@@ -130,6 +131,8 @@ def outputs_to_predictions(
             return outputs.exp()
         if layout == "mean_variance":
             outputs = outputs[:, : task.num_targets]
+        if target_mean is None or target_std is None:  # targets learned in the data's units
+            return outputs
         return outputs * target_std + target_mean
     if outputs.shape[-1] == 1:  # one logit for a binary task
         return (outputs[:, 0] > 0).long()
@@ -241,7 +244,7 @@ def prepare_data(
     if raw.images is not None:  # through the transforms: tensors, or streamed (files, augmentation)
         options = images or ImageOptions(None, 0, LoaderSettings())
         prepared = prepare_images(raw.images, (train_idx, val_idx, test_idx), options, device)
-        inputs = (prepared.train, prepared.val, prepared.test)
+        inputs: tuple[torch.Tensor | StreamedInputs, ...] = (prepared.train, prepared.val, prepared.test)
         input_shape, encoding = prepared.input_shape, prepared.encoding
     else:
         if raw.fit_inputs is not None:  # a table or text: encoded by what the training rows show
@@ -256,24 +259,31 @@ def prepare_data(
     if raw.corrupt_train_targets is not None:
         y_train = raw.corrupt_train_targets(y_train, np.random.default_rng(split_seed))
 
+    target_scale: tuple[torch.Tensor, torch.Tensor] | None = None  # regression only: the targets' mean and std
+    if raw.task.kind == "regression" and not plan.scale_targets:
+        target_scale = (
+            to_tensor(np.zeros(raw.task.num_targets), torch.float32),
+            to_tensor(np.ones(raw.task.num_targets), torch.float32),
+        )
+    elif raw.task.kind == "regression":
+        spread = y_train.std(axis=0)
+        target_scale = (
+            to_tensor(y_train.mean(axis=0), torch.float32),
+            to_tensor(np.where(spread > 0, spread, 1.0), torch.float32),
+        )
+    target_mean, target_std = target_scale if target_scale is not None else (None, None)
+
     def make_split(x: torch.Tensor | StreamedInputs, y: np.ndarray, rows: np.ndarray) -> Split:
         lengths = None
-        if encoding is not None and "text" in encoding:  # token ids padded with 0 on the right
+        # Text: token ids padded with 0 on the right (text is never streamed).
+        if isinstance(x, torch.Tensor) and encoding is not None and "text" in encoding:
             lengths = (x != 0).sum(dim=1).clamp(min=1).cpu()
-        if raw.task.kind == "classification":
+        if target_scale is None:  # classification
             labels = to_tensor(y, torch.int64)
             return Split(x, labels, encode_targets(labels, plan, raw.task), rows, lengths)
         labels = to_tensor(y, torch.float32)
-        return Split(x, labels, (labels - target_mean) / target_std, rows, lengths)
-
-    target_mean = target_std = None
-    if raw.task.kind == "regression" and not plan.scale_targets:
-        target_mean = to_tensor(np.zeros(raw.task.num_targets), torch.float32)
-        target_std = to_tensor(np.ones(raw.task.num_targets), torch.float32)
-    elif raw.task.kind == "regression":
-        target_mean = to_tensor(y_train.mean(axis=0), torch.float32)
-        std = y_train.std(axis=0)
-        target_std = to_tensor(np.where(std > 0, std, 1.0), torch.float32)
+        mean, std = target_scale
+        return Split(x, labels, (labels - mean) / std, rows, lengths)
 
     return PreparedData(
         train=make_split(inputs[0], y_train, train_idx),
@@ -311,7 +321,7 @@ def shuffled_batches(
 
 def ordered_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     starts = range(0, len(split), batch_size)
-    if split.streamed:
+    if isinstance(split.inputs, StreamedInputs):
         positions = [torch.arange(start, min(start + batch_size, len(split))) for start in starts]
         batches = split.batch_inputs(positions, epoch=0)
     elif split.lengths is not None:  # text: each batch cut to its longest (the lengths live on the CPU)

@@ -9,6 +9,7 @@ Each split becomes either a preloaded tensor or streamed inputs (`trainctl.strea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ CHUNK = 1024  # in-memory images transformed at a time
 
 @dataclass(frozen=True)
 class ImageOptions:
-    transforms: dict[str, list[dict[str, Any]]] | None  # data.transforms: train and eval lists
+    transforms: dict[str, list[dict[str, Any]] | None] | None  # data.transforms: train and eval lists, None: default
     seed: int  # seeds each sample's augmentation, with the epoch and the row
     loader: LoaderSettings
 
@@ -69,7 +70,9 @@ def reader_of(source: ImageSource) -> SampleReader:
     return ImageFiles(source.files, source.channels, source.size)
 
 
-def resolve_transforms(settings: dict[str, list[dict[str, Any]]] | None, statistics: Any) -> dict[str, list[dict]]:
+def resolve_transforms(
+    settings: dict[str, list[dict[str, Any]] | None] | None, statistics: Callable[[], tuple[list[float], list[float]]]
+) -> dict[str, list[dict[str, Any]]]:
     """The train and eval lists, defaults filled in: a list left out is `[normalize]`, and a
     normalize without mean and std gets the dataset's (`statistics()`, called only if needed)."""
     resolved, known = {}, None
@@ -85,7 +88,7 @@ def resolve_transforms(settings: dict[str, list[dict[str, Any]]] | None, statist
     return resolved
 
 
-def _statistics(reader: SampleReader, source: ImageSource, train_rows: np.ndarray) -> tuple[list, list]:
+def _statistics(reader: SampleReader, source: ImageSource, train_rows: np.ndarray) -> tuple[list[float], list[float]]:
     """Mean and standard deviation per channel of the training images as read: the dataset's
     published values when it has them, else computed (from up to STATISTICS_SAMPLE files)."""
     if source.statistics is not None:

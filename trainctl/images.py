@@ -35,8 +35,8 @@ def read_image(path: Path | str, channels: int, size: tuple[int, int] | None = N
     """One image as a C×H×W float32 array in [0, 1]: grayscale or RGB, resized to (H, W) if given."""
     from PIL import Image
 
-    with _image_errors(path), Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
+    with _image_errors(path), Image.open(path) as opened:
+        image = opened.convert("L" if channels == 1 else "RGB")
         if size is not None:
             image = image.resize((size[1], size[0]))
         pixels = np.asarray(image, dtype=np.float32) / 255.0

@@ -166,6 +166,12 @@ class BagOfEmbeddings(nn.Module):
         return self.head(self.bag(ids.long()))
 
 
+def _pair(sizes: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's size as the pair it is; torch types the sizes of every convolution as tuples of any length."""
+    first, second = sizes
+    return first, second
+
+
 def adapt_first_conv(model: nn.Module, channels: int) -> None:
     """Give the first convolution `channels` inputs (architectures are built for RGB)."""
     for parent in model.modules():
@@ -178,10 +184,10 @@ def adapt_first_conv(model: nn.Module, channels: int) -> None:
                         nn.Conv2d(
                             channels,
                             child.out_channels,
-                            child.kernel_size,
-                            child.stride,
-                            child.padding,
-                            child.dilation,
+                            _pair(child.kernel_size),
+                            _pair(child.stride),
+                            child.padding if isinstance(child.padding, str) else _pair(child.padding),
+                            _pair(child.dilation),
                             child.groups,
                             child.bias is not None,
                         ),

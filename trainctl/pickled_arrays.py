@@ -9,6 +9,7 @@ made of, and refuses every other global, the way `torch.load(weights_only=True)`
 from __future__ import annotations
 
 import codecs
+import importlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,10 @@ from trainctl.errors import UserError
 
 def _reconstruct() -> Any:
     try:
-        from numpy._core.multiarray import _reconstruct
+        multiarray = importlib.import_module("numpy._core.multiarray")
     except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    return multiarray._reconstruct
 
 
 # What a numpy array pickled with protocol 2 (as the CIFAR files are) is made of.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from trainctl.errors import UserError
 
@@ -183,8 +183,12 @@ def _task_problem(task: Any) -> str | None:
     return None
 
 
+def _is_shape(value: Any) -> TypeGuard[list[int]]:
+    return isinstance(value, list) and bool(value) and all(_is_count(size) for size in value)
+
+
 def _shape_problem(shape: Any, key: str) -> str | None:
-    if not isinstance(shape, list) or not shape or not all(_is_count(size) for size in shape):
+    if not _is_shape(shape):
         return f"{key} is {shape!r}, not a list of sizes"
     return None
 
@@ -229,10 +233,10 @@ def _image_problem(image: Any) -> str | None:
     if not isinstance(image, dict):
         return "image is not an object"
     shape = image.get("source_shape")
-    if _shape_problem(shape, "image.source_shape") or len(shape) != 3 or shape[0] not in (1, 3):
+    if not _is_shape(shape) or len(shape) != 3 or shape[0] not in (1, 3):
         return f"image.source_shape is {shape!r}, not [channels, height, width]"
     resize = image.get("resize")
-    if resize is not None and (_shape_problem(resize, "image.resize") or len(resize) != 2):
+    if resize is not None and (not _is_shape(resize) or len(resize) != 2):
         return f"image.resize is {resize!r}, not [height, width]"
     transforms = image.get("transforms", [])
     if not isinstance(transforms, list) or not all(

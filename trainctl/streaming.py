@@ -123,7 +123,10 @@ class StreamedInputs:
     seed: int
     device: torch.device
     loader: LoaderSettings
-    _data_loader: Any = field(default=None, init=False, repr=False)  # made on first use, kept for persistent workers
+    _data_loader: torch.utils.data.DataLoader | None = field(
+        default=None, init=False, repr=False
+    )  # made on first use, kept for persistent workers
+    _epoch_batches: _EpochBatches = field(default_factory=_EpochBatches, init=False, repr=False)  # its batch sampler
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -146,7 +149,7 @@ class StreamedInputs:
         keys = list(zip(rows.tolist(), seeds))
         loader = self._loader()
         ends = np.cumsum([len(p) for p in positions])
-        loader.batch_sampler.batches = [keys[end - len(p) : end] for p, end in zip(positions, ends)]
+        self._epoch_batches.batches = [keys[end - len(p) : end] for p, end in zip(positions, ends)]
         for batch in loader:
             yield self._on_device(batch)
 
@@ -164,7 +167,7 @@ class StreamedInputs:
             workers = self.loader.num_workers
             self._data_loader = torch.utils.data.DataLoader(
                 _Samples(self.reader, self.transform, self.random),
-                batch_sampler=_EpochBatches(),
+                batch_sampler=self._epoch_batches,
                 num_workers=workers,
                 collate_fn=_unchanged,
                 pin_memory=self._pins,

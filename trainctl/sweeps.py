@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
@@ -79,7 +79,7 @@ class SweepSetup:
     jobs: int
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         return "minimize" if goal(self.monitor) == "min" else "maximize"
 
     def definition(self) -> dict[str, Any]:
@@ -558,7 +558,11 @@ def _write_base_config(setup: SweepSetup) -> None:
 def leaderboard(study: Any, direction: str) -> list[LeaderboardRow]:
     rows = [_row(trial) for trial in _current_trials(study)]
     sign = -1.0 if direction == "maximize" else 1.0
-    done = sorted((r for r in rows if r.status == "done"), key=lambda r: (sign * r.value, r.trial))
+    # A done trial always has its value (optuna's complete trials do); one without would sort last.
+    done = sorted(
+        (r for r in rows if r.status == "done"),
+        key=lambda r: (sign * r.value if r.value is not None else math.inf, r.trial),
+    )
     return done + [r for r in rows if r.status != "done"]
 
 

@@ -17,6 +17,9 @@ TaskKind = Literal["classification", "regression"]
 #   binary:       0/1 per output; one output on a binary dataset, one-vs-rest on more classes
 #   distribution: probability vectors; on a classification dataset, one-hot vectors
 TargetKind = Literal["index", "value", "binary", "distribution"]
+# Regression only. values: outputs are predictions; log_rate: exp(output) is (Poisson);
+# mean_variance: the first half of the outputs are predictions, the second half variances.
+OutputLayout = Literal["values", "log_rate", "mean_variance"]
 
 LOSS_TASKS: dict[TargetKind, tuple[TaskKind, ...]] = {
     "index": ("classification",),
@@ -54,9 +57,7 @@ class TargetPlan:
 
     num_outputs: int
     encoding: Literal["index", "value", "one_hot", "binary_column"]
-    # Regression only. values: outputs are predictions; log_rate: exp(output) is (Poisson);
-    # mean_variance: the first half of the outputs are predictions, the second half variances.
-    layout: Literal["values", "log_rate", "mean_variance"] = "values"
+    layout: OutputLayout = "values"
 
     @property
     def scale_targets(self) -> bool:
@@ -74,10 +75,10 @@ def incompatibility(loss_name: str, target: TargetKind, dataset_name: str, task_
     )
 
 
-def plan_targets(target: TargetKind, task: Task, layout: str = "values") -> TargetPlan:
+def plan_targets(target: TargetKind, task: Task, layout: OutputLayout = "values") -> TargetPlan:
     if task.kind == "regression":
         outputs = task.num_targets * (2 if layout == "mean_variance" else 1)
-        return TargetPlan(outputs, "value", layout)  # type: ignore[arg-type]
+        return TargetPlan(outputs, "value", layout)
     if target == "index":
         return TargetPlan(task.num_classes, "index")
     if target == "binary" and task.num_classes == 2:

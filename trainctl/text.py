@@ -53,7 +53,8 @@ class TextEncoding:
     def without_known_tokens(ids: np.ndarray) -> np.ndarray:
         """Which rows of `transform`'s output hold no token of the vocabulary: only <unk> and <pad>.
         A model can only guess from its biases there, however confident its output looks."""
-        return ~(np.asarray(ids) > 1).any(axis=1)
+        # An array per row of 2-D ids; np.asarray because numpy types `any` over an axis as maybe a scalar.
+        return ~np.asarray((np.asarray(ids) > 1).any(axis=1))
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "lowercase": self.lowercase, "vocabulary": self.vocabulary, "length": self.length}

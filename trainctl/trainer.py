@@ -83,6 +83,12 @@ class EpochProgress:
         sizes = torch.tensor(batch_sizes, dtype=torch.float32, device=device)
         return cls(torch.zeros(len(batch_sizes), device=device), sizes, steps=0)
 
+    def mean_loss(self) -> float:
+        """The finished epoch's mean training loss, from the totals `train_one_epoch` read."""
+        if self.totals is None:
+            raise RuntimeError("an interrupted epoch has no totals")
+        return self.totals[0] / self.totals[1]
+
     def loss_sum(self) -> torch.Tensor:
         return (self.step_losses[: self.steps] * self.batch_sizes[: self.steps]).sum()
 
@@ -462,7 +468,7 @@ class Trainer:
                 )
                 row = {
                     "epoch": epoch,
-                    "train/loss": progress.totals[0] / progress.totals[1],
+                    "train/loss": progress.mean_loss(),
                     **validation.flat("val"),
                     "lr": self.optimizer.param_groups[0]["lr"],  # the rate this epoch ended with
                     **logged_values(self.loss_fn),
@@ -489,6 +495,8 @@ class Trainer:
         finally:
             writer.close()
             self.reporter.finish()
+        if state.best_value is None:  # every fit ends at least one epoch, or resumes a run that did
+            raise RuntimeError("training ended without a finished epoch")
         return FitResult(
             state.best_epoch, float(state.best_value), time.perf_counter() - started, state.stopped_early, history
         )

@@ -58,7 +58,11 @@ class RandomStates:
 
     @classmethod
     def capture(cls, shuffle: torch.Generator, shuffle_at_epoch_start: torch.Tensor) -> RandomStates:
-        kind, keys, position, has_gauss, cached = np.random.get_state()
+        # legacy=True is numpy's default, given because numpy's stub defaults it to False.
+        numpy_state = np.random.get_state(legacy=True)
+        if isinstance(numpy_state, dict):  # only for a generator other than MT19937 set with set_bit_generator
+            raise TypeError("numpy's global random generator is not MT19937, whose state a checkpoint keeps")
+        kind, keys, position, has_gauss, cached = numpy_state
         version, internal, gauss_next = random.getstate()
         return cls(
             torch_cpu=torch.get_rng_state(),

@@ -7,7 +7,7 @@ import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -74,10 +74,13 @@ def train_config(
             from trainctl.tensorboard import summary_writer_class
 
             summary_writer_class()
-        run = RunFolder.create(config.output_dir, config.name, out) if ranks.is_main else None
-        if ranks.distributed:  # every rank takes part in the broadcast; rank 0 keeps the folder it claimed
-            shared = ranks.broadcast(str(run.path) if run else None)
-            run = run or RunFolder(Path(shared))
+        # With several processes every rank takes part in the broadcast; rank 0 keeps the folder it claimed.
+        if ranks.is_main:
+            run = RunFolder.create(config.output_dir, config.name, out)
+            if ranks.distributed:
+                ranks.broadcast(str(run.path))
+        else:
+            run = RunFolder(Path(ranks.broadcast(None)))
         with _writing(run, ranks.is_main, discard_untrained=True):
             if ranks.is_main:
                 run.write_config(config.to_dict())
@@ -149,14 +152,15 @@ def _resume_claimed(
             check_resumable(checkpoint, trainer, last)  # a damaged or foreign one is named before any of it is used
             state, rng = trainer.load_checkpoint_state(checkpoint)
         epochs = config.trainer.epochs
+        step_schedule = config.scheduler if parts.scheduler_interval == "step" else None
         if epochs != saved.trainer.epochs:
-            if parts.scheduler_interval == "step":
+            if step_schedule is not None:
                 from trainctl.components import SCHEDULERS
 
                 per_epoch = [entry.name for entry in SCHEDULERS if entry.info.get("interval") == "epoch"]
                 raise UserError(
                     f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
-                    f"{config.scheduler.name!r} laid its schedule out over {saved.trainer.epochs} epochs "
+                    f"{step_schedule.name!r} laid its schedule out over {saved.trainer.epochs} epochs "
                     f"and ends it there; a run with no scheduler or one that steps per epoch "
                     f"({', '.join(per_epoch)}) can be extended; for this one, train a new run with "
                     f"--set trainer.epochs={epochs}"
@@ -168,8 +172,8 @@ def _resume_claimed(
             why = "stopped early" if state.stopped_early else f"finished all {state.epoch} epochs"
             how = (
                 "extend it with --set trainer.epochs=N"
-                if parts.scheduler_interval != "step"
-                else f"its {config.scheduler.name} schedule ends with the run, so for more epochs train a new run "
+                if step_schedule is None
+                else f"its {step_schedule.name} schedule ends with the run, so for more epochs train a new run "
                 "with --set trainer.epochs=N"
             )
             raise UserError(f"{run.path}: nothing to resume: the run {why}; {how}")
@@ -287,7 +291,9 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
         max_skipped_steps=settings.max_skipped_steps,
         resume_hint=f"trainctl train --resume {run.path}",
         precision=check_precision(settings.precision, parts.device),
-        compiled_model=torch.compile(parts.model) if settings.compile else None,
+        # torch.compile of a Module returns an OptimizedModule, a Module sharing its weights; its stub
+        # types the result only as a callable, so the cast restores what it is.
+        compiled_model=cast(torch.nn.Module, torch.compile(parts.model)) if settings.compile else None,
         ranks=parts.ranks,
     )
 
@@ -358,12 +364,13 @@ def _fit_and_test(
     with new_output(run.path / "curves.png", "curves", force=True) as image:
         plot_runs([(config.name, history, config.trainer.monitor)], image)
     run.write_json("summary.json", summary)  # last: a run with a summary is finished, a resume refuses it
+    stopping = config.trainer.early_stopping
     if not quiet:
-        if fit.stopped_early:
+        if fit.stopped_early and stopping is not None:  # only early stopping stops early
             console.print(
                 f"early stopping after epoch {len(history)}: "
-                f"{config.trainer.early_stopping.monitor} did not improve for "
-                f"{config.trainer.early_stopping.patience} epochs",
+                f"{stopping.monitor} did not improve for "
+                f"{stopping.patience} epochs",
                 highlight=False,
             )
         hint = diagnosis.hint[:1].upper() + diagnosis.hint[1:]

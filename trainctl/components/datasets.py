@@ -32,7 +32,7 @@ class ImageSource:
     """
 
     pixels: Any = None  # numpy uint8 array (N, C, H, W): MNIST, CIFAR
-    files: list[str] | None = None  # one image file per sample: image folders
+    files: list[str] = field(default_factory=list)  # one image file per sample: image folders
     channels: int = 1
     size: tuple[int, int] | None = None  # files are resized to (height, width) on reading
     statistics: tuple[list[float], list[float]] | None = None  # the dataset's well-known mean and std per channel
@@ -467,7 +467,7 @@ def image_folder(
         raise UserError(f"data.image_size: expected [height, width], got {image_size}")
     paths, labels, classes = _find_images(root, None)
     task = classification_task(tuple(classes), f"data.root: {root} (one sub-folder per class)")
-    given = {}
+    given: dict[str, np.ndarray] = {}
     for key, folder in (("val_rows", val_root), ("test_rows", test_root)):
         if folder is not None:
             more, more_labels, _ = _find_images(folder, classes)
@@ -478,14 +478,15 @@ def image_folder(
         listed = ", ".join(f"{width}×{height}" for width, height in sorted(set(sizes))[:4])
         raise UserError(f"data: the images under {root} have different sizes ({listed}); set data.image_size: [H, W]")
     height, width = image_size if image_size is not None else sizes[0][::-1]
-    source = ImageSource(files=paths, channels=channels, size=tuple(image_size) if image_size is not None else None)
+    source = ImageSource(files=paths, channels=channels, size=(height, width) if image_size is not None else None)
     return RawData(
         np.zeros((len(paths), 0), dtype="float32"),
         np.array(labels, dtype="int64"),
         task,
         (channels, height, width),
         images=source,
-        **given,
+        val_rows=given.get("val_rows"),
+        test_rows=given.get("test_rows"),
     )
 
 

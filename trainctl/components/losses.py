@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trainctl.errors import UserError
 from trainctl.registry import Registry
-from trainctl.task import TARGET_DESCRIPTIONS, TargetPlan, Task
+from trainctl.task import TARGET_DESCRIPTIONS, OutputLayout, TargetKind, TargetPlan, Task
 
 LOSSES = Registry("loss")
 
@@ -34,9 +34,9 @@ class LossContext:
 
 @dataclass(frozen=True)
 class LossProfile:
-    target: str
+    target: TargetKind
     input: str
-    layout: str = "values"
+    layout: OutputLayout = "values"
 
 
 def profile(name: str, params: dict[str, Any]) -> LossProfile:

@@ -8,7 +8,7 @@ Averages over classes are macro averages over every class of the dataset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -103,7 +103,7 @@ DEFAULT_METRICS: dict[str, list[str]] = {
 }
 
 
-def goal(key: str) -> str:
+def goal(key: str) -> Literal["min", "max"]:
     """'min' or 'max' for a logged key such as 'val/loss' or 'val/accuracy'."""
     name = key.split("/")[-1]
     return METRICS.get(name).info["goal"] if name in METRICS else "min"

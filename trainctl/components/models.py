@@ -33,7 +33,8 @@ class ModelContext:
 def mlp(
     context: ModelContext,
     *,
-    hidden: list[Width] = (256, 256),  # sizes of the hidden layers
+    # A list default is the config's value as it is written; builders never change their parameters.
+    hidden: list[Width] = [256, 256],  # noqa: B006  sizes of the hidden layers
     activation: Activation = "relu",
     dropout: Dropout = 0.0,
     batch_norm: bool = False,
@@ -53,7 +54,7 @@ def mlp(
 def cnn(
     context: ModelContext,
     *,
-    channels: list[Width] = (32, 64),  # one conv block per entry
+    channels: list[Width] = [32, 64],  # noqa: B006  one conv block per entry
     hidden: Width = 128,  # width of the fully connected layer
     activation: Activation = "relu",
     dropout: Dropout = 0.25,

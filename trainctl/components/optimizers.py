@@ -40,7 +40,7 @@ def adam(
 ) -> Any:
     import torch
 
-    return torch.optim.Adam(parameters, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    return torch.optim.Adam(parameters, lr=lr, betas=(betas[0], betas[1]), eps=eps, weight_decay=weight_decay)
 
 
 @OPTIMIZERS.register("adamw", summary="AdamW: Adam with weight decay decoupled from the gradient step")
@@ -54,7 +54,7 @@ def adamw(
 ) -> Any:
     import torch
 
-    return torch.optim.AdamW(parameters, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    return torch.optim.AdamW(parameters, lr=lr, betas=(betas[0], betas[1]), eps=eps, weight_decay=weight_decay)
 
 
 @OPTIMIZERS.register("rmsprop", summary="RMSprop: steps scaled by a running mean of squared gradients")

@@ -78,8 +78,9 @@ def random_resized_crop(
     context: Any,
     *,
     size: Size,
-    scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = (0.08, 1.0),
-    ratio: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = (0.75, 4 / 3),
+    # List defaults are the config's values as they are written; builders never change their parameters.
+    scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = [0.08, 1.0],  # noqa: B006
+    ratio: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = [0.75, 4 / 3],  # noqa: B006
 ) -> Any:
     return v2().RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), antialias=True)
 
@@ -146,6 +147,6 @@ def random_erasing(
     context: Any,
     *,
     p: Probability = 0.5,
-    scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = (0.02, 0.33),
+    scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = [0.02, 0.33],  # noqa: B006
 ) -> Any:
     return v2().RandomErasing(p, scale=tuple(scale))
