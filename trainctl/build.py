@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -143,7 +143,7 @@ class ModelParts:
 
 @dataclass
 class TrainingParts(ModelParts):
-    optimizer: torch.optim.Optimizer | None = None
+    optimizer: torch.optim.Optimizer = field(kw_only=True)  # keyword-only: it follows fields with defaults
     scheduler: Any | None = None
     scheduler_interval: str = "epoch"
 
@@ -172,4 +172,13 @@ def build_training(config: Config, ranks: Ranks = SINGLE) -> TrainingParts:
         context = SchedulerContext(optimizer, config.trainer.epochs, steps)
         with config.errors_located(), refused_by_torch("scheduler"):
             scheduler, interval = entry.build(context, config.scheduler.params), entry.info["interval"]
-    return TrainingParts(parts.data, parts.model, parts.loss_fn, parts.device, ranks, optimizer, scheduler, interval)
+    return TrainingParts(
+        parts.data,
+        parts.model,
+        parts.loss_fn,
+        parts.device,
+        ranks,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scheduler_interval=interval,
+    )

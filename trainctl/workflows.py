@@ -7,7 +7,7 @@ import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,12 +16,21 @@ from trainctl.config import Config, load_config
 from trainctl.errors import UserError
 from trainctl.runs import RunFolder
 
+if TYPE_CHECKING:  # torch stays out of commands that do not train
+    import torch
+
+    from trainctl.build import TrainingParts
+    from trainctl.distributed import Ranks
+    from trainctl.preflight import Finding
+    from trainctl.trainer import Trainer
+    from trainctl.training_state import RandomStates, TrainingState
+
 
 @dataclass
 class TrainResult:
     run: RunFolder
     summary: dict[str, Any]  # empty on ranks other than 0 of a run in several processes
-    model: Any = None  # the trained torch module, as the last epoch left it
+    model: torch.nn.Module | None = None  # the trained torch module, as the last epoch left it
 
 
 def train(
@@ -113,7 +122,7 @@ def resume(
 
 
 def _resume_claimed(
-    run: RunFolder, ranks: Any, overrides: list[str] | None, console: Console, quiet: bool
+    run: RunFolder, ranks: Ranks, overrides: list[str] | None, console: Console, quiet: bool
 ) -> TrainResult:
     from trainctl import distributed
     from trainctl.build import build_training
@@ -194,7 +203,7 @@ def _resume_claimed(
         return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng, warnings)
 
 
-def _restore_best_checkpoint(run: RunFolder, state: Any) -> None:
+def _restore_best_checkpoint(run: RunFolder, state: TrainingState) -> None:
     """Make best.pt hold the best epoch last.pt names. Checkpoints are written best first, so this
     holds after any kill; a run written the other way round (best.pt missing or older, killed
     between the two) gets best.pt back from last.pt when last.pt is that epoch's checkpoint."""
@@ -257,7 +266,7 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, quiet: bool) -> Any:
+def _make_trainer(config: Config, parts: TrainingParts, run: RunFolder, console: Console, quiet: bool) -> Trainer:
     import torch
 
     from trainctl.precision import check_precision
@@ -300,14 +309,14 @@ def _make_trainer(config: Config, parts: Any, run: RunFolder, console: Console, 
 
 def _fit_and_test(
     config: Config,
-    parts: Any,
+    parts: TrainingParts,
     run: RunFolder,
-    trainer: Any,
+    trainer: Trainer,
     console: Console,
     quiet: bool,
-    state: Any = None,
-    rng: Any = None,
-    warnings: list[Any] | None = None,
+    state: TrainingState | None = None,
+    rng: RandomStates | None = None,
+    warnings: list[Finding] | None = None,
 ) -> TrainResult:
     from trainctl.diagnosis import chance_levels, diagnose
     from trainctl.interrupts import graceful_stop
