@@ -117,8 +117,8 @@ def lint(
     task, plan = parts.data.task, parts.data.plan
     findings: list[Finding] = []
 
-    def add(level: str, check: str, message: str, fix: str) -> None:
-        findings.append(Finding(level, check, message, fix))  # type: ignore[arg-type]
+    def add(level: Literal["error", "warning"], check: str, message: str, fix: str) -> None:
+        findings.append(Finding(level, check, message, fix))
 
     for message, fix in parts.data.warnings:
         add("warning", "data", message, fix)
