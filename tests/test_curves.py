@@ -342,3 +342,17 @@ def test_compare_of_a_folder_of_runs_and_of_a_non_run(cli, two_runs, tmp_path):
     assert "not a run folder or a folder of runs" in result.stderr
     summary = json.loads((two_runs[0].run.path / "summary.json").read_text())
     assert summary["epochs_trained"] == 4
+
+
+@pytest.mark.parametrize("label", ["digits_mlp", "digits_mlp (optimizer.lr=0.01, model.hidden=[256, 256])"])
+def test_the_legend_fits_inside_the_figure_whatever_the_label(label):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rows = [{"epoch": e, "train/loss": 1 / e, "val/loss": 1.2 / e, "val/accuracy": 0.5 + e / 10} for e in (1, 2, 3)]
+    figure = curves_figure([(label, rows, "val/accuracy")])
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    legend = figure.legends[0].get_window_extent(renderer)
+    assert 0 <= legend.x0 and legend.x1 <= figure.bbox.width  # nothing of it cut off at the edge
+    for axes in figure.axes:
+        assert axes.get_window_extent(renderer).x1 <= legend.x0  # and it covers no curve

@@ -13,6 +13,8 @@ from typing import Any
 Curves = tuple[str, list[dict[str, Any]], str]  # label, metrics.jsonl rows, monitored key
 
 LOG_SCALE_SPAN = 30  # positive values whose largest is this many times the smallest are drawn on a log axis
+LEGEND_LEFT = 0.81  # where the legend starts, in figure width, right of both axes
+LEGEND_LABEL_FIT = 34  # characters of a run label that fit beside the axes at that width
 BEST_EPOCH = "best-epoch"  # the gid of each run's best-epoch marker
 
 
@@ -30,8 +32,13 @@ def curves_figure(runs: list[Curves]) -> Any:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(12, 4), layout="constrained")
+    # Labels that fit the right fifth get a fixed layout; longer ones (plot's overlays) matplotlib's
+    # constrained layout, which fits the legend to them but costs a quarter of a second per figure.
+    fitted = max(len(label) for label, _, _ in runs) > LEGEND_LABEL_FIT
+    figure = Figure(figsize=(12, 4), layout="constrained" if fitted else None)
     loss_axes, metric_axes = figure.subplots(1, 2)
+    if not fitted:
+        figure.subplots_adjust(left=0.06, right=LEGEND_LEFT - 0.02, bottom=0.13, top=0.9, wspace=0.25)
     monitors = list(dict.fromkeys(monitor for _, _, monitor in runs))
     handles = []
     for index, (label, rows, monitor) in enumerate(runs):
@@ -76,7 +83,10 @@ def curves_figure(runs: list[Curves]) -> Any:
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
     # Outside the axes, so it never covers a curve, however many runs and however long their labels.
-    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
+    if fitted:
+        figure.legend(handles=handles, loc="outside right upper", fontsize="small")
+    else:
+        figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(LEGEND_LEFT, 0.9), fontsize="small")
     return figure
 
 
