@@ -74,12 +74,9 @@ def test_a_csv_of_one_class_is_refused_before_a_run_folder_exists(cli, tmp_path)
     assert not (tmp_path / "runs").exists()
 
 
-def test_an_image_folder_of_one_class_is_refused_before_a_run_folder_exists(cli, tmp_path):
-    root = tmp_path / "images"
-    (root / "cat").mkdir(parents=True)
-    for i in range(4):
-        Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(root / "cat" / f"{i}.png")
-    config = write_config(
+def image_folder_config(tmp_path: Path, root: Path) -> Path:
+    """A one-epoch image_folder config over `root`, its runs under tmp_path/runs."""
+    return write_config(
         tmp_path,
         f"""
         data: {{name: image_folder, root: {root}, batch_size: 2, val_fraction: 0.25, test_fraction: 0.25}}
@@ -90,6 +87,14 @@ def test_an_image_folder_of_one_class_is_refused_before_a_run_folder_exists(cli,
         output_dir: {tmp_path / "runs"}
         """,
     )
+
+
+def test_an_image_folder_of_one_class_is_refused_before_a_run_folder_exists(cli, tmp_path):
+    root = tmp_path / "images"
+    (root / "cat").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(root / "cat" / f"{i}.png")
+    config = image_folder_config(tmp_path, root)
     line = one_line_error(cli("train", config))
     assert f"data.root: {root} (one sub-folder per class) holds only class 'cat'" in line
     assert not (tmp_path / "runs").exists()
@@ -116,17 +121,7 @@ def test_a_decompression_bomb_is_named_in_an_image_folder_and_by_read_image(cli,
         for i in range(3):
             Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(root / name / f"{i}.png")
     bomb = png_claiming(root / "dog" / "bomb.png", 20000, 20000)
-    config = write_config(
-        tmp_path,
-        f"""
-        data: {{name: image_folder, root: {root}, batch_size: 2, val_fraction: 0.25, test_fraction: 0.25}}
-        model: {{name: mlp, hidden: [8]}}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam}}
-        trainer: {{epochs: 1, device: cpu}}
-        output_dir: {tmp_path / "runs"}
-        """,
-    )
+    config = image_folder_config(tmp_path, root)
     line = one_line_error(cli("train", config))
     assert f"{bomb}: refused: the image is too large to decode safely" in line
     assert "400000000 pixels" in line

@@ -46,6 +46,7 @@ from trainctl import sweep_folder
 from trainctl.components.metrics import goal
 from trainctl.config import read_config, validate
 from trainctl.errors import EXIT_INTERRUPTED, UserError
+from trainctl.files import write_atomically
 from trainctl.interrupts import StopRequest, graceful_stop
 from trainctl.sweep_plan import SweepPlan, check_values, make_plan
 from trainctl.training_state import differing_keys
@@ -550,9 +551,7 @@ def _write_base_config(setup: SweepSetup) -> None:
     """The config the trials train, written once (the study's definition guards that it matches)."""
     path = setup.folder / BASE_CONFIG
     if not path.is_file():
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(dump_yaml(setup.base, sort_keys=False), encoding="utf-8")
-        os.replace(temporary, path)
+        write_atomically(dump_yaml(setup.base, sort_keys=False).encode("utf-8"), path)
 
 
 def leaderboard(study: Any, direction: str) -> list[LeaderboardRow]:
@@ -568,9 +567,9 @@ def leaderboard(study: Any, direction: str) -> list[LeaderboardRow]:
 
 def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], monitor: str) -> None:
     import csv
+    import io
 
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
+    with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "trial", "folder", *keys, monitor, "status", "seconds", "error"])
         for rank, row in enumerate(rows, 1):
@@ -586,7 +585,7 @@ def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], m
                     row.error,
                 ]
             )
-    os.replace(temporary, path)
+        write_atomically(handle.getvalue().encode("utf-8"), path)
 
 
 def leaderboard_table(rows: list[LeaderboardRow], keys: list[str], monitor: str) -> Any:
