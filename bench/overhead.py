@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from trainctl.build import build_model, build_training
-from trainctl.config import load_config
-from trainctl.progress import LiveReporter, QuietReporter
+from trainctl.config.loading import load_config
 from trainctl.runs import RunFolder
-from trainctl.trainer import Trainer
+from trainctl.training.build import build_model, build_training
+from trainctl.training.progress import LiveReporter, QuietReporter
+from trainctl.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 # No scheduler, no dropout: the hand-written loop is the plain one people write.

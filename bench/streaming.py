@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainctl.build import build_model, build_training
-from trainctl.config import load_config
-from trainctl.trainer import train_one_epoch
+from trainctl.config.loading import load_config
+from trainctl.training.build import build_model, build_training
+from trainctl.training.trainer import train_one_epoch
 
 SAMPLES = 12_000
 AUGMENT = "[{name: random_crop, size: 28, padding: 2}, {name: horizontal_flip}, {name: normalize}]"

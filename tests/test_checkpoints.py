@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from trainctl.checkpoint import load_checkpoint, save_checkpoint
 from trainctl.errors import UserError
+from trainctl.training.checkpoint import load_checkpoint, save_checkpoint
 from trainctl.workflows import evaluate_run
 
 

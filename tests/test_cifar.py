@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainctl.components import DATASETS
-from trainctl.components.datasets import STATISTICS
-from trainctl.config import load_config
+from trainctl.components.registries import DATASETS
+from trainctl.config.loading import load_config
+from trainctl.data.image_sources import STATISTICS
 from trainctl.errors import UserError
 from trainctl.workflows import validate
 

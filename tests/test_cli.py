@@ -216,7 +216,7 @@ def test_installed_help_is_fast_and_torch_free():
         [
             sys.executable,
             "-c",
-            "import sys, trainctl.cli, trainctl.components, trainctl.listing; "
+            "import sys, trainctl.cli, trainctl.components.registries, trainctl.reports.listing; "
             "print('torch' in sys.modules, 'sklearn' in sys.modules)",
         ],
         capture_output=True,
@@ -266,8 +266,8 @@ def test_every_loss_has_a_detail_page_with_a_valid_example(cli, tmp_path):
     """The example config of each loss's detail page validates as it is printed."""
     import yaml
 
-    from trainctl.components import LOSSES
     from trainctl.components.losses import profile
+    from trainctl.components.registries import LOSSES
 
     for name in LOSSES.names():
         page = cli("list-losses", name).stdout

@@ -13,7 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from trainctl.cli import app
-from trainctl.compare import compare_runs, comparison_tables, expand_runs, run_labels
+from trainctl.reports.compare import compare_runs, comparison_tables, expand_runs, run_labels
 from trainctl.runs import RunFolder
 
 BASE = {

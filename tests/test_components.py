@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from trainctl.components import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
-from trainctl.config import load_config
+from trainctl.components.registries import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from trainctl.config.loading import load_config
 from trainctl.workflows import train
 
 from conftest import tiny_config
@@ -107,7 +107,7 @@ def test_step_scheduler_halves_each_epoch(tmp_path):
 
 
 def test_kl_div_is_batchmean_over_log_softmax(tmp_path):
-    from trainctl.build import build_data, build_loss
+    from trainctl.training.build import build_data, build_loss
 
     config = load_config(tiny_config(tmp_path, loss={"name": "kl_div"}))
     data = build_data(config, torch.device("cpu"))

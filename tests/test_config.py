@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainctl.config import load_config
+from trainctl.config.loading import load_config
 from trainctl.errors import ConfigError, UserError
 
 from conftest import CONFIGS, tiny_config, write_config

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from trainctl.config import load_config
+from trainctl.config.loading import load_config
 from trainctl.errors import UserError
 from trainctl.runs import RunFolder
-from trainctl.sweep_plan import parse_values
+from trainctl.sweeps.plan import parse_values
 from trainctl.yaml_source import MAX_DEPTH, read_yaml
 
 from conftest import tiny_config, write_config
@@ -262,7 +262,7 @@ def test_a_dataset_too_large_for_memory_is_refused_with_the_figure(cli, tmp_path
     ],
 )
 def test_an_unreadable_checkpoint_says_why_in_words(tmp_path, content, reason):
-    from trainctl.checkpoint import load_checkpoint
+    from trainctl.training.checkpoint import load_checkpoint
 
     path = tmp_path / "last.pt"
     path.write_bytes(content)

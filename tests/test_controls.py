@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from trainctl.data import Split
+from trainctl.data.prepare import Split
 from trainctl.errors import UserError
-from trainctl.trainer import NonFiniteLoss, train_one_epoch
-from trainctl.training_state import EarlyStopping, TrainingState
+from trainctl.training.state import EarlyStopping, TrainingState
+from trainctl.training.trainer import NonFiniteLoss, train_one_epoch
 from trainctl.workflows import resume, train
 
 from conftest import read_jsonl, tiny_config

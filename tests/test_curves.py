@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from trainctl.curves import BEST_EPOCH, curves_figure, plot_runs
-from trainctl.diagnosis import chance_levels, diagnose
-from trainctl.preflight import Finding
-from trainctl.task import Task
+from trainctl.data.task import Task
+from trainctl.reports.curves import BEST_EPOCH, curves_figure, plot_runs
+from trainctl.reports.diagnosis import chance_levels, diagnose
+from trainctl.reports.preflight import Finding
 from trainctl.workflows import resume, train
 
 import recorded_curves as recorded

@@ -22,7 +22,7 @@ COMMANDS = ("compare", "plot", "eval", "predict", "resume")
 
 
 def write_iris_csv(path: Path) -> Path:
-    from trainctl.components import sklearn_files
+    from trainctl.data import sklearn_files
 
     table = sklearn_files.load("load_iris")
     with path.open("w", newline="", encoding="utf-8") as handle:

@@ -112,8 +112,8 @@ def png_claiming(path: Path, width: int, height: int) -> Path:
 
 
 def test_a_decompression_bomb_is_named_in_an_image_folder_and_by_read_image(cli, tmp_path):
+    from trainctl.data.images import read_image
     from trainctl.errors import UserError
-    from trainctl.images import read_image
 
     root = tmp_path / "images"
     for name in ("cat", "dog"):
@@ -130,7 +130,7 @@ def test_a_decompression_bomb_is_named_in_an_image_folder_and_by_read_image(cli,
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_column_name(cli, tmp_path):
-    from trainctl.tables import read_table
+    from trainctl.data.tables import read_table
 
     data = tmp_path / "fruit.csv"
     with data.open("w", newline="", encoding="utf-8-sig") as handle:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sklearn.datasets
 
-from trainctl.components import sklearn_files
+from trainctl.data import sklearn_files
 
 
 @pytest.mark.parametrize("loader", ["load_digits", "load_iris", "load_wine", "load_breast_cancer", "load_diabetes"])
@@ -26,7 +26,7 @@ def test_files_read_directly_equal_sklearn_loaders(loader):
 @pytest.mark.subprocess
 def test_loading_digits_does_not_import_sklearn():
     code = (
-        "import sys; from trainctl.components import sklearn_files; t = sklearn_files.load('load_digits'); "
+        "import sys; from trainctl.data import sklearn_files; t = sklearn_files.load('load_digits'); "
         "print(t.data.shape, 'sklearn' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -19,8 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainctl.components import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
-from trainctl.config import (
+from trainctl.components.registries import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from trainctl.config.loading import (
     EarlyStoppingSettings,
     LoggingSettings,
     SweepSettings,
@@ -30,7 +30,7 @@ from trainctl.config import (
     load_config,
 )
 from trainctl.errors import LINE_LENGTH, UserError
-from trainctl.sweep_plan import yaml_text
+from trainctl.sweeps.plan import yaml_text
 
 FUZZ = settings(
     max_examples=150,

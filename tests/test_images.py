@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainctl.config import load_config
+from trainctl.config.loading import load_config
 
 from conftest import CONFIGS, write_config
 
@@ -201,8 +201,8 @@ def test_torchvision_weights_come_from_a_local_file_only(tmp_path):
     import torch
     import torchvision
 
-    from trainctl.components import MODELS
     from trainctl.components.models import ModelContext
+    from trainctl.components.registries import MODELS
     from trainctl.errors import UserError
 
     source = torchvision.models.resnet18(num_classes=1000)

@@ -10,14 +10,14 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from trainctl.cli import app
-from trainctl.components import REGISTRIES
-from trainctl.listing import (
+from trainctl.components.registries import REGISTRIES
+from trainctl.registry import Registry
+from trainctl.reports.listing import (
     LISTING_FIELDS,
     describe_params,
     loss_details,
     registry_table,
 )
-from trainctl.registry import Registry
 
 
 def listing_at(columns: int, command: str):

@@ -19,10 +19,10 @@ import torch
 from scipy import integrate
 
 from trainctl.components.losses import LOSSES, LossContext
+from trainctl.data.task import Task, plan_targets
 from trainctl.errors import UserError
-from trainctl.loss_functions import barron_log_partition, barron_rho
-from trainctl.loss_report import per_sample_losses
-from trainctl.task import Task, plan_targets
+from trainctl.nn.losses import barron_log_partition, barron_rho
+from trainctl.training.loss_report import per_sample_losses
 
 from conftest import tiny_config
 

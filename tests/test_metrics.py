@@ -8,7 +8,7 @@ import torch
 from sklearn import metrics as skm
 
 from trainctl.components.metrics import compute
-from trainctl.statistics import ConfusionMatrix, RegressionStatistics
+from trainctl.training.statistics import ConfusionMatrix, RegressionStatistics
 
 
 def classification_stats(labels, predictions, num_classes, batch=7):

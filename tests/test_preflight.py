@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainctl.build import build_training
-from trainctl.config import load_config
-from trainctl.preflight import lint, output_kind, preflight
+from trainctl.config.loading import load_config
+from trainctl.reports.preflight import lint, output_kind, preflight
+from trainctl.training.build import build_training
 from trainctl.workflows import train, validate
 
 from conftest import CONFIGS, tiny_config

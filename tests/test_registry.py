@@ -7,10 +7,10 @@ from typing import Annotated
 import pytest
 from pydantic import Field, ValidationError
 
-from trainctl.components import REGISTRIES
+from trainctl.components.registries import REGISTRIES
 from trainctl.errors import UserError
-from trainctl.listing import describe_params
 from trainctl.registry import Registry
+from trainctl.reports.listing import describe_params
 
 
 def make_registry() -> Registry:

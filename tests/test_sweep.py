@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from trainctl.errors import UserError
-from trainctl.sweep_plan import make_plan
-from trainctl.sweeps import prepare_sweep
+from trainctl.sweeps.plan import make_plan
+from trainctl.sweeps.search import prepare_sweep
 
 from conftest import REPO, read_jsonl, tiny_config
 
@@ -252,7 +252,7 @@ def test_a_storage_that_cannot_open_is_one_line_and_leaves_nothing(cli, tmp_path
     ],
 )
 def test_a_trials_damaged_summary_fails_the_trial_naming_the_file(tmp_path, text, reason):
-    from trainctl.sweeps import TrialFailed, trial_result
+    from trainctl.sweeps.search import TrialFailed, trial_result
 
     (tmp_path / "summary.json").write_text(text, encoding="utf-8")
     with pytest.raises(TrialFailed) as failure:
@@ -261,7 +261,7 @@ def test_a_trials_damaged_summary_fails_the_trial_naming_the_file(tmp_path, text
 
 
 def test_a_trials_summary_gives_its_best_value(tmp_path):
-    from trainctl.sweeps import trial_result
+    from trainctl.sweeps.search import trial_result
 
     (tmp_path / "summary.json").write_text('{"best_value": 0.875, "test": {}}', encoding="utf-8")
     assert trial_result(tmp_path) == 0.875

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainctl import sweep_folder
 from trainctl.errors import UserError
+from trainctl.sweeps import folder as sweep_folder
 
 from conftest import tiny_config
 

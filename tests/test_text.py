@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainctl.text import TextEncoding, tokenize
+from trainctl.data.text import TextEncoding, tokenize
 from trainctl.workflows import validate
 
 from conftest import REPO, write_config
@@ -115,9 +115,9 @@ def test_the_shipped_text_example_is_valid():
 def test_batches_are_padded_to_their_longest_text_and_padding_changes_no_output():
     import torch
 
-    from trainctl.components import MODELS
     from trainctl.components.models import ModelContext
-    from trainctl.data import Split, ordered_batches
+    from trainctl.components.registries import MODELS
+    from trainctl.data.prepare import Split, ordered_batches
 
     encoding = TextEncoding.fit(["a b c d e f", "a b", "c"], "words", True, min_freq=1, max_size=None, max_length=10)
     ids = torch.as_tensor(encoding.transform(["a b", "c", "a b c d e f", "a"]))

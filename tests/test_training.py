@@ -146,8 +146,8 @@ def test_diabetes_regression_beats_predicting_the_mean(tmp_path):
 
 
 def test_binary_bce_uses_one_output(tmp_path):
-    from trainctl.build import build_model_parts
-    from trainctl.config import load_config
+    from trainctl.config.loading import load_config
+    from trainctl.training.build import build_model_parts
 
     config = load_config(CONFIGS / "breast_cancer.yaml", ["trainer.device=cpu"])
     parts = build_model_parts(config)
@@ -160,8 +160,8 @@ def test_binary_bce_uses_one_output(tmp_path):
 
 
 def test_mse_on_classes_trains_against_one_hot_targets(tmp_path):
-    from trainctl.build import build_model_parts
-    from trainctl.config import load_config
+    from trainctl.config.loading import load_config
+    from trainctl.training.build import build_model_parts
 
     config = load_config(tiny_config(tmp_path, loss={"name": "mse"}))
     parts = build_model_parts(config)

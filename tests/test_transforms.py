@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from test_images import image_tree, write_idx_files
 
-from trainctl.config import load_config
+from trainctl.components.transforms import compose
+from trainctl.config.loading import load_config
+from trainctl.data.streaming import LoaderSettings, PixelRows, StreamedInputs
 from trainctl.errors import ConfigError
-from trainctl.image_pipeline import compose
-from trainctl.streaming import LoaderSettings, PixelRows, StreamedInputs
 from trainctl.workflows import resume, train
 
 from conftest import read_jsonl, write_config
@@ -131,7 +131,7 @@ def test_deterministic_transforms_run_once_and_defaults_normalise(tmp_path, mnis
         {"name": "normalize", "mean": [0.1307], "std": [0.3081]},
     ]
     assert result.summary["test"]["accuracy"] > 0.5
-    from trainctl.build import build_data
+    from trainctl.training.build import build_data
 
     data = build_data(load_config(tmp_path / "run" / "config.yaml"), torch.device("cpu"))
     assert not data.train.streamed and data.train.inputs.shape[1:] == (1, 14, 14)  # the fast tensor path
@@ -207,9 +207,9 @@ def test_an_image_folder_streams_the_same_with_and_without_workers(tmp_path):
     saved = json.loads((runs[0].run.path / "data.json").read_text())
     normalize = saved["image"]["transforms"][0]
     # Without published statistics, normalize uses the training images' own mean and std per channel.
-    from trainctl.build import build_data
-    from trainctl.components import DATASETS
-    from trainctl.data import split_indices
+    from trainctl.components.registries import DATASETS
+    from trainctl.data.prepare import split_indices
+    from trainctl.training.build import build_data
 
     config = load_config(runs[0].run.path / "config.yaml")
     raw = DATASETS.get("image_folder").build(None, config.dataset.params)

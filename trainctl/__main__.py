@@ -7,7 +7,7 @@ def _run() -> None:
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # checked here so other commands need not import torch
-        from trainctl.distributed import run_worker
+        from trainctl.training.distributed import run_worker
 
         run_worker(main)
     main()

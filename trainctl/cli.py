@@ -207,7 +207,7 @@ def train(
 
     Several processes: trainctl train configs/digits_mlp.yaml --nproc 2 (or: torchrun --nproc_per_node 2 -m trainctl train ...)
     """
-    from trainctl.config import load_config
+    from trainctl.config.loading import load_config
     from trainctl.runs import RunFolder
     from trainctl.workflows import resume as resume_training
     from trainctl.workflows import train as run_training
@@ -221,7 +221,7 @@ def train(
         settings.append(f"seed={seed}")
     console = Console(highlight=False)
     if nproc > 1:
-        from trainctl.distributed import launch
+        from trainctl.training.distributed import launch
 
         arguments = [str(source)]
         arguments[:0] = ["--resume"] if resuming else []
@@ -432,9 +432,9 @@ def plot(
 
     Example: trainctl plot runs/robust_mse-* runs/robust_huber-* -o robust.svg
     """
-    from trainctl.compare import expand_runs, run_curves
-    from trainctl.curves import plot_runs
     from trainctl.files import new_output
+    from trainctl.reports.compare import expand_runs, run_curves
+    from trainctl.reports.curves import plot_runs
 
     with user_errors():
         if output.suffix.lower() not in (".png", ".svg", ".pdf"):
@@ -468,7 +468,7 @@ def compare(
 
     Example: trainctl compare runs/digits_mlp-sweep --format csv > trials.csv
     """
-    from trainctl.compare import (
+    from trainctl.reports.compare import (
         FORMATS,
         compare_runs,
         comparison_csv,
@@ -545,7 +545,7 @@ def sweep(
 
     Example: trainctl sweep configs/robust/huber.yaml --random 20 --space optimizer.lr=loguniform:1e-4:1e-1 --space loss.delta=uniform:0.1:3
     """
-    from trainctl.sweeps import leaderboard_table, prepare_sweep, run_sweep
+    from trainctl.sweeps.search import leaderboard_table, prepare_sweep, run_sweep
 
     console = Console(highlight=False)
     with user_errors():
@@ -618,8 +618,8 @@ def _short(value: object) -> str:
 
 
 def _print_listing(key: str, task: str | None = None) -> None:
-    from trainctl.components import REGISTRIES
-    from trainctl.listing import LISTING_FIELDS, registry_table
+    from trainctl.components.registries import REGISTRIES
+    from trainctl.reports.listing import LISTING_FIELDS, registry_table
 
     registry = REGISTRIES[key]
     entries = list(registry)
@@ -660,8 +660,8 @@ def list_losses(
     if name is None:
         _print_listing("losses", task)
         return
-    from trainctl.components import LOSSES
-    from trainctl.listing import loss_details
+    from trainctl.components.registries import LOSSES
+    from trainctl.reports.listing import loss_details
 
     with user_errors():
         entry = LOSSES.get(name)

@@ -33,12 +33,12 @@ def _saved_data(run: RunFolder) -> dict[str, Any]:
 
 
 def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -> list[Prediction]:
-    from trainctl.checkpoint import load_checkpoint, load_model_state
-    from trainctl.components import MODELS
     from trainctl.components.losses import profile
     from trainctl.components.models import ModelContext
-    from trainctl.config import load_config
-    from trainctl.task import Task, plan_targets
+    from trainctl.components.registries import MODELS
+    from trainctl.config.loading import load_config
+    from trainctl.data.task import Task, plan_targets
+    from trainctl.training.checkpoint import load_checkpoint, load_model_state
 
     run = RunFolder.open(run_dir)
     _check_input_files(inputs)
@@ -87,7 +87,7 @@ def _check_input_files(inputs: list[Path]) -> None:
 
 def _table_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
     """Every row of a CSV, encoded as in training; the rows are the inputs."""
-    from trainctl.tables import FeatureEncoding, handle_missing, read_table
+    from trainctl.data.tables import FeatureEncoding, handle_missing, read_table
 
     encoding = FeatureEncoding.from_dict(saved["table"])
     table = read_table(file, key="")
@@ -102,7 +102,7 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".tab")  # read as tables (with a header); any
 def _text_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
     """Texts tokenized as in training: a table's text column (the run's data.text_column), or a plain
     text file, one example per line (blank lines skipped)."""
-    from trainctl.text import TextEncoding
+    from trainctl.data.text import TextEncoding
 
     if file.suffix.lower() in TABLE_SUFFIXES:
         numbered = _texts_of_table(file, data.get("text_column", "text"))
@@ -127,7 +127,7 @@ def _lines_of(file: Path) -> list[tuple[int, str]]:
 
 def _texts_of_table(file: Path, column: str) -> list[tuple[int, str]]:
     """The text column of a CSV/TSV, with each row's line; other columns (the label too) are ignored."""
-    from trainctl.tables import read_table
+    from trainctl.data.tables import read_table
 
     table = read_table(file, key="")
     if column not in table.columns:
@@ -143,7 +143,7 @@ def _texts_of_table(file: Path, column: str) -> list[tuple[int, str]]:
 
 
 def _warn_without_known_tokens(predictions: list[Prediction], x: torch.Tensor, level: str) -> None:
-    from trainctl.text import TextEncoding
+    from trainctl.data.text import TextEncoding
 
     tokens = "words" if level == "words" else "characters"
     for prediction, unknown in zip(predictions, TextEncoding.without_known_tokens(x.numpy())):
@@ -155,8 +155,8 @@ def _warn_without_known_tokens(predictions: list[Prediction], x: torch.Tensor, l
 
 def _image_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
     """One image file (PNG, JPEG, ...), read and transformed as the evaluation images were."""
-    from trainctl.image_pipeline import compose
-    from trainctl.images import read_image
+    from trainctl.components.transforms import compose
+    from trainctl.data.images import read_image
 
     image = saved["image"]
     if "transforms" not in image:
@@ -176,7 +176,7 @@ def _image_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tu
 def _read_outputs(
     outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str, saved: dict[str, Any]
 ) -> list[Prediction]:
-    from trainctl.data import outputs_to_predictions
+    from trainctl.data.prepare import outputs_to_predictions
 
     scale = [torch.tensor(saved[key]) if saved[key] is not None else None for key in ("target_mean", "target_std")]
     predicted = outputs_to_predictions(outputs, task, layout, *scale)  # what eval and training report, too

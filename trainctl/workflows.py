@@ -12,18 +12,19 @@ from typing import TYPE_CHECKING, Any, cast
 from rich.console import Console
 from rich.markup import escape
 
-from trainctl.config import Config, load_config
+from trainctl.config.loading import Config, load_config
 from trainctl.errors import UserError
+from trainctl.ranks import ranks_from_environment
 from trainctl.runs import RunFolder
 
 if TYPE_CHECKING:  # torch stays out of commands that do not train
     import torch
 
-    from trainctl.build import TrainingParts
-    from trainctl.distributed import Ranks
-    from trainctl.preflight import Finding
-    from trainctl.trainer import Trainer
-    from trainctl.training_state import RandomStates, TrainingState
+    from trainctl.ranks import Ranks
+    from trainctl.reports.preflight import Finding
+    from trainctl.training.build import TrainingParts
+    from trainctl.training.state import RandomStates, TrainingState
+    from trainctl.training.trainer import Trainer
 
 
 @dataclass
@@ -48,8 +49,8 @@ def train(
 
 def validate(config_path: str | Path, overrides: list[str] | None = None) -> Any:
     """Build a config and check it with one forward and backward pass; returns the PreflightReport."""
-    from trainctl.build import build_training
-    from trainctl.preflight import preflight
+    from trainctl.reports.preflight import preflight
+    from trainctl.training.build import build_training
 
     config = load_config(config_path, overrides)
     return preflight(config, build_training(config))
@@ -64,12 +65,12 @@ def train_config(
     strict: bool = False,
 ) -> TrainResult:
     # torch is imported here, not at the top, so commands that do not train start fast.
-    from trainctl import distributed
-    from trainctl.build import build_training
-    from trainctl.preflight import PreflightError, preflight
+    from trainctl.reports.preflight import PreflightError, preflight
+    from trainctl.training import distributed
+    from trainctl.training.build import build_training
 
     console = console or Console()
-    ranks = distributed.ranks_from_environment()
+    ranks = ranks_from_environment()
     quiet = quiet or not ranks.is_main  # with several processes, rank 0 alone prints
     # Everything is built and checked before the run folder exists: a bad config leaves nothing behind.
     with distributed.running(ranks):
@@ -80,7 +81,7 @@ def train_config(
         for finding in report.warnings if ranks.is_main else []:
             _stderr().print(f"[yellow]warning:[/yellow] {escape(str(finding))}", soft_wrap=True)
         if config.logging.tensorboard:
-            from trainctl.tensorboard import summary_writer_class
+            from trainctl.training.tensorboard import summary_writer_class
 
             summary_writer_class()
         # With several processes every rank takes part in the broadcast; rank 0 keeps the folder it claimed.
@@ -109,9 +110,7 @@ def resume(
     The config must be the one the run started with; only trainer.epochs (to extend it) and the data
     loader settings may change. The run folder is locked meanwhile: a second writer is refused.
     """
-    from trainctl import distributed
-
-    ranks = distributed.ranks_from_environment()
+    ranks = ranks_from_environment()
     run = RunFolder.open(run_dir)
     if ranks.is_main:
         run.claim()
@@ -124,11 +123,11 @@ def resume(
 def _resume_claimed(
     run: RunFolder, ranks: Ranks, overrides: list[str] | None, console: Console, quiet: bool
 ) -> TrainResult:
-    from trainctl import distributed
-    from trainctl.build import build_training
-    from trainctl.checkpoint import load_checkpoint
-    from trainctl.preflight import preflight
-    from trainctl.training_state import (
+    from trainctl.reports.preflight import preflight
+    from trainctl.training import distributed
+    from trainctl.training.build import build_training
+    from trainctl.training.checkpoint import load_checkpoint
+    from trainctl.training.state import (
         MAY_CHANGE_ON_RESUME,
         TrainingState,
         check_resumable,
@@ -164,7 +163,7 @@ def _resume_claimed(
         step_schedule = config.scheduler if parts.scheduler_interval == "step" else None
         if epochs != saved.trainer.epochs:
             if step_schedule is not None:
-                from trainctl.components import SCHEDULERS
+                from trainctl.components.registries import SCHEDULERS
 
                 per_epoch = [entry.name for entry in SCHEDULERS if entry.info.get("interval") == "epoch"]
                 raise UserError(
@@ -207,8 +206,8 @@ def _restore_best_checkpoint(run: RunFolder, state: TrainingState) -> None:
     """Make best.pt hold the best epoch last.pt names. Checkpoints are written best first, so this
     holds after any kill; a run written the other way round (best.pt missing or older, killed
     between the two) gets best.pt back from last.pt when last.pt is that epoch's checkpoint."""
-    from trainctl.checkpoint import load_checkpoint
     from trainctl.files import write_atomically
+    from trainctl.training.checkpoint import load_checkpoint
 
     if state.best_epoch == 0:
         return
@@ -255,7 +254,7 @@ def _writing(run: RunFolder, main: bool, *, discard_untrained: bool) -> Iterator
 
 
 def _checkpoint_epoch(run: RunFolder) -> str:
-    from trainctl.checkpoint import load_checkpoint
+    from trainctl.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(run.checkpoint_path("last"))
     step = state.get("state", {}).get("step_in_epoch", 0)
@@ -269,10 +268,10 @@ def _stderr() -> Console:
 def _make_trainer(config: Config, parts: TrainingParts, run: RunFolder, console: Console, quiet: bool) -> Trainer:
     import torch
 
-    from trainctl.precision import check_precision
-    from trainctl.progress import make_reporter
-    from trainctl.trainer import Trainer
-    from trainctl.training_state import EarlyStopping
+    from trainctl.training.precision import check_precision
+    from trainctl.training.progress import make_reporter
+    from trainctl.training.state import EarlyStopping
+    from trainctl.training.trainer import Trainer
 
     settings = config.trainer
     stopping = settings.early_stopping
@@ -318,9 +317,9 @@ def _fit_and_test(
     rng: RandomStates | None = None,
     warnings: list[Finding] | None = None,
 ) -> TrainResult:
-    from trainctl.diagnosis import chance_levels, diagnose
-    from trainctl.interrupts import graceful_stop
-    from trainctl.trainer import evaluate_checkpoint
+    from trainctl.reports.diagnosis import chance_levels, diagnose
+    from trainctl.training.interrupts import graceful_stop
+    from trainctl.training.trainer import evaluate_checkpoint
 
     def announce(signal_name: str) -> None:
         _stderr().print(
@@ -367,8 +366,8 @@ def _fit_and_test(
         "diagnosis": {"shape": diagnosis.shape, "message": diagnosis.message, "hint": diagnosis.hint},
         "test": test,
     }
-    from trainctl.curves import plot_runs
     from trainctl.files import new_output
+    from trainctl.reports.curves import plot_runs
 
     with new_output(run.path / "curves.png", "curves", force=True) as image:
         plot_runs([(config.name, history, config.trainer.monitor)], image)
@@ -405,7 +404,7 @@ def _epoch_logger(config: Config, run: RunFolder, main: bool) -> Iterator[Callab
     if not config.logging.tensorboard or not main:
         yield lambda row: None
         return
-    from trainctl.tensorboard import TensorBoardLogger
+    from trainctl.training.tensorboard import TensorBoardLogger
 
     logger = TensorBoardLogger(run.path / "tensorboard")
     try:
@@ -418,8 +417,8 @@ def evaluate_run(
     run_dir: str | Path, checkpoint: str = "best", split: str = "test", worst: int = 10
 ) -> tuple[RunFolder, dict[str, Any]]:
     """Rebuild a run's model from its saved config, load a checkpoint and evaluate one split."""
-    from trainctl.build import build_model_parts
-    from trainctl.trainer import evaluate_checkpoint
+    from trainctl.training.build import build_model_parts
+    from trainctl.training.trainer import evaluate_checkpoint
 
     if split not in ("train", "val", "test"):
         raise UserError(f"--split: unknown split {split!r}; allowed: train, val, test")

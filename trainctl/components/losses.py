@@ -2,7 +2,7 @@
 
 Metadata per loss, read by the listings, by target encoding and by `trainctl validate`:
     task      classification | regression | distribution | any (composites)
-    target    what the loss compares against (see `trainctl.task`): decides target encoding
+    target    what the loss compares against (see `trainctl.data.task`): decides target encoding
     input     what it expects of the model: logits | log-probabilities | values
     layout    regression outputs: values | log_rate (Poisson) | mean_variance (two per target)
     expected  what a fresh model's loss should be about: ln_classes | ln_2 | None (no clear value)
@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trainctl.data.task import TARGET_DESCRIPTIONS, OutputLayout, TargetKind, TargetPlan, Task
 from trainctl.errors import UserError
 from trainctl.registry import Registry
-from trainctl.task import TARGET_DESCRIPTIONS, OutputLayout, TargetKind, TargetPlan, Task
 
 LOSSES = Registry("loss")
 
@@ -137,7 +137,7 @@ def smooth_l1(context: LossContext, *, beta: Positive = 1.0) -> Any:
     use_when="like huber without a threshold to choose; twice differentiable",
 )
 def log_cosh(context: LossContext) -> Any:
-    from trainctl.loss_functions import LogCosh
+    from trainctl.nn.losses import LogCosh
 
     return LogCosh()
 
@@ -153,7 +153,7 @@ def log_cosh(context: LossContext) -> Any:
     use_when="prediction intervals (q = 0.05 and 0.95) or asymmetric costs; q = 0.5 is the median (½·L1)",
 )
 def quantile(context: LossContext, *, q: Annotated[float, Field(gt=0, lt=1)] = 0.5) -> Any:
-    from trainctl.loss_functions import Quantile
+    from trainctl.nn.losses import Quantile
 
     return Quantile(q)
 
@@ -187,7 +187,7 @@ def poisson_nll(context: LossContext) -> Any:
     use_when="the noise level varies between samples and you want the model to say how sure it is",
 )
 def gaussian_nll(context: LossContext, *, eps: Positive = 1e-6, full: bool = False) -> Any:
-    from trainctl.loss_functions import GaussianNLL
+    from trainctl.nn.losses import GaussianNLL
 
     return GaussianNLL(eps=eps, full=full)
 
@@ -306,7 +306,7 @@ def focal(
 ) -> Any:
     import torch
 
-    from trainctl.loss_functions import Focal
+    from trainctl.nn.losses import Focal
 
     weights = None
     if isinstance(alpha, float):
@@ -352,7 +352,7 @@ def multi_margin(context: LossContext, *, margin: Positive = 1.0, p: Literal[1, 
     use_when="soft labels or distillation: targets are probability vectors (one-hot on a classification dataset)",
 )
 def kl_div(context: LossContext) -> Any:
-    from trainctl.loss_functions import KLDivergenceFromLogits
+    from trainctl.nn.losses import KLDivergenceFromLogits
 
     return KLDivergenceFromLogits()
 
@@ -368,7 +368,7 @@ def kl_div(context: LossContext) -> Any:
     use_when="a symmetric, bounded alternative to KL: robust to noisy soft labels",
 )
 def js_divergence(context: LossContext) -> Any:
-    from trainctl.loss_functions import JensenShannonFromLogits
+    from trainctl.nn.losses import JensenShannonFromLogits
 
     return JensenShannonFromLogits()
 
@@ -393,7 +393,7 @@ def robust(
     alpha: Annotated[float, Field(ge=-100, le=100)] = 1.0,  # shape: 2 = L2, 1 = pseudo-Huber, 0 = Cauchy
     scale: Positive = 1.0,  # c: residuals below it are treated as inliers (in standardised target units)
 ) -> Any:
-    from trainctl.loss_functions import Robust
+    from trainctl.nn.losses import Robust
 
     return Robust(alpha, scale)
 
@@ -416,7 +416,7 @@ def adaptive(
     alpha_init: Annotated[float, Field(ge=0, le=2)] = 1.0,
     scale_init: Positive = 1.0,
 ) -> Any:
-    from trainctl.loss_functions import AdaptiveRobust
+    from trainctl.nn.losses import AdaptiveRobust
 
     if not alpha_min < alpha_init < alpha_max:
         raise UserError(
@@ -457,7 +457,7 @@ def _build_terms(context: LossContext, terms: list[Any]) -> tuple[list[Any], lis
     example={"terms": [{"name": "cross_entropy", "weight": 1.0}, {"name": "focal", "weight": 0.1, "gamma": 2.0}]},
 )
 def sum_(context: LossContext, *, terms: Annotated[list[LossTerm], Field(min_length=1)]) -> Any:
-    from trainctl.loss_functions import WeightedSum
+    from trainctl.nn.losses import WeightedSum
 
     return WeightedSum(*_build_terms(context, terms))
 
@@ -474,6 +474,6 @@ def sum_(context: LossContext, *, terms: Annotated[list[LossTerm], Field(min_len
     example={"terms": [{"name": "mse"}, {"name": "l1"}]},
 )
 def uncertainty_sum(context: LossContext, *, terms: Annotated[list[LossTerm], Field(min_length=1)]) -> Any:
-    from trainctl.loss_functions import UncertaintyWeightedSum
+    from trainctl.nn.losses import UncertaintyWeightedSum
 
     return UncertaintyWeightedSum(*_build_terms(context, terms))

@@ -41,7 +41,7 @@ def mlp(
     # Left at none for losses that take logits; the others exist so mistakes can be expressed and caught.
     output_activation: OutputActivation = "none",
 ) -> Any:
-    from trainctl.networks import MLP
+    from trainctl.nn.networks import MLP
 
     return MLP(context.input_shape, context.num_outputs, hidden, activation, dropout, batch_norm, output_activation)
 
@@ -60,7 +60,7 @@ def cnn(
     dropout: Dropout = 0.25,
     batch_norm: bool = True,
 ) -> Any:
-    from trainctl.networks import CNN
+    from trainctl.nn.networks import CNN
 
     if len(context.input_shape) != 3:
         raise UserError(f"model 'cnn' needs image-shaped input (C×H×W); this dataset gives {context.input_shape}")
@@ -82,7 +82,7 @@ def rnn(
     dropout: Dropout = 0.0,  # between stacked layers
     embedding_dim: Width = 64,  # for text: the size of each token's vector
 ) -> Any:
-    from trainctl.networks import SequenceClassifier, TokenSequenceClassifier
+    from trainctl.nn.networks import SequenceClassifier, TokenSequenceClassifier
 
     if context.vocabulary_size:  # token ids: embed them, then read each text to its last token
         return TokenSequenceClassifier(
@@ -116,7 +116,7 @@ def embedding_bag(
     embedding_dim: Width = 64,
     hidden: Annotated[int, Field(ge=0, le=MAX_WIDTH)] = 0,  # 0: straight to the outputs
 ) -> Any:
-    from trainctl.networks import BagOfEmbeddings
+    from trainctl.nn.networks import BagOfEmbeddings
 
     if not context.vocabulary_size:
         raise UserError("model 'embedding_bag' reads token ids; use it with the text dataset")
@@ -134,8 +134,8 @@ def torchvision_model(
     arch: str = "resnet18",
     weights: str = "none",  # none (random initialisation), or a local state-dict file; nothing is downloaded
 ) -> Any:
-    from trainctl.images import torchvision
-    from trainctl.networks import adapt_first_conv, load_matching_weights
+    from trainctl.data.images import torchvision
+    from trainctl.nn.networks import adapt_first_conv, load_matching_weights
     from trainctl.registry import suggest
 
     models = torchvision("model 'torchvision'").models

@@ -14,24 +14,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from trainctl.errors import UserError
 from trainctl.registry import Registry
+
+
+def v2() -> Any:
+    """torchvision.transforms.v2, loaded when a transform is built, not when the registry is listed."""
+    from trainctl.data.images import v2 as torchvision_v2
+
+    return torchvision_v2()
+
 
 TRANSFORMS = Registry("transform")
 
 Size = Annotated[int, Field(ge=1)] | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 PaddingMode = Literal["constant", "edge", "reflect", "symmetric"]
-
-
-def v2() -> Any:
-    from trainctl.images import torchvision
-
-    torchvision("data.transforms")
-    from torchvision.transforms import (
-        v2,  # a submodule: `import torchvision` alone does not load it
-    )
-
-    return v2
 
 
 @TRANSFORMS.register("resize", summary="Resize to size (an int: the shorter side; [H, W]: exactly)")
@@ -150,3 +148,29 @@ def random_erasing(
     scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)] = [0.02, 0.33],  # noqa: B006
 ) -> Any:
     return v2().RandomErasing(p, scale=tuple(scale))
+
+
+def is_random(specs: list[dict[str, Any]]) -> bool:
+    return any(TRANSFORMS.get(spec["name"]).info.get("random") for spec in specs)
+
+
+def compose(specs: list[dict[str, Any]], where: str = "data.transforms.eval") -> Any:
+    """The v2 pipeline of a list of {name, params...}; `where` names the list in error messages."""
+    steps = []
+    for index, spec in enumerate(specs):
+        params = {key: value for key, value in spec.items() if key != "name"}
+        try:
+            steps.append(TRANSFORMS.get(spec["name"]).build(None, params))
+        except (ValueError, TypeError) as error:
+            raise UserError(f"{where}.{index}: {spec['name']}: {error}") from None
+    return v2().Compose(steps)
+
+
+class _RegisteredTransforms:
+    """The transforms registry as the image pipeline's `TransformBuilder`."""
+
+    compose = staticmethod(compose)
+    is_random = staticmethod(is_random)
+
+
+BUILDER = _RegisteredTransforms()

@@ -64,3 +64,12 @@ def torchvision(what: str) -> Any:
             f"{what} needs torchvision, which is not installed; {install_hint('torchvision', 'vision')}"
         ) from None
     return torchvision
+
+
+def v2() -> Any:
+    torchvision("data.transforms")
+    from torchvision.transforms import (
+        v2,  # a submodule: `import torchvision` alone does not load it
+    )
+
+    return v2

@@ -387,7 +387,7 @@ def _check_resume_contents(checkpoint: dict[str, Any], trainer: Any) -> None:
             _check_settings(checkpoint[key], part.state_dict(), key)
     state = _check_training_state(checkpoint["state"])
     _check_random_states(checkpoint["rng"])
-    from trainctl.data import steps_per_epoch
+    from trainctl.data.prepare import steps_per_epoch
 
     steps = steps_per_epoch(len(trainer.data.train), trainer.batch_size)
     if state.step_in_epoch >= steps:

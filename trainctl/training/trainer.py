@@ -18,19 +18,19 @@ from typing import Any
 import torch
 
 from trainctl import __version__
-from trainctl.checkpoint import CheckpointWriter, load_checkpoint, load_model_state
 from trainctl.components.metrics import compute, goal
-from trainctl.data import PreparedData, Split, ordered_batches, shuffled_batches, steps_per_epoch
-from trainctl.distributed import SINGLE, Ranks
+from trainctl.data.prepare import PreparedData, Split, ordered_batches, shuffled_batches, steps_per_epoch
 from trainctl.errors import UserError
-from trainctl.interrupts import Interrupted, StopRequest
-from trainctl.loss_functions import logged_values
-from trainctl.loss_report import loss_report
-from trainctl.precision import Precision
-from trainctl.progress import QuietReporter, Reporter
+from trainctl.nn.losses import logged_values
+from trainctl.ranks import SINGLE, Ranks
 from trainctl.runs import RunFolder
-from trainctl.statistics import ConfusionMatrix, RegressionStatistics
-from trainctl.training_state import EarlyStopping, RandomStates, TrainingState, config_hash
+from trainctl.training.checkpoint import CheckpointWriter, load_checkpoint, load_model_state
+from trainctl.training.interrupts import Interrupted, StopRequest
+from trainctl.training.loss_report import loss_report
+from trainctl.training.precision import Precision
+from trainctl.training.progress import QuietReporter, Reporter
+from trainctl.training.state import EarlyStopping, RandomStates, TrainingState, config_hash
+from trainctl.training.statistics import ConfusionMatrix, RegressionStatistics
 
 EVAL_BATCH_SIZE = 1024  # evaluation holds no activations for backward, so it takes larger batches
 
@@ -348,7 +348,7 @@ class Trainer:
         self.forward_model = self.compiled_model or self.model
         self.distributed_model = None
         if self.ranks.distributed:
-            from trainctl.distributed import wrap
+            from trainctl.training.distributed import wrap
 
             self.distributed_model = wrap(self.forward_model, self.loss_fn, self.data.train.device)
 

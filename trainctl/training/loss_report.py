@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainctl.data import PreparedData, Split
-from trainctl.loss_functions import WeightedSum
+from trainctl.data.prepare import PreparedData, Split
+from trainctl.nn.losses import WeightedSum
 
 QUANTILES = {"min": 0.0, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9, "p99": 0.99, "max": 1.0}
 

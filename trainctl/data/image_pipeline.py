@@ -1,6 +1,6 @@
 """Image datasets from pixels to model inputs, through the config's transforms.
 
-Each split becomes either a preloaded tensor or streamed inputs (`trainctl.streaming`):
+Each split becomes either a preloaded tensor or streamed inputs (`trainctl.data.streaming`):
 - in-memory pixels (MNIST, CIFAR) under a deterministic list are transformed once, in chunks,
   and keep the fast tensor path;
 - a training split whose list is random (augmentation) is transformed per sample and epoch;
@@ -11,25 +11,34 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from trainctl.components.datasets import ImageSource
-from trainctl.components.transforms import TRANSFORMS, v2
-from trainctl.errors import UserError
-from trainctl.streaming import (
+from trainctl.data.images import v2
+from trainctl.data.raw import ImageSource
+from trainctl.data.streaming import (
     ImageFiles,
     LoaderSettings,
     PixelRows,
     SampleReader,
     StreamedInputs,
 )
+from trainctl.errors import UserError
 
 DEFAULT_TRANSFORMS: list[dict[str, Any]] = [{"name": "normalize"}]
 STATISTICS_SAMPLE = 1000  # image files: the dataset's statistics are estimated from this many training images
 CHUNK = 1024  # in-memory images transformed at a time
+
+
+class TransformBuilder(Protocol):
+    """Turns a config's transform list into a pipeline: the transforms registry does this
+    (`trainctl.components.transforms.BUILDER`); data only applies what it is given."""
+
+    def compose(self, specs: list[dict[str, Any]], where: str) -> Any: ...
+
+    def is_random(self, specs: list[dict[str, Any]]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class ImageOptions:
     transforms: dict[str, list[dict[str, Any]] | None] | None  # data.transforms: train and eval lists, None: default
     seed: int  # seeds each sample's augmentation, with the epoch and the row
     loader: LoaderSettings
+    builder: TransformBuilder
 
 
 @dataclass
@@ -46,22 +56,6 @@ class ImageInputs:
     test: torch.Tensor | StreamedInputs
     input_shape: tuple[int, ...]
     encoding: dict[str, Any]  # what predict needs to read an image file as the model saw them
-
-
-def is_random(specs: list[dict[str, Any]]) -> bool:
-    return any(TRANSFORMS.get(spec["name"]).info.get("random") for spec in specs)
-
-
-def compose(specs: list[dict[str, Any]], where: str = "data.transforms.eval") -> Any:
-    """The v2 pipeline of a list of {name, params...}; `where` names the list in error messages."""
-    steps = []
-    for index, spec in enumerate(specs):
-        params = {key: value for key, value in spec.items() if key != "name"}
-        try:
-            steps.append(TRANSFORMS.get(spec["name"]).build(None, params))
-        except (ValueError, TypeError) as error:
-            raise UserError(f"{where}.{index}: {spec['name']}: {error}") from None
-    return v2().Compose(steps)
 
 
 def reader_of(source: ImageSource) -> SampleReader:
@@ -148,7 +142,7 @@ def prepare_images(
     reader = reader_of(source)
     train_rows = rows[0]
     specs = resolve_transforms(options.transforms, lambda: _statistics(reader, source, train_rows))
-    pipelines = {phase: compose(specs[phase], f"data.transforms.{phase}") for phase in specs}
+    pipelines = {phase: options.builder.compose(specs[phase], f"data.transforms.{phase}") for phase in specs}
     sample = reader.read(int(train_rows[0]))
     shapes = {phase: _output_shape(pipelines[phase], sample, phase) for phase in pipelines}
     if shapes["train"] != shapes["eval"]:
@@ -158,7 +152,7 @@ def prepare_images(
         )
 
     def inputs(split_rows: np.ndarray, phase: str) -> torch.Tensor | StreamedInputs:
-        random = is_random(specs[phase])
+        random = options.builder.is_random(specs[phase])
         if isinstance(reader, PixelRows) and not random:
             return _transform_in_memory(reader, split_rows, pipelines[phase], device)
         return StreamedInputs(reader, split_rows, pipelines[phase], random, options.seed, device, options.loader)

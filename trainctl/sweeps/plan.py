@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from trainctl.config import SweepSettings, validate
+from trainctl.config.loading import SweepSettings, validate
 from trainctl.errors import UserError
 from trainctl.yaml_source import SourceMap, apply_overrides, dump_yaml, read_yaml
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from trainctl.components.metrics import goal
-from trainctl.task import Task
+from trainctl.data.task import Task
 
 # The preflight checks whose findings hold learning back: fixing one comes before advice on epochs.
 LEARNING_CHECKS = (

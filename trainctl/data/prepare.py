@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainctl.components.datasets import RawData
-from trainctl.distributed import Ranks
+from trainctl.data.image_pipeline import ImageOptions, prepare_images
+from trainctl.data.raw import RawData
+from trainctl.data.streaming import StreamedInputs
+from trainctl.data.task import TargetPlan, Task
 from trainctl.errors import UserError
-from trainctl.image_pipeline import ImageOptions, prepare_images
-from trainctl.streaming import LoaderSettings, StreamedInputs
-from trainctl.task import TargetPlan, Task
+from trainctl.ranks import Ranks
 
 
 @dataclass
@@ -242,7 +242,9 @@ def prepare_data(
 
     input_shape, encoding = raw.input_shape, None
     if raw.images is not None:  # through the transforms: tensors, or streamed (files, augmentation)
-        options = images or ImageOptions(None, 0, LoaderSettings())
+        if images is None:
+            raise ValueError("image data needs ImageOptions: the transforms to apply and how to build them")
+        options = images
         prepared = prepare_images(raw.images, (train_idx, val_idx, test_idx), options, device)
         inputs: tuple[torch.Tensor | StreamedInputs, ...] = (prepared.train, prepared.val, prepared.test)
         input_shape, encoding = prepared.input_shape, prepared.encoding

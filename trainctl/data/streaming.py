@@ -1,7 +1,7 @@
 """Inputs read and transformed one sample at a time and batched by a DataLoader.
 
 Image folders are read from their files as training goes, and in-memory images under random
-augmentation are transformed per sample; every other split is a preloaded tensor (`trainctl.data`).
+augmentation are transformed per sample; every other split is a preloaded tensor (`trainctl.data.prepare`).
 The trainer still decides the batches: a DataLoader is handed each epoch's batches of row indices,
 so the shuffle, the split over processes and resuming inside an epoch work as on tensors.
 
@@ -46,7 +46,7 @@ class ImageFiles:
     size: tuple[int, int] | None  # resized to (H, W) on reading
 
     def read(self, row: int) -> torch.Tensor:
-        from trainctl.images import read_image
+        from trainctl.data.images import read_image
 
         return torch.from_numpy(read_image(self.paths[row], self.channels, self.size))
 

@@ -42,14 +42,14 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.markup import escape
 
-from trainctl import sweep_folder
 from trainctl.components.metrics import goal
-from trainctl.config import read_config, validate
+from trainctl.config.loading import read_config, validate
 from trainctl.errors import EXIT_INTERRUPTED, UserError
 from trainctl.files import write_atomically
-from trainctl.interrupts import StopRequest, graceful_stop
-from trainctl.sweep_plan import SweepPlan, check_values, make_plan
-from trainctl.training_state import differing_keys
+from trainctl.sweeps import folder as sweep_folder
+from trainctl.sweeps.plan import SweepPlan, check_values, make_plan
+from trainctl.training.interrupts import StopRequest, graceful_stop
+from trainctl.training.state import differing_keys
 from trainctl.yaml_source import dump_yaml
 
 BASE_CONFIG = "base.yaml"

@@ -14,13 +14,13 @@ from typing import Literal
 
 import torch
 
-from trainctl.build import TrainingParts
 from trainctl.components.losses import LOSSES
 from trainctl.components.losses import profile as loss_profile
-from trainctl.config import Config
+from trainctl.config.loading import Config
+from trainctl.data.task import TARGET_DESCRIPTIONS
 from trainctl.errors import UserError
-from trainctl.precision import check_precision
-from trainctl.task import TARGET_DESCRIPTIONS
+from trainctl.training.build import TrainingParts
+from trainctl.training.precision import check_precision
 
 OutputKind = Literal["probabilities", "log-probabilities", "unit interval", "unconstrained"]
 

@@ -20,7 +20,7 @@ from trainctl.components.metrics import goal
 from trainctl.errors import UserError
 from trainctl.run_contents import monitor_of, read_summary
 from trainctl.runs import RunFolder
-from trainctl.training_state import differing_keys
+from trainctl.training.state import differing_keys
 
 FORMATS = ("table", "csv", "json", "markdown")
 IGNORED_SECTIONS = {"name", "output_dir", "sweep"}  # differ between runs without changing what they learn

@@ -11,71 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
 
 import torch
 
 from trainctl.errors import EXIT_INTERRUPTED, UserError
+from trainctl.ranks import Ranks
 
 # A rank blocked in a collective whose peer is stuck gives up after this long instead of hanging.
 COLLECTIVE_TIMEOUT = timedelta(minutes=5)
 RUN_ID_PREFIX = "trainctl-"  # the launcher's run id: how a worker knows `--nproc` started it
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in the run: rank, how many processes, and its rank on this machine."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, items: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous slice of a global batch (sizes differ by at most one)."""
-        return items.tensor_split(self.world_size)[self.rank] if self.distributed else items
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum a tensor over all ranks, in place."""
-        if self.distributed:
-            torch.distributed.all_reduce(tensor)
-        return tensor
-
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank when it is true on one: decisions that must not diverge (stop, skip)."""
-        if not self.distributed:
-            return flag
-        value = torch.tensor([float(flag)], device=device)
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-        return bool(value.item())
-
-    def broadcast(self, value: Any) -> Any:
-        """Rank 0's value, on every rank (e.g. the run folder rank 0 created)."""
-        if not self.distributed:
-            return value
-        box = [value]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-
-SINGLE = Ranks()
-
-
-def ranks_from_environment() -> Ranks:
-    """The ranks torchrun describes in the environment; one process when it did not start us."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return SINGLE
-    return Ranks(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def start(ranks: Ranks, device: torch.device, threads: int | None) -> torch.device:

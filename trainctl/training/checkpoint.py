@@ -17,7 +17,7 @@ import torch
 
 from trainctl.errors import UserError
 from trainctl.files import write_atomically, write_temporary
-from trainctl.training_state import check_checkpoint_contents
+from trainctl.training.state import check_checkpoint_contents
 
 
 def serialize(state: dict[str, Any]) -> bytes:

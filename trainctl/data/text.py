@@ -1,7 +1,7 @@
 """Text as model inputs: a tokenizer, a vocabulary built on the training split, token-id sequences.
 
 Id 0 pads and id 1 stands for tokens the vocabulary lacks. Sequences are cut to `max_length`
-tokens and padded on the right; each batch is then cut to its longest text (`trainctl.data`), so
+tokens and padded on the right; each batch is then cut to its longest text (`trainctl.data.prepare`), so
 padding is per batch. Models skip padding: the recurrent model packs the sequences by length and
 the embedding bag leaves id 0 out. The fitted encoding is plain data, saved with the run, so
 `predict` tokenizes new text exactly as training did.

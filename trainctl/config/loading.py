@@ -18,10 +18,11 @@ from typing import Annotated, Any, Literal, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from trainctl.components import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TRANSFORMS
 from trainctl.components.losses import profile as loss_profile
 from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
+from trainctl.components.registries import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TRANSFORMS
+from trainctl.data.task import incompatibility
 from trainctl.errors import ConfigError, Problem, UserError, shown
 from trainctl.limits import (
     MAX_COUNT,
@@ -35,7 +36,6 @@ from trainctl.limits import (
     Seed,
 )
 from trainctl.registry import Registry, suggest
-from trainctl.task import incompatibility
 from trainctl.yaml_source import Key, SourceMap, apply_overrides, load_config_file
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]

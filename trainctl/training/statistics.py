@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from trainctl.components.metrics import RegressionSums, per_class
-from trainctl.distributed import Ranks
+from trainctl.ranks import Ranks
 
 
 class ConfusionMatrix:

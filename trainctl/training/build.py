@@ -12,21 +12,22 @@ from typing import Any
 
 import torch
 
-from trainctl import distributed
-from trainctl.components import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from trainctl.components import transforms
 from trainctl.components.losses import LossContext
 from trainctl.components.losses import profile as loss_profile
 from trainctl.components.models import ModelContext
+from trainctl.components.registries import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.components.schedulers import SchedulerContext
-from trainctl.config import Config
-from trainctl.data import PreparedData, prepare_data, steps_per_epoch
-from trainctl.distributed import SINGLE, Ranks
+from trainctl.config.loading import Config
+from trainctl.data.image_pipeline import ImageOptions
+from trainctl.data.prepare import PreparedData, prepare_data, steps_per_epoch
+from trainctl.data.streaming import LoaderSettings
+from trainctl.data.task import plan_targets
 from trainctl.errors import UserError
-from trainctl.image_pipeline import ImageOptions
 from trainctl.limits import require_memory
+from trainctl.ranks import SINGLE, Ranks
 from trainctl.registry import Entry
-from trainctl.streaming import LoaderSettings
-from trainctl.task import plan_targets
+from trainctl.training import distributed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,6 +66,7 @@ def build_data(config: Config, device: torch.device) -> PreparedData:
             config.data.transforms,
             config.seed,
             LoaderSettings(config.data.num_workers, config.data.pin_memory, config.data.persistent_workers),
+            transforms.BUILDER,
         ),
     )
     if plan.layout == "log_rate" and bool((data.train.targets < 0).any()):
