@@ -36,8 +36,8 @@ COMPOSITE_TERMS = {
 def test_every_loss_trains_on_a_matching_dataset(tmp_path, name):
     """One epoch per registered loss: a new loss cannot skip this test."""
     loss = {"name": name}
-    task = LOSSES.get(name).info["task"]
-    if LOSSES.get(name).info.get("composite"):
+    task = LOSSES.get(name).info.task
+    if LOSSES.get(name).info.composite:
         task, loss["terms"] = COMPOSITE_TERMS[name]
     metrics = ["mse"] if task == "regression" else ["accuracy"]
     result = one_epoch(
@@ -64,7 +64,7 @@ BUNDLED = [entry.name for entry in DATASETS if not any(f.is_required() for f in 
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_every_dataset_trains(tmp_path, name):
-    task = DATASETS.get(name).info["task"]
+    task = DATASETS.get(name).info.task
     loss = "mse" if task == "regression" else "cross_entropy"
     result = one_epoch(tmp_path, data={"name": name}, loss={"name": loss})
     key = "r2" if task == "regression" else "accuracy"

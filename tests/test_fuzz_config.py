@@ -116,7 +116,7 @@ def schema_keys() -> list[str]:
 
 KEYS = schema_keys()
 NAMES = {
-    "data": [e.name for e in DATASETS if not e.info.get("images")] + ["digts", ""],
+    "data": [e.name for e in DATASETS if not e.info.images] + ["digts", ""],
     "model": [e.name for e in MODELS if e.name != "torchvision"] + ["mpl"],
     "loss": [e.name for e in LOSSES] + ["cross_entropi"],
     "optimizer": [e.name for e in OPTIMIZERS] + ["adma"],

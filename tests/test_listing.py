@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import pytest
@@ -65,7 +66,11 @@ def test_bracketed_transform_text_survives():
 
 
 def test_markup_in_a_plugins_registry_is_printed_as_is():
-    registry = Registry("thing")
+    @dataclass(frozen=True, kw_only=True)
+    class ThingInfo:
+        note: str
+
+    registry = Registry("thing", ThingInfo)
 
     def builder(context, *, choice: str = "[bold]"):
         return choice

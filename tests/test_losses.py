@@ -33,7 +33,7 @@ CLASSES = 4
 def build(name: str, task: Task, counts: tuple[int, ...] | None = None, **params):
     """The loss as `build_loss` makes it: the registry's builder with a LossContext."""
     info = LOSSES.get(name).info
-    plan = plan_targets(info.get("target", "value"), task, info.get("layout", "values"))
+    plan = plan_targets(info.target or "value", task, info.layout)
     if counts is None:
         counts = (10, 20, 30, 40)[: task.num_classes] if task.kind == "classification" else ()
     resolved = LOSSES.get(name).params.model_validate(params).model_dump(mode="json")
@@ -508,7 +508,7 @@ def test_balanced_class_weight_refuses_a_class_absent_from_training():
 
 def test_listed_formulas_read_as_computed():
     assert LOSSES.get("kl_div").summary.startswith("KL(target ‖ softmax(logits))")
-    formula = LOSSES.get("cross_entropy").info["formula"]
+    formula = LOSSES.get("cross_entropy").info.formula
     assert "/ Σᵢ w_yᵢ" in formula and not formula.startswith("mean(")
 
 

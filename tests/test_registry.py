@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import pytest
@@ -13,8 +14,13 @@ from trainctl.registry import Registry
 from trainctl.reports.listing import describe_params
 
 
+@dataclass(frozen=True, kw_only=True)
+class WidgetInfo:
+    """A widget's metadata: none."""
+
+
 def make_registry() -> Registry:
-    registry = Registry("widget")
+    registry = Registry("widget", WidgetInfo)
 
     @registry.register("spinner", summary="spins")
     def spinner(context, *, speed: Annotated[float, Field(gt=0)] = 1.0, sizes: list[int] = (1, 2)):
@@ -79,10 +85,10 @@ def test_registries_hold_the_agreed_components():
 @pytest.mark.parametrize("name", REGISTRIES["losses"].names())
 def test_every_loss_documents_itself(name):
     info = REGISTRIES["losses"].get(name).info
-    assert info["formula"] and info["output"] and info["use_when"]
-    if info.get("composite"):
-        assert info["task"] == "any"
+    assert info.formula and info.output and info.use_when
+    if info.composite:
+        assert info.task == "any"
         return
-    assert info["task"] in ("classification", "regression", "distribution")
-    assert info["target"] in ("index", "value", "binary", "distribution")
-    assert info["input"] in ("logits", "log-probabilities", "values")
+    assert info.task in ("classification", "regression", "distribution")
+    assert info.target in ("index", "value", "binary", "distribution")
+    assert info.input in ("logits", "log-probabilities", "values")

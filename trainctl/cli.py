@@ -624,14 +624,12 @@ def _print_listing(key: str, task: str | None = None) -> None:
     registry = REGISTRIES[key]
     entries = list(registry)
     if task is not None:
-        # A loss registered without a task (a plugin's) is listed under no task, and is no task itself.
-        declared = {entry.info.get("task") for entry in entries}
-        tasks = sorted({name for name in declared if isinstance(name, str)} - {"any"})
+        tasks = sorted({entry.info.task for entry in entries} - {"any"})
         if task not in tasks:
             with user_errors():
                 raise UserError(f"--task: unknown task {task!r}; allowed: {', '.join(tasks)}")
         # Composites ("any") combine losses of whichever task, so they belong in every task's list.
-        entries = [entry for entry in entries if entry.info.get("task") in (task, "any")]
+        entries = [entry for entry in entries if entry.info.task in (task, "any")]
     _listing_console().print(registry_table(key, registry, LISTING_FIELDS[key], entries))
 
 

@@ -4,29 +4,41 @@ A builder is a plain function. Its first positional parameter receives the build
 dataset's shapes, the optimizer, ...); its keyword-only parameters are what a config may set, and
 their type hints and defaults are the single source of truth for validation, for the resolved
 config and for `trainctl list-*`. Nothing here imports torch, so listings stay fast.
+
+Each registry has its own metadata class, a frozen keyword-only dataclass (a loss's task, target
+and formula; a scheduler's interval; ...). `register` builds it from its keyword arguments, so
+mypy checks a registration against the class, and a registration that mypy never sees (a
+plugin's) fails at import with a TypeError naming the field that is missing, unknown or invalid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
 from trainctl.errors import UserError, shown
 
+Info = TypeVar("Info")  # a registry's metadata class: LossInfo, SchedulerInfo, ...
+InfoFields = ParamSpec("InfoFields")  # its constructor's keyword arguments, which `register` takes
+Builder = TypeVar("Builder", bound=Callable[..., Any])
+
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(Generic[Info]):
     name: str
     builder: Callable[..., Any]
     params: type[BaseModel]  # validates the keyword-only parameters of `builder`
     summary: str
-    info: dict[str, Any] = field(default_factory=dict)  # registry-specific metadata (task, formula, ...)
+    info: Info  # the registry's metadata (task, formula, ...)
 
     def build(self, context: Any, params: dict[str, Any]) -> Any:
         return self.builder(context, **params)
@@ -57,26 +69,66 @@ def suggest(name: str, choices: typing.Iterable[str]) -> str:
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
-class Registry:
-    """Named builders of one kind (losses, models, ...), registered with a decorator."""
+class Registry(Generic[InfoFields, Info]):
+    """Named builders of one kind (losses, models, ...), registered with a decorator.
 
-    def __init__(self, kind: str):
+    `Registry("loss", LossInfo)` is a `Registry[..., LossInfo]`: each entry's `info` is a LossInfo,
+    and `register` takes LossInfo's fields as keyword arguments.
+    """
+
+    def __init__(self, kind: str, info: Callable[InfoFields, Info]):
+        if not _is_dataclass_class(info):
+            raise TypeError(f"the metadata of a {kind} registry must be a dataclass, not {info!r}")
         self.kind = kind
-        self._entries: dict[str, Entry] = {}
+        self.info = info
+        self._entries: dict[str, Entry[Info]] = {}
 
-    def register(self, name: str, *, summary: str, **info: Any) -> Callable:
-        def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
+    def register(
+        self, name: str, summary: str, *args: InfoFields.args, **info: InfoFields.kwargs
+    ) -> Callable[[Builder], Builder]:
+        metadata = self._metadata(name, args, info)
+
+        def decorator(builder: Builder) -> Builder:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._entries[name] = Entry(name, builder, params_model(builder), summary, info)
+            self._entries[name] = Entry(name, builder, params_model(builder), summary, metadata)
             return builder
 
         return decorator
 
+    def _metadata(self, name: str, args: tuple[Any, ...], given: dict[str, Any]) -> Info:
+        """One registration's metadata object; a TypeError that names the field where it cannot be one."""
+        where = f"{self.kind} {name!r}"
+        fields = _fields_of(self.info)
+        if args:
+            raise TypeError(f"{where}: metadata fields are given by name ({fields.class_name}: {fields.listed()})")
+        unknown = [key for key in given if key not in fields.names]
+        if unknown:
+            raise TypeError(
+                f"{where}: unknown metadata field {unknown[0]!r}{suggest(unknown[0], fields.names)}; "
+                f"{fields.class_name} has: {fields.listed()}"
+            )
+        missing = [key for key in fields.required if key not in given]
+        if missing:
+            raise TypeError(
+                f"{where}: missing metadata field{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}; "
+                f"{fields.class_name} requires: {', '.join(fields.required)}"
+            )
+        for key, value in given.items():
+            allowed = fields.allowed.get(key)
+            if allowed is not None and value not in allowed:
+                raise TypeError(
+                    f"{where}: metadata field {key!r} is {value!r}; allowed: {', '.join(map(repr, allowed))}"
+                )
+        try:
+            return self.info(**given)  # type: ignore[call-arg]  # checked against the fields above
+        except (TypeError, ValueError) as error:  # a rule between fields, which the class checks itself
+            raise TypeError(f"{where}: {error}") from None
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def __iter__(self) -> typing.Iterator[Entry]:
+    def __iter__(self) -> typing.Iterator[Entry[Info]]:
         return iter(self._entries.values())
 
     def names(self) -> list[str]:
@@ -88,8 +140,52 @@ class Registry:
             f"registered: {', '.join(self._entries)}"
         )
 
-    def get(self, name: str) -> Entry:
+    def get(self, name: str) -> Entry[Info]:
         try:
             return self._entries[name]
         except KeyError:
             raise UserError(self.unknown_name_message(name)) from None
+
+
+def _is_dataclass_class(info: object) -> bool:
+    return isinstance(info, type) and dataclasses.is_dataclass(info)
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """What a metadata class accepts: its fields, the required ones, the values its Literal fields allow."""
+
+    class_name: str
+    names: list[str]
+    required: list[str]
+    allowed: dict[str, tuple[Any, ...]]
+
+    def listed(self) -> str:
+        return ", ".join(self.names) or "no fields"
+
+
+@functools.cache
+def _fields_of(info: Any) -> _Fields:
+    fields = [field for field in dataclasses.fields(info) if field.init]
+    hints = typing.get_type_hints(info)
+    allowed = {field.name: values for field in fields if (values := _literal_values(hints[field.name])) is not None}
+    required = [
+        field.name
+        for field in fields
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    ]
+    return _Fields(info.__name__, [field.name for field in fields], required, allowed)
+
+
+def _literal_values(hint: Any) -> tuple[Any, ...] | None:
+    """The values `Literal[...]` or `Literal[...] | None` allows; None for any other type."""
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
+    if not options or not all(
+        option is type(None) or typing.get_origin(option) is typing.Literal for option in options
+    ):
+        return None
+    return tuple(
+        value for option in options for value in (typing.get_args(option) if option is not type(None) else (None,))
+    )

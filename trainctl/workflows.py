@@ -165,7 +165,7 @@ def _resume_claimed(
             if step_schedule is not None:
                 from trainctl.components.registries import SCHEDULERS
 
-                per_epoch = [entry.name for entry in SCHEDULERS if entry.info.get("interval") == "epoch"]
+                per_epoch = [entry.name for entry in SCHEDULERS if entry.info.interval == "epoch"]
                 raise UserError(
                     f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
                     f"{step_schedule.name!r} laid its schedule out over {saved.trainer.epochs} epochs "

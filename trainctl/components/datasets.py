@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,12 +16,28 @@ from pydantic import Field
 
 from trainctl.data import image_sources, sklearn_files
 from trainctl.data.raw import RawData, classification_task
-from trainctl.data.task import Task
+from trainctl.data.task import Task, TaskKind
 from trainctl.errors import UserError
 from trainctl.limits import MAX_COUNT, Count, Seed, Width, require_memory
 from trainctl.registry import Registry
 
-DATASETS = Registry("dataset")
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetInfo:
+    """What the listings and `trainctl validate` know of a dataset before reading it."""
+
+    task: TaskKind | Literal["from the file"]
+    input: str  # what one sample is, in words
+    images: bool = False  # read as images, so `data.transforms` apply
+    # A file's dataset: its task from its parameters (read from the file if need be), before training.
+    task_of: Callable[[dict[str, Any]], str] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.task == "from the file") != (self.task_of is not None):
+            raise TypeError("a dataset whose task is 'from the file' gives task_of, and only such a dataset")
+
+
+DATASETS = Registry("dataset", DatasetInfo)
 
 
 def _sklearn_classification(loader_name: str, input_shape: tuple[int, ...] | None = None) -> RawData:

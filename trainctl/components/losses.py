@@ -1,11 +1,6 @@
 """The loss catalogue: each loss with its formula, what it expects, and when to use it.
 
-Metadata per loss, read by the listings, by target encoding and by `trainctl validate`:
-    task      classification | regression | distribution | any (composites)
-    target    what the loss compares against (see `trainctl.data.task`): decides target encoding
-    input     what it expects of the model: logits | log-probabilities | values
-    layout    regression outputs: values | log_rate (Poisson) | mean_variance (two per target)
-    expected  what a fresh model's loss should be about: ln_classes | ln_2 | None (no clear value)
+Each loss's metadata is a `LossInfo`, read by the listings, by target encoding and by `trainctl validate`.
 """
 
 from __future__ import annotations
@@ -19,7 +14,41 @@ from trainctl.data.task import TARGET_DESCRIPTIONS, OutputLayout, TargetKind, Ta
 from trainctl.errors import UserError
 from trainctl.registry import Registry
 
-LOSSES = Registry("loss")
+
+@dataclass(frozen=True, kw_only=True)
+class LossInfo:
+    """What a loss expects and how the listings describe it."""
+
+    task: Literal["classification", "regression", "distribution", "any"]  # any: a composite, of its terms' task
+    formula: str
+    output: str  # what the model should output, in words
+    use_when: str
+    # What the loss compares against (see `trainctl.data.task`): decides target encoding. A
+    # composite names neither this nor `input`: its terms decide, and must agree.
+    target: TargetKind | None = None
+    input: Literal["logits", "log-probabilities", "values"] | None = None  # what it expects of the model
+    layout: OutputLayout = "values"  # regression outputs: values | log_rate (Poisson) | mean_variance (two per target)
+    expected: Literal["ln_classes", "ln_2"] | None = None  # a fresh model's loss, where there is a clear value
+    composite: bool = False  # built from `terms`, each a registered loss
+    example: dict[str, Any] | None = None  # the parameters `list-losses NAME` shows; default: the defaults
+
+    def __post_init__(self) -> None:
+        if self.composite != (self.task == "any"):
+            raise ValueError("task 'any' is for composite losses, and a composite's task is 'any'")
+        if self.composite and (self.target is not None or self.input is not None):
+            raise TypeError("a composite loss takes its target and input from its terms: give neither")
+        if not self.composite:
+            missing = [key for key in ("target", "input") if getattr(self, key) is None]
+            if missing:
+                raise TypeError(f"missing metadata field {', '.join(map(repr, missing))} (every loss but a composite)")
+
+    @property
+    def target_text(self) -> str:
+        """The target in words, as the listings show it."""
+        return "what the terms expect" if self.target is None else TARGET_DESCRIPTIONS[self.target]
+
+
+LOSSES = Registry("loss", LossInfo)
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -42,8 +71,8 @@ class LossProfile:
 def profile(name: str, params: dict[str, Any]) -> LossProfile:
     """What a configured loss expects; a composite's comes from its terms, which must agree."""
     info = LOSSES.get(name).info
-    if not info.get("composite"):
-        return LossProfile(info["target"], info["input"], info.get("layout", "values"))
+    if info.target is not None and info.input is not None:  # every loss but a composite
+        return LossProfile(info.target, info.input, info.layout)
     profiles = {profile(term["name"], term) for term in params.get("terms", [])}
     if len(profiles) != 1:
         kinds = ", ".join(sorted(f"{p.target} targets from {p.input}" for p in profiles)) or "no terms"
@@ -53,16 +82,10 @@ def profile(name: str, params: dict[str, Any]) -> LossProfile:
     return profiles.pop()
 
 
-def _register(name: str, **metadata: Any):
-    if "target" in metadata:
-        metadata["target_text"] = TARGET_DESCRIPTIONS[metadata["target"]]
-    return LOSSES.register(name, **metadata)
-
-
 # ---- regression ----------------------------------------------------------------------------------
 
 
-@_register(
+@LOSSES.register(
     "mse",
     summary="Mean squared error",
     task="regression",
@@ -78,7 +101,7 @@ def mse(context: LossContext) -> Any:
     return nn.MSELoss()
 
 
-@_register(
+@LOSSES.register(
     "l1",
     summary="Mean absolute error",
     task="regression",
@@ -94,7 +117,7 @@ def l1(context: LossContext) -> Any:
     return nn.L1Loss()
 
 
-@_register(
+@LOSSES.register(
     "huber",
     summary="Huber loss: quadratic near zero, linear beyond delta",
     task="regression",
@@ -110,7 +133,7 @@ def huber(context: LossContext, *, delta: Positive = 1.0) -> Any:
     return nn.HuberLoss(delta=delta)
 
 
-@_register(
+@LOSSES.register(
     "smooth_l1",
     summary="Smooth L1: Huber divided by beta, so large errors cost |r| − ½β",
     task="regression",
@@ -126,7 +149,7 @@ def smooth_l1(context: LossContext, *, beta: Positive = 1.0) -> Any:
     return nn.SmoothL1Loss(beta=beta)
 
 
-@_register(
+@LOSSES.register(
     "log_cosh",
     summary="Log-cosh: about ½r² for small errors and |r| − ln 2 for large ones, smooth everywhere",
     task="regression",
@@ -142,7 +165,7 @@ def log_cosh(context: LossContext) -> Any:
     return LogCosh()
 
 
-@_register(
+@LOSSES.register(
     "quantile",
     summary="Pinball loss: the model learns the q-quantile of the target, not its mean",
     task="regression",
@@ -158,7 +181,7 @@ def quantile(context: LossContext, *, q: Annotated[float, Field(gt=0, lt=1)] = 0
     return Quantile(q)
 
 
-@_register(
+@LOSSES.register(
     "poisson_nll",
     summary="Poisson negative log-likelihood; the model outputs the log of the rate",
     task="regression",
@@ -175,7 +198,7 @@ def poisson_nll(context: LossContext) -> Any:
     return nn.PoissonNLLLoss(log_input=True, full=False)
 
 
-@_register(
+@LOSSES.register(
     "gaussian_nll",
     summary="Gaussian negative log-likelihood: the model predicts a mean and a variance per target",
     task="regression",
@@ -223,7 +246,7 @@ def _refuse_absent_classes(context: LossContext, key: str) -> None:
         )
 
 
-@_register(
+@LOSSES.register(
     "cross_entropy",
     summary="Cross-entropy of softmax(logits) against the true class",
     task="classification",
@@ -251,7 +274,7 @@ def cross_entropy(
     )
 
 
-@_register(
+@LOSSES.register(
     "nll",
     summary="Negative log-likelihood of log-probabilities",
     task="classification",
@@ -268,7 +291,7 @@ def nll(context: LossContext) -> Any:
     return nn.NLLLoss()
 
 
-@_register(
+@LOSSES.register(
     "bce_with_logits",
     summary="Binary cross-entropy on logits (sigmoid inside, numerically stable)",
     task="classification",
@@ -287,7 +310,7 @@ def bce_with_logits(context: LossContext, *, pos_weight: Positive | None = None)
     return nn.BCEWithLogitsLoss(pos_weight=weight)
 
 
-@_register(
+@LOSSES.register(
     "focal",
     summary="Focal loss (Lin et al. 2017): cross-entropy that down-weights easy, well-classified samples",
     task="classification",
@@ -321,7 +344,7 @@ def focal(
     return Focal(gamma, weights)
 
 
-@_register(
+@LOSSES.register(
     "multi_margin",
     summary="Multi-class hinge loss: the true class's score must beat every other by a margin",
     task="classification",
@@ -340,7 +363,7 @@ def multi_margin(context: LossContext, *, margin: Positive = 1.0, p: Literal[1, 
 # ---- distributions -------------------------------------------------------------------------------
 
 
-@_register(
+@LOSSES.register(
     "kl_div",
     summary="KL(target ‖ softmax(logits)), averaged over samples",
     task="distribution",
@@ -357,7 +380,7 @@ def kl_div(context: LossContext) -> Any:
     return KLDivergenceFromLogits()
 
 
-@_register(
+@LOSSES.register(
     "js_divergence",
     summary="Jensen-Shannon divergence between the target distribution and softmax(logits)",
     task="distribution",
@@ -376,7 +399,7 @@ def js_divergence(context: LossContext) -> Any:
 # ---- robust and adaptive -------------------------------------------------------------------------
 
 
-@_register(
+@LOSSES.register(
     "robust",
     summary="Barron's general robust loss with a fixed shape α and scale c (CVPR 2019)",
     task="regression",
@@ -398,7 +421,7 @@ def robust(
     return Robust(alpha, scale)
 
 
-@_register(
+@LOSSES.register(
     "adaptive",
     summary="Barron's adaptive robust loss: shape α and scale c are learned with the model",
     task="regression",
@@ -445,14 +468,13 @@ def _build_terms(context: LossContext, terms: list[Any]) -> tuple[list[Any], lis
     return modules, weights
 
 
-@_register(
+@LOSSES.register(
     "sum",
     summary="Weighted sum of losses that share the model's outputs and targets",
     task="any",
     composite=True,
     formula="Σ wᵢ·Lᵢ",
     output="what the terms expect (they must agree)",
-    target_text="what the terms expect",
     use_when="adding a regulariser or mixing criteria, e.g. cross_entropy + 0.1·focal",
     example={"terms": [{"name": "cross_entropy", "weight": 1.0}, {"name": "focal", "weight": 0.1, "gamma": 2.0}]},
 )
@@ -462,14 +484,13 @@ def sum_(context: LossContext, *, terms: Annotated[list[LossTerm], Field(min_len
     return WeightedSum(*_build_terms(context, terms))
 
 
-@_register(
+@LOSSES.register(
     "uncertainty_sum",
     summary="Sum whose weights are learned (Kendall et al. 2018): each term gets exp(−sᵢ), plus sᵢ",
     task="any",
     composite=True,
     formula="Σ wᵢ·(exp(−sᵢ)·Lᵢ + sᵢ),  sᵢ = log σᵢ² learned",
     output="what the terms expect (they must agree)",
-    target_text="what the terms expect",
     use_when="terms on different scales whose balance you would otherwise tune by hand; weights are logged",
     example={"terms": [{"name": "mse"}, {"name": "l1"}]},
 )

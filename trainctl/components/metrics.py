@@ -12,9 +12,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from trainctl.data.task import TaskKind
 from trainctl.registry import Registry
 
-METRICS = Registry("metric")
+
+@dataclass(frozen=True, kw_only=True)
+class MetricInfo:
+    task: TaskKind  # the datasets it applies to
+    goal: Literal["min", "max"]  # which way is better
+
+
+METRICS = Registry("metric", MetricInfo)
 
 
 @dataclass
@@ -69,7 +77,7 @@ def f1(confusion: np.ndarray) -> float:
     return float(per_class(confusion)["f1"].mean())
 
 
-def _register_regression(name: str, summary: str, goal: str = "min"):
+def _register_regression(name: str, summary: str, goal: Literal["min", "max"] = "min"):
     return METRICS.register(name, summary=summary, task="regression", goal=goal)
 
 
@@ -106,7 +114,7 @@ DEFAULT_METRICS: dict[str, list[str]] = {
 def goal(key: str) -> Literal["min", "max"]:
     """'min' or 'max' for a logged key such as 'val/loss' or 'val/accuracy'."""
     name = key.split("/")[-1]
-    return METRICS.get(name).info["goal"] if name in METRICS else "min"
+    return METRICS.get(name).info.goal if name in METRICS else "min"
 
 
 def compute(names: list[str], statistics: Any) -> dict[str, float]:

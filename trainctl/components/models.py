@@ -11,7 +11,13 @@ from trainctl.errors import UserError
 from trainctl.limits import MAX_WIDTH, Layers, Width
 from trainctl.registry import Registry
 
-MODELS = Registry("model")
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    input: str  # the inputs it reads, in words
+
+
+MODELS = Registry("model", ModelInfo)
 
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu"]
 OutputActivation = Literal["none", "softmax", "log_softmax", "sigmoid"]

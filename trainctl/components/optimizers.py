@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field
 
 from trainctl.registry import Registry
 
-OPTIMIZERS = Registry("optimizer")
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerInfo:
+    """An optimizer's listing needs nothing beyond its summary and parameters."""
+
+
+OPTIMIZERS = Registry("optimizer", OptimizerInfo)
 
 LearningRate = Annotated[float, Field(gt=0)]
 WeightDecay = Annotated[float, Field(ge=0)]

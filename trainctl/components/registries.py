@@ -1,5 +1,7 @@
 """The registries of everything a config can name. Importing this package does not import torch."""
 
+from typing import Any
+
 from trainctl.components.datasets import DATASETS
 from trainctl.components.losses import LOSSES
 from trainctl.components.metrics import METRICS
@@ -7,8 +9,9 @@ from trainctl.components.models import MODELS
 from trainctl.components.optimizers import OPTIMIZERS
 from trainctl.components.schedulers import SCHEDULERS
 from trainctl.components.transforms import TRANSFORMS
+from trainctl.registry import Registry
 
-REGISTRIES = {
+REGISTRIES: dict[str, Registry[..., Any]] = {
     "datasets": DATASETS,
     "models": MODELS,
     "losses": LOSSES,

@@ -9,7 +9,13 @@ from pydantic import Field
 
 from trainctl.registry import Registry
 
-SCHEDULERS = Registry("scheduler")
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerInfo:
+    interval: Literal["epoch", "step"]  # when it steps: after every epoch, or after every batch
+
+
+SCHEDULERS = Registry("scheduler", SchedulerInfo)
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,6 @@ def onecycle(
     "reduce_on_plateau",
     summary="Multiply the learning rate by factor when the monitored metric stops improving",
     interval="epoch",
-    needs_metric=True,
 )
 def reduce_on_plateau(
     context: SchedulerContext,

@@ -10,6 +10,7 @@ torchvision is imported when a transform is built, never when the registry is li
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -25,37 +26,44 @@ def v2() -> Any:
     return torchvision_v2()
 
 
-TRANSFORMS = Registry("transform")
+@dataclass(frozen=True, kw_only=True)
+class TransformInfo:
+    # Required, so that no transform is taken for a fixed one by omission: a random one is refused
+    # in `eval` lists, and makes a training split be read sample by sample.
+    random: bool  # draws new parameters for every sample and epoch
+
+
+TRANSFORMS = Registry("transform", TransformInfo)
 
 Size = Annotated[int, Field(ge=1)] | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 PaddingMode = Literal["constant", "edge", "reflect", "symmetric"]
 
 
-@TRANSFORMS.register("resize", summary="Resize to size (an int: the shorter side; [H, W]: exactly)")
+@TRANSFORMS.register("resize", summary="Resize to size (an int: the shorter side; [H, W]: exactly)", random=False)
 def resize(context: Any, *, size: Size) -> Any:
     return v2().Resize(size, antialias=True)
 
 
-@TRANSFORMS.register("center_crop", summary="Cut the central size×size (or [H, W]) region")
+@TRANSFORMS.register("center_crop", summary="Cut the central size×size (or [H, W]) region", random=False)
 def center_crop(context: Any, *, size: Size) -> Any:
     return v2().CenterCrop(size)
 
 
-@TRANSFORMS.register("pad", summary="Pad every side by `padding` pixels")
+@TRANSFORMS.register("pad", summary="Pad every side by `padding` pixels", random=False)
 def pad(
     context: Any, *, padding: Annotated[int, Field(ge=1)], fill: float = 0.0, padding_mode: PaddingMode = "constant"
 ) -> Any:
     return v2().Pad(padding, fill=fill, padding_mode=padding_mode)
 
 
-@TRANSFORMS.register("grayscale", summary="Convert RGB to gray, with 1 or 3 output channels")
+@TRANSFORMS.register("grayscale", summary="Convert RGB to gray, with 1 or 3 output channels", random=False)
 def grayscale(context: Any, *, channels: Literal[1, 3] = 1) -> Any:
     return v2().Grayscale(num_output_channels=channels)
 
 
 @TRANSFORMS.register(
-    "normalize", summary="(x - mean) / std per channel; without mean and std: the dataset's statistics"
+    "normalize", summary="(x - mean) / std per channel; without mean and std: the dataset's statistics", random=False
 )
 def normalize(context: Any, *, mean: list[float] | None = None, std: list[float] | None = None) -> Any:
     # The pipeline fills in the dataset's statistics before building, so both are set here.
@@ -151,7 +159,7 @@ def random_erasing(
 
 
 def is_random(specs: list[dict[str, Any]]) -> bool:
-    return any(TRANSFORMS.get(spec["name"]).info.get("random") for spec in specs)
+    return any(TRANSFORMS.get(spec["name"]).info.random for spec in specs)
 
 
 def compose(specs: list[dict[str, Any]], where: str = "data.transforms.eval") -> Any:

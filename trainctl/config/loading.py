@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from trainctl.components.losses import LossInfo
 from trainctl.components.losses import profile as loss_profile
 from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
@@ -345,7 +346,7 @@ def _check_component(
                 message = _message(item, item_loc)
             problems.append(Problem(source.where(item_loc), ".".join(str(k) for k in item_loc), message))
         return None
-    if entry.info.get("composite"):
+    if isinstance(entry.info, LossInfo) and entry.info.composite:
         validated["terms"] = _check_terms(loc, raw["terms"], registry, source, problems)
         if validated["terms"] is None:
             return None
@@ -353,13 +354,13 @@ def _check_component(
 
 
 def _check_terms(
-    loc: Key, raw_terms: list, registry: Registry, source: SourceMap, problems: list[Problem]
+    loc: Key, raw_terms: list, registry: Registry[..., LossInfo], source: SourceMap, problems: list[Problem]
 ) -> list | None:
     """Each term of a composite loss, validated like a loss of its own, with its weight kept."""
     terms = []
     for index, raw in enumerate(raw_terms):
         term_loc = (*loc, "terms", index)
-        if raw.get("name") in registry and registry.get(raw["name"]).info.get("composite"):
+        if raw.get("name") in registry and registry.get(raw["name"]).info.composite:
             where = source.where((*term_loc, "name"))
             problems.append(Problem(where, ".".join(map(str, term_loc)) + ".name", "composite losses cannot be nested"))
             return None
@@ -376,9 +377,8 @@ def _check_pairings(
     """Loss, metrics and monitor against the dataset's task; returns the resolved metrics and monitor."""
     problems = []
     entry = DATASETS.get(dataset.name)
-    task_kind = entry.info["task"]
-    if "task_of" in entry.info:  # a file's dataset, its task resolved by validate()
-        task_kind = dataset.params["task"]
+    # A file's dataset has its task resolved by validate(), in its parameters.
+    task_kind = entry.info.task if entry.info.task != "from the file" else dataset.params["task"]
     try:
         reason = incompatibility(loss.name, loss_profile(loss.name, loss.params).target, dataset.name, task_kind)
     except UserError as error:
@@ -391,13 +391,13 @@ def _check_pairings(
         loc = ("metrics", index)
         if metric not in METRICS:
             problems.append(Problem(source.where(loc), f"metrics.{index}", METRICS.unknown_name_message(metric)))
-        elif METRICS.get(metric).info["task"] != task_kind:
+        elif METRICS.get(metric).info.task != task_kind:
             allowed = ", ".join(DEFAULT_METRICS[task_kind])
             problems.append(
                 Problem(
                     source.where(loc),
                     f"metrics.{index}",
-                    f"metric {metric!r} is for {METRICS.get(metric).info['task']}, but dataset "
+                    f"metric {metric!r} is for {METRICS.get(metric).info.task}, but dataset "
                     f"{dataset.name!r} is {task_kind}; use one of: {allowed}",
                 )
             )
@@ -453,10 +453,10 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
     if problems:
         raise ConfigError(problems)
     entry = DATASETS.get(dataset.name)
-    if "task_of" in entry.info and dataset.params.get("task", "auto") == "auto":
+    if entry.info.task_of is not None and dataset.params.get("task", "auto") == "auto":
         # A file's dataset: its task is read from the file once, and saved resolved with the run.
         try:
-            kind = entry.info["task_of"](dataset.params)
+            kind = entry.info.task_of(dataset.params)
         except UserError as error:
             raise ConfigError([located_problem(error, source, ("data", "path"))]) from None
         dataset = Component(dataset.name, {**dataset.params, "task": kind})
@@ -491,8 +491,8 @@ def _check_transforms(
     """data.transforms, each item checked against the transform it names; None when not set."""
     if lists is None:
         return None
-    if not DATASETS.get(dataset.name).info.get("images"):
-        images = ", ".join(entry.name for entry in DATASETS if entry.info.get("images"))
+    if not DATASETS.get(dataset.name).info.images:
+        images = ", ".join(entry.name for entry in DATASETS if entry.info.images)
         problems.append(
             Problem(
                 source.where(("data", "transforms")),
@@ -514,7 +514,7 @@ def _check_transforms(
             component = _check_component(loc, item, TRANSFORMS, source, problems)
             if component is None:
                 continue
-            if phase == "eval" and TRANSFORMS.get(component.name).info.get("random"):
+            if phase == "eval" and TRANSFORMS.get(component.name).info.random:
                 problems.append(
                     Problem(
                         source.where((*loc, "name")),

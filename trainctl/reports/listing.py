@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from rich.console import Group
@@ -12,7 +12,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from trainctl.registry import Registry
+from trainctl.registry import Entry, Registry
+
+if TYPE_CHECKING:
+    from trainctl.components.losses import LossInfo
 
 _BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
 
@@ -87,13 +90,15 @@ def registry_table(title: str, registry: Registry, fields: list[tuple[str, str]]
     table.add_column("parameters", ratio=2, overflow="fold")
     for entry in entries:
         name = Text(entry.name, style="bold cyan")
-        if entry.info.get("task"):
-            name.append(f"\n{entry.info['task']}", style="default")
+        task = getattr(entry.info, "task", None)  # the registries whose components have a task
+        if task:
+            name.append(f"\n{task}", style="default")
         details = Text(entry.summary)
         for key, label in fields:
-            if entry.info.get(key) is not None:
+            value = getattr(entry.info, key)  # LISTING_FIELDS names fields of each registry's metadata
+            if value is not None and value is not False:  # a flag that is off is not listed
                 details.append(f"\n{label}: ", style="dim")
-                details.append(str(entry.info[key]))
+                details.append(str(value))
         table.add_row(name, details, Text("\n".join(describe_params(entry.params)) or "—"))
     return table
 
@@ -109,12 +114,12 @@ LISTING_FIELDS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def loss_details(entry: Any) -> Group:
+def loss_details(entry: Entry[LossInfo]) -> Group:
     """One loss in full, ending with a config snippet that uses it with its defaults."""
     import yaml
 
     info = entry.info
-    example = info.get("example")
+    example = info.example
     if example is None:
         example = {key: (list(v) if isinstance(v, tuple) else v) for key, v in _defaults(entry.params).items()}
     snippet = yaml.safe_dump({"loss": {"name": entry.name, **example}}, sort_keys=False, allow_unicode=True)
@@ -122,12 +127,12 @@ def loss_details(entry: Any) -> Group:
     rows.add_column(style="bold")
     rows.add_column()
     for label, value in (
-        ("task", info.get("task")),
-        ("formula", info.get("formula")),
-        ("target", info.get("target_text")),
-        ("model output", info.get("output")),
+        ("task", info.task),
+        ("formula", info.formula),
+        ("target", info.target_text),
+        ("model output", info.output),
         ("parameters", "\n".join(describe_params(entry.params)) or "none"),
-        ("use when", info.get("use_when")),
+        ("use when", info.use_when),
     ):
         rows.add_row(label, Text(str(value)))
     return Group(

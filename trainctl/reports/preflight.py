@@ -95,7 +95,7 @@ def output_kind(outputs: torch.Tensor) -> OutputKind:
 
 def expected_initial_loss(loss_name: str, classes: int) -> tuple[float | None, str]:
     """What a fresh model's loss should be about: a uniform prediction's loss, where it is clear."""
-    expected = LOSSES.get(loss_name).info.get("expected")
+    expected = LOSSES.get(loss_name).info.expected
     if expected == "ln_classes" and classes > 1:
         return math.log(classes), f"ln {classes} = {math.log(classes):.4f}"
     if expected == "ln_2":

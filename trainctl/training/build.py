@@ -173,7 +173,7 @@ def build_training(config: Config, ranks: Ranks = SINGLE) -> TrainingParts:
         steps = steps_per_epoch(len(parts.data.train), config.data.batch_size)
         context = SchedulerContext(optimizer, config.trainer.epochs, steps)
         with config.errors_located(), refused_by_torch("scheduler"):
-            scheduler, interval = entry.build(context, config.scheduler.params), entry.info["interval"]
+            scheduler, interval = entry.build(context, config.scheduler.params), entry.info.interval
     return TrainingParts(
         parts.data,
         parts.model,
