@@ -76,11 +76,11 @@ class Registry(Generic[InfoFields, Info]):
     and `register` takes LossInfo's fields as keyword arguments.
     """
 
-    def __init__(self, kind: str, info: Callable[InfoFields, Info]):
-        if not _is_dataclass_class(info):
-            raise TypeError(f"the metadata of a {kind} registry must be a dataclass, not {info!r}")
+    def __init__(self, kind: str, info_class: Callable[InfoFields, Info]):
+        if not _is_dataclass_class(info_class):
+            raise TypeError(f"the metadata of a {kind} registry must be a dataclass, not {info_class!r}")
         self.kind = kind
-        self.info = info
+        self.info_class = info_class
         self._entries: dict[str, Entry[Info]] = {}
 
     def register(
@@ -99,7 +99,7 @@ class Registry(Generic[InfoFields, Info]):
     def _metadata(self, name: str, args: tuple[Any, ...], given: dict[str, Any]) -> Info:
         """One registration's metadata object; a TypeError that names the field where it cannot be one."""
         where = f"{self.kind} {name!r}"
-        fields = _fields_of(self.info)
+        fields = _fields_of(self.info_class)
         if args:
             raise TypeError(f"{where}: metadata fields are given by name ({fields.class_name}: {fields.listed()})")
         unknown = [key for key in given if key not in fields.names]
@@ -121,7 +121,7 @@ class Registry(Generic[InfoFields, Info]):
                     f"{where}: metadata field {key!r} is {value!r}; allowed: {', '.join(map(repr, allowed))}"
                 )
         try:
-            return self.info(**given)  # type: ignore[call-arg]  # checked against the fields above
+            return self.info_class(**given)  # type: ignore[call-arg]  # checked against the fields above
         except (TypeError, ValueError) as error:  # a rule between fields, which the class checks itself
             raise TypeError(f"{where}: {error}") from None
 
