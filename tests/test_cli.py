@@ -8,26 +8,21 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from trainctl.cli import app
 
-from conftest import CONFIGS, REPO, tiny_config, write_config
+from helpers import CONFIGS, REPO, TRAINCTL, write_config
 
 
 def app_commands() -> list[str]:
     return [command.name or command.callback.__name__.replace("_", "-") for command in app.registered_commands]
 
 
-# The console script installed beside the Python running the tests.
-TRAINCTL = str(Path(sys.executable).parent / "trainctl")
-
-
 def test_train_prints_epochs_and_test_table(cli, tmp_path):
-    result = cli("train", tiny_config(tmp_path), "--out", tmp_path / "run", "--set", "trainer.epochs=2")
+    result = cli("train", write_config(tmp_path), "--out", tmp_path / "run", "--set", "trainer.epochs=2")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == f"run folder: {tmp_path / 'run'}"
@@ -39,14 +34,14 @@ def test_train_prints_epochs_and_test_table(cli, tmp_path):
 
 
 def test_quiet_prints_only_the_run_folder(cli, tmp_path):
-    result = cli("train", tiny_config(tmp_path), "--out", tmp_path / "run", "--quiet", "--seed", "3")
+    result = cli("train", write_config(tmp_path), "--out", tmp_path / "run", "--quiet", "--seed", "3")
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{tmp_path / 'run'}\n"
     assert "seed: 3\n" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def test_config_errors_exit_2_with_one_line_each(cli, tmp_path):
-    path = tiny_config(tmp_path, optimizer={"name": "adamm"}, model={"name": "mlp", "dropout": 2})
+    path = write_config(tmp_path, optimizer={"name": "adamm"}, model={"name": "mlp", "dropout": 2})
     result = cli("train", path)
     assert result.exit_code == 2
     assert result.stdout == ""
@@ -70,7 +65,7 @@ def test_missing_config_file_exits_2(cli, tmp_path):
 def test_unavailable_device_is_an_error_not_a_fallback(cli, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = cli("train", tiny_config(tmp_path), "--device", "cuda")
+    result = cli("train", write_config(tmp_path), "--device", "cuda")
     assert result.exit_code == 2
     assert "trainer.device: 'cuda' asked for, but CUDA is not available here" in result.stderr
 
@@ -229,7 +224,7 @@ def test_installed_help_is_fast_and_torch_free():
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_installed_train_then_eval(tmp_path):
-    config = tiny_config(tmp_path)
+    config = write_config(tmp_path)
     trained = run_installed("train", config, "--out", tmp_path / "run")
     assert trained.returncode == 0, trained.stderr
     assert trained.stdout.splitlines()[1].startswith("epoch 1/3  train/loss")  # not a terminal: plain lines
@@ -280,7 +275,7 @@ def test_every_loss_has_a_detail_page_with_a_valid_example(cli, tmp_path):
 
 def test_error_text_with_brackets_is_printed_as_is(cli, tmp_path):
     """Messages quote user input and library errors, which may hold [square brackets]."""
-    result = cli("train", tiny_config(tmp_path), "--set", "model.name=a[/b]")
+    result = cli("train", write_config(tmp_path), "--set", "model.name=a[/b]")
     assert result.exit_code == 2
     assert "unknown model 'a[/b]'" in result.stderr
 
@@ -288,7 +283,7 @@ def test_error_text_with_brackets_is_printed_as_is(cli, tmp_path):
 def test_paths_and_names_with_brackets_are_printed_as_is(cli, tmp_path):
     """A folder called `run[lr]` or `[b]` is not rich markup: every line that names it shows it whole."""
     out = tmp_path / "[b]run[lr]"
-    trained = cli("train", tiny_config(tmp_path), "--out", out, "--set", "trainer.epochs=1")
+    trained = cli("train", write_config(tmp_path), "--out", out, "--set", "trainer.epochs=1")
     assert trained.exit_code == 0, trained.output
     lines = trained.stdout.splitlines()
     assert lines[0] == f"run folder: {out}" and lines[-1] == f"run folder: {out}"

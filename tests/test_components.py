@@ -11,7 +11,7 @@ from trainctl.components.registries import DATASETS, LOSSES, MODELS, OPTIMIZERS,
 from trainctl.config.loading import load_config
 from trainctl.workflows import train
 
-from conftest import tiny_config
+from helpers import write_config
 
 DATASET_FOR_TASK = {"classification": "iris", "regression": "diabetes", "distribution": "wine"}
 MODEL_DATASET = {"mlp": "iris", "cnn": "digits", "rnn": "digits"}
@@ -23,7 +23,7 @@ def test_every_model_is_trained_by_some_test():
 
 def one_epoch(tmp_path, **sections):
     sections.setdefault("trainer", {"epochs": 1, "device": "cpu"})
-    return train(tiny_config(tmp_path, **sections), out=tmp_path / "run", quiet=True)
+    return train(write_config(tmp_path, **sections), out=tmp_path / "run", quiet=True)
 
 
 COMPOSITE_TERMS = {
@@ -109,7 +109,7 @@ def test_step_scheduler_halves_each_epoch(tmp_path):
 def test_kl_div_is_batchmean_over_log_softmax(tmp_path):
     from trainctl.training.build import build_data, build_loss
 
-    config = load_config(tiny_config(tmp_path, loss={"name": "kl_div"}))
+    config = load_config(write_config(tmp_path, loss={"name": "kl_div"}))
     data = build_data(config, torch.device("cpu"))
     loss_fn = build_loss(config, data)
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]])

@@ -7,7 +7,7 @@ import pytest
 from trainctl.config.loading import load_config
 from trainctl.errors import ConfigError, UserError
 
-from conftest import CONFIGS, tiny_config, write_config
+from helpers import CONFIGS, write_config
 
 
 def problems_of(path, overrides=None) -> list[str]:
@@ -33,7 +33,7 @@ def test_default_config_resolves_every_default(tmp_path):
 
 def test_exponent_without_dot_is_a_number(tmp_path):
     """YAML 1.1 reads 1e-3 as a string; trainctl reads it as the number every user means."""
-    path = tiny_config(tmp_path, optimizer={"name": "adam", "lr": "PLACEHOLDER"})
+    path = write_config(tmp_path, optimizer={"name": "adam", "lr": "PLACEHOLDER"})
     path.write_text(path.read_text().replace("PLACEHOLDER", "1e-3"))
     assert "1e-3" in path.read_text()
     assert load_config(path).optimizer.params["lr"] == 0.001
@@ -110,13 +110,13 @@ def test_every_problem_is_reported_at_once_with_lines(tmp_path):
 
 
 def test_fractions_must_leave_training_data(tmp_path):
-    path = tiny_config(tmp_path, data={"name": "iris", "val_fraction": 0.5, "test_fraction": 0.5})
+    path = write_config(tmp_path, data={"name": "iris", "val_fraction": 0.5, "test_fraction": 0.5})
     (line,) = problems_of(path)
     assert "data: val_fraction + test_fraction must be below 1 to leave training data (got 0.5 + 0.5)" in line
 
 
 def test_wrong_type_names_the_value_and_what_is_allowed(tmp_path):
-    path = tiny_config(tmp_path, model={"name": "mlp", "activation": "swishy", "hidden": "big"})
+    path = write_config(tmp_path, model={"name": "mlp", "activation": "swishy", "hidden": "big"})
     lines = problems_of(path)
     assert any(
         "model.activation: Input should be 'relu', 'gelu', 'tanh'" in line and "(got 'swishy')" in line
@@ -141,7 +141,7 @@ def test_missing_section_and_unknown_top_level_key(tmp_path):
 
 
 def test_overrides_are_yaml_values_and_located(tmp_path):
-    path = tiny_config(tmp_path)
+    path = write_config(tmp_path)
     config = load_config(path, ["trainer.epochs=5", "model.hidden=[64,64]", "optimizer.lr=3e-4"])
     assert config.trainer.epochs == 5
     assert config.model.params["hidden"] == [64, 64]
@@ -152,11 +152,11 @@ def test_overrides_are_yaml_values_and_located(tmp_path):
 
 def test_malformed_override(tmp_path):
     with pytest.raises(UserError, match=r"--set trainer\.epochs: expected key\.path=value"):
-        load_config(tiny_config(tmp_path), ["trainer.epochs"])
+        load_config(write_config(tmp_path), ["trainer.epochs"])
 
 
 def test_loss_must_suit_the_dataset_task(tmp_path):
-    path = tiny_config(tmp_path, data={"name": "diabetes"}, metrics=["mse"])
+    path = write_config(tmp_path, data={"name": "diabetes"}, metrics=["mse"])
     (line,) = problems_of(path)
     assert line.endswith(
         "loss.name: loss 'cross_entropy' expects a classification task, but dataset 'diabetes' is a regression task"
@@ -164,7 +164,7 @@ def test_loss_must_suit_the_dataset_task(tmp_path):
 
 
 def test_metrics_and_monitor_must_suit_the_task(tmp_path):
-    path = tiny_config(tmp_path, metrics=["accuracy", "r2"], trainer={"epochs": 1, "monitor": "val/acuracy"})
+    path = write_config(tmp_path, metrics=["accuracy", "r2"], trainer={"epochs": 1, "monitor": "val/acuracy"})
     lines = problems_of(path)
     assert any(
         "metrics.1: metric 'r2' is for regression, but dataset 'iris' is classification" in line for line in lines
@@ -185,7 +185,7 @@ def test_name_defaults_to_file_stem(tmp_path):
         loss: {name: cross_entropy}
         optimizer: {name: adam}
     """,
-        name="my experiment.yaml",
+        file="my experiment.yaml",
     )
     config = load_config(path)
     assert config.name == "my-experiment"
@@ -235,12 +235,12 @@ def test_composite_terms_are_validated_like_losses(tmp_path):
 
 
 def test_composite_terms_must_agree(tmp_path):
-    path = tiny_config(tmp_path, loss={"name": "sum", "terms": [{"name": "cross_entropy"}, {"name": "mse"}]})
+    path = write_config(tmp_path, loss={"name": "sum", "terms": [{"name": "cross_entropy"}, {"name": "mse"}]})
     (line,) = problems_of(path)
     assert "loss.name: the terms of loss 'sum' must expect the same targets and model outputs" in line
 
 
 def test_composites_do_not_nest(tmp_path):
-    path = tiny_config(tmp_path, loss={"name": "sum", "terms": [{"name": "sum", "terms": [{"name": "mse"}]}]})
+    path = write_config(tmp_path, loss={"name": "sum", "terms": [{"name": "sum", "terms": [{"name": "mse"}]}]})
     (line,) = problems_of(path)
     assert line.endswith("loss.terms.0.name: composite losses cannot be nested")

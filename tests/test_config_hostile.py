@@ -13,7 +13,7 @@ from trainctl.runs import RunFolder
 from trainctl.sweeps.plan import parse_values
 from trainctl.yaml_source import MAX_DEPTH, read_yaml
 
-from conftest import tiny_config, write_config
+from helpers import write_config
 
 TAIL = "\nmodel: {name: mlp}\nloss: {name: cross_entropy}\noptimizer: {name: adam}\n"
 
@@ -78,7 +78,7 @@ def test_deep_nesting_is_one_line(tmp_path):
     line = error_of(path)
     assert line.startswith(f"{path}:2:")
     assert line.endswith(f"nested more than {MAX_DEPTH} levels deep; a config needs a handful")
-    shallow = write_config(tmp_path, "name: x\nmetrics: " + "[" * 20 + "]" * 20 + TAIL, name="shallow.yaml")
+    shallow = write_config(tmp_path, "name: x\nmetrics: " + "[" * 20 + "]" * 20 + TAIL, file="shallow.yaml")
     assert "metrics" in error_of(shallow)  # read, then refused by the schema: a list of lists is no metric
 
 
@@ -169,24 +169,24 @@ def test_values_no_config_can_hold_are_one_line(tmp_path, value, expected):
     ],
 )
 def test_sizes_and_seeds_have_bounds_in_the_schema(tmp_path, override, expected):
-    line = error_of(tiny_config(tmp_path), [override])
+    line = error_of(write_config(tmp_path), [override])
     assert line.startswith(expected)
 
 
 @pytest.mark.parametrize("name", ["../..", "a/b", "x" * 300, ".hidden", "-flag", "", "a b"])
 def test_a_run_name_is_a_name_not_a_path(tmp_path, name):
-    line = error_of(tiny_config(tmp_path, name=name))
+    line = error_of(write_config(tmp_path, name=name))
     assert ": name: must be a name of 1-50 letters, digits, '.', '_' or '-', not starting with '.' or '-'" in line
     assert len(line) < 400
 
 
 def test_a_run_name_may_be_in_any_script(tmp_path):
-    assert load_config(tiny_config(tmp_path, name="损失-对比_v1.2")).name == "损失-对比_v1.2"
+    assert load_config(write_config(tmp_path, name="损失-对比_v1.2")).name == "损失-对比_v1.2"
 
 
 @pytest.mark.parametrize(("stem", "expected"), [("x" * 200, "x" * 50), ("..", "run"), ("my run", "my-run")])
 def test_the_default_name_from_the_file_stem_is_always_valid(tmp_path, stem, expected):
-    path = write_config(tmp_path, TAIL.lstrip(), name=f"{stem}.yaml")
+    path = write_config(tmp_path, TAIL.lstrip(), file=f"{stem}.yaml")
     assert load_config(path).name == expected
 
 
@@ -204,7 +204,7 @@ def test_a_huge_value_is_cut_in_the_message(tmp_path):
 
 
 def test_a_problem_under_a_set_value_names_the_set(tmp_path):
-    path = tiny_config(tmp_path)  # its model.hidden is [16], on a line of its own
+    path = write_config(tmp_path)  # its model.hidden is [16], on a line of its own
     line = error_of(path, ["model.hidden=[abc]"])
     assert line.startswith("--set model.hidden: model.hidden.0: Input should be a valid integer")
 
@@ -212,7 +212,7 @@ def test_a_problem_under_a_set_value_names_the_set(tmp_path):
 def test_a_data_file_given_with_set_is_reported_at_the_set(tmp_path):
     csv = tmp_path / "table.csv"
     csv.write_text("x,y\n1,a\n2,b\n")
-    path = tiny_config(tmp_path)
+    path = write_config(tmp_path)
     assert error_of(path, ["data.name=csv", f"data.path={tmp_path / 'nope.csv'}", "data.target=y"]) == (
         f"--set data.path: data.path: {tmp_path / 'nope.csv'}: file not found"
     )
@@ -226,13 +226,13 @@ def test_train_says_what_to_give(cli, tmp_path):
     assert nothing.exit_code == 2
     assert "nothing to train: give a CONFIG file to start a run" in nothing.stderr
     assert "--resume RUN_DIR to continue one" in nothing.stderr
-    both = cli("train", tiny_config(tmp_path), "--resume", tmp_path)
+    both = cli("train", write_config(tmp_path), "--resume", tmp_path)
     assert both.exit_code == 2
     assert "give either CONFIG" in both.stderr and "not both" in both.stderr
 
 
 def test_a_model_too_large_for_memory_is_refused_with_the_figure(cli, tmp_path):
-    result = cli("validate", tiny_config(tmp_path), "--set", "model.hidden=[1000000, 1000000]")
+    result = cli("validate", write_config(tmp_path), "--set", "model.hidden=[1000000, 1000000]")
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: --set model.hidden: model: the 1,000,009,000,003 parameters of model 'mlp'")
@@ -240,7 +240,7 @@ def test_a_model_too_large_for_memory_is_refused_with_the_figure(cli, tmp_path):
 
 
 def test_a_dataset_too_large_for_memory_is_refused_with_the_figure(cli, tmp_path):
-    path = tiny_config(
+    path = write_config(
         tmp_path,
         data={"name": "synthetic_regression", "samples": 2_000_000_000, "features": 100_000},
         loss={"name": "mse"},
@@ -273,7 +273,7 @@ def test_an_unreadable_checkpoint_says_why_in_words(tmp_path, content, reason):
 
 def test_a_combination_torch_refuses_is_the_configs_to_fix(cli, tmp_path):
     """Each value passes the schema; together SGD refuses them (found by the fuzz test)."""
-    result = cli("validate", tiny_config(tmp_path), "--set", "optimizer={name: sgd, nesterov: true}")
+    result = cli("validate", write_config(tmp_path), "--set", "optimizer={name: sgd, nesterov: true}")
     assert result.exit_code == 2, result.output
     assert (
         result.stderr == "error: --set optimizer: optimizer: Nesterov momentum requires a momentum and zero dampening\n"
@@ -281,7 +281,7 @@ def test_a_combination_torch_refuses_is_the_configs_to_fix(cli, tmp_path):
 
 
 def test_a_duplicate_in_a_set_value_names_the_set(tmp_path):
-    line = error_of(tiny_config(tmp_path), ["optimizer={name: adam, name: sgd}"])
+    line = error_of(write_config(tmp_path), ["optimizer={name: adam, name: sgd}"])
     assert line == "--set optimizer: key 'name' is given twice in one mapping; keep one"
 
 
@@ -304,7 +304,7 @@ def test_a_duplicate_in_a_set_value_names_the_set(tmp_path):
 )
 def test_a_first_step_torch_refuses_is_one_line(cli, tmp_path, overrides, reason):
     """Found by the fuzz test: shapes or sizes that only meet in the forward pass."""
-    arguments = ["validate", tiny_config(tmp_path)] + [part for o in overrides for part in ("--set", o)]
+    arguments = ["validate", write_config(tmp_path)] + [part for o in overrides for part in ("--set", o)]
     result = cli(*arguments)
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()

@@ -14,7 +14,7 @@ from trainctl.training.state import EarlyStopping, TrainingState
 from trainctl.training.trainer import NonFiniteLoss, train_one_epoch
 from trainctl.workflows import resume, train
 
-from conftest import read_jsonl, tiny_config
+from helpers import read_jsonl, write_config
 
 EARLY = {"monitor": "val/loss", "patience": 2, "min_delta": 0.02}
 
@@ -44,7 +44,7 @@ def test_early_stopping_counts_epochs_without_enough_improvement():
 
 
 def test_early_stopping_stops_at_the_epoch_the_logged_values_say(tmp_path):
-    config = tiny_config(tmp_path, trainer={"epochs": 40, "device": "cpu", "early_stopping": EARLY})
+    config = write_config(tmp_path, trainer={"epochs": 40, "device": "cpu", "early_stopping": EARLY})
     result = train(config, out=tmp_path / "run", quiet=True)
     rows = read_jsonl(result.run.metrics_path)
     stop = expected_stop([row["val/loss"] for row in rows], patience=2, min_delta=0.02)
@@ -59,7 +59,7 @@ def test_early_stopping_stops_at_the_epoch_the_logged_values_say(tmp_path):
 
 def test_early_stopping_state_survives_a_resume(tmp_path):
     """Stopped one epoch before early stopping would fire, then resumed: it fires at the same epoch."""
-    config = tiny_config(tmp_path, trainer={"epochs": 40, "device": "cpu", "early_stopping": EARLY})
+    config = write_config(tmp_path, trainer={"epochs": 40, "device": "cpu", "early_stopping": EARLY})
     straight = train(config, out=tmp_path / "straight", quiet=True)
     stop = straight.summary["epochs_trained"]
     cut = train(config, [f"trainer.epochs={stop - 1}"], out=tmp_path / "cut", quiet=True)
@@ -144,7 +144,7 @@ def test_nonfinite_steps_are_skipped_within_the_limit():
 
 def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
     """One-cycle warm-up to a rate far too high for plain SGD: fine for an epoch or two, then inf."""
-    config = tiny_config(
+    config = write_config(
         tmp_path,
         data={"name": "diabetes", "batch_size": 16},
         loss={"name": "mse"},
@@ -171,7 +171,7 @@ def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
 def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = tiny_config(tmp_path, logging={"tensorboard": True})
+    config = write_config(tmp_path, logging={"tensorboard": True})
     result = train(config, out=tmp_path / "run", quiet=True)
     events = EventAccumulator(str(result.run.path / "tensorboard"))
     events.Reload()
@@ -183,7 +183,7 @@ def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
 
 def test_missing_tensorboard_is_one_clear_message_before_the_run_starts(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what an install without it gives
-    config = tiny_config(tmp_path, logging={"tensorboard": True})
+    config = write_config(tmp_path, logging={"tensorboard": True})
     hint = "pip install tensorboard (or, in the trainctl checkout, pip install -e '.[tensorboard]'); or set logging"
     with pytest.raises(UserError, match=re.escape(f"the tensorboard package is not installed; {hint}")):
         train(config, out=tmp_path / "run", quiet=True)

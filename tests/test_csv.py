@@ -11,7 +11,7 @@ import pytest
 
 from trainctl.workflows import validate
 
-from conftest import REPO, write_config
+from helpers import REPO, write_config
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

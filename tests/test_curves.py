@@ -14,7 +14,7 @@ from trainctl.reports.preflight import Finding
 from trainctl.workflows import resume, train
 
 import recorded_curves as recorded
-from conftest import read_jsonl, tiny_config
+from helpers import read_jsonl, write_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -194,7 +194,7 @@ def test_overfitting_names_the_epoch_it_starts():
 def two_runs(tmp_path_factory):
     """The same tiny config at two learning rates."""
     folder = tmp_path_factory.mktemp("two")
-    config = tiny_config(folder, trainer={"epochs": 4, "device": "cpu"})
+    config = write_config(folder, trainer={"epochs": 4, "device": "cpu"})
     return [train(config, [f"optimizer.lr={lr}"], out=folder / f"lr{lr}", quiet=True) for lr in (0.001, 0.03)]
 
 
@@ -213,7 +213,7 @@ def test_every_run_writes_its_curves_and_diagnosis(two_runs):
 
 
 def test_a_trained_run_with_a_warning_carries_it_into_its_diagnosis(tmp_path):
-    config = tiny_config(tmp_path, model={"name": "mlp", "hidden": [16], "output_activation": "softmax"})
+    config = write_config(tmp_path, model={"name": "mlp", "hidden": [16], "output_activation": "softmax"})
     result = train(config, out=tmp_path / "run", quiet=True)
     message = result.summary["diagnosis"]["message"]
     assert message.endswith("; chance 0.3333; the checks before training warned: double-softmax")
@@ -221,7 +221,7 @@ def test_a_trained_run_with_a_warning_carries_it_into_its_diagnosis(tmp_path):
 
 
 def test_a_resumed_run_keeps_the_warning_in_its_diagnosis(tmp_path):
-    config = tiny_config(
+    config = write_config(
         tmp_path,
         model={"name": "mlp", "hidden": [16], "output_activation": "softmax"},
         trainer={"epochs": 2, "device": "cpu"},

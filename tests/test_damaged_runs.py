@@ -9,7 +9,6 @@ test_fuzz_runs and test_resume, to keep this file fast).
 
 from __future__ import annotations
 
-import csv
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,57 +17,7 @@ import pytest
 import torch
 import yaml
 
-COMMANDS = ("compare", "plot", "eval", "predict", "resume")
-
-
-def write_iris_csv(path: Path) -> Path:
-    from trainctl.data import sklearn_files
-
-    table = sklearn_files.load("load_iris")
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["sepal_length", "sepal_width", "petal_length", "petal_width", "species"])
-        for features, label in zip(table.data, table.target):
-            writer.writerow([*(f"{value:g}" for value in features), table.target_names[label]])
-    return path
-
-
-def train_tiny_run(directory: Path) -> tuple[Path, Path]:
-    """A finished 2-epoch run of an MLP on iris read from a CSV; returns (run folder, CSV)."""
-    from trainctl.workflows import train
-
-    data = write_iris_csv(directory / "iris.csv")
-    config = {
-        "name": "iris",
-        "seed": 0,
-        "data": {"name": "csv", "path": str(data), "target": "species", "batch_size": 32},
-        "model": {"name": "mlp", "hidden": [8]},
-        "loss": {"name": "cross_entropy"},
-        "optimizer": {"name": "adam", "lr": 0.01},
-        "scheduler": {"name": "step", "step_size": 1},
-        "trainer": {"epochs": 2, "device": "cpu"},
-        "output_dir": str(directory / "runs"),
-    }
-    path = directory / "iris.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = train(path, out=directory / "run", quiet=True)
-    return result.run.path, data
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    return train_tiny_run(tmp_path_factory.mktemp("tiny"))
-
-
-def command_line(command: str, run: Path, data: Path, scratch: Path) -> list:
-    return {
-        "compare": ["compare", run],
-        "plot": ["plot", run, "-o", scratch / "curves.png"],
-        "eval": ["eval", run],
-        "predict": ["predict", run, data],
-        "resume": ["train", "--resume", run, "--set", "trainer.epochs=3", "-q"],
-    }[command]
-
+from helpers import RUN_COMMANDS, run_command_line
 
 # ---- the damages -----------------------------------------------------------------------------------
 
@@ -195,14 +144,14 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], dict[str, tuple[str, str]]]] = 
         truncate_checkpoints,
         {c: (BEST if c != "resume" else LAST, UNREADABLE) for c in ("eval", "predict", "resume")},
     ),
-    "empty config.yaml": (write("config.yaml", ""), {c: ("config.yaml", "the config is empty") for c in COMMANDS}),
+    "empty config.yaml": (write("config.yaml", ""), {c: ("config.yaml", "the config is empty") for c in RUN_COMMANDS}),
     "unparsable config.yaml": (
         write("config.yaml", "name: iris\nmodel: [mlp,\n"),
-        {c: ("config.yaml:3:1", "invalid YAML") for c in COMMANDS},
+        {c: ("config.yaml:3:1", "invalid YAML") for c in RUN_COMMANDS},
     ),
     "config.yaml a list": (
         write("config.yaml", "- 1\n"),
-        {c: ("config.yaml:1", "the config must be a mapping") for c in COMMANDS},
+        {c: ("config.yaml:1", "the config must be a mapping") for c in RUN_COMMANDS},
     ),
     "config.yaml with data a string": (
         lambda run: (run / "config.yaml").write_text(
@@ -253,11 +202,11 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], dict[str, tuple[str, str]]]] = 
 def test_every_command_names_the_damaged_file_or_is_unaffected(cli, tiny_run, tmp_path, damage_name):
     base, data = tiny_run
     damage, failing = DAMAGES[damage_name]
-    for command in [c for c in COMMANDS if c in failing or c != "resume"]:
+    for command in [c for c in RUN_COMMANDS if c in failing or c != "resume"]:
         run = tmp_path / command / "run"
         shutil.copytree(base, run)
         damage(run)
-        result = cli(*command_line(command, run, data, tmp_path / command))
+        result = cli(*run_command_line(command, run, data, tmp_path / command))
         assert "Traceback" not in result.output
         if command not in failing:
             assert result.exit_code == 0, f"{command}: {result.output}"

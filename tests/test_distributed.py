@@ -14,18 +14,17 @@ import torch
 
 from trainctl.workflows import resume, train
 
-from conftest import read_jsonl, tiny_config
+from helpers import TRAINCTL, image_tree, read_jsonl, write_config
 
 pytestmark = [pytest.mark.distributed, pytest.mark.subprocess, pytest.mark.slow]
 
-TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 WORKER = Path(__file__).parent / "workers" / "train_and_dump.py"
 
 
 def config_for(directory: Path, epochs: int = 3) -> Path:
     """No dropout or batch norm: with those, ranks draw different masks and keep their own statistics.
     1437 training samples in global batches of 64: every rank gets samples in every batch."""
-    return tiny_config(
+    return write_config(
         directory,
         data={"name": "digits", "batch_size": 64},
         model={"name": "mlp", "hidden": [32]},
@@ -156,10 +155,9 @@ def test_several_processes_check_the_run_folder_once_before_starting(cli, tmp_pa
 def test_streamed_and_augmented_images_train_in_two_processes_as_in_one(tmp_path):
     """An image folder read from disk, with per-sample random crops and flips: each rank reads its
     part of every batch (and of the val and test splits), and the augmentation is seeded per sample."""
-    from test_images import image_tree
 
     root = image_tree(tmp_path / "imgs", {"blue": 40, "red": 40})
-    config = tiny_config(
+    config = write_config(
         tmp_path,
         data={
             "name": "image_folder",

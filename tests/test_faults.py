@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +20,7 @@ import torch
 
 from trainctl.runs import LOCK_NAME
 
-from conftest import tiny_config
-
-TRAINCTL = str(Path(sys.executable).parent / "trainctl")
+from helpers import TRAINCTL, write_config
 
 
 def _can(command: list[str]) -> bool:
@@ -77,7 +74,7 @@ def one_error_line(result) -> str:
 
 
 def test_out_that_is_a_file_under_a_file_or_a_dangling_link(cli, tmp_path):
-    config = tiny_config(tmp_path)
+    config = write_config(tmp_path)
     file = tmp_path / "notes.txt"
     file.write_text("mine")
     assert one_error_line(cli("train", config, "--out", file)) == f"{file}: exists and is not a folder"
@@ -96,12 +93,12 @@ def finished_run(tmp_path_factory) -> Path:
     from trainctl.workflows import train
 
     folder = tmp_path_factory.mktemp("finished")
-    return train(tiny_config(folder), out=folder / "run", quiet=True).run.path
+    return train(write_config(folder), out=folder / "run", quiet=True).run.path
 
 
 @needs_mount
 def test_read_only_output_folder_and_run_folder(cli, tmp_path, finished_run):
-    config = tiny_config(tmp_path)
+    config = write_config(tmp_path)
     shelf = tmp_path / "shelf"
     shelf.mkdir()
     run = shelf / "run"
@@ -117,7 +114,7 @@ def test_read_only_output_folder_and_run_folder(cli, tmp_path, finished_run):
 
 @needs_mount
 def test_disk_full_at_start_leaves_no_run_folder(cli, tmp_path):
-    config = tiny_config(tmp_path)
+    config = write_config(tmp_path)
     with tmpfs(tmp_path / "disk", "64k") as disk:
         with contextlib.suppress(OSError), (disk / "filler").open("wb") as filler:
             filler.write(b"x" * 128 * 1024)
@@ -130,7 +127,7 @@ def test_disk_full_at_start_leaves_no_run_folder(cli, tmp_path):
 @needs_mount
 def test_disk_full_at_a_checkpoint_keeps_the_last_good_one_and_resumes(cli, tmp_path):
     """Room for about one and a half checkpoints: epoch 1's fits, epoch 2's does not."""
-    config = tiny_config(tmp_path, model={"name": "mlp", "hidden": [256, 256]})  # about 0.8 MB a checkpoint
+    config = write_config(tmp_path, model={"name": "mlp", "hidden": [256, 256]})  # about 0.8 MB a checkpoint
     with tmpfs(tmp_path / "disk", "1200k") as disk:
         run = disk / "run"
         line = one_error_line(cli("train", config, "--out", run))
@@ -157,7 +154,7 @@ def test_an_unreadable_csv_is_named_and_leaves_nothing():
         folder.chmod(0o777)
         (folder / "data.csv").write_text("a,y\n1,x\n2,z\n3,x\n4,z\n")
         (folder / "data.csv").chmod(0o000)
-        config = tiny_config(folder, data={"name": "csv", "path": "data.csv", "target": "y", "batch_size": 2})
+        config = write_config(folder, data={"name": "csv", "path": "data.csv", "target": "y", "batch_size": 2})
         config.chmod(0o644)
         result = subprocess.run(
             ["unshare", "--user", TRAINCTL, "train", str(config), "--out", str(folder / "run")],

@@ -14,20 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_damaged_runs import COMMANDS, command_line, train_tiny_run
-from typer.testing import CliRunner
 
-from trainctl.cli import app
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    return train_tiny_run(tmp_path_factory.mktemp("fuzz"))
-
+from helpers import RUN_COMMANDS, run_cli, run_command_line
 
 # Values of every kind a weights-only checkpoint or a JSON/YAML file can hold.
 odd_values = st.one_of(
@@ -143,14 +134,14 @@ def apply(run: Path, file: str, kind: str, parameters: Any) -> None:
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(damage=damages(), command=st.sampled_from(COMMANDS))
+@given(damage=damages(), command=st.sampled_from(RUN_COMMANDS))
 def test_damaged_run_folders_exit_0_or_2_without_a_traceback(tiny_run, damage, command):
     base, data = tiny_run
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(scratch) / "run"
         shutil.copytree(base, run)
         apply(run, *damage)
-        result = CliRunner().invoke(app, [str(a) for a in command_line(command, run, data, Path(scratch))])
+        result = run_cli(*run_command_line(command, run, data, Path(scratch)))
     assert result.exit_code in (0, 2), (damage, command, result.output, repr(result.exception))
     assert "Traceback" not in result.output
     if result.exit_code == 2:  # one line, or one per problem of a damaged config

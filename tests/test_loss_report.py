@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 
 from trainctl.workflows import evaluate_run, train
 
-from conftest import CONFIGS, read_jsonl, tiny_config
+from helpers import CONFIGS, read_jsonl, write_config
 
 
 def test_loss_report_points_at_real_samples(digits_run):
@@ -46,7 +46,7 @@ def test_eval_worst_option(cli, digits_run, tmp_path):
 
 def test_regression_report_has_values(tmp_path):
     result = train(
-        tiny_config(tmp_path, data={"name": "diabetes"}, loss={"name": "huber"}, metrics=["mae"]),
+        write_config(tmp_path, data={"name": "diabetes"}, loss={"name": "huber"}, metrics=["mae"]),
         out=tmp_path / "run",
         quiet=True,
     )
@@ -92,7 +92,7 @@ def test_adaptive_parameters_learn_and_are_logged(tmp_path):
 
 def test_balanced_class_weight_trains(tmp_path):
     result = train(
-        tiny_config(tmp_path, loss={"name": "cross_entropy", "class_weight": "balanced"}),
+        write_config(tmp_path, loss={"name": "cross_entropy", "class_weight": "balanced"}),
         out=tmp_path / "run",
         quiet=True,
     )

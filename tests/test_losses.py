@@ -24,7 +24,7 @@ from trainctl.errors import UserError
 from trainctl.nn.losses import barron_log_partition, barron_rho
 from trainctl.training.loss_report import per_sample_losses
 
-from conftest import tiny_config
+from helpers import write_config
 
 RNG = np.random.default_rng(0)
 CLASSES = 4
@@ -429,7 +429,7 @@ def test_focal_gamma_below_one_trains_digits_at_a_high_learning_rate(tmp_path):
     """Before the fix: 'the training loss became non-finite at epoch 1' (NaN gradients)."""
     from trainctl.workflows import train
 
-    config = tiny_config(
+    config = write_config(
         tmp_path,
         data={"name": "digits", "batch_size": 64},
         model={"name": "mlp", "hidden": [256, 256]},
@@ -673,7 +673,7 @@ def test_every_reference_names_a_registered_loss():
 def test_class_weighted_run_reports_per_sample_losses_that_average_to_its_test_loss(tmp_path):
     from trainctl.workflows import train
 
-    config = tiny_config(tmp_path, loss={"name": "cross_entropy", "class_weight": [1.0, 4.0, 0.5]})
+    config = write_config(tmp_path, loss={"name": "cross_entropy", "class_weight": [1.0, 4.0, 0.5]})
     test = train(config, out=tmp_path / "run", quiet=True).summary["test"]
     per_class, support = (
         test["loss_report"]["per_class"],

@@ -10,7 +10,7 @@ import pytest
 from trainctl.errors import UserError
 from trainctl.files import new_output
 
-from conftest import write_config
+from helpers import write_config
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from trainctl.errors import UserError
 from trainctl.workflows import resume, train, validate
 
-from conftest import read_jsonl, tiny_config
+from helpers import read_jsonl, write_config
 
 TRAINER = {"epochs": 3, "device": "cpu"}
 
@@ -16,12 +16,14 @@ TRAINER = {"epochs": 3, "device": "cpu"}
 @pytest.fixture(scope="module")
 def full_precision(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fp32")
-    return train(tiny_config(folder, trainer=TRAINER), out=folder / "run", quiet=True)
+    return train(write_config(folder, trainer=TRAINER), out=folder / "run", quiet=True)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "16-mixed"])
 def test_reduced_precision_trains_close_to_full_precision(tmp_path, full_precision, precision):
-    result = train(tiny_config(tmp_path, trainer={**TRAINER, "precision": precision}), out=tmp_path / "run", quiet=True)
+    result = train(
+        write_config(tmp_path, trainer={**TRAINER, "precision": precision}), out=tmp_path / "run", quiet=True
+    )
     reduced, full = read_jsonl(result.run.metrics_path), read_jsonl(full_precision.run.metrics_path)
     assert [row["train/loss"] for row in reduced] != [row["train/loss"] for row in full]  # it did run in low precision
     for low, high in zip(reduced, full, strict=True):
@@ -33,7 +35,7 @@ def test_reduced_precision_trains_close_to_full_precision(tmp_path, full_precisi
 
 
 def test_float16_resume_restores_the_grad_scaler_exactly(tmp_path):
-    config = tiny_config(tmp_path, trainer={**TRAINER, "precision": "16-mixed"})
+    config = write_config(tmp_path, trainer={**TRAINER, "precision": "16-mixed"})
     straight = train(config, out=tmp_path / "straight", quiet=True)
     first = train(config, ["trainer.epochs=1"], out=tmp_path / "resumed", quiet=True)
     resume(first.run.path, ["trainer.epochs=3"], quiet=True)
@@ -45,11 +47,11 @@ def test_float16_resume_restores_the_grad_scaler_exactly(tmp_path):
 
 def test_unknown_precision_lists_the_allowed_ones(tmp_path):
     with pytest.raises(UserError, match=r"trainer.precision: Input should be '32', 'bf16' or '16-mixed'"):
-        train(tiny_config(tmp_path, trainer={**TRAINER, "precision": 64}), quiet=True)
+        train(write_config(tmp_path, trainer={**TRAINER, "precision": 64}), quiet=True)
 
 
 def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(tmp_path, full_precision):
-    result = train(tiny_config(tmp_path, trainer={**TRAINER, "compile": True}), out=tmp_path / "run", quiet=True)
+    result = train(write_config(tmp_path, trainer={**TRAINER, "compile": True}), out=tmp_path / "run", quiet=True)
     compiled = torch.load(result.run.checkpoint_path("last"), weights_only=True)["model"]
     eager = torch.load(full_precision.run.checkpoint_path("last"), weights_only=True)["model"]
     assert compiled.keys() == eager.keys()  # no "_orig_mod." prefixes: loads in any run, compiled or not
@@ -62,14 +64,14 @@ def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(tmp_pa
 def test_threads_setting_sets_torch_threads(tmp_path):
     before = torch.get_num_threads()
     try:
-        train(tiny_config(tmp_path, trainer={**TRAINER, "epochs": 1, "threads": 1}), out=tmp_path / "run", quiet=True)
+        train(write_config(tmp_path, trainer={**TRAINER, "epochs": 1, "threads": 1}), out=tmp_path / "run", quiet=True)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 
 
 def test_loader_settings_on_an_in_memory_dataset_are_a_warning(tmp_path):
-    config = tiny_config(tmp_path, data={"name": "iris", "batch_size": 16, "num_workers": 2, "pin_memory": True})
+    config = write_config(tmp_path, data={"name": "iris", "batch_size": 16, "num_workers": 2, "pin_memory": True})
     warnings = [str(finding) for finding in validate(config).warnings]
     assert warnings == [
         "loader-settings-unused: data.num_workers, data.pin_memory set, but dataset 'iris' is held in memory and "

@@ -13,7 +13,7 @@ from trainctl.reports.preflight import lint, output_kind, preflight
 from trainctl.training.build import build_training
 from trainctl.workflows import train, validate
 
-from conftest import CONFIGS, tiny_config
+from helpers import CONFIGS, write_config
 
 
 def checks(report) -> list[str]:
@@ -64,12 +64,12 @@ def test_good_config_reports_shapes_and_expected_loss():
     ],
 )
 def test_softmax_lints(tmp_path, model, loss, expected):
-    config = load_config(tiny_config(tmp_path, model={"name": "mlp", "hidden": [16], **model}, loss=loss))
+    config = load_config(write_config(tmp_path, model={"name": "mlp", "hidden": [16], **model}, loss=loss))
     assert checks(preflight(config, build_training(config))) == expected
 
 
 def test_sigmoid_before_bce_with_logits(tmp_path):
-    path = tiny_config(
+    path = write_config(
         tmp_path,
         data={"name": "breast_cancer"},
         loss={"name": "bce_with_logits"},
@@ -81,7 +81,7 @@ def test_sigmoid_before_bce_with_logits(tmp_path):
 
 
 def test_output_size_and_non_finite_loss_are_errors(tmp_path):
-    config = load_config(tiny_config(tmp_path))
+    config = load_config(write_config(tmp_path))
     parts = build_training(config)
     wrong = torch.zeros(8, 5)  # iris has 3 classes
     findings = lint(config, parts, wrong, float("nan"), True, output_kind(wrong), math.log(3))
@@ -90,7 +90,7 @@ def test_output_size_and_non_finite_loss_are_errors(tmp_path):
 
 
 def test_high_initial_loss_warns(tmp_path):
-    config = load_config(tiny_config(tmp_path))
+    config = load_config(write_config(tmp_path))
     parts = build_training(config)
     logits = torch.tensor([[60.0, -60.0, 0.0]] * 8)
     findings = lint(config, parts, logits, 40.0, True, output_kind(logits), math.log(3))
@@ -120,7 +120,7 @@ def test_validate_command_exit_codes(cli):
 def test_checks_leave_the_run_unchanged(tmp_path):
     """The check runs on copies with the random state restored: dropout and batch norm included."""
     config = load_config(
-        tiny_config(tmp_path, model={"name": "mlp", "hidden": [16], "dropout": 0.5, "batch_norm": True})
+        write_config(tmp_path, model={"name": "mlp", "hidden": [16], "dropout": 0.5, "batch_norm": True})
     )
     parts = build_training(config)
     before = {k: v.clone() for k, v in parts.model.state_dict().items()}
@@ -132,7 +132,7 @@ def test_checks_leave_the_run_unchanged(tmp_path):
 
 def test_module_with_its_own_softmax_is_caught(tmp_path):
     """Output-based detection works for any model, not only mlp's output_activation."""
-    config = load_config(tiny_config(tmp_path))
+    config = load_config(write_config(tmp_path))
     parts = build_training(config)
     parts.model = nn.Sequential(parts.model, nn.Softmax(dim=1))
     assert checks(preflight(config, parts)) == ["double-softmax"]

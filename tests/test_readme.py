@@ -8,7 +8,7 @@ import shlex
 import tomllib
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 
 def quick_start() -> list[str]:

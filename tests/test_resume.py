@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +17,7 @@ import torch
 from trainctl.errors import UserError
 from trainctl.workflows import resume, train
 
-from conftest import read_jsonl, tiny_config
-
-TRAINCTL = str(Path(sys.executable).parent / "trainctl")
+from helpers import TRAINCTL, read_jsonl, write_config
 
 
 def resumable_config(tmp_path, epochs=6, **extra):
@@ -33,7 +30,7 @@ def resumable_config(tmp_path, epochs=6, **extra):
         "trainer": {"epochs": epochs, "device": "cpu"},
     }
     sections.update(extra)
-    return tiny_config(tmp_path, **sections)
+    return write_config(tmp_path, **sections)
 
 
 def weights(run_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,14 +15,12 @@ from trainctl.errors import UserError
 from trainctl.runs import LOCK_NAME, RunFolder
 from trainctl.workflows import resume
 
-from conftest import read_jsonl, tiny_config
-
-TRAINCTL = str(Path(sys.executable).parent / "trainctl")
+from helpers import TRAINCTL, read_jsonl, write_config
 
 
 def slow_config(tmp_path: Path, epochs: int = 8) -> Path:
     """Digits in batches of 8: long enough (about 0.4 s an epoch) for a second process to meet it."""
-    return tiny_config(
+    return write_config(
         tmp_path,
         data={"name": "digits", "batch_size": 8},
         model={"name": "mlp", "hidden": [32]},

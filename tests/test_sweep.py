@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,15 +18,13 @@ from trainctl.errors import UserError
 from trainctl.sweeps.plan import make_plan
 from trainctl.sweeps.search import prepare_sweep
 
-from conftest import REPO, read_jsonl, tiny_config
+from helpers import REPO, TRAINCTL, read_jsonl, write_config
 
 pytestmark = pytest.mark.subprocess  # every trial is a `trainctl train` process
 
-TRAINCTL = str(Path(sys.executable).parent / "trainctl")
-
 
 def diabetes_config(directory: Path, epochs: int = 3, **extra) -> Path:
-    return tiny_config(
+    return write_config(
         directory,
         data={"name": "diabetes", "batch_size": 32},
         model={"name": "mlp", "hidden": [8]},

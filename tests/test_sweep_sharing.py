@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,16 +14,15 @@ import yaml
 from trainctl.errors import UserError
 from trainctl.sweeps import folder as sweep_folder
 
-from conftest import tiny_config
+from helpers import TRAINCTL, write_config
 
 pytestmark = pytest.mark.subprocess  # every trial is a `trainctl train` process
 
-TRAINCTL = str(Path(sys.executable).parent / "trainctl")
 GRID = ["--grid", "optimizer.lr=0.01,0.02", "--grid", "model.hidden=[8],[16]"]
 
 
 def iris_config(directory: Path, epochs: int = 1) -> Path:
-    return tiny_config(directory, trainer={"epochs": epochs, "device": "cpu"})
+    return write_config(directory, trainer={"epochs": epochs, "device": "cpu"})
 
 
 def read_leaderboard(folder: Path) -> list[dict]:

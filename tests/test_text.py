@@ -12,7 +12,7 @@ import pytest
 from trainctl.data.text import TextEncoding, tokenize
 from trainctl.workflows import validate
 
-from conftest import REPO, write_config
+from helpers import REPO, write_config
 
 
 def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:

@@ -10,7 +10,7 @@ import yaml
 from trainctl.errors import UserError
 from trainctl.workflows import evaluate_run, train
 
-from conftest import CONFIGS, read_jsonl, tiny_config
+from helpers import CONFIGS, read_jsonl, write_config
 
 
 def test_default_config_reaches_its_accuracy(digits_run):
@@ -99,7 +99,7 @@ def test_eval_of_last_checkpoint_on_val_matches_last_epoch(digits_run):
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
-    config = tiny_config(tmp_path, model={"name": "mlp", "hidden": [16], "dropout": 0.2})
+    config = write_config(tmp_path, model={"name": "mlp", "hidden": [16], "dropout": 0.2})
     first = train(config, out=tmp_path / "a", quiet=True)
     second = train(config, out=tmp_path / "b", quiet=True)
     other = train(config, ["seed=1"], out=tmp_path / "c", quiet=True)
@@ -112,7 +112,7 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 
 def test_run_folders_never_overwrite(tmp_path):
-    config = tiny_config(tmp_path, trainer={"epochs": 1, "device": "cpu"})
+    config = write_config(tmp_path, trainer={"epochs": 1, "device": "cpu"})
     first = train(config, quiet=True)
     second = train(config, quiet=True)
     assert first.run.path != second.run.path
@@ -124,7 +124,7 @@ def test_run_folders_never_overwrite(tmp_path):
 
 
 def test_bad_config_leaves_no_run_folder(tmp_path):
-    config = tiny_config(tmp_path, model={"name": "cnn"})  # iris has no image shape
+    config = write_config(tmp_path, model={"name": "cnn"})  # iris has no image shape
     with pytest.raises(UserError, match=r"model 'cnn' needs image-shaped input \(C×H×W\); this dataset gives \(4,\)"):
         train(config, quiet=True)
     assert not (tmp_path / "runs").exists()
@@ -163,7 +163,7 @@ def test_mse_on_classes_trains_against_one_hot_targets(tmp_path):
     from trainctl.config.loading import load_config
     from trainctl.training.build import build_model_parts
 
-    config = load_config(tiny_config(tmp_path, loss={"name": "mse"}))
+    config = load_config(write_config(tmp_path, loss={"name": "mse"}))
     parts = build_model_parts(config)
     targets = parts.data.train.targets
     assert targets.shape == (len(parts.data.train), 3)

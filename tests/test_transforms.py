@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_images import image_tree, write_idx_files
 
 from trainctl.components.transforms import compose
 from trainctl.config.loading import load_config
@@ -18,7 +17,7 @@ from trainctl.data.streaming import LoaderSettings, PixelRows, StreamedInputs
 from trainctl.errors import ConfigError
 from trainctl.workflows import resume, train
 
-from conftest import read_jsonl, write_config
+from helpers import REPO, image_tree, read_jsonl, write_config, write_idx_files
 
 
 def mnist_config(directory: Path, root: Path, data: str = "", epochs: int = 2) -> Path:
@@ -91,7 +90,7 @@ def test_transform_lists_are_checked_with_file_line_and_suggestions(tmp_path, mn
         loss: {name: cross_entropy}
         optimizer: {name: adam}
     """,
-        name="iris.yaml",
+        file="iris.yaml",
     )
     with pytest.raises(
         ConfigError,
@@ -252,9 +251,7 @@ def test_persistent_workers_need_workers(tmp_path, mnist_root):
 def test_the_shipped_image_folder_example_is_valid():
     from trainctl.workflows import validate
 
-    report = validate(
-        Path(__file__).resolve().parent.parent / "examples" / "images" / "shapes.yaml", ["trainer.device=cpu"]
-    )
+    report = validate(REPO / "examples" / "images" / "shapes.yaml", ["trainer.device=cpu"])
     assert report.input_shape == (32, 3, 32, 32) and report.output_shape == (32, 3)
     assert report.errors == []
 
