@@ -17,7 +17,7 @@ from trainctl.data.image_sources import STATISTICS
 from trainctl.errors import UserError
 from trainctl.workflows import validate
 
-from conftest import write_config
+from helpers import write_config
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -57,17 +57,11 @@ def write_cifar10(root: Path, per_batch: int = 24, test: int = 30, seed: int = 0
     return folder
 
 
-def cifar_config(directory: Path, root: Path, extra: str = "") -> Path:
+def cifar_config(directory: Path, root: Path) -> Path:
     return write_config(
         directory,
-        f"""
-        data: {{name: cifar10, root: {root}, batch_size: 16{extra}}}
-        model: {{name: cnn, channels: [8], hidden: 16}}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam, lr: 0.01}}
-        trainer: {{epochs: 3, device: cpu}}
-        output_dir: {directory / "runs"}
-    """,
+        data={"name": "cifar10", "root": str(root), "batch_size": 16},
+        model={"name": "cnn", "channels": [8], "hidden": 16},
     )
 
 

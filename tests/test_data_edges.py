@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_images import image_config, write_idx_files
 
-from conftest import write_config
+from helpers import write_config, write_idx_files
 
 
 def write_fruit(
@@ -44,18 +43,13 @@ def write_fruit(
     return path
 
 
-def fruit_config(directory: Path, csv_path: Path, target: str = "fruit", extra: str = "") -> Path:
+def fruit_config(directory: Path, csv_path: Path) -> Path:
     return write_config(
         directory,
-        f"""
-        data: {{name: csv, path: {csv_path}, target: {target}, batch_size: 16{extra}}}
-        model: {{name: mlp, hidden: [8]}}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam, lr: 0.01}}
-        trainer: {{epochs: 1, device: cpu}}
-        output_dir: {directory / "runs"}
-        """,
-        name="fruit.yaml",
+        file="fruit.yaml",
+        data={"name": "csv", "path": str(csv_path), "target": "fruit", "batch_size": 16},
+        model={"name": "mlp", "hidden": [8]},
+        trainer={"epochs": 1, "device": "cpu"},
     )
 
 
@@ -78,14 +72,10 @@ def image_folder_config(tmp_path: Path, root: Path) -> Path:
     """A one-epoch image_folder config over `root`, its runs under tmp_path/runs."""
     return write_config(
         tmp_path,
-        f"""
-        data: {{name: image_folder, root: {root}, batch_size: 2, val_fraction: 0.25, test_fraction: 0.25}}
-        model: {{name: mlp, hidden: [8]}}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam}}
-        trainer: {{epochs: 1, device: cpu}}
-        output_dir: {tmp_path / "runs"}
-        """,
+        data={"name": "image_folder", "root": str(root), "batch_size": 2, "val_fraction": 0.25, "test_fraction": 0.25},
+        model={"name": "mlp", "hidden": [8]},
+        optimizer={"name": "adam"},
+        trainer={"epochs": 1, "device": "cpu"},
     )
 
 
@@ -154,14 +144,11 @@ def test_an_infinite_regression_target_is_named(cli, tmp_path):
     data = write_fruit(tmp_path / "fruit.csv", cell=(5, "weight_g", "1e39"))  # finite in float64, not in float32
     config = write_config(
         tmp_path,
-        f"""
-        data: {{name: csv, path: {data}, target: weight_g, task: regression}}
-        model: {{name: mlp, hidden: [8]}}
-        loss: {{name: mse}}
-        optimizer: {{name: adam}}
-        trainer: {{epochs: 1, device: cpu}}
-        output_dir: {tmp_path / "runs"}
-        """,
+        data={"name": "csv", "path": str(data), "target": "weight_g", "task": "regression"},
+        model={"name": "mlp", "hidden": [8]},
+        loss={"name": "mse"},
+        optimizer={"name": "adam"},
+        trainer={"epochs": 1, "device": "cpu"},
     )
     line = one_line_error(cli("validate", config))
     assert f"{data}:5: column 'weight_g': '1e39' is not a finite number" in line
@@ -222,5 +209,6 @@ def test_a_stray_word_in_a_numeric_column_is_warned_about_with_its_line(cli, tmp
 def test_broken_mnist_files_are_named_with_the_reason(cli, tmp_path, damage, expected):
     raw = write_idx_files(tmp_path / "data", "MNIST")
     damage(raw)
-    line = one_line_error(cli("validate", image_config(tmp_path, "mnist", tmp_path / "data")))
+    config = write_config(tmp_path, data={"name": "mnist", "root": str(tmp_path / "data"), "batch_size": 32})
+    line = one_line_error(cli("validate", config))
     assert expected in line

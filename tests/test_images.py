@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,43 +11,17 @@ from PIL import Image
 
 from trainctl.config.loading import load_config
 
-from conftest import CONFIGS, write_config
+from helpers import CONFIGS, bar_image, image_tree, write_config, write_idx_files
 
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
 
 
-def bar_image(label: int) -> np.ndarray:
-    """A 28×28 image whose bright bar's row says the class."""
-    image = np.zeros((28, 28), np.uint8)
-    image[2 + 2 * label : 4 + 2 * label, 4:24] = 255
-    return image
-
-
-def write_idx_files(root: Path, folder: str, n_train: int = 200, n_test: int = 50, seed: int = 0) -> Path:
-    """train/t10k images and labels in the IDX format (magic numbers 2051 and 2049, big-endian sizes)."""
-    rng = np.random.default_rng(seed)
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    for prefix, count in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, count).astype(np.uint8)
-        images = np.stack([bar_image(int(label)) for label in labels])
-        images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, count, 28, 28) + images.tobytes())
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, count) + labels.tobytes())
-    return raw
-
-
-def image_config(directory: Path, dataset: str, root: Path, model: str = "{name: mlp, hidden: [32]}") -> Path:
+def image_config(directory: Path, dataset: str, root: Path, model: dict | None = None) -> Path:
     return write_config(
         directory,
-        f"""
-        data: {{name: {dataset}, root: {root}, batch_size: 32}}
-        model: {model}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam, lr: 0.01}}
-        trainer: {{epochs: 2, device: cpu}}
-        output_dir: {directory / "runs"}
-    """,
+        data={"name": dataset, "root": str(root), "batch_size": 32},
+        model=model or {"name": "mlp", "hidden": [32]},
+        trainer={"epochs": 2, "device": "cpu"},
     )
 
 
@@ -64,7 +37,7 @@ def test_mnist_format_files_train_with_their_own_test_split(cli, tmp_path, datas
 
 def test_a_cnn_trains_on_28_by_28_and_predict_reads_png_files(cli, tmp_path):
     write_idx_files(tmp_path / "data", "MNIST")
-    config = image_config(tmp_path, "mnist", tmp_path / "data", model="{name: cnn, channels: [8], hidden: 16}")
+    config = image_config(tmp_path, "mnist", tmp_path / "data", model={"name": "cnn", "channels": [8], "hidden": 16})
     assert cli("train", config, "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=4").exit_code == 0
     files = []
     for label in (3, 7):
@@ -117,30 +90,12 @@ def test_mnist_configs_are_valid(name):
     assert Path(config.dataset.params["root"]).is_absolute()
 
 
-def image_tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (12, 10), seed: int = 0) -> Path:
-    """root/<class>/<n>.png: red-ish images for 'red', blue-ish for 'blue'."""
-    rng = np.random.default_rng(seed)
-    for name, count in counts.items():
-        (root / name).mkdir(parents=True)
-        for i in range(count):
-            pixels = rng.integers(0, 60, (*size, 3)).astype(np.uint8)
-            pixels[..., 0 if name == "red" else 2] += 180
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
-
-
 def folder_config(directory: Path, **data) -> Path:
-    settings = ", ".join(f"{key}: {value}" for key, value in data.items())
+    paths = {key: str(value) if isinstance(value, Path) else value for key, value in data.items()}
     return write_config(
         directory,
-        f"""
-        data: {{name: image_folder, batch_size: 16, {settings}}}
-        model: {{name: cnn, channels: [4], hidden: 8}}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam, lr: 0.01}}
-        trainer: {{epochs: 3, device: cpu}}
-        output_dir: {directory / "runs"}
-    """,
+        data={"name": "image_folder", "batch_size": 16, **paths},
+        model={"name": "cnn", "channels": [4], "hidden": 8},
     )
 
 
@@ -189,7 +144,7 @@ def test_a_torchvision_architecture_adapts_to_one_channel_and_trains(cli, tmp_pa
     import torch
 
     write_idx_files(tmp_path / "data", "MNIST", n_train=64, n_test=16)
-    config = image_config(tmp_path, "mnist", tmp_path / "data", model="{name: torchvision, arch: resnet18}")
+    config = image_config(tmp_path, "mnist", tmp_path / "data", model={"name": "torchvision", "arch": "resnet18"})
     result = cli("train", config, "--out", tmp_path / "run", "--quiet", "--set", "trainer.epochs=1")
     assert result.exit_code == 0, result.output
     weights = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
