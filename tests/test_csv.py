@@ -37,15 +37,10 @@ def colour_table(path: Path, rows: int = 120, seed: int = 0) -> Path:
 def csv_config(directory: Path, data_path: Path, **data) -> Path:
     return write_config(
         directory,
-        f"""
-        name: table
-        data: {{name: csv, path: {data_path.name}, batch_size: 16, {", ".join(f"{k}: {v}" for k, v in data.items())}}}
-        model: {{name: mlp, hidden: [16]}}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam, lr: 0.05}}
-        trainer: {{epochs: 15, device: cpu}}
-        output_dir: {directory / "runs"}
-    """,
+        name="table",
+        data={"name": "csv", "path": data_path.name, "batch_size": 16, **data},
+        optimizer={"name": "adam", "lr": 0.05},
+        trainer={"epochs": 15, "device": "cpu"},
     )
 
 
@@ -77,14 +72,10 @@ def test_a_numeric_target_with_many_values_is_regression_and_predicts_in_its_uni
     data = write_csv(tmp_path / "line.csv", ["x", "y"], [[round(a, 4), round(3 * a + 2, 4)] for a in x])
     config = write_config(
         tmp_path,
-        f"""
-        data: {{name: csv, path: {data.name}, target: y, batch_size: 16}}
-        model: {{name: mlp, hidden: [32]}}
-        loss: {{name: mse}}
-        optimizer: {{name: adam, lr: 0.01}}
-        trainer: {{epochs: 60, device: cpu}}
-        output_dir: {tmp_path / "runs"}
-    """,
+        data={"name": "csv", "path": data.name, "target": "y", "batch_size": 16},
+        model={"name": "mlp", "hidden": [32]},
+        loss={"name": "mse"},
+        trainer={"epochs": 60, "device": "cpu"},
     )
     assert cli("train", config, "--out", tmp_path / "run", "--quiet").exit_code == 0
     new = write_csv(tmp_path / "new.csv", ["x"], [[1.0], [5.0], [9.0]])

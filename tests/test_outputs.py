@@ -28,15 +28,11 @@ def table_run(tmp_path_factory):
     (folder / "fruit.csv").write_text("size,colour,kind\n" + rows)
     config = write_config(
         folder,
-        f"""
-        name: table
-        data: {{name: csv, path: fruit.csv, target: kind, batch_size: 16}}
-        model: {{name: mlp, hidden: [8]}}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam, lr: 0.05}}
-        trainer: {{epochs: 2, device: cpu}}
-        output_dir: {folder / "runs"}
-    """,
+        name="table",
+        data={"name": "csv", "path": "fruit.csv", "target": "kind", "batch_size": 16},
+        model={"name": "mlp", "hidden": [8]},
+        optimizer={"name": "adam", "lr": 0.05},
+        trainer={"epochs": 2, "device": "cpu"},
     )
     return train(config, out=folder / "run", quiet=True).run.path
 

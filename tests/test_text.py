@@ -35,17 +35,13 @@ def sentiment_rows(count: int = 160, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
-def text_config(directory: Path, data_path: Path, model: str = "{name: embedding_bag, embedding_dim: 16}") -> Path:
+def text_config(directory: Path, data_path: Path, model: dict | None = None) -> Path:
     return write_config(
         directory,
-        f"""
-        data: {{name: text, path: {data_path.name}, batch_size: 16, min_freq: 2}}
-        model: {model}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam, lr: 0.05}}
-        trainer: {{epochs: 10, device: cpu}}
-        output_dir: {directory / "runs"}
-    """,
+        data={"name": "text", "path": data_path.name, "batch_size": 16, "min_freq": 2},
+        model=model or {"name": "embedding_bag", "embedding_dim": 16},
+        optimizer={"name": "adam", "lr": 0.05},
+        trainer={"epochs": 10, "device": "cpu"},
     )
 
 
@@ -60,7 +56,9 @@ def test_tokenizer_and_vocabulary():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "model", ["{name: embedding_bag, embedding_dim: 16}", "{name: rnn, embedding_dim: 16, hidden_size: 16}"]
+    "model",
+    [{"name": "embedding_bag", "embedding_dim": 16}, {"name": "rnn", "embedding_dim": 16, "hidden_size": 16}],
+    ids=["embedding_bag", "rnn"],
 )
 def test_text_trains_and_predicts_lines(cli, tmp_path, model):
     data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows())
@@ -84,19 +82,16 @@ def test_text_errors_name_the_columns(cli, tmp_path):
     data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows(20))
     config = write_config(
         tmp_path,
-        f"""
-        data: {{name: text, path: {data.name}, text_column: body}}
-        model: {{name: embedding_bag}}
-        loss: {{name: cross_entropy}}
-        optimizer: {{name: adam}}
-    """,
+        data={"name": "text", "path": data.name, "text_column": "body"},
+        model={"name": "embedding_bag"},
+        optimizer={"name": "adam"},
     )
     result = cli("train", config)
     assert result.exit_code == 2
     assert "data.text_column: no column 'body' in" in result.stderr and "its columns: text, label" in result.stderr
     result = cli(
         "train",
-        text_config(tmp_path, data, "{name: embedding_bag}"),
+        text_config(tmp_path, data, {"name": "embedding_bag"}),
         "--set",
         "data.name=iris",
         "--set",
