@@ -14,7 +14,7 @@ import torch
 
 from trainctl.cli import app
 
-from helpers import CONFIGS, REPO, TRAINCTL, write_config
+from helpers import CONFIGS, REPO, TRAINCTL, run_cli, write_config
 
 
 def app_commands() -> list[str]:
@@ -143,9 +143,7 @@ def test_help_writes_values_as_a_person_types_them(cli, command):
 @pytest.mark.parametrize("command", app_commands())
 def test_help_text_wraps_to_80_columns_without_breaking_sentences(command):
     """A line of a help paragraph ends early only where the next word would not fit on it."""
-    from typer.testing import CliRunner
-
-    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    result = run_cli(command, "--help", columns=80)
     description = result.stdout.split("╭", 1)[0].splitlines()
     early = [
         (line.strip(), following.split()[0])

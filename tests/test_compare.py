@@ -10,11 +10,11 @@ import json
 
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from trainctl.cli import app
 from trainctl.reports.compare import compare_runs, comparison_tables, expand_runs, run_labels
 from trainctl.runs import RunFolder
+
+from helpers import run_cli
 
 BASE = {
     "name": "digits_mlp",
@@ -111,7 +111,7 @@ def test_four_runs_fit_80_columns_and_no_cell_is_cut(four_runs):
 
 
 def test_the_command_at_80_columns_cuts_nothing(four_runs):
-    result = CliRunner().invoke(app, ["compare", *map(str, (run.path for run in four_runs))], env={"COLUMNS": "80"})
+    result = run_cli("compare", *(run.path for run in four_runs), columns=80)
     assert result.exit_code == 0, result.output
     assert "…" not in result.stdout
     assert max(map(len, result.stdout.splitlines())) <= 80
@@ -181,7 +181,7 @@ def test_sweep_trials_are_labelled_by_their_parameters(tmp_path):
 
 
 def test_csv_has_one_row_per_run_with_full_precision(four_runs):
-    result = CliRunner().invoke(app, ["compare", *map(str, (run.path for run in four_runs)), "--format", "csv"])
+    result = run_cli("compare", *(run.path for run in four_runs), "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["run"] for row in rows] == [run.path.name for run in four_runs]
@@ -197,7 +197,7 @@ def test_csv_has_one_row_per_run_with_full_precision(four_runs):
 
 
 def test_json_holds_labels_configs_metrics_and_ranks(four_runs):
-    result = CliRunner().invoke(app, ["compare", *map(str, (run.path for run in four_runs)), "--format", "json"])
+    result = run_cli("compare", *(run.path for run in four_runs), "--format", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["keys"] == ["loss.name", "loss.label_smoothing", "optimizer.lr", "loss.gamma"]
@@ -214,7 +214,7 @@ def test_json_holds_labels_configs_metrics_and_ranks(four_runs):
 
 
 def test_markdown_is_a_table_with_runs_as_columns(four_runs):
-    result = CliRunner().invoke(app, ["compare", *map(str, (run.path for run in four_runs)), "-f", "markdown"])
+    result = run_cli("compare", *(run.path for run in four_runs), "-f", "markdown")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("| |"))
@@ -228,6 +228,6 @@ def test_markdown_is_a_table_with_runs_as_columns(four_runs):
 
 
 def test_an_unknown_format_is_a_user_error(four_runs):
-    result = CliRunner().invoke(app, ["compare", str(four_runs[0].path), "--format", "xml"])
+    result = run_cli("compare", four_runs[0].path, "--format", "xml")
     assert result.exit_code == 2
     assert "--format: unknown format 'xml'; allowed: table, csv, json, markdown" in result.stderr

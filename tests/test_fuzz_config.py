@@ -32,6 +32,8 @@ from trainctl.config.loading import (
 from trainctl.errors import LINE_LENGTH, UserError
 from trainctl.sweeps.plan import yaml_text
 
+from helpers import run_cli
+
 FUZZ = settings(
     max_examples=150,
     deadline=None,
@@ -254,17 +256,13 @@ def test_config_loading_never_raises_anything_but_a_user_error(case):
 @given(st.one_of(hostile_configs(), typed_configs()))
 def test_validate_exits_0_or_2_and_never_shows_a_traceback(case):
     """The real command: build, one forward and backward pass, the checks; through the CLI."""
-    from typer.testing import CliRunner
-
-    from trainctl.cli import app
-
     config, overrides = case
     with tempfile.TemporaryDirectory() as folder:
         path = _write(config, Path(folder))
         arguments = ["validate", str(path)]
         for override in overrides:
             arguments += ["--set", override]
-        result = CliRunner().invoke(app, arguments)
+        result = run_cli(*arguments)
     assert result.exit_code in (0, 2), f"exit {result.exit_code} for {arguments}: {result.exception!r}"
     assert "Traceback" not in result.output
     if result.exit_code == 2:

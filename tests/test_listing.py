@@ -8,9 +8,7 @@ from typing import Annotated
 import pytest
 from pydantic import TypeAdapter
 from rich.console import Console
-from typer.testing import CliRunner
 
-from trainctl.cli import app
 from trainctl.components.registries import REGISTRIES
 from trainctl.registry import Registry
 from trainctl.reports.listing import (
@@ -20,10 +18,12 @@ from trainctl.reports.listing import (
     registry_table,
 )
 
+from helpers import run_cli
+
 
 def listing_at(columns: int, command: str):
     """`trainctl COMMAND` in-process with COLUMNS set, as a terminal of that width sets it."""
-    return CliRunner().invoke(app, [command], env={"COLUMNS": str(columns)})
+    return run_cli(command, columns=columns)
 
 
 LISTINGS = ["losses", "datasets", "models", "optimizers", "schedulers", "metrics", "transforms"]
