@@ -28,3 +28,12 @@ def digits_run(tmp_path_factory):
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     """(run folder, CSV) of a finished 2-epoch iris run, trained once; tests damage copies of it."""
     return train_iris_csv_run(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A test that reads digits_run waits for the default config's 20 epochs on digits: it is slow,
+    wherever it is (marked before `-m "not slow"` deselects)."""
+    for item in items:
+        if "digits_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -57,6 +57,7 @@ def test_early_stopping_stops_at_the_epoch_the_logged_values_say(tmp_path):
     assert best["epoch"] == max(rows, key=lambda row: (row[monitor], -row["epoch"]))["epoch"]
 
 
+@pytest.mark.slow
 def test_early_stopping_state_survives_a_resume(tmp_path):
     """Stopped one epoch before early stopping would fire, then resumed: it fires at the same epoch."""
     config = write_config(tmp_path, trainer={"epochs": 40, "device": "cpu", "early_stopping": EARLY})

@@ -212,6 +212,7 @@ def test_every_run_writes_its_curves_and_diagnosis(two_runs):
     assert run.summary["diagnosis"]["message"] == expected.message
 
 
+@pytest.mark.slow
 def test_a_trained_run_with_a_warning_carries_it_into_its_diagnosis(tmp_path):
     config = write_config(tmp_path, model={"name": "mlp", "hidden": [16], "output_activation": "softmax"})
     result = train(config, out=tmp_path / "run", quiet=True)
@@ -220,6 +221,7 @@ def test_a_trained_run_with_a_warning_carries_it_into_its_diagnosis(tmp_path):
     assert result.summary["diagnosis"]["hint"] == f"fix that first: {SEED_WARNINGS[0].fix}"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_warning_in_its_diagnosis(tmp_path):
     config = write_config(
         tmp_path,

@@ -123,6 +123,7 @@ def test_disk_full_at_start_leaves_no_run_folder(cli, tmp_path):
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 @needs_mount
 def test_disk_full_at_a_checkpoint_keeps_the_last_good_one_and_resumes(cli, tmp_path):

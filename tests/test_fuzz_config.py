@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -239,6 +240,7 @@ def _one_line_problems(lines: list[str]) -> None:
         assert len(line) <= LINE_LENGTH + 20, line[:200]
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.one_of(hostile_configs(), typed_configs()))
 def test_config_loading_never_raises_anything_but_a_user_error(case):
@@ -252,6 +254,7 @@ def test_config_loading_never_raises_anything_but_a_user_error(case):
             _one_line_problems(error.lines())
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=80)
 @given(st.one_of(hostile_configs(), typed_configs()))
 def test_validate_exits_0_or_2_and_never_shows_a_traceback(case):

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -133,6 +134,7 @@ def apply(run: Path, file: str, kind: str, parameters: Any) -> None:
         write_structured(path, value)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(damage=damages(), command=st.sampled_from(RUN_COMMANDS))
 def test_damaged_run_folders_exit_0_or_2_without_a_traceback(tiny_run, damage, command):

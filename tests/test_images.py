@@ -25,7 +25,9 @@ def image_config(directory: Path, dataset: str, root: Path, model: dict | None =
     )
 
 
-@pytest.mark.parametrize("dataset", list(FOLDERS))
+@pytest.mark.parametrize(
+    "dataset", [name if name == "mnist" else pytest.param(name, marks=pytest.mark.slow) for name in FOLDERS]
+)
 def test_mnist_format_files_train_with_their_own_test_split(cli, tmp_path, dataset):
     write_idx_files(tmp_path / "data", FOLDERS[dataset])
     result = cli("train", image_config(tmp_path, dataset, tmp_path / "data"), "--out", tmp_path / "run", "--quiet")
@@ -35,6 +37,7 @@ def test_mnist_format_files_train_with_their_own_test_split(cli, tmp_path, datas
     assert summary["test"]["accuracy"] > 0.8  # the bars are easy to tell apart
 
 
+@pytest.mark.slow
 def test_a_cnn_trains_on_28_by_28_and_predict_reads_png_files(cli, tmp_path):
     write_idx_files(tmp_path / "data", "MNIST")
     config = image_config(tmp_path, "mnist", tmp_path / "data", model={"name": "cnn", "channels": [8], "hidden": 16})
@@ -140,6 +143,7 @@ def test_image_folders_with_mixed_sizes_or_broken_files_are_one_line(cli, tmp_pa
     assert result.exit_code == 2 and "nowhere: folder not found" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_torchvision_architecture_adapts_to_one_channel_and_trains(cli, tmp_path):
     import torch
 

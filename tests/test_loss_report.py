@@ -68,6 +68,7 @@ def test_robust_losses_beat_mse_on_outliers(tmp_path):
     assert mae["adaptive"] < mae["mse"]
 
 
+@pytest.mark.slow
 def test_adaptive_parameters_learn_and_are_logged(tmp_path):
     result = train(
         CONFIGS / "robust" / "adaptive.yaml",

@@ -34,6 +34,7 @@ def test_reduced_precision_trains_close_to_full_precision(tmp_path, full_precisi
         assert scaler["scale"] > 0
 
 
+@pytest.mark.slow
 def test_float16_resume_restores_the_grad_scaler_exactly(tmp_path):
     config = write_config(tmp_path, trainer={**TRAINER, "precision": "16-mixed"})
     straight = train(config, out=tmp_path / "straight", quiet=True)
@@ -50,6 +51,7 @@ def test_unknown_precision_lists_the_allowed_ones(tmp_path):
         train(write_config(tmp_path, trainer={**TRAINER, "precision": 64}), quiet=True)
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(tmp_path, full_precision):
     result = train(write_config(tmp_path, trainer={**TRAINER, "compile": True}), out=tmp_path / "run", quiet=True)
     compiled = torch.load(result.run.checkpoint_path("last"), weights_only=True)["model"]

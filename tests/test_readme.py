@@ -8,6 +8,8 @@ import shlex
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from helpers import REPO
 
 
@@ -48,6 +50,7 @@ def readme_args(command: str, tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_readme_extends_a_run_as_it_shows_and_refuses_a_cosine_one_as_it_says(cli, tmp_path):
     """The extend example, at 2 and 4 epochs instead of 20 and 40, and the refusal the text quotes."""
     train_command, extend_command = bash_block_with("--resume runs/b")

@@ -53,6 +53,7 @@ def straight(tmp_path_factory):
     return train(resumable_config(folder), out=folder / "run", quiet=True).run.path
 
 
+@pytest.mark.slow
 def test_three_then_resumed_to_six_is_bit_identical(tmp_path, straight):
     first = train(resumable_config(tmp_path), ["trainer.epochs=3"], out=tmp_path / "run", quiet=True)
     assert len(read_jsonl(first.run.metrics_path)) == 3
@@ -63,7 +64,27 @@ def test_three_then_resumed_to_six_is_bit_identical(tmp_path, straight):
     assert "epochs: 6" in (first.run.path / "config.yaml").read_text()
 
 
-def test_resume_refuses_a_different_config(tmp_path, straight):
+def test_a_tiny_run_stopped_after_one_epoch_resumes_bit_identical(tmp_path):
+    """The fast lane's version of the test above: iris, with dropout, batch norm and a scheduler that
+    steps at the end of the first epoch; two epochs straight, or one and then resumed to two."""
+    tiny = {
+        "data": {"name": "iris", "batch_size": 16},
+        "model": {"name": "mlp", "hidden": [16], "dropout": 0.3, "batch_norm": True},
+        "scheduler": {"name": "step", "step_size": 1, "gamma": 0.5},
+    }
+    for folder in ("straight", "stopped"):
+        (tmp_path / folder).mkdir()
+    straight = train(
+        resumable_config(tmp_path / "straight", epochs=2, **tiny), out=tmp_path / "straight" / "run", quiet=True
+    )
+    config = resumable_config(tmp_path / "stopped", epochs=2, **tiny)
+    first = train(config, ["trainer.epochs=1"], out=tmp_path / "stopped" / "run", quiet=True)
+    resumed = resume(first.run.path, ["trainer.epochs=2"], quiet=True)
+    assert resumed.summary["epochs_trained"] == 2
+    assert_same_run(straight.run.path, first.run.path)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
     run = tmp_path / "run"
     train(resumable_config(tmp_path), ["trainer.epochs=2"], out=run, quiet=True)
     with pytest.raises(UserError) as caught:
@@ -109,6 +130,7 @@ def assert_same_outcome(a: Path, b: Path):
     assert summary_without_timing(a) == summary_without_timing(b)
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_start(tmp_path, straight):
     """What a kill leaves during the first epoch: config.yaml, perhaps a torn metrics row, no checkpoint."""
     run = tmp_path / "run"

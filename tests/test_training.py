@@ -136,6 +136,7 @@ def test_digits_cnn_reaches_its_accuracy(tmp_path):
     assert result.summary["test"]["accuracy"] >= 0.97
 
 
+@pytest.mark.slow
 def test_diabetes_regression_beats_predicting_the_mean(tmp_path):
     result = train(CONFIGS / "diabetes_mse.yaml", ["trainer.device=cpu"], out=tmp_path / "run", quiet=True)
     test = result.summary["test"]
@@ -145,6 +146,7 @@ def test_diabetes_regression_beats_predicting_the_mean(tmp_path):
     assert test["rmse"] == pytest.approx(test["mse"] ** 0.5)
 
 
+@pytest.mark.slow
 def test_binary_bce_uses_one_output(tmp_path):
     from trainctl.config.loading import load_config
     from trainctl.training.build import build_model_parts
