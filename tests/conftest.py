@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from trainctl.output import Output
+
 from helpers import CONFIGS, run_cli, train_iris_csv_run
 
 
@@ -21,7 +23,7 @@ def digits_run(tmp_path_factory):
     from trainctl.workflows import train
 
     out = tmp_path_factory.mktemp("digits") / "run"
-    return train(CONFIGS / "digits_mlp.yaml", ["trainer.device=cpu"], out=out, quiet=True)
+    return train(CONFIGS / "digits_mlp.yaml", ["trainer.device=cpu"], out=out, output=Output(quiet=True))
 
 
 @pytest.fixture(scope="session")

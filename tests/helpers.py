@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from trainctl.output import Output
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 # The console script installed beside this interpreter: a subprocess runs the code under test (PYTHONPATH).
@@ -151,7 +153,7 @@ def train_iris_csv_run(directory: Path) -> tuple[Path, Path]:
         scheduler={"name": "step", "step_size": 1},
         trainer={"epochs": 2, "device": "cpu"},
     )
-    result = train(config, out=directory / "run", quiet=True)
+    result = train(config, out=directory / "run", output=Output(quiet=True))
     return result.run.path, data
 
 

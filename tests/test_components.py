@@ -9,6 +9,7 @@ import torch
 
 from trainctl.components.registries import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.config.loading import load_config
+from trainctl.output import Output
 from trainctl.workflows import train
 
 from helpers import write_config
@@ -23,7 +24,7 @@ def test_every_model_is_trained_by_some_test():
 
 def one_epoch(tmp_path, **sections):
     sections.setdefault("trainer", {"epochs": 1, "device": "cpu"})
-    return train(write_config(tmp_path, **sections), out=tmp_path / "run", quiet=True)
+    return train(write_config(tmp_path, **sections), out=tmp_path / "run", output=Output(quiet=True))
 
 
 COMPOSITE_TERMS = {

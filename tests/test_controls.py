@@ -10,6 +10,7 @@ import torch
 
 from trainctl.data.prepare import Split
 from trainctl.errors import UserError
+from trainctl.output import Output
 from trainctl.training.state import EarlyStopping, TrainingState
 from trainctl.training.trainer import NonFiniteLoss, train_one_epoch
 from trainctl.workflows import resume, train
@@ -45,7 +46,7 @@ def test_early_stopping_counts_epochs_without_enough_improvement():
 
 def test_early_stopping_stops_at_the_epoch_the_logged_values_say(tmp_path):
     config = write_config(tmp_path, trainer={"epochs": 40, "device": "cpu", "early_stopping": EARLY})
-    result = train(config, out=tmp_path / "run", quiet=True)
+    result = train(config, out=tmp_path / "run", output=Output(quiet=True))
     rows = read_jsonl(result.run.metrics_path)
     stop = expected_stop([row["val/loss"] for row in rows], patience=2, min_delta=0.02)
     assert stop is not None and stop < 40
@@ -61,12 +62,12 @@ def test_early_stopping_stops_at_the_epoch_the_logged_values_say(tmp_path):
 def test_early_stopping_state_survives_a_resume(tmp_path):
     """Stopped one epoch before early stopping would fire, then resumed: it fires at the same epoch."""
     config = write_config(tmp_path, trainer={"epochs": 40, "device": "cpu", "early_stopping": EARLY})
-    straight = train(config, out=tmp_path / "straight", quiet=True)
+    straight = train(config, out=tmp_path / "straight", output=Output(quiet=True))
     stop = straight.summary["epochs_trained"]
-    cut = train(config, [f"trainer.epochs={stop - 1}"], out=tmp_path / "cut", quiet=True)
+    cut = train(config, [f"trainer.epochs={stop - 1}"], out=tmp_path / "cut", output=Output(quiet=True))
     waiting = torch.load(cut.run.checkpoint_path("last"), weights_only=True)["state"]["bad_epochs"]
     assert waiting == EARLY["patience"] - 1  # the counter is in the checkpoint, one epoch from stopping
-    resumed = resume(cut.run.path, ["trainer.epochs=40"], quiet=True)
+    resumed = resume(cut.run.path, ["trainer.epochs=40"], output=Output(quiet=True))
     assert resumed.summary["epochs_trained"] == stop
     assert resumed.summary["stopped_early"] is True
     assert read_jsonl(resumed.run.metrics_path)[-1]["val/loss"] == read_jsonl(straight.run.metrics_path)[-1]["val/loss"]
@@ -154,7 +155,7 @@ def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
         trainer={"epochs": 20, "device": "cpu"},
     )
     with pytest.raises(UserError) as caught:
-        train(config, out=tmp_path / "run", quiet=True)
+        train(config, out=tmp_path / "run", output=Output(quiet=True))
     found = re.fullmatch(
         r"the training loss became non-finite at epoch (\d+), step \d+; the run stopped and keeps "
         r"its last good checkpoint \(epoch (\d+)\)\. Lower optimizer.lr.*",
@@ -173,7 +174,7 @@ def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     config = write_config(tmp_path, logging={"tensorboard": True})
-    result = train(config, out=tmp_path / "run", quiet=True)
+    result = train(config, out=tmp_path / "run", output=Output(quiet=True))
     events = EventAccumulator(str(result.run.path / "tensorboard"))
     events.Reload()
     rows = read_jsonl(result.run.metrics_path)
@@ -187,5 +188,5 @@ def test_missing_tensorboard_is_one_clear_message_before_the_run_starts(tmp_path
     config = write_config(tmp_path, logging={"tensorboard": True})
     hint = "pip install tensorboard (or, in the trainctl checkout, pip install -e '.[tensorboard]'); or set logging"
     with pytest.raises(UserError, match=re.escape(f"the tensorboard package is not installed; {hint}")):
-        train(config, out=tmp_path / "run", quiet=True)
+        train(config, out=tmp_path / "run", output=Output(quiet=True))
     assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from trainctl.data.task import Task
+from trainctl.output import Output
 from trainctl.reports.curves import BEST_EPOCH, curves_figure, plot_runs
 from trainctl.reports.diagnosis import chance_levels, diagnose
 from trainctl.reports.preflight import Finding
@@ -195,7 +196,9 @@ def two_runs(tmp_path_factory):
     """The same tiny config at two learning rates."""
     folder = tmp_path_factory.mktemp("two")
     config = write_config(folder, trainer={"epochs": 4, "device": "cpu"})
-    return [train(config, [f"optimizer.lr={lr}"], out=folder / f"lr{lr}", quiet=True) for lr in (0.001, 0.03)]
+    return [
+        train(config, [f"optimizer.lr={lr}"], out=folder / f"lr{lr}", output=Output(quiet=True)) for lr in (0.001, 0.03)
+    ]
 
 
 def test_every_run_writes_its_curves_and_diagnosis(two_runs):
@@ -215,7 +218,7 @@ def test_every_run_writes_its_curves_and_diagnosis(two_runs):
 @pytest.mark.slow
 def test_a_trained_run_with_a_warning_carries_it_into_its_diagnosis(tmp_path):
     config = write_config(tmp_path, model={"name": "mlp", "hidden": [16], "output_activation": "softmax"})
-    result = train(config, out=tmp_path / "run", quiet=True)
+    result = train(config, out=tmp_path / "run", output=Output(quiet=True))
     message = result.summary["diagnosis"]["message"]
     assert message.endswith("; chance 0.3333; the checks before training warned: double-softmax")
     assert result.summary["diagnosis"]["hint"] == f"fix that first: {SEED_WARNINGS[0].fix}"
@@ -228,9 +231,9 @@ def test_a_resumed_run_keeps_the_warning_in_its_diagnosis(tmp_path):
         model={"name": "mlp", "hidden": [16], "output_activation": "softmax"},
         trainer={"epochs": 2, "device": "cpu"},
     )
-    first = train(config, out=tmp_path / "run", quiet=True)
+    first = train(config, out=tmp_path / "run", output=Output(quiet=True))
     assert first.summary["diagnosis"]["shape"] == "too-short"
-    result = resume(first.run.path, ["trainer.epochs=4"], quiet=True)
+    result = resume(first.run.path, ["trainer.epochs=4"], output=Output(quiet=True))
     assert result.summary["epochs_trained"] == 4
     assert result.summary["diagnosis"]["message"].endswith("; the checks before training warned: double-softmax")
 

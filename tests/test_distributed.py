@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainctl.output import Output
 from trainctl.workflows import resume, train
 
 from helpers import TRAINCTL, image_tree, read_jsonl, write_config
@@ -74,7 +75,7 @@ def test_every_rank_ends_with_the_same_parameters(two_process_run):
 
 
 def test_two_processes_train_the_model_one_process_does(two_process_run, tmp_path):
-    single = train(config_for(tmp_path), out=tmp_path / "one", quiet=True)
+    single = train(config_for(tmp_path), out=tmp_path / "one", output=Output(quiet=True))
     assert_close_runs(single.run.path, two_process_run / "run")
     assert sorted(p.name for p in (two_process_run / "run").iterdir()) == [
         "checkpoints",
@@ -87,17 +88,17 @@ def test_two_processes_train_the_model_one_process_does(two_process_run, tmp_pat
 
 
 def test_a_two_process_run_resumes_in_one_process(two_process_run, tmp_path):
-    straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", quiet=True)
+    straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", output=Output(quiet=True))
     copied = tmp_path / "copied"
     subprocess.run(["cp", "-r", str(two_process_run / "run"), str(copied)], check=True)
-    resumed = resume(copied, ["trainer.epochs=5"], quiet=True)
+    resumed = resume(copied, ["trainer.epochs=5"], output=Output(quiet=True))
     assert resumed.summary["epochs_trained"] == 5
     assert_close_runs(straight.run.path, copied)
 
 
 def test_a_one_process_run_resumes_in_two(tmp_path):
-    straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", quiet=True)
-    first = train(config_for(tmp_path), out=tmp_path / "run", quiet=True)
+    straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", output=Output(quiet=True))
+    first = train(config_for(tmp_path), out=tmp_path / "run", output=Output(quiet=True))
     finished = subprocess.run(
         [TRAINCTL, "train", "--resume", first.run.path, "--nproc", "2", "--set", "trainer.epochs=5"],
         capture_output=True,
@@ -175,7 +176,7 @@ def test_streamed_and_augmented_images_train_in_two_processes_as_in_one(tmp_path
         optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
         trainer={"epochs": 2, "device": "cpu"},
     )
-    one = train(config, out=tmp_path / "one", quiet=True)
+    one = train(config, out=tmp_path / "one", output=Output(quiet=True))
     finished = subprocess.run(
         [TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "two", "--quiet"],
         capture_output=True,

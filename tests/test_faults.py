@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainctl.output import Output
 from trainctl.runs import LOCK_NAME
 
 from helpers import TRAINCTL, write_config
@@ -93,7 +94,7 @@ def finished_run(tmp_path_factory) -> Path:
     from trainctl.workflows import train
 
     folder = tmp_path_factory.mktemp("finished")
-    return train(write_config(folder), out=folder / "run", quiet=True).run.path
+    return train(write_config(folder), out=folder / "run", output=Output(quiet=True)).run.path
 
 
 @needs_mount

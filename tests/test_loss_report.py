@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from trainctl.output import Output
 from trainctl.workflows import evaluate_run, train
 
 from helpers import CONFIGS, read_jsonl, write_config
@@ -48,7 +49,7 @@ def test_regression_report_has_values(tmp_path):
     result = train(
         write_config(tmp_path, data={"name": "diabetes"}, loss={"name": "huber"}, metrics=["mae"]),
         out=tmp_path / "run",
-        quiet=True,
+        output=Output(quiet=True),
     )
     worst = result.summary["test"]["loss_report"]["worst"][0]
     assert isinstance(worst["target"], float) and isinstance(worst["prediction"], float)
@@ -61,7 +62,9 @@ def test_robust_losses_beat_mse_on_outliers(tmp_path):
     of configs/robust/)."""
     fast = ["data.samples=600", "trainer.epochs=20", "trainer.device=cpu"]
     mae = {
-        loss: train(CONFIGS / "robust" / f"{loss}.yaml", fast, out=tmp_path / loss, quiet=True).summary["test"]["mae"]
+        loss: train(CONFIGS / "robust" / f"{loss}.yaml", fast, out=tmp_path / loss, output=Output(quiet=True)).summary[
+            "test"
+        ]["mae"]
         for loss in ("mse", "huber", "adaptive")
     }
     assert mae["huber"] < mae["mse"]
@@ -74,7 +77,7 @@ def test_adaptive_parameters_learn_and_are_logged(tmp_path):
         CONFIGS / "robust" / "adaptive.yaml",
         ["data.samples=600", "trainer.epochs=8", "trainer.device=cpu"],
         out=tmp_path / "run",
-        quiet=True,
+        output=Output(quiet=True),
     )
     rows = read_jsonl(result.run.metrics_path)
     alphas = [row["loss/alpha"] for row in rows]
@@ -95,7 +98,7 @@ def test_balanced_class_weight_trains(tmp_path):
     result = train(
         write_config(tmp_path, loss={"name": "cross_entropy", "class_weight": "balanced"}),
         out=tmp_path / "run",
-        quiet=True,
+        output=Output(quiet=True),
     )
     assert result.summary["test"]["accuracy"] > 0.5
     assert np.isfinite(result.summary["test"]["loss"])

@@ -22,6 +22,7 @@ from trainctl.components.losses import LOSSES, LossContext
 from trainctl.data.task import Task, plan_targets
 from trainctl.errors import UserError
 from trainctl.nn.losses import barron_log_partition, barron_rho
+from trainctl.output import Output
 from trainctl.training.loss_report import per_sample_losses
 
 from helpers import write_config
@@ -437,7 +438,7 @@ def test_focal_gamma_below_one_trains_digits_at_a_high_learning_rate(tmp_path):
         optimizer={"name": "adam", "lr": 1e-2},
         trainer={"epochs": 2, "device": "cpu"},
     )
-    result = train(config, out=tmp_path / "run", quiet=True)
+    result = train(config, out=tmp_path / "run", output=Output(quiet=True))
     rows = result.run.read_metrics()
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all(math.isfinite(row["train/loss"]) for row in rows)
@@ -674,7 +675,7 @@ def test_class_weighted_run_reports_per_sample_losses_that_average_to_its_test_l
     from trainctl.workflows import train
 
     config = write_config(tmp_path, loss={"name": "cross_entropy", "class_weight": [1.0, 4.0, 0.5]})
-    test = train(config, out=tmp_path / "run", quiet=True).summary["test"]
+    test = train(config, out=tmp_path / "run", output=Output(quiet=True)).summary["test"]
     per_class, support = (
         test["loss_report"]["per_class"],
         {name: row["support"] for name, row in test["per_class"].items()},

@@ -9,6 +9,7 @@ import pytest
 
 from trainctl.errors import UserError
 from trainctl.files import new_output
+from trainctl.output import Output
 
 from helpers import write_config
 
@@ -34,7 +35,7 @@ def table_run(tmp_path_factory):
         optimizer={"name": "adam", "lr": 0.05},
         trainer={"epochs": 2, "device": "cpu"},
     )
-    return train(config, out=folder / "run", quiet=True).run.path
+    return train(config, out=folder / "run", output=Output(quiet=True)).run.path
 
 
 def one_error_line(result) -> str:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trainctl.errors import UserError
+from trainctl.output import Output
 from trainctl.workflows import resume, train, validate
 
 from helpers import read_jsonl, write_config
@@ -16,13 +17,15 @@ TRAINER = {"epochs": 3, "device": "cpu"}
 @pytest.fixture(scope="module")
 def full_precision(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fp32")
-    return train(write_config(folder, trainer=TRAINER), out=folder / "run", quiet=True)
+    return train(write_config(folder, trainer=TRAINER), out=folder / "run", output=Output(quiet=True))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "16-mixed"])
 def test_reduced_precision_trains_close_to_full_precision(tmp_path, full_precision, precision):
     result = train(
-        write_config(tmp_path, trainer={**TRAINER, "precision": precision}), out=tmp_path / "run", quiet=True
+        write_config(tmp_path, trainer={**TRAINER, "precision": precision}),
+        out=tmp_path / "run",
+        output=Output(quiet=True),
     )
     reduced, full = read_jsonl(result.run.metrics_path), read_jsonl(full_precision.run.metrics_path)
     assert [row["train/loss"] for row in reduced] != [row["train/loss"] for row in full]  # it did run in low precision
@@ -37,9 +40,9 @@ def test_reduced_precision_trains_close_to_full_precision(tmp_path, full_precisi
 @pytest.mark.slow
 def test_float16_resume_restores_the_grad_scaler_exactly(tmp_path):
     config = write_config(tmp_path, trainer={**TRAINER, "precision": "16-mixed"})
-    straight = train(config, out=tmp_path / "straight", quiet=True)
-    first = train(config, ["trainer.epochs=1"], out=tmp_path / "resumed", quiet=True)
-    resume(first.run.path, ["trainer.epochs=3"], quiet=True)
+    straight = train(config, out=tmp_path / "straight", output=Output(quiet=True))
+    first = train(config, ["trainer.epochs=1"], out=tmp_path / "resumed", output=Output(quiet=True))
+    resume(first.run.path, ["trainer.epochs=3"], output=Output(quiet=True))
     a = torch.load(straight.run.checkpoint_path("last"), weights_only=True)
     b = torch.load(first.run.checkpoint_path("last"), weights_only=True)
     assert a["grad_scaler"] == b["grad_scaler"]
@@ -48,12 +51,14 @@ def test_float16_resume_restores_the_grad_scaler_exactly(tmp_path):
 
 def test_unknown_precision_lists_the_allowed_ones(tmp_path):
     with pytest.raises(UserError, match=r"trainer.precision: Input should be '32', 'bf16' or '16-mixed'"):
-        train(write_config(tmp_path, trainer={**TRAINER, "precision": 64}), quiet=True)
+        train(write_config(tmp_path, trainer={**TRAINER, "precision": 64}), output=Output(quiet=True))
 
 
 @pytest.mark.slow
 def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(tmp_path, full_precision):
-    result = train(write_config(tmp_path, trainer={**TRAINER, "compile": True}), out=tmp_path / "run", quiet=True)
+    result = train(
+        write_config(tmp_path, trainer={**TRAINER, "compile": True}), out=tmp_path / "run", output=Output(quiet=True)
+    )
     compiled = torch.load(result.run.checkpoint_path("last"), weights_only=True)["model"]
     eager = torch.load(full_precision.run.checkpoint_path("last"), weights_only=True)["model"]
     assert compiled.keys() == eager.keys()  # no "_orig_mod." prefixes: loads in any run, compiled or not
@@ -66,7 +71,11 @@ def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(tmp_pa
 def test_threads_setting_sets_torch_threads(tmp_path):
     before = torch.get_num_threads()
     try:
-        train(write_config(tmp_path, trainer={**TRAINER, "epochs": 1, "threads": 1}), out=tmp_path / "run", quiet=True)
+        train(
+            write_config(tmp_path, trainer={**TRAINER, "epochs": 1, "threads": 1}),
+            out=tmp_path / "run",
+            output=Output(quiet=True),
+        )
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

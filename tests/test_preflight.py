@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from trainctl.config.loading import load_config
+from trainctl.output import Output
 from trainctl.reports.preflight import lint, output_kind, preflight
 from trainctl.training.build import build_training
 from trainctl.workflows import train, validate
@@ -140,6 +141,11 @@ def test_module_with_its_own_softmax_is_caught(tmp_path):
 
 @pytest.mark.slow
 def test_seed_torch_example_trains_worse_than_the_fix(tmp_path):
-    broken = train(CONFIGS / "seed_torch_ce.yaml", out=tmp_path / "broken", quiet=True)
-    fixed = train(CONFIGS / "seed_torch_ce.yaml", ["model.output_activation=none"], out=tmp_path / "fixed", quiet=True)
+    broken = train(CONFIGS / "seed_torch_ce.yaml", out=tmp_path / "broken", output=Output(quiet=True))
+    fixed = train(
+        CONFIGS / "seed_torch_ce.yaml",
+        ["model.output_activation=none"],
+        out=tmp_path / "fixed",
+        output=Output(quiet=True),
+    )
     assert fixed.summary["test"]["accuracy"] > broken.summary["test"]["accuracy"] + 0.05

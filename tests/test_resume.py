@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from trainctl.errors import UserError
+from trainctl.output import Output
 from trainctl.workflows import resume, train
 
 from helpers import TRAINCTL, read_jsonl, write_config
@@ -50,14 +51,14 @@ def assert_same_run(a: Path, b: Path):
 def straight(tmp_path_factory):
     """The reference: 6 epochs without a stop."""
     folder = tmp_path_factory.mktemp("straight")
-    return train(resumable_config(folder), out=folder / "run", quiet=True).run.path
+    return train(resumable_config(folder), out=folder / "run", output=Output(quiet=True)).run.path
 
 
 @pytest.mark.slow
 def test_three_then_resumed_to_six_is_bit_identical(tmp_path, straight):
-    first = train(resumable_config(tmp_path), ["trainer.epochs=3"], out=tmp_path / "run", quiet=True)
+    first = train(resumable_config(tmp_path), ["trainer.epochs=3"], out=tmp_path / "run", output=Output(quiet=True))
     assert len(read_jsonl(first.run.metrics_path)) == 3
-    resumed = resume(first.run.path, ["trainer.epochs=6"], quiet=True)
+    resumed = resume(first.run.path, ["trainer.epochs=6"], output=Output(quiet=True))
     assert resumed.run.path == first.run.path
     assert_same_run(straight, first.run.path)
     assert resumed.summary["epochs_trained"] == 6
@@ -75,18 +76,20 @@ def test_a_tiny_run_stopped_after_one_epoch_resumes_bit_identical(tmp_path):
     for folder in ("straight", "stopped"):
         (tmp_path / folder).mkdir()
     straight = train(
-        resumable_config(tmp_path / "straight", epochs=2, **tiny), out=tmp_path / "straight" / "run", quiet=True
+        resumable_config(tmp_path / "straight", epochs=2, **tiny),
+        out=tmp_path / "straight" / "run",
+        output=Output(quiet=True),
     )
     config = resumable_config(tmp_path / "stopped", epochs=2, **tiny)
-    first = train(config, ["trainer.epochs=1"], out=tmp_path / "stopped" / "run", quiet=True)
-    resumed = resume(first.run.path, ["trainer.epochs=2"], quiet=True)
+    first = train(config, ["trainer.epochs=1"], out=tmp_path / "stopped" / "run", output=Output(quiet=True))
+    resumed = resume(first.run.path, ["trainer.epochs=2"], output=Output(quiet=True))
     assert resumed.summary["epochs_trained"] == 2
     assert_same_run(straight.run.path, first.run.path)
 
 
 def test_resume_refuses_a_different_config(tmp_path):
     run = tmp_path / "run"
-    train(resumable_config(tmp_path), ["trainer.epochs=2"], out=run, quiet=True)
+    train(resumable_config(tmp_path), ["trainer.epochs=2"], out=run, output=Output(quiet=True))
     with pytest.raises(UserError) as caught:
         resume(run, ["optimizer.lr=0.1", "model.dropout=0.0", "trainer.epochs=4"])
     assert "cannot resume with a different config; these keys differ: model.dropout, optimizer.lr" in str(caught.value)
@@ -96,7 +99,12 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 def test_cosine_runs_cannot_be_extended(tmp_path):
     run = tmp_path / "run"
-    train(resumable_config(tmp_path, scheduler={"name": "cosine"}), ["trainer.epochs=1"], out=run, quiet=True)
+    train(
+        resumable_config(tmp_path, scheduler={"name": "cosine"}),
+        ["trainer.epochs=1"],
+        out=run,
+        output=Output(quiet=True),
+    )
     with pytest.raises(
         UserError,
         match="scheduler 'cosine' laid its schedule out over 1 epochs and ends it there; "
@@ -137,7 +145,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_start(tmp_pat
     run.mkdir()
     shutil.copy(straight / "config.yaml", run / "config.yaml")
     (run / "metrics.jsonl").write_text('{"epoch": 1, "train/lo')
-    resume(run, quiet=True)
+    resume(run, output=Output(quiet=True))
     assert_same_outcome(straight, run)
 
 
@@ -160,9 +168,9 @@ def kill_leftovers(reference: Path, run: Path, last_from: Path, best_from: Path 
 @pytest.mark.parametrize("moment", ["best.pt missing", "best.pt older than last.pt", "best.pt newer than last.pt"])
 def test_every_kill_between_the_checkpoint_writes_resumes_to_the_same_run(tmp_path, moment):
     config = resumable_config(tmp_path, epochs=3)
-    reference = train(config, out=tmp_path / "straight", quiet=True).run.path
-    one = train(config, ["trainer.epochs=1"], out=tmp_path / "one", quiet=True).run.path
-    two = train(config, ["trainer.epochs=2"], out=tmp_path / "two", quiet=True).run.path
+    reference = train(config, out=tmp_path / "straight", output=Output(quiet=True)).run.path
+    one = train(config, ["trainer.epochs=1"], out=tmp_path / "one", output=Output(quiet=True)).run.path
+    two = train(config, ["trainer.epochs=2"], out=tmp_path / "two", output=Output(quiet=True)).run.path
     assert json.loads((two / "summary.json").read_text())["best_epoch"] == 2  # so best.pt of `one` is older
     last_from, best_from = {
         "best.pt missing": (one, None),  # killed after last.pt's first write, before best.pt's (the old order)
@@ -171,7 +179,7 @@ def test_every_kill_between_the_checkpoint_writes_resumes_to_the_same_run(tmp_pa
     }[moment]
     run = tmp_path / "run"
     kill_leftovers(reference, run, last_from, best_from)
-    resume(run, quiet=True)
+    resume(run, output=Output(quiet=True))
     assert_same_outcome(reference, run)
     assert sorted(p.name for p in run.rglob(".*")) == []
 
@@ -205,7 +213,7 @@ def test_ctrl_c_saves_state_mid_epoch_and_resumes_exactly(tmp_path, straight):
     assert f"Resume with: trainctl train --resume {run}" in stderr
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]
     assert state["step_in_epoch"] > 0  # it stopped inside an epoch, after finishing a step
-    resume(run, quiet=True)
+    resume(run, output=Output(quiet=True))
     assert_same_run(straight, run)
 
 
@@ -228,7 +236,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     """Killed without warning at random moments, again and again, and resumed each time: the end is
     exactly the run that was never stopped."""
     config = resumable_config(tmp_path, data={"name": "digits", "batch_size": 8})  # ~0.4 s per epoch
-    reference = train(config, out=tmp_path / "straight", quiet=True).run.path
+    reference = train(config, out=tmp_path / "straight", output=Output(quiet=True)).run.path
     run = tmp_path / "run"
     rng = random.Random(7)
     command = [TRAINCTL, "train", config, "--out", run, "--quiet"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainctl.errors import UserError
+from trainctl.output import Output
 from trainctl.runs import LOCK_NAME, RunFolder
 from trainctl.workflows import resume
 
@@ -100,12 +101,12 @@ def test_resume_is_refused_while_a_run_writes_and_works_after_it_is_killed(tmp_p
         assert time.monotonic() < deadline
         time.sleep(0.02)
     with pytest.raises(UserError) as caught:
-        resume(run, quiet=True)
+        resume(run, output=Output(quiet=True))
     assert str(caught.value) == in_use(run, process.pid)
     process.kill()
     process.wait(timeout=60)
     assert re.fullmatch(r"\d+\n", (run / LOCK_NAME).read_text())  # the file stays; the lock went with the process
-    result = resume(run, quiet=True)
+    result = resume(run, output=Output(quiet=True))
     assert result.summary["epochs_trained"] == 6
     assert [row["epoch"] for row in read_jsonl(run / "metrics.jsonl")] == list(range(1, 7))
     assert not (run / LOCK_NAME).exists()

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from trainctl.errors import UserError
+from trainctl.output import Output
 from trainctl.workflows import evaluate_run, train
 
 from helpers import CONFIGS, read_jsonl, write_config
@@ -100,9 +101,9 @@ def test_eval_of_last_checkpoint_on_val_matches_last_epoch(digits_run):
 
 def test_same_seed_gives_identical_metrics(tmp_path):
     config = write_config(tmp_path, model={"name": "mlp", "hidden": [16], "dropout": 0.2})
-    first = train(config, out=tmp_path / "a", quiet=True)
-    second = train(config, out=tmp_path / "b", quiet=True)
-    other = train(config, ["seed=1"], out=tmp_path / "c", quiet=True)
+    first = train(config, out=tmp_path / "a", output=Output(quiet=True))
+    second = train(config, out=tmp_path / "b", output=Output(quiet=True))
+    other = train(config, ["seed=1"], out=tmp_path / "c", output=Output(quiet=True))
 
     def values(run):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in read_jsonl(run.run.metrics_path)]
@@ -113,32 +114,34 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 def test_run_folders_never_overwrite(tmp_path):
     config = write_config(tmp_path, trainer={"epochs": 1, "device": "cpu"})
-    first = train(config, quiet=True)
-    second = train(config, quiet=True)
+    first = train(config, output=Output(quiet=True))
+    second = train(config, output=Output(quiet=True))
     assert first.run.path != second.run.path
     assert first.run.path.parent == second.run.path.parent == tmp_path / "runs"
     assert (first.run.path / "summary.json").is_file()
     with pytest.raises(UserError, match="already exists and is not empty"):
-        train(config, out=first.run.path, quiet=True)
+        train(config, out=first.run.path, output=Output(quiet=True))
     assert json.loads((first.run.path / "summary.json").read_text()) == first.summary
 
 
 def test_bad_config_leaves_no_run_folder(tmp_path):
     config = write_config(tmp_path, model={"name": "cnn"})  # iris has no image shape
     with pytest.raises(UserError, match=r"model 'cnn' needs image-shaped input \(C×H×W\); this dataset gives \(4,\)"):
-        train(config, quiet=True)
+        train(config, output=Output(quiet=True))
     assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
 def test_digits_cnn_reaches_its_accuracy(tmp_path):
-    result = train(CONFIGS / "digits_cnn.yaml", ["trainer.device=cpu"], out=tmp_path / "run", quiet=True)
+    result = train(CONFIGS / "digits_cnn.yaml", ["trainer.device=cpu"], out=tmp_path / "run", output=Output(quiet=True))
     assert result.summary["test"]["accuracy"] >= 0.97
 
 
 @pytest.mark.slow
 def test_diabetes_regression_beats_predicting_the_mean(tmp_path):
-    result = train(CONFIGS / "diabetes_mse.yaml", ["trainer.device=cpu"], out=tmp_path / "run", quiet=True)
+    result = train(
+        CONFIGS / "diabetes_mse.yaml", ["trainer.device=cpu"], out=tmp_path / "run", output=Output(quiet=True)
+    )
     test = result.summary["test"]
     assert test["r2"] > 0.3
     # Metrics are in the data's units (targets range 25–346), not the standardised ones the model learns.
@@ -156,7 +159,10 @@ def test_binary_bce_uses_one_output(tmp_path):
     assert parts.model(parts.data.train.inputs[:5]).shape == (5, 1)
     assert parts.data.train.targets.shape == (len(parts.data.train), 1)
     result = train(
-        CONFIGS / "breast_cancer.yaml", ["trainer.device=cpu", "trainer.epochs=10"], out=tmp_path / "run", quiet=True
+        CONFIGS / "breast_cancer.yaml",
+        ["trainer.device=cpu", "trainer.epochs=10"],
+        out=tmp_path / "run",
+        output=Output(quiet=True),
     )
     assert result.summary["test"]["recall"] > 0.9
 

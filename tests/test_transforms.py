@@ -15,6 +15,7 @@ from trainctl.components.transforms import compose
 from trainctl.config.loading import load_config
 from trainctl.data.streaming import LoaderSettings, PixelRows, StreamedInputs
 from trainctl.errors import ConfigError
+from trainctl.output import Output
 from trainctl.workflows import resume, train
 
 from helpers import REPO, image_tree, read_jsonl, write_config, write_idx_files
@@ -121,7 +122,7 @@ def test_deterministic_transforms_run_once_and_defaults_normalise(tmp_path, mnis
             "{name: normalize}], train: [{name: resize, size: 14}, {name: normalize}]}",
         ),
         out=tmp_path / "run",
-        quiet=True,
+        output=Output(quiet=True),
     )
     saved = json.loads((tmp_path / "run" / "data.json").read_text())
     assert saved["input_shape"] == [1, 14, 14]
@@ -169,15 +170,17 @@ def test_augmented_training_is_the_same_with_workers_and_after_a_resume(tmp_path
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
     first = train(
-        mnist_config(tmp_path / "a", mnist_root, data=AUGMENTED, epochs=2), out=tmp_path / "a" / "run", quiet=True
+        mnist_config(tmp_path / "a", mnist_root, data=AUGMENTED, epochs=2),
+        out=tmp_path / "a" / "run",
+        output=Output(quiet=True),
     )
     workers = train(
         mnist_config(tmp_path / "b", mnist_root, data=AUGMENTED + "\n          num_workers: 2", epochs=1),
         out=tmp_path / "b" / "run",
-        quiet=True,
+        output=Output(quiet=True),
     )
     assert workers.summary["epochs_trained"] == 1
-    resume(tmp_path / "b" / "run", ["trainer.epochs=2", "data.num_workers=0"], quiet=True)
+    resume(tmp_path / "b" / "run", ["trainer.epochs=2", "data.num_workers=0"], output=Output(quiet=True))
     assert_same_weights(first.run.path, tmp_path / "b" / "run")
     rows_a, rows_b = read_jsonl(first.run.path / "metrics.jsonl"), read_jsonl(tmp_path / "b" / "run" / "metrics.jsonl")
     assert [row["train/loss"] for row in rows_a] == [row["train/loss"] for row in rows_b]
@@ -200,7 +203,7 @@ def test_an_image_folder_streams_the_same_with_and_without_workers(tmp_path):
             trainer: {{epochs: 2, device: cpu}}
         """,
         )
-        runs.append(train(config, out=folder / "run", quiet=True))
+        runs.append(train(config, out=folder / "run", output=Output(quiet=True)))
     assert_same_weights(runs[0].run.path, runs[1].run.path)
     assert runs[1].summary["test"]["accuracy"] == 1.0  # red against blue
     saved = json.loads((runs[0].run.path / "data.json").read_text())

@@ -9,18 +9,16 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from trainctl.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from trainctl.output import Output, closed_output_ends_quietly
 
 app = typer.Typer(
     name="trainctl",
@@ -105,9 +103,9 @@ def user_errors() -> Iterator[None]:
     except UserError as error:
         if _state["debug"]:
             raise
-        err = Console(stderr=True, highlight=False)
+        output = Output()
         for line in error.lines():
-            err.print(f"[red]error:[/red] {escape(line)}", markup=True, soft_wrap=True)
+            output.error(line)
         raise typer.Exit(EXIT_USER_ERROR) from None
     except OSError as error:
         # A file the user named or a folder trainctl writes: missing, read-only, full, not a folder.
@@ -116,14 +114,11 @@ def user_errors() -> Iterator[None]:
             raise
         from trainctl.files import os_error_line
 
-        Console(stderr=True, highlight=False).print(
-            f"[red]error:[/red] {escape(os_error_line(error))}", markup=True, soft_wrap=True
-        )
+        Output().error(os_error_line(error))
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as interrupt:
         hint = getattr(interrupt, "resume_hint", "")
-        message = f"interrupted; state saved. Resume with: {hint}" if hint else "interrupted"
-        Console(stderr=True, highlight=False).print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
+        Output().notice(f"interrupted; state saved. Resume with: {hint}" if hint else "interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -138,25 +133,12 @@ def main_options(
     _state["debug"] = debug
 
 
-def _heading(console: Console, text: str) -> None:
-    # A line of its own rather than a table title, which rich wraps to the table's narrow width.
-    console.print(f"[bold]{escape(text)}[/bold]")
+def _print_metrics(output: Output, title: str, record: dict) -> None:
+    from trainctl.reports.tables import Column, heading, table
 
-
-def _cells(*values: object) -> list[Text]:
-    """Table cells shown exactly as given: class names, paths and metric names are never rich markup."""
-    return [Text(str(value)) for value in values]
-
-
-def _print_metrics(console: Console, title: str, record: dict) -> None:
-    _heading(console, title)
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in record.items():
-        if isinstance(value, float):
-            table.add_row(*_cells(key, f"{value:.4f}"))
-    console.print(table)
+    output.show(heading(title))
+    metrics = [[key, f"{value:.4f}"] for key, value in record.items() if isinstance(value, float)]
+    output.show(table([Column("metric"), Column("value", justify="right")], metrics))
 
 
 @app.command()
@@ -214,45 +196,54 @@ def train(
 
     with user_errors():
         source, resuming = _config_or_run(config, resume)
+        if resuming and out is not None:
+            raise UserError("--out: a resumed run continues in its own folder")
     settings = list(overrides or [])
     if device is not None:
         settings.append(f"trainer.device={device}")
     if seed is not None:
         settings.append(f"seed={seed}")
-    console = Console(highlight=False)
     if nproc > 1:
         from trainctl.training.distributed import launch
 
-        arguments = [str(source)]
-        arguments[:0] = ["--resume"] if resuming else []
-        for setting in settings:
-            arguments += ["--set", setting]
-        arguments += (["--out", str(out)] if out is not None else []) + (["--quiet"] if quiet else [])
-        arguments += ["--strict"] if strict else []
         with user_errors():
             # A bad config or run folder is reported once, before any process starts.
             load_config(RunFolder.open(source).config_path if resuming else source, settings)
-            code = launch(arguments, nproc)
+            # Every process runs the command as the user typed it: no option is left behind.
+            code = launch(without_option(sys.argv[1:], "--nproc"), nproc)
         raise typer.Exit(code)
+    output = Output(quiet=quiet)
     with user_errors():
         if resuming:
-            if out is not None:
-                raise UserError("--out: a resumed run continues in its own folder")
-            result = resume_training(source, settings, console=console, quiet=quiet)
+            result = resume_training(source, settings, output=output)
         else:
-            result = run_training(source, settings, out=out, console=console, quiet=quiet, strict=strict)
+            result = run_training(source, settings, out=out, output=output, strict=strict)
     if not result.summary:  # a process of rank > 0 in a run of several: rank 0 reports
         return
     if quiet:
-        console.print(str(result.run.path), markup=False, soft_wrap=True)
+        output.line(str(result.run.path))
         return
     summary = result.summary
-    console.print(
+    output.line(
         f"best epoch {summary['best_epoch']} ({summary['monitor']} {summary['best_value']:.4f}), "
         f"trained in {summary['train_seconds']:.1f}s on {summary['device']}"
     )
-    _print_metrics(console, "test split, best checkpoint", summary["test"])
-    console.print(f"run folder: {result.run.path}", markup=False, soft_wrap=True)
+    _print_metrics(output, "test split, best checkpoint", summary["test"])
+    output.line(f"run folder: {result.run.path}")
+
+
+def without_option(arguments: list[str], option: str) -> list[str]:
+    """A command line without `option VALUE` and `option=VALUE`; after `--` every word is kept."""
+    kept: list[str] = []
+    words = iter(arguments)
+    for word in words:
+        if word == "--":
+            kept += [word, *words]
+        elif word == option:
+            next(words, None)  # its value
+        elif not word.startswith(f"{option}="):
+            kept.append(word)
+    return kept
 
 
 def _config_or_run(config: Path | None, resume: Path | None) -> tuple[Path, bool]:
@@ -290,18 +281,18 @@ def validate(
     """
     from trainctl.workflows import validate as check
 
-    console = Console(highlight=False)
+    output = Output()
     with user_errors():
         report = check(config, overrides)
     for line in report.summary_lines():
-        console.print(line, soft_wrap=True, markup=False)
+        output.line(line)
     for finding in report.findings:
         colour = "red" if finding.level == "error" else "yellow"
-        console.print(f"[{colour}]{finding.level}:[/{colour}] {escape(str(finding))}", soft_wrap=True)
+        output.markup(f"[{colour}]{finding.level}:[/{colour}] {escape(str(finding))}")
     if report.errors or (strict and report.warnings):
         raise typer.Exit(EXIT_USER_ERROR)
     if not report.findings:
-        console.print("[green]no problems found[/green]")
+        output.markup("[green]no problems found[/green]")
 
 
 @app.command("eval")
@@ -330,17 +321,17 @@ def evaluate(
     from trainctl.files import check_output_path, new_output
     from trainctl.workflows import evaluate_run
 
-    console = Console(highlight=False)
+    shown = Output()
     with user_errors():
         if output is not None:
             check_output_path(output, "--output", force)  # before the work, not after it
         run, record = evaluate_run(run_dir, checkpoint, split, worst)
-    _print_metrics(console, f"{split} split, {checkpoint} checkpoint (epoch {record['epoch']})", record)
-    _print_loss_report(console, record["loss_report"])
+    _print_metrics(shown, f"{split} split, {checkpoint} checkpoint (epoch {record['epoch']})", record)
+    _print_loss_report(shown, record["loss_report"])
     if output is not None:
         with user_errors(), new_output(output, "--output", force) as written:
             written.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    console.print(f"written: {run.path / run.eval_record_name(split, checkpoint)}", soft_wrap=True, markup=False)
+    shown.line(f"written: {run.path / run.eval_record_name(split, checkpoint)}")
 
 
 @app.command()
@@ -386,34 +377,32 @@ def predict(
         if output is not None:
             check_output_path(output, "--output", force)  # the input file too: replaced only with --force
         predictions = run_predict(run_dir, inputs, checkpoint)
-    table = Table(title=Text(f"predictions of {run_dir} ({checkpoint} checkpoint)"), title_justify="left")
-    table.add_column("input", style="cyan", no_wrap=True)
-    table.add_column("prediction")
+    from trainctl.reports.tables import Column, table
+
+    columns = [Column("input", style="cyan", no_wrap=True), Column("prediction")]
     if any(p.score is not None for p in predictions):
-        table.add_column("probability", justify="right")
-    for p in predictions:
-        label = f"{p.label:.6g}" if isinstance(p.label, float) else p.label
-        table.add_row(*_cells(p.source, label, *([f"{p.score:.4f}"] if p.score is not None else [])))
-    _listing_console().print(table)
-    _print_prediction_warnings(predictions)
+        columns.append(Column("probability", justify="right"))
+    rows = [
+        [p.source, f"{p.label:.6g}" if isinstance(p.label, float) else str(p.label)]
+        + ([f"{p.score:.4f}"] if p.score is not None else [])
+        for p in predictions
+    ]
+    shown = Output()
+    shown.show(table(columns, rows, title=f"predictions of {run_dir} ({checkpoint} checkpoint)"), wide=True)
+    _print_prediction_warnings(shown, predictions)
     if output is not None:
         with user_errors(), new_output(output, "--output", force) as written:
             write_predictions(predictions, written)
-        Console(highlight=False).print(f"written: {output}", soft_wrap=True, markup=False)
+        shown.line(f"written: {output}")
 
 
-def _print_prediction_warnings(predictions: list, shown: int = 10) -> None:
+def _print_prediction_warnings(output: Output, predictions: list, shown: int = 10) -> None:
     """One line per doubtful input, up to `shown`; then how many more there are."""
     doubtful = [p for p in predictions if p.warning]
-    err = Console(stderr=True, highlight=False)
     for p in doubtful[:shown]:
-        err.print(f"[yellow]warning:[/yellow] {escape(p.source)}: {escape(p.warning)}", soft_wrap=True)
+        output.warn(f"{p.source}: {p.warning}")
     if len(doubtful) > shown:
-        err.print(
-            f"[yellow]warning:[/yellow] {len(doubtful) - shown} more inputs like these "
-            f"({len(doubtful)} of {len(predictions)} in all)",
-            soft_wrap=True,
-        )
+        output.warn(f"{len(doubtful) - shown} more inputs like these ({len(doubtful)} of {len(predictions)} in all)")
 
 
 @app.command()
@@ -443,7 +432,7 @@ def plot(
             folders = expand_runs(runs)
             curves = run_curves(folders)
             plot_runs(curves, image)
-    Console(highlight=False).print(f"written: {output} ({len(curves)} runs)", soft_wrap=True)
+    Output().line(f"written: {output} ({len(curves)} runs)")
 
 
 @app.command()
@@ -482,13 +471,13 @@ def compare(
         if output_format not in FORMATS:
             raise UserError(f"--format: unknown format {output_format!r}; allowed: {', '.join(FORMATS)}")
         comparison = compare_runs(expand_runs(runs))
+    output = Output()
     if output_format == "table":
-        console = Console(highlight=False)
-        for renderable in comparison_tables(comparison, console.width):
-            console.print(renderable)
+        for renderable in comparison_tables(comparison, output.stdout.width):
+            output.show(renderable)
         return
     writers = {"csv": comparison_csv, "json": comparison_json, "markdown": comparison_markdown}
-    typer.echo(writers[output_format](comparison), nl=False)
+    output.write(writers[output_format](comparison))
 
 
 @app.command()
@@ -547,7 +536,7 @@ def sweep(
     """
     from trainctl.sweeps.search import leaderboard_table, prepare_sweep, run_sweep
 
-    console = Console(highlight=False)
+    output = Output()
     with user_errors():
         setup = prepare_sweep(
             config,
@@ -562,51 +551,44 @@ def sweep(
             jobs=jobs,
         )
         plan = setup.plan
-        console.print(
+        output.line(
             f"sweep folder: {setup.folder}  ({plan.sampler}, {plan.trials} trials: "
-            f"{'; '.join(d.describe() for d in plan.dimensions)})",
-            soft_wrap=True,
-            markup=False,
+            f"{'; '.join(d.describe() for d in plan.dimensions)})"
         )
-        outcome = run_sweep(setup, console)
+        outcome = run_sweep(setup, output)
     done = [row for row in outcome.rows if row.status == "done"]
     title = (
         f"leaderboard: {len(done)} of {plan.trials} trials done, best first by {setup.monitor} "
         f"(validation, best epoch); {outcome.ran} run now"
     )
-    console.print(title, soft_wrap=True, markup=False)
-    _listing_console().print(leaderboard_table(outcome.rows, plan.keys, setup.monitor))
-    console.print(f"written: {setup.folder / 'leaderboard.csv'}", soft_wrap=True, markup=False)
+    output.line(title)
+    output.show(leaderboard_table(outcome.rows, plan.keys, setup.monitor), wide=True)
+    output.line(f"written: {setup.folder / 'leaderboard.csv'}")
     if done:
-        console.print(f"best: {setup.folder / done[0].folder}", soft_wrap=True, markup=False)
+        output.line(f"best: {setup.folder / done[0].folder}")
     if outcome.interrupted:
-        Console(stderr=True, highlight=False).print(
-            "[yellow]sweep interrupted; run the same command again to continue it[/yellow]", soft_wrap=True
-        )
+        output.notice("sweep interrupted; run the same command again to continue it")
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _print_loss_report(console: Console, report: dict) -> None:
+def _print_loss_report(output: Output, report: dict) -> None:
+    from trainctl.reports.tables import Column, heading, table
+
     quantiles = "  ".join(f"{name} {value:.4g}" for name, value in report["quantiles"].items())
-    console.print(f"per-sample loss: {quantiles}", soft_wrap=True)
+    output.line(f"per-sample loss: {quantiles}")
     if "per_class" in report:
-        _heading(console, "mean loss per class")
-        by_class = Table()
-        by_class.add_column("class")
-        by_class.add_column("loss", justify="right")
-        for name, value in sorted(report["per_class"].items(), key=lambda item: -(item[1] or 0)):
-            by_class.add_row(*_cells(name, "—" if value is None else f"{value:.4f}"))
-        console.print(by_class)
+        output.show(heading("mean loss per class"))
+        by_class = sorted(report["per_class"].items(), key=lambda item: -(item[1] or 0))
+        rows = [[str(name), "—" if value is None else f"{value:.4f}"] for name, value in by_class]
+        output.show(table([Column("class"), Column("loss", justify="right")], rows))
     if report["worst"]:
-        _heading(console, "highest-loss samples")
-        worst = Table()
-        for column in ("row", "target", "prediction", "loss"):
-            worst.add_column(column, justify="right")
-        for sample in report["worst"]:
-            worst.add_row(
-                *_cells(*(_short(sample[key]) for key in ("row", "target", "prediction")), f"{sample['loss']:.4f}")
-            )
-        console.print(worst)
+        output.show(heading("highest-loss samples"))
+        columns = [Column(name, justify="right") for name in ("row", "target", "prediction", "loss")]
+        rows = [
+            [*(_short(sample[key]) for key in ("row", "target", "prediction")), f"{sample['loss']:.4f}"]
+            for sample in report["worst"]
+        ]
+        output.show(table(columns, rows))
 
 
 def _short(value: object) -> str:
@@ -630,13 +612,7 @@ def _print_listing(key: str, task: str | None = None) -> None:
                 raise UserError(f"--task: unknown task {task!r}; allowed: {', '.join(tasks)}")
         # Composites ("any") combine losses of whichever task, so they belong in every task's list.
         entries = [entry for entry in entries if entry.info.task in (task, "any")]
-    _listing_console().print(registry_table(key, registry, LISTING_FIELDS[key], entries))
-
-
-def _listing_console() -> Console:
-    console = Console()
-    # Pipes and files get a width that keeps formulas on one line, unless COLUMNS asks for another.
-    return console if console.is_terminal or os.environ.get("COLUMNS") else Console(width=120)
+    Output().show(registry_table(key, registry, LISTING_FIELDS[key], entries), wide=True)
 
 
 @app.command("list-losses")
@@ -663,7 +639,7 @@ def list_losses(
 
     with user_errors():
         entry = LOSSES.get(name)
-    _listing_console().print(loss_details(entry))
+    Output().show(loss_details(entry), wide=True)
 
 
 def _add_listing_command(key: str) -> None:
@@ -690,7 +666,8 @@ for _command in app.registered_commands:
 
 
 def main() -> None:
-    app()
+    with closed_output_ends_quietly():
+        app()
 
 
 if __name__ == "__main__":

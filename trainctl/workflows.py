@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from rich.console import Console
-from rich.markup import escape
-
 from trainctl.config.loading import Config, load_config
 from trainctl.errors import UserError
+from trainctl.output import Output
 from trainctl.ranks import ranks_from_environment
 from trainctl.runs import RunFolder
 
@@ -39,12 +37,13 @@ def train(
     overrides: list[str] | None = None,
     *,
     out: str | Path | None = None,
-    console: Console | None = None,
-    quiet: bool = False,
+    output: Output | None = None,
     strict: bool = False,
 ) -> TrainResult:
+    """Train a config file into a new run folder. `output` (default: stdout and stderr) says where
+    the progress and warnings go; Output(quiet=True) keeps only the warnings."""
     config = load_config(config_path, overrides)
-    return train_config(config, out=out, console=console, quiet=quiet, strict=strict)
+    return train_config(config, out=out, output=output, strict=strict)
 
 
 def validate(config_path: str | Path, overrides: list[str] | None = None) -> Any:
@@ -60,8 +59,7 @@ def train_config(
     config: Config,
     *,
     out: str | Path | None = None,
-    console: Console | None = None,
-    quiet: bool = False,
+    output: Output | None = None,
     strict: bool = False,
 ) -> TrainResult:
     # torch is imported here, not at the top, so commands that do not train start fast.
@@ -69,17 +67,16 @@ def train_config(
     from trainctl.training import distributed
     from trainctl.training.build import build_training
 
-    console = console or Console()
     ranks = ranks_from_environment()
-    quiet = quiet or not ranks.is_main  # with several processes, rank 0 alone prints
+    output = (output or Output()).in_process(ranks.is_main)  # with several processes, rank 0 alone prints
     # Everything is built and checked before the run folder exists: a bad config leaves nothing behind.
     with distributed.running(ranks):
         parts = build_training(config, ranks)
         report = preflight(config, parts)
         if report.errors or (strict and report.warnings):
             raise PreflightError(report.errors + (report.warnings if strict else []))
-        for finding in report.warnings if ranks.is_main else []:
-            _stderr().print(f"[yellow]warning:[/yellow] {escape(str(finding))}", soft_wrap=True)
+        for finding in report.warnings:
+            output.warn(str(finding))
         if config.logging.tensorboard:
             from trainctl.training.tensorboard import summary_writer_class
 
@@ -95,15 +92,12 @@ def train_config(
             if ranks.is_main:
                 run.write_config(config.to_dict())
                 run.write_json("data.json", parts.data.description())  # what predict needs
-            if not quiet:
-                console.print(f"run folder: {run.path}", highlight=False, markup=False, soft_wrap=True)
-            trainer = _make_trainer(config, parts, run, console, quiet)
-            return _fit_and_test(config, parts, run, trainer, console, quiet, warnings=report.warnings)
+            output.message(f"run folder: {run.path}")
+            trainer = _make_trainer(config, parts, run, output)
+            return _fit_and_test(config, parts, run, trainer, output, warnings=report.warnings)
 
 
-def resume(
-    run_dir: str | Path, overrides: list[str] | None = None, *, console: Console | None = None, quiet: bool = False
-) -> TrainResult:
+def resume(run_dir: str | Path, overrides: list[str] | None = None, *, output: Output | None = None) -> TrainResult:
     """Continue a run from checkpoints/last.pt, exactly where it stopped (from its start, when it was
     killed before its first checkpoint).
 
@@ -117,12 +111,10 @@ def resume(
     with _writing(run, ranks.is_main, discard_untrained=False):
         if ranks.is_main:
             run.remove_temporaries()  # a killed writer's half-written files; nothing else writes here now
-        return _resume_claimed(run, ranks, overrides, console or Console(), quiet or not ranks.is_main)
+        return _resume_claimed(run, ranks, overrides, (output or Output()).in_process(ranks.is_main))
 
 
-def _resume_claimed(
-    run: RunFolder, ranks: Ranks, overrides: list[str] | None, console: Console, quiet: bool
-) -> TrainResult:
+def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, output: Output) -> TrainResult:
     from trainctl.reports.preflight import preflight
     from trainctl.training import distributed
     from trainctl.training.build import build_training
@@ -153,7 +145,7 @@ def _resume_claimed(
     with distributed.running(ranks):
         parts = build_training(config, ranks)
         warnings = preflight(config, parts).warnings  # for the diagnosis; printed when the run started
-        trainer = _make_trainer(config, parts, run, console, quiet)
+        trainer = _make_trainer(config, parts, run, output)
         if checkpoint is None:
             state, rng = TrainingState(), None
         else:
@@ -192,14 +184,11 @@ def _resume_claimed(
             run.write_config(config.to_dict())
             if checkpoint is None:
                 run.write_json("data.json", parts.data.description())  # a kill may have cut it short
-        if not quiet:
-            console.print(
-                f"resuming {run.path} at epoch {state.epoch + 1}"
-                + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else ""),
-                highlight=False,
-                markup=False,
-            )
-        return _fit_and_test(config, parts, run, trainer, console, quiet, state, rng, warnings)
+        output.message(
+            f"resuming {run.path} at epoch {state.epoch + 1}"
+            + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else "")
+        )
+        return _fit_and_test(config, parts, run, trainer, output, state, rng, warnings)
 
 
 def _restore_best_checkpoint(run: RunFolder, state: TrainingState) -> None:
@@ -261,11 +250,7 @@ def _checkpoint_epoch(run: RunFolder) -> str:
     return f"epoch {state.get('epoch')}" + (f", step {step} of epoch {state.get('epoch', 0) + 1}" if step else "")
 
 
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def _make_trainer(config: Config, parts: TrainingParts, run: RunFolder, console: Console, quiet: bool) -> Trainer:
+def _make_trainer(config: Config, parts: TrainingParts, run: RunFolder, output: Output) -> Trainer:
     import torch
 
     from trainctl.training.precision import check_precision
@@ -290,7 +275,7 @@ def _make_trainer(config: Config, parts: TrainingParts, run: RunFolder, console:
         scheduler_interval=parts.scheduler_interval,
         run=run if main else None,  # rank 0 alone writes the run folder
         config=config.to_dict(),
-        reporter=make_reporter(console, quiet or not main),
+        reporter=make_reporter(output),
         early_stopping=None
         if stopping is None
         else EarlyStopping(stopping.monitor, stopping.mode, stopping.patience, stopping.min_delta),
@@ -311,8 +296,7 @@ def _fit_and_test(
     parts: TrainingParts,
     run: RunFolder,
     trainer: Trainer,
-    console: Console,
-    quiet: bool,
+    output: Output,
     state: TrainingState | None = None,
     rng: RandomStates | None = None,
     warnings: list[Finding] | None = None,
@@ -322,13 +306,10 @@ def _fit_and_test(
     from trainctl.training.trainer import evaluate_checkpoint
 
     def announce(signal_name: str) -> None:
-        _stderr().print(
-            f"[yellow]{signal_name}: stopping after this step to save the run "
-            "(press Ctrl-C again to stop at once)[/yellow]"
-        )
+        output.notice(f"{signal_name}: stopping after this step to save the run (press Ctrl-C again to stop at once)")
 
     main = parts.ranks.is_main
-    with graceful_stop(announce if main else lambda name: None) as stop, _epoch_logger(config, run, main) as log_epoch:
+    with graceful_stop(announce) as stop, _epoch_logger(config, run, main) as log_epoch:
         trainer.stop = stop
         trainer.epoch_callbacks.append(log_epoch)
         with _compile_errors(config):
@@ -373,16 +354,13 @@ def _fit_and_test(
         plot_runs([(config.name, history, config.trainer.monitor)], image)
     run.write_json("summary.json", summary)  # last: a run with a summary is finished, a resume refuses it
     stopping = config.trainer.early_stopping
-    if not quiet:
-        if fit.stopped_early and stopping is not None:  # only early stopping stops early
-            console.print(
-                f"early stopping after epoch {len(history)}: "
-                f"{stopping.monitor} did not improve for "
-                f"{stopping.patience} epochs",
-                highlight=False,
-            )
-        hint = diagnosis.hint[:1].upper() + diagnosis.hint[1:]
-        console.print(f"loss curve: {diagnosis.message}. {hint}.", highlight=False, soft_wrap=True)
+    if fit.stopped_early and stopping is not None:  # only early stopping stops early
+        output.message(
+            f"early stopping after epoch {len(history)}: {stopping.monitor} did not improve for "
+            f"{stopping.patience} epochs"
+        )
+    hint = diagnosis.hint[:1].upper() + diagnosis.hint[1:]
+    output.message(f"loss curve: {diagnosis.message}. {hint}.")
     return TrainResult(run, summary, parts.model)
 
 

@@ -6,8 +6,9 @@ import sys
 
 import torch
 
+from trainctl.output import Output
 from trainctl.workflows import train
 
 config, out, dump = sys.argv[1:4]
-result = train(config, out=out, quiet=True)
+result = train(config, out=out, output=Output(quiet=True))
 torch.save(result.model.state_dict(), f"{dump}/rank{os.environ['RANK']}.pt")

@@ -18,6 +18,7 @@ import yaml
 
 from trainctl.components.metrics import goal
 from trainctl.errors import UserError
+from trainctl.reports.tables import markdown_table, side_by_side
 from trainctl.run_contents import monitor_of, read_summary
 from trainctl.runs import RunFolder
 from trainctl.training.state import differing_keys
@@ -28,7 +29,6 @@ IGNORED_SECTIONS = {"name", "output_dir", "sweep"}  # differ between runs withou
 LOADER_KEYS = {"batch_size", "num_workers", "pin_memory", "persistent_workers"}
 TIMESTAMP = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # what RunFolder.create appends to a run's name
 TRIAL = re.compile(r"^trial-\d+$")  # a sweep's trial folder
-MAX_KEY_WIDTH, RUN_WIDTH = 24, 10  # a table holds as many runs as fit at least this wide
 
 
 def expand_runs(paths: list[Path]) -> list[RunFolder]:
@@ -231,46 +231,14 @@ def _title(comparison: Comparison, marker: str) -> str:
 
 
 def comparison_tables(comparison: Comparison, width: int) -> list[Any]:
-    """Rich renderables for a console `width` wide: the title, one table per group of runs that fits
-    (runs as columns; long labels and values wrap, never cut), and the notes."""
-    from rich.table import Table
-    from rich.text import Text
-
-    rows = _grid(comparison, "VALUE*")
-    key_width = min(max(len(row[0]) for row in rows), MAX_KEY_WIDTH)
-    # A table's width is its left border plus, per column, the content, two of padding and a border.
-    room = width - 1 - (key_width + 3)
-    per_table = max(1, room // (RUN_WIDTH + 3))
-    out: list[Any] = [Text(_title(comparison, "*"), style="bold")]
-    runs = comparison.runs
-    for start in range(0, len(runs), per_table):
-        shown = runs[start : start + per_table]
-        run_width = max(RUN_WIDTH, room // len(shown) - 3)
-        table = Table()
-        table.add_column("", overflow="fold", width=key_width)
-        for run in shown:  # every run column gets a fixed share: long words fold instead of widening it
-            table.add_column(Text(run.label, style="cyan"), justify="right", overflow="fold", max_width=run_width)
-        for row in rows:
-            table.add_row(Text(row[0]), *(Text(cell) for cell in row[1 + start : 1 + start + len(shown)]))
-        out.append(table)
-    out += [Text(note, style="dim") for note in comparison.notes]
-    return out
+    """Rich renderables for a console `width` wide: runs as columns, as many tables as it takes."""
+    labels = [run.label for run in comparison.runs]
+    return side_by_side(_title(comparison, "*"), labels, _grid(comparison, "VALUE*"), comparison.notes, width)
 
 
 def comparison_markdown(comparison: Comparison) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    rows = _grid(comparison, "**VALUE**")
-    lines = [
-        f"{_title(comparison, 'bold:')}",
-        "",
-        "| | " + " | ".join(cell(run.label) for run in comparison.runs) + " |",
-        "|---|" + "---:|" * len(comparison.runs),
-    ]
-    lines += ["| " + " | ".join(cell(text) for text in row) + " |" for row in rows]
-    lines += [""] + comparison.notes if comparison.notes else []
-    return "\n".join(lines) + "\n"
+    labels = [run.label for run in comparison.runs]
+    return markdown_table(_title(comparison, "bold:"), labels, _grid(comparison, "**VALUE**"), comparison.notes)
 
 
 def comparison_csv(comparison: Comparison) -> str:

@@ -1,4 +1,5 @@
-"""Registries printed as tables, for `trainctl list-*`. Reads metadata only: no torch."""
+"""What `trainctl list-*` shows of each registered component (the tables are drawn by
+reports/tables.py). Reads metadata only: no torch."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from rich.console import Group
-from rich.syntax import Syntax
 from rich.table import Table
-from rich.text import Text
 
 from trainctl.registry import Entry, Registry
+from trainctl.reports.tables import RegistryRow, detail_view
+from trainctl.reports.tables import registry_table as draw_registry_table
 
 if TYPE_CHECKING:
     from trainctl.components.losses import LossInfo
@@ -77,30 +78,20 @@ def describe_params(params: type[BaseModel]) -> list[str]:
 
 def registry_table(title: str, registry: Registry, fields: list[tuple[str, str]], entries: list | None = None) -> Table:
     """A table of `registry`: name and task, a details column built from `fields`, and the parameters.
-
-    Every text in it is the registry's own (a plugin's too) and goes in as `Text`, never as rich
-    markup, which would swallow "in [sigma_min, sigma_max]" as an unknown tag. Names are never cut:
-    their column is as wide as the longest name; details and parameters wrap beside it.
-    """
+    Every text in it is the registry's own (a plugin's too), shown as it is."""
     entries = entries if entries is not None else list(registry)
-    table = Table(title=title, show_lines=True, title_justify="left", expand=True)
-    # The task goes under the name rather than in a column of its own: at 80 columns every column counts.
-    table.add_column("name", no_wrap=True, min_width=max((len(e.name) for e in entries), default=4))
-    table.add_column("details", ratio=3, overflow="fold")
-    table.add_column("parameters", ratio=2, overflow="fold")
+    rows = []
     for entry in entries:
-        name = Text(entry.name, style="bold cyan")
         task = getattr(entry.info, "task", None)  # the registries whose components have a task
-        if task:
-            name.append(f"\n{task}", style="default")
-        details = Text(entry.summary)
+        details = []
         for key, label in fields:
             value = getattr(entry.info, key)  # LISTING_FIELDS names fields of each registry's metadata
             if value is not None and value is not False:  # a flag that is off is not listed
-                details.append(f"\n{label}: ", style="dim")
-                details.append(str(value))
-        table.add_row(name, details, Text("\n".join(describe_params(entry.params)) or "—"))
-    return table
+                details.append((label, str(value)))
+        rows.append(
+            RegistryRow(entry.name, str(task) if task else None, entry.summary, details, describe_params(entry.params))
+        )
+    return draw_registry_table(title, rows)
 
 
 LISTING_FIELDS: dict[str, list[tuple[str, str]]] = {
@@ -123,25 +114,15 @@ def loss_details(entry: Entry[LossInfo]) -> Group:
     if example is None:
         example = {key: (list(v) if isinstance(v, tuple) else v) for key, v in _defaults(entry.params).items()}
     snippet = yaml.safe_dump({"loss": {"name": entry.name, **example}}, sort_keys=False, allow_unicode=True)
-    rows = Table.grid(padding=(0, 2))
-    rows.add_column(style="bold")
-    rows.add_column()
-    for label, value in (
+    fields = [
         ("task", info.task),
         ("formula", info.formula),
         ("target", info.target_text),
         ("model output", info.output),
         ("parameters", "\n".join(describe_params(entry.params)) or "none"),
         ("use when", info.use_when),
-    ):
-        rows.add_row(label, Text(str(value)))
-    return Group(
-        Text.assemble((entry.name, "bold cyan"), f" — {entry.summary}"),
-        rows,
-        "",
-        "[bold]example[/bold]",
-        Syntax(snippet, "yaml", theme="ansi_dark", background_color="default"),
-    )
+    ]
+    return detail_view(entry.name, entry.summary, fields, snippet)
 
 
 def _defaults(params: type[BaseModel]) -> dict[str, Any]:

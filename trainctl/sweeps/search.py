@@ -39,13 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rich.console import Console
 from rich.markup import escape
 
 from trainctl.components.metrics import goal
 from trainctl.config.loading import read_config, validate
 from trainctl.errors import EXIT_INTERRUPTED, UserError
 from trainctl.files import write_atomically
+from trainctl.output import Output
 from trainctl.sweeps import folder as sweep_folder
 from trainctl.sweeps.plan import SweepPlan, check_values, make_plan
 from trainctl.training.interrupts import StopRequest, graceful_stop
@@ -165,7 +165,7 @@ class _Runner:
     `trainctl train` process and recording its result, until the study needs no more."""
 
     setup: SweepSetup
-    console: Console
+    output: Output
     stop: StopRequest
     study: Any
     processes: set[subprocess.Popen] = field(default_factory=set)
@@ -339,9 +339,7 @@ class _Runner:
         else:
             outcome = "[yellow]interrupted[/yellow]"
         seconds = f" ({row.seconds:.1f}s)" if row.seconds is not None else ""
-        self.console.print(
-            f"{escape(row.folder)}  {escape(values)}  {outcome}{seconds}", soft_wrap=True, highlight=False
-        )
+        self.output.markup(f"{escape(row.folder)}  {escape(values)}  {outcome}{seconds}")
 
 
 def trial_result(run: Path) -> float:
@@ -509,7 +507,7 @@ def _open_study(setup: SweepSetup) -> Any:
     return study
 
 
-def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
+def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
     """Run the trials the study still needs, then write the leaderboard.
 
     The first Ctrl-C lets running trials save their state (they get the terminal's signal; a
@@ -526,7 +524,7 @@ def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
     interrupted = False
 
     def on_first_signal(name: str) -> None:
-        console.print(
+        output.stdout.print(
             f"[yellow]{name}: letting running trials save their state; starting no new ones "
             "(press Ctrl-C again to stop at once)[/yellow]",
             highlight=False,
@@ -535,7 +533,7 @@ def run_sweep(setup: SweepSetup, console: Console) -> SweepOutcome:
             runner.signal_trials(signal.SIGTERM)
 
     with graceful_stop(on_first_signal) as stop:
-        runner = _Runner(setup, console, stop, study)
+        runner = _Runner(setup, output, stop, study)
         try:
             runner.run_all()
         except KeyboardInterrupt:  # the second Ctrl-C: the trials were stopped at once too
@@ -589,20 +587,23 @@ def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], m
 
 
 def leaderboard_table(rows: list[LeaderboardRow], keys: list[str], monitor: str) -> Any:
-    from rich.table import Table
-    from rich.text import Text
+    from trainctl.reports.tables import Column, table
 
-    table = Table()
-    table.add_column("trial", style="cyan", no_wrap=True)
-    for key in keys:
-        table.add_column(key)
-    table.add_column(monitor, justify="right")
-    table.add_column("seconds", justify="right")
-    table.add_column("status")
-    for row in rows:
-        value = "—" if row.value is None else f"{row.value:.4f}"
-        status = row.status if not row.error else f"failed: {_first_clause(row.error)}"
-        seconds = "—" if row.seconds is None else f"{row.seconds:.1f}"
-        cells = [row.folder, *(_short(row.params.get(k, "—")) for k in keys), value, seconds, status]
-        table.add_row(*map(Text, cells))  # values and error text as they are, never rich markup
-    return table
+    columns = [
+        Column("trial", style="cyan", no_wrap=True),
+        *(Column(key) for key in keys),
+        Column(monitor, justify="right"),
+        Column("seconds", justify="right"),
+        Column("status"),
+    ]
+    cells = [
+        [
+            row.folder,
+            *(_short(row.params.get(k, "—")) for k in keys),
+            "—" if row.value is None else f"{row.value:.4f}",
+            "—" if row.seconds is None else f"{row.seconds:.1f}",
+            row.status if not row.error else f"failed: {_first_clause(row.error)}",
+        ]
+        for row in rows
+    ]
+    return table(columns, cells)

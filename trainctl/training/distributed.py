@@ -165,8 +165,9 @@ def _exit_status(code: object) -> int:
 
 
 def launch(arguments: list[str], nproc: int) -> int:
-    """Run `trainctl train ARGUMENTS` in `nproc` processes on this machine through torch.distributed's
-    elastic launcher, as `torchrun --standalone --nproc_per_node N` would. Returns the exit code.
+    """Run `trainctl ARGUMENTS` (the user's command line, without --nproc) in `nproc` processes on this
+    machine through torch.distributed's elastic launcher, as `torchrun --standalone --nproc_per_node N`
+    would. Returns the exit code.
 
     Each worker prints its own one-line error; this adds which rank failed first, instead of the
     launcher's traceback.
@@ -196,7 +197,7 @@ def launch(arguments: list[str], nproc: int) -> int:
             logs_specs=DefaultLogsSpecs(log_dir=logs),
         )
         try:
-            elastic_launch(config, sys.executable)("-m", "trainctl", "train", *arguments)
+            elastic_launch(config, sys.executable)("-m", "trainctl", *arguments)
         except ChildFailedError as error:
             # A rank killed by a signal is the cause even when a peer's exit was noticed first: the
             # peers stop silently (PeerLost), so the signal is the one line there is to print.

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from trainctl.output import Output
+
 REFRESH_SECONDS = 0.25
 
 
@@ -147,7 +149,8 @@ class LiveReporter(PlainReporter):
         self.progress.stop()
 
 
-def make_reporter(console: Console, quiet: bool) -> Reporter:
-    if quiet:
+def make_reporter(output: Output) -> Reporter:
+    """Live bars on a terminal, a line per epoch elsewhere, nothing when quiet or not rank 0."""
+    if not output.talks:
         return QuietReporter()
-    return LiveReporter(console) if console.is_terminal else PlainReporter(console)
+    return LiveReporter(output.stdout) if output.stdout.is_terminal else PlainReporter(output.stdout)
