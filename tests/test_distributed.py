@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from trainctl.cli import without_option
 from trainctl.output import Output
 from trainctl.workflows import resume, train
 
@@ -225,3 +227,48 @@ def test_a_worker_process_ends_with_its_commands_exit_status(tmp_path, arguments
     assert finished.returncode == status, finished.stderr
     assert text in getattr(finished, stream)
     assert "Traceback" not in finished.stderr
+
+
+def test_nproc_starts_every_process_with_the_command_line_as_typed(tmp_path):
+    """The processes get the user's own arguments less --nproc: the global --debug before the command,
+    --seed (which the launcher once had to turn into --set seed=N) and -q reach them as typed."""
+    run = tmp_path / "run"
+    finished = subprocess.run(
+        [TRAINCTL, "--debug", "train", config_for(tmp_path, epochs=1), "--nproc=2", "--seed", "7", "--out", run, "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout == f"{run}\n"  # -q: rank 0 prints the run folder alone
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 7
+
+
+def test_nproc_passes_the_global_options_before_the_command_on_too(tmp_path):
+    """--debug, which the command line rebuilt flag by flag never passed on: a check that fails in
+    the processes (a double softmax, an error with --strict) shows them its traceback."""
+    config = config_for(tmp_path, epochs=1)
+    finished = subprocess.run(
+        [TRAINCTL, "--debug", "train", config, "--set", "model.output_activation=softmax", "--strict", "--nproc", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 1, finished.stderr[-3000:]
+    assert "Traceback" in finished.stderr
+    assert "trainctl.reports.preflight.PreflightError: double-softmax:" in finished.stderr, finished.stderr[-3000:]
+
+
+def test_nproc_is_taken_out_of_the_command_line_in_both_spellings():
+    typed = ["--debug", "train", "c.yaml", "--nproc", "2", "--set", "a=1", "--nproc=3", "-q", "--", "--nproc", "4"]
+    assert without_option(typed, "--nproc") == [
+        "--debug",
+        "train",
+        "c.yaml",
+        "--set",
+        "a=1",
+        "-q",
+        "--",
+        "--nproc",
+        "4",
+    ]

@@ -91,7 +91,7 @@ def _print_version(show: bool) -> None:
         number = version("trainctl")
     except PackageNotFoundError:  # run from a checkout that is not installed
         from trainctl import __version__ as number
-    typer.echo(f"trainctl {number}")
+    Output().line(f"trainctl {number}")
     raise typer.Exit()
 
 
