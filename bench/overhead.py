@@ -35,6 +35,7 @@ from trainctl.config.loading import load_config
 from trainctl.runs import RunFolder
 from trainctl.training.build import build_model, build_training
 from trainctl.training.progress import LiveReporter, QuietReporter
+from trainctl.training.settings import fit_settings
 from trainctl.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,20 +77,7 @@ def through_trainctl(config, progress: bool, workdir: Path | None) -> float:
         LiveReporter(Console(file=io.StringIO(), force_terminal=True, width=120)) if progress else QuietReporter()
     )
     run = RunFolder.create(workdir, "bench") if workdir is not None else None
-    trainer = Trainer(
-        model=parts.model,
-        loss_fn=parts.loss_fn,
-        optimizer=parts.optimizer,
-        data=parts.data,
-        metrics=config.metrics,
-        epochs=config.trainer.epochs,
-        batch_size=config.data.batch_size,
-        monitor=config.trainer.monitor,
-        seed=config.seed,
-        run=run,
-        config=config.to_dict(),
-        reporter=reporter,
-    )
+    trainer = Trainer(parts, fit_settings(config, parts, run), reporter=reporter)
     return trainer.fit().seconds
 
 

@@ -26,7 +26,8 @@ import torch
 
 from trainctl.config.loading import load_config
 from trainctl.training.build import build_model, build_training
-from trainctl.training.trainer import train_one_epoch
+from trainctl.training.loop import EpochContext, train_one_epoch, training_step
+from trainctl.training.settings import StepSettings
 
 SAMPLES = 12_000
 AUGMENT = "[{name: random_crop, size: 28, padding: 2}, {name: horizontal_flip}, {name: normalize}]"
@@ -61,19 +62,12 @@ trainer: {{epochs: 1, device: cpu}}
 def through_trainctl(config_path: Path, epochs: int) -> list[float]:
     config = load_config(config_path)
     parts = build_training(config)
+    step = training_step(parts.model, parts.loss_fn, parts.optimizer, StepSettings(config.data.batch_size))
     generator = torch.Generator().manual_seed(0)
     seconds = []
     for epoch in range(1, epochs + 2):  # the first epoch starts the workers: not counted
         started = time.perf_counter()
-        train_one_epoch(
-            parts.model,
-            parts.data.train,
-            parts.loss_fn,
-            parts.optimizer,
-            batch_size=config.data.batch_size,
-            generator=generator,
-            epoch=epoch,
-        )
+        train_one_epoch(parts.model, parts.data.train, step, EpochContext(epoch, generator))
         seconds.append(time.perf_counter() - started)
     return seconds[1:]
 

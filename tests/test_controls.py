@@ -11,8 +11,9 @@ import torch
 from trainctl.data.prepare import Split
 from trainctl.errors import UserError
 from trainctl.output import Output
+from trainctl.training.loop import EpochContext, NonFiniteLoss, train_one_epoch, training_step
+from trainctl.training.settings import StepSettings
 from trainctl.training.state import EarlyStopping, TrainingState
-from trainctl.training.trainer import NonFiniteLoss, train_one_epoch
 from trainctl.workflows import resume, train
 
 from helpers import read_jsonl, write_config
@@ -83,15 +84,8 @@ def test_gradient_clipping_bounds_each_update():
     split = one_batch_split(torch.randn(8, 4) * 100, torch.randn(8, 1) * 100)  # a huge gradient
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    train_one_epoch(
-        model,
-        split,
-        torch.nn.MSELoss(),
-        optimizer,
-        batch_size=8,
-        generator=torch.Generator().manual_seed(0),
-        grad_clip_norm=0.5,
-    )
+    step = training_step(model, torch.nn.MSELoss(), optimizer, StepSettings(batch_size=8, grad_clip_norm=0.5))
+    train_one_epoch(model, split, step, EpochContext(0, torch.Generator().manual_seed(0)))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert torch.linalg.vector_norm(after - before).item() == pytest.approx(0.5, rel=1e-5)
 
@@ -108,11 +102,8 @@ def test_nonfinite_loss_stops_and_names_epoch_and_step():
         train_one_epoch(
             model,
             nan_in_one_sample(),
-            torch.nn.MSELoss(),
-            torch.optim.SGD(model.parameters(), lr=0.1),
-            batch_size=4,
-            generator=torch.Generator().manual_seed(0),
-            epoch=3,
+            training_step(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), StepSettings(4)),
+            EpochContext(3, torch.Generator().manual_seed(0)),
         )
 
 
@@ -121,11 +112,8 @@ def test_nonfinite_steps_are_skipped_within_the_limit():
     progress = train_one_epoch(
         model,
         nan_in_one_sample(),
-        torch.nn.MSELoss(),
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        batch_size=4,
-        generator=torch.Generator().manual_seed(0),
-        skip_budget=1,
+        training_step(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), StepSettings(4)),
+        EpochContext(0, torch.Generator().manual_seed(0), skip_budget=1),
     )
     assert progress.skipped == 1  # the one batch holding the NaN sample
     assert progress.optimizer_steps == 7
@@ -136,11 +124,8 @@ def test_nonfinite_steps_are_skipped_within_the_limit():
         train_one_epoch(
             model,
             nan_in_one_sample(),
-            torch.nn.MSELoss(),
-            torch.optim.SGD(model.parameters(), lr=0.1),
-            batch_size=4,
-            generator=torch.Generator().manual_seed(0),
-            skip_budget=0,
+            training_step(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), StepSettings(4)),
+            EpochContext(0, torch.Generator().manual_seed(0), skip_budget=0),
         )
 
 

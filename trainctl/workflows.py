@@ -7,7 +7,7 @@ import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from trainctl.config.loading import Config, load_config
 from trainctl.errors import UserError
@@ -251,44 +251,11 @@ def _checkpoint_epoch(run: RunFolder) -> str:
 
 
 def _make_trainer(config: Config, parts: TrainingParts, run: RunFolder, output: Output) -> Trainer:
-    import torch
-
-    from trainctl.training.precision import check_precision
     from trainctl.training.progress import make_reporter
-    from trainctl.training.state import EarlyStopping
+    from trainctl.training.settings import fit_settings
     from trainctl.training.trainer import Trainer
 
-    settings = config.trainer
-    stopping = settings.early_stopping
-    main = parts.ranks.is_main
-    return Trainer(
-        model=parts.model,
-        loss_fn=parts.loss_fn,
-        optimizer=parts.optimizer,
-        data=parts.data,
-        metrics=config.metrics,
-        epochs=settings.epochs,
-        batch_size=config.data.batch_size,
-        monitor=settings.monitor,
-        seed=config.seed,
-        scheduler=parts.scheduler,
-        scheduler_interval=parts.scheduler_interval,
-        run=run if main else None,  # rank 0 alone writes the run folder
-        config=config.to_dict(),
-        reporter=make_reporter(output),
-        early_stopping=None
-        if stopping is None
-        else EarlyStopping(stopping.monitor, stopping.mode, stopping.patience, stopping.min_delta),
-        grad_clip_norm=settings.grad_clip_norm,
-        on_nonfinite=settings.on_nonfinite,
-        max_skipped_steps=settings.max_skipped_steps,
-        resume_hint=f"trainctl train --resume {run.path}",
-        precision=check_precision(settings.precision, parts.device),
-        # torch.compile of a Module returns an OptimizedModule, a Module sharing its weights; its stub
-        # types the result only as a callable, so the cast restores what it is.
-        compiled_model=cast(torch.nn.Module, torch.compile(parts.model)) if settings.compile else None,
-        ranks=parts.ranks,
-    )
+    return Trainer(parts, fit_settings(config, parts, run), reporter=make_reporter(output))
 
 
 def _fit_and_test(
@@ -310,10 +277,9 @@ def _fit_and_test(
 
     main = parts.ranks.is_main
     with graceful_stop(announce) as stop, _epoch_logger(config, run, main) as log_epoch:
-        trainer.stop = stop
-        trainer.epoch_callbacks.append(log_epoch)
+        trainer.events.epoch_end.append(lambda end: log_epoch(end.row))
         with _compile_errors(config):
-            fit = trainer.fit(state, rng)
+            fit = trainer.fit(state, rng, stop)
     if not main:
         return TrainResult(run, {}, parts.model)  # rank 0 evaluates the test split and writes the summary
     history = run.read_metrics()

@@ -115,11 +115,16 @@ def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+@dataclass(frozen=True)
 class EarlyStopping:
-    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
 
-    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float):
-        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+    The counters live in `TrainingState`, so they are saved with every checkpoint."""
+
+    monitor: str
+    mode: str  # min | max
+    patience: int
+    min_delta: float
 
     def update(self, state: TrainingState, value: float) -> bool:
         """Record one epoch's value; True when training should stop."""
@@ -379,16 +384,18 @@ def _check_resume_contents(checkpoint: dict[str, Any], trainer: Any) -> None:
     for key in ("state", "rng", "optimizer"):
         if key not in checkpoint:
             raise CheckpointContentError(f"no {key!r} in it: it cannot be resumed from")
-    _check_tensors(checkpoint["model"], trainer.model.state_dict(), "model")
-    _check_tensors(checkpoint.get("loss") or {}, trainer.loss_fn.state_dict(), "loss")
-    _check_optimizer_state(checkpoint["optimizer"], trainer.optimizer)
-    for key, part in (("scheduler", trainer.scheduler), ("grad_scaler", trainer.scaler)):
-        if part is not None and checkpoint.get(key):
-            _check_settings(checkpoint[key], part.state_dict(), key)
+    parts = trainer.parts
+    _check_tensors(checkpoint["model"], parts.model.state_dict(), "model")
+    _check_tensors(checkpoint.get("loss") or {}, parts.loss_fn.state_dict(), "loss")
+    _check_optimizer_state(checkpoint["optimizer"], parts.optimizer)
+    scheduler = parts.scheduler.state_dict() if parts.scheduler is not None else None
+    for key, current in (("scheduler", scheduler), ("grad_scaler", trainer.step.update.state_dict())):
+        if current is not None and checkpoint.get(key):
+            _check_settings(checkpoint[key], current, key)
     state = _check_training_state(checkpoint["state"])
     _check_random_states(checkpoint["rng"])
     from trainctl.data.prepare import steps_per_epoch
 
-    steps = steps_per_epoch(len(trainer.data.train), trainer.batch_size)
+    steps = steps_per_epoch(len(parts.data.train), trainer.settings.step.batch_size)
     if state.step_in_epoch >= steps:
         raise CheckpointContentError(f"state.step_in_epoch is {state.step_in_epoch}, but an epoch has {steps} steps")
