@@ -15,14 +15,14 @@ from trainctl.training.precision import Precision
 from trainctl.training.settings import StepSettings, fit_settings
 from trainctl.training.trainer import Trainer
 
-from conftest import read_jsonl, tiny_config
+from helpers import read_jsonl, write_config
 
 CPU = torch.device("cpu")
 
 
 def make_trainer(directory: Path, epochs: int = 3, *, with_run: bool = True, **trainer: object) -> Trainer:
     """A trainer for the tiny iris config, writing a run folder under `directory` when asked."""
-    config = load_config(tiny_config(directory, trainer={"epochs": epochs, "device": "cpu", **trainer}))
+    config = load_config(write_config(directory, trainer={"epochs": epochs, "device": "cpu", **trainer}))
     parts = build_training(config)
     run = RunFolder.create(config.output_dir, config.name) if with_run else None
     return Trainer(parts, fit_settings(config, parts, run))
