@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "trainctl"
 # The stages in data-flow order; a module may import from its own stage and from earlier ones.
 STAGES = ["foundations", "nn", "data", "components", "config", "training", "reports", "sweeps", "commands"]
 FOUNDATIONS = {"errors", "files", "limits", "output", "ranks", "registry", "run_contents", "runs", "yaml_source"}
-COMMANDS = {"__main__", "cli", "predict", "workflows"}
+COMMANDS = {"__main__", "api", "cli", "prediction", "workflows"}
 
 
 def stage_of(module: str) -> str:
@@ -70,12 +70,43 @@ def test_imports_point_one_way(name: str, path: Path) -> None:
     assert not backwards, f"trainctl.{name} ({STAGES[own]}) imports a later stage: {'; '.join(backwards)}"
 
 
+def imports_run_on_import(tree: ast.Module) -> list[ast.stmt]:
+    """The import statements a module runs when it is imported: at its top level and inside its
+    top-level if/try/with blocks, but not in function bodies (run when called) nor under
+    `if TYPE_CHECKING:` (read by type checkers only)."""
+    found: list[ast.stmt] = []
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If):
+            for_type_checkers = isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+            pending += node.orelse if for_type_checkers else node.body + node.orelse
+        elif isinstance(node, ast.Try):
+            pending += node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body]
+        elif isinstance(node, ast.With):
+            pending += node.body
+    return found
+
+
 def test_package_init_files_import_nothing() -> None:
-    """So `--help` and the listings never pay for a subpackage's imports."""
+    """So `--help` and the listings never pay for a subpackage's imports (trainctl/__init__.py
+    reaches the Python API through a module __getattr__, on first use)."""
     for init in sorted(PACKAGE.rglob("__init__.py")):
-        tree = ast.parse(init.read_text())
-        statements = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+        statements = imports_run_on_import(ast.parse(init.read_text()))
         assert not statements, f"{init.relative_to(PACKAGE.parent)} imports {ast.unparse(statements[0])}"
+
+
+def test_the_init_rule_allows_imports_for_type_checkers_only() -> None:
+    tree = ast.parse(
+        "TYPE_CHECKING = False\n"
+        "if TYPE_CHECKING:\n    import torch\nelse:\n    import json\n"
+        "def f():\n    import numpy\n"
+        "if True:\n    import yaml\n"
+        "try:\n    pass\nexcept ImportError:\n    import rich\n"
+    )
+    assert [ast.unparse(node) for node in imports_run_on_import(tree)] == ["import json", "import yaml", "import rich"]
 
 
 def test_the_rule_catches_a_backward_import(tmp_path: Path) -> None:

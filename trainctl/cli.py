@@ -368,8 +368,8 @@ def predict(
     Example: trainctl predict runs/reviews-20260101-120000 my_reviews.txt
     """
     from trainctl.files import check_output_path, new_output
-    from trainctl.predict import predict as run_predict
-    from trainctl.predict import write_predictions
+    from trainctl.prediction import predict as run_predict
+    from trainctl.prediction import write_predictions
 
     with user_errors():
         if output is not None and output.suffix.lower() not in (".csv", ".json"):

@@ -37,7 +37,7 @@ from trainctl.limits import (
     Seed,
 )
 from trainctl.registry import Registry, suggest
-from trainctl.yaml_source import Key, SourceMap, apply_overrides, load_config_file
+from trainctl.yaml_source import Key, SourceMap, apply_overrides, dump_yaml, load_config_file, read_yaml
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
@@ -559,6 +559,18 @@ def read_config(path: str | Path, overrides: list[str] | None = None) -> tuple[d
     apply_overrides(data, overrides or [], source)
     _anchor_data_paths(data, source, Path(path).parent)
     return data, source
+
+
+def load_config_data(data: dict[str, Any], overrides: list[str] | None = None, origin: str = "config dict") -> Config:
+    """A config given as data rather than a file (the Python API): overridden and validated as a
+    file is, its problems named by `origin` and key path. With no file, data paths are relative
+    to the working folder. The data goes through the YAML reader once, so it gets a file's checks
+    (no NUL characters, bounded depth) and the caller's dict is never changed."""
+    copied, _ = read_yaml(dump_yaml(data), origin, lines_in_messages=False)
+    source = SourceMap(origin, {})
+    apply_overrides(copied, overrides or [], source)
+    _anchor_data_paths(copied, source, Path.cwd())
+    return validate(copied, source)
 
 
 def _anchor_data_paths(data: dict[str, Any], source: SourceMap, config_folder: Path) -> None:

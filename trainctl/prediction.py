@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from trainctl.errors import UserError
 from trainctl.runs import RunFolder
+
+if TYPE_CHECKING:
+    from trainctl.config.loading import Config
+    from trainctl.data.task import Task
 
 
 @dataclass
@@ -32,23 +36,32 @@ def _saved_data(run: RunFolder) -> dict[str, Any]:
     return read_data_description(run.path / "data.json")
 
 
-def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -> list[Prediction]:
+@dataclass
+class RunModel:
+    """A run's network loaded from a checkpoint, with what turns its outputs into predictions."""
+
+    module: torch.nn.Module  # in eval mode, on the CPU
+    task: Task
+    output_kind: str  # what the loss reads: logits, log-probabilities, values
+    layout: str  # how the outputs are laid out (the target plan's layout)
+
+
+def load_run_model(run_dir: str | Path, checkpoint: str = "best") -> RunModel:
+    """A run's model rebuilt from config.yaml and data.json (no training data needed), with the
+    checkpoint's weights (torch.load with weights_only=True)."""
+    from trainctl.config.loading import load_config
+
+    run = RunFolder.open(run_dir)
+    return _load_model(run, load_config(run.config_path), _saved_data(run), checkpoint)
+
+
+def _load_model(run: RunFolder, config: Config, saved: dict[str, Any], checkpoint: str) -> RunModel:
     from trainctl.components.losses import profile
     from trainctl.components.models import ModelContext
     from trainctl.components.registries import MODELS
-    from trainctl.config.loading import load_config
     from trainctl.data.task import Task, plan_targets
     from trainctl.training.checkpoint import load_checkpoint, load_model_state
 
-    run = RunFolder.open(run_dir)
-    _check_input_files(inputs)
-    config = load_config(run.config_path)
-    saved = _saved_data(run)
-    if saved.get("table") is None and saved.get("image") is None and saved.get("text") is None:
-        raise UserError(
-            f"{run.path}: predict reads input files for runs trained on csv tables, image or text datasets; "
-            f"this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files"
-        )
     task = Task(
         saved["task"]["kind"],
         saved["task"]["num_classes"],
@@ -63,13 +76,29 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     path = run.checkpoint_path(checkpoint)
     load_model_state(model, load_checkpoint(path), path)
     model.eval()
+    return RunModel(model, task, loss.input, plan.layout)
+
+
+def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -> list[Prediction]:
+    from trainctl.config.loading import load_config
+
+    run = RunFolder.open(run_dir)
+    _check_input_files(inputs)
+    config = load_config(run.config_path)
+    saved = _saved_data(run)
+    if saved.get("table") is None and saved.get("image") is None and saved.get("text") is None:
+        raise UserError(
+            f"{run.path}: predict reads input files for runs trained on csv tables, image or text datasets; "
+            f"this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files"
+        )
+    loaded = _load_model(run, config, saved, checkpoint)
     read = _table_inputs if saved.get("table") else _text_inputs if saved.get("text") else _image_inputs
     predictions: list[Prediction] = []
     for file in inputs:
         x, sources = read(file, saved, config.dataset.params)
         with torch.no_grad():
-            outputs = model(x)
-        found = _read_outputs(outputs, sources, task, loss.input, plan.layout, saved)
+            outputs = loaded.module(x)
+        found = _read_outputs(outputs, sources, loaded.task, loaded.output_kind, loaded.layout, saved)
         if saved.get("text"):
             _warn_without_known_tokens(found, x, saved["text"]["level"])
         predictions += found
