@@ -696,7 +696,7 @@ for _key in ("datasets", "models", "optimizers", "schedulers", "metrics", "trans
 def list_plugins() -> None:
     """List the loaded plugins (installed entry points and --plugin) and the components each registers.
 
-    Example: trainctl --plugin my_components.py plugins
+    Example: trainctl plugins   (or: trainctl --plugin my_components.py plugins)
     """
     from trainctl.plugins import GROUP
     from trainctl.reports.tables import plugin_table

@@ -148,7 +148,6 @@ def _where(trace: TracebackType | None) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(trace)
-        if not frame.filename.startswith((package, "<frozen"))
-        and "importlib" not in Path(frame.filename).parts
+        if not frame.filename.startswith((package, "<frozen")) and "importlib" not in Path(frame.filename).parts
     ]
     return f" ({frames[-1].filename} line {frames[-1].lineno})" if frames else ""
