@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -288,3 +289,26 @@ def test_nproc_workers_load_the_same_plugin(tmp_path):
     assert finished.stdout == f"{run}\n"
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "tiny_linear"
     assert len(read_jsonl(run / "metrics.jsonl")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_readme_plugin_trains_as_the_readme_shows(tmp_path):
+    """The README's plugin file, written as it is there, trains with the README's command line."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Your own components\n")[1].split("\n## ")[0]
+    plugin = section.split("```python\n")[1].split("```")[0]
+    (tmp_path / "my_components.py").write_text(plugin, encoding="utf-8")
+    command = shlex.split(section.split("```bash\n")[1].splitlines()[0])
+    assert command[:4] == ["trainctl", "--plugin", "my_components.py", "train"]
+    config = write_config(tmp_path, trainer={"epochs": 1, "device": "cpu"})  # iris rather than digits: faster
+    finished = subprocess.run(
+        [TRAINCTL, *command[1:4], config, *command[5:], "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    run = Path(finished.stdout.strip())
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"] == {"name": "tiny_linear", "bias": True}
