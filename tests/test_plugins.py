@@ -130,6 +130,25 @@ def test_a_plugin_file_trains_its_model_with_its_loss(tmp_path):
     assert [row["epoch"] for row in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
     weights = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert {key: tuple(value.shape) for key, value in weights.items()} == {"1.weight": (3, 4), "1.bias": (3,)}
+    source = {"kind": "file", "name": str(plugin.resolve()), "version": None}
+    source["sha256"] = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    assert json.loads((run / "plugins.json").read_text()) == {
+        "components": [
+            {"registry": "model", "name": "tiny_linear", "plugin": source},
+            {"registry": "loss", "name": "scaled_ce", "plugin": source},
+        ]
+    }
+    without = trainctl("eval", run)
+    assert (without.returncode, without.stderr) == (
+        2,
+        f"error: {run}: model 'tiny_linear' comes from plugin {file_source(plugin)}, which is not loaded; "
+        f"give --plugin {plugin.resolve()} before the command\n",
+    )
+    evaluated = trainctl("--plugin", plugin, "eval", run)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads((run / "eval-test-best.json").read_text())["loss"] == pytest.approx(
+        json.loads((run / "summary.json").read_text())["test"]["loss"]
+    )
 
 
 @pytest.mark.subprocess
@@ -224,6 +243,33 @@ def test_help_and_version_neither_run_a_plugin_nor_import_torch(tmp_path):
     assert not marker.exists()
     assert trainctl("--plugin", plugin, "list-models").returncode == 0
     assert marker.exists()  # the same plugin does run where components are listed
+
+
+@pytest.mark.subprocess
+def test_a_run_folder_naming_a_plugin_never_imports_it(tmp_path):
+    """eval, predict and --resume ask for the run's plugins by name; they never load one from the run."""
+    marker = tmp_path / "imported"
+    plugin = write_plugin(tmp_path, f"from pathlib import Path\nPath({str(marker)!r}).touch()\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    source = {"kind": "file", "name": str(plugin.resolve()), "version": None, "sha256": "0" * 64}
+    record = {"components": [{"registry": "model", "name": "planted", "plugin": source}]}
+    (run / "plugins.json").write_text(json.dumps(record))
+    expected = (
+        f"error: {run}: model 'planted' comes from plugin {plugin.resolve()} (sha256 000000000000), "
+        f"which is not loaded; give --plugin {plugin.resolve()} before the command\n"
+    )
+    for command in (["eval", run], ["predict", run, plugin], ["train", "--resume", run]):
+        finished = trainctl(*command)
+        assert (finished.returncode, finished.stderr) == (2, expected), command
+    assert not marker.exists()
+    installed = {**source, "kind": "distribution", "name": "planted-models", "version": "1.0", "sha256": None}
+    (run / "plugins.json").write_text(json.dumps({"components": [{**record["components"][0], "plugin": installed}]}))
+    finished = trainctl("eval", run)
+    assert finished.stderr == (
+        f"error: {run}: model 'planted' comes from plugin planted-models 1.0, which is not loaded; "
+        "install it (pip install 'planted-models==1.0')\n"
+    )
 
 
 # ---- installed distributions (entry points) --------------------------------------------------------

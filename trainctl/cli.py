@@ -162,6 +162,14 @@ def _load_plugins() -> list[Any]:
         return load(_plugin_options())
 
 
+def _check_run_plugins(run_dir: Path) -> None:
+    """The plugins a run was trained with are loaded now (eval, predict, --resume)."""
+    from trainctl.plugins import check_run
+
+    with user_errors():
+        check_run(run_dir)
+
+
 def _print_metrics(output: Output, title: str, record: dict) -> None:
     from trainctl.reports.tables import Column, heading, table
 
@@ -228,6 +236,8 @@ def train(
         source, resuming = _config_or_run(config, resume)
         if resuming and out is not None:
             raise UserError("--out: a resumed run continues in its own folder")
+    if resuming:
+        _check_run_plugins(source)
     settings = list(overrides or [])
     if device is not None:
         settings.append(f"trainer.device={device}")
@@ -353,6 +363,7 @@ def evaluate(
     from trainctl.workflows import evaluate_run
 
     _load_plugins()
+    _check_run_plugins(run_dir)
     shown = Output()
     with user_errors():
         if output is not None:
@@ -404,6 +415,7 @@ def predict(
     from trainctl.predict import write_predictions
 
     _load_plugins()
+    _check_run_plugins(run_dir)
     with user_errors():
         if output is not None and output.suffix.lower() not in (".csv", ".json"):
             raise UserError(f"--output {output}: unknown file type {output.suffix!r}; allowed: .csv, .json")

@@ -12,16 +12,19 @@ plugin that fails to import is one UserError naming it (the original traceback s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib
 import importlib.util
+import json
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from trainctl.errors import UserError
 from trainctl.registry import Source, registering_from
@@ -151,3 +154,67 @@ def _where(trace: TracebackType | None) -> str:
         if not frame.filename.startswith((package, "<frozen")) and "importlib" not in Path(frame.filename).parts
     ]
     return f" ({frames[-1].filename} line {frames[-1].lineno})" if frames else ""
+
+
+# ---- the run folder's record: which plugin provided each component ---------------------------------
+
+RUN_RECORD = "plugins.json"
+
+
+def components_in(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each plugin component the config names (a `name:` or a list item equal to one), with its source."""
+    from trainctl.components.registries import REGISTRIES
+
+    named = set(_strings(config))
+    return [
+        {"registry": registry.kind, "name": entry.name, "plugin": dataclasses.asdict(entry.source)}
+        for registry in REGISTRIES.values()
+        for entry in registry
+        if not entry.source.is_builtin and entry.name in named
+    ]
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def check_run(run: Path) -> None:
+    """Every plugin component the run was trained with is loaded now, from the same plugin; else one
+    line naming it and how to provide it. Reads the record as data: a run folder never imports code."""
+    from trainctl.components.registries import REGISTRIES
+
+    path = run / RUN_RECORD
+    if not path.is_file():  # trained with trainctl's own components only, or by an earlier version
+        return
+    try:
+        components = json.loads(path.read_text(encoding="utf-8"))["components"]
+        registries = {registry.kind: registry for registry in REGISTRIES.values()}
+        for component in components:
+            registry = registries[component["registry"]]
+            wanted = Source(**component["plugin"])
+            name = component["name"]
+            if name not in registry or not _same_plugin(registry.get(name).source, wanted):
+                raise UserError(
+                    f"{run}: {registry.kind} {name!r} comes from plugin {wanted}, which is not loaded; "
+                    f"{_how_to_provide(wanted)}"
+                )
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: not a plugin record trainctl wrote ({_one_line(error)})") from None
+
+
+def _same_plugin(loaded: Source, wanted: Source) -> bool:
+    """The same distribution or module, or a file at the same path (edited or not: its hash may differ)."""
+    return (loaded.kind, loaded.name) == (wanted.kind, wanted.name)
+
+
+def _how_to_provide(source: Source) -> str:
+    if source.kind == "distribution":
+        return f"install it (pip install '{source.name}=={source.version}')"
+    return f"give --plugin {source.name} before the command"
