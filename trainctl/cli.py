@@ -33,6 +33,7 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+_plugin_choice: list[Any] = []  # the command line's PluginOptions, set by main_options
 
 # What typer names a value's type, and what a person writes there instead.
 _VALUE_WORDS = {
@@ -129,8 +130,44 @@ def main_options(
         bool,
         typer.Option("--version", is_eager=True, callback=_print_version, help="Print trainctl's version and exit."),
     ] = False,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            metavar="PATH.py|MODULE",
+            help="Load components from this Python file or module (before the command). Repeatable.",
+        ),
+    ] = None,
+    no_plugins: Annotated[
+        bool, typer.Option("--no-plugins", help="Do not load installed plugins (the trainctl.plugins entry points).")
+    ] = False,
 ) -> None:
+    from trainctl.plugins import PluginOptions  # no import of any plugin here: commands load them
+
     _state["debug"] = debug
+    _plugin_choice[:] = [PluginOptions(tuple(plugin or ()), entry_points=not no_plugins)]
+
+
+def _plugin_options() -> Any:
+    from trainctl.plugins import PluginOptions
+
+    return _plugin_choice[0] if _plugin_choice else PluginOptions()
+
+
+def _load_plugins() -> list[Any]:
+    """Load the installed plugins and those --plugin names: only commands that build or list components call this."""
+    from trainctl.plugins import load
+
+    with user_errors():
+        return load(_plugin_options())
+
+
+def _check_run_plugins(run_dir: Path) -> None:
+    """The plugins a run was trained with are loaded now (eval, predict, --resume)."""
+    from trainctl.plugins import check_run
+
+    with user_errors():
+        check_run(run_dir)
 
 
 def _print_metrics(output: Output, title: str, record: dict) -> None:
@@ -194,10 +231,13 @@ def train(
     from trainctl.workflows import resume as resume_training
     from trainctl.workflows import train as run_training
 
+    _load_plugins()
     with user_errors():
         source, resuming = _config_or_run(config, resume)
         if resuming and out is not None:
             raise UserError("--out: a resumed run continues in its own folder")
+    if resuming:
+        _check_run_plugins(source)
     settings = list(overrides or [])
     if device is not None:
         settings.append(f"trainer.device={device}")
@@ -281,6 +321,7 @@ def validate(
     """
     from trainctl.workflows import validate as check
 
+    _load_plugins()
     output = Output()
     with user_errors():
         report = check(config, overrides)
@@ -321,6 +362,8 @@ def evaluate(
     from trainctl.files import check_output_path, new_output
     from trainctl.workflows import evaluate_run
 
+    _load_plugins()
+    _check_run_plugins(run_dir)
     shown = Output()
     with user_errors():
         if output is not None:
@@ -371,6 +414,8 @@ def predict(
     from trainctl.prediction import predict as run_predict
     from trainctl.prediction import write_predictions
 
+    _load_plugins()
+    _check_run_plugins(run_dir)
     with user_errors():
         if output is not None and output.suffix.lower() not in (".csv", ".json"):
             raise UserError(f"--output {output}: unknown file type {output.suffix!r}; allowed: .csv, .json")
@@ -536,6 +581,7 @@ def sweep(
     """
     from trainctl.sweeps.search import leaderboard_table, prepare_sweep, run_sweep
 
+    _load_plugins()
     output = Output()
     with user_errors():
         setup = prepare_sweep(
@@ -549,6 +595,7 @@ def sweep(
             out=out,
             storage=storage,
             jobs=jobs,
+            plugin_arguments=_plugin_options().arguments(),  # every trial loads the same plugins
         )
         plan = setup.plan
         output.line(
@@ -603,6 +650,7 @@ def _print_listing(key: str, task: str | None = None) -> None:
     from trainctl.components.registries import REGISTRIES
     from trainctl.reports.listing import LISTING_FIELDS, registry_table
 
+    _load_plugins()
     registry = REGISTRIES[key]
     entries = list(registry)
     if task is not None:
@@ -637,6 +685,8 @@ def list_losses(
     from trainctl.components.registries import LOSSES
     from trainctl.reports.listing import loss_details
 
+    _load_plugins()
+
     with user_errors():
         entry = LOSSES.get(name)
     Output().show(loss_details(entry), wide=True)
@@ -652,6 +702,24 @@ def _add_listing_command(key: str) -> None:
 
 for _key in ("datasets", "models", "optimizers", "schedulers", "metrics", "transforms"):
     _add_listing_command(_key)
+
+
+@app.command("plugins")
+def list_plugins() -> None:
+    """List the loaded plugins (installed entry points and --plugin) and the components each registers.
+
+    Example: trainctl plugins   (or: trainctl --plugin my_components.py plugins)
+    """
+    from trainctl.plugins import GROUP
+    from trainctl.reports.tables import plugin_table
+
+    loaded = _load_plugins()
+    output = Output()
+    if not loaded:
+        output.line(f"no plugins loaded (install a package with a {GROUP} entry point, or give --plugin PATH.py)")
+        return
+    rows = [(str(plugin.source), [f"{kind} {name}" for kind, name in plugin.components]) for plugin in loaded]
+    output.show(plugin_table(rows), wide=True)
 
 
 def _join_wrapped_lines(docstring: str) -> str:

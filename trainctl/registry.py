@@ -13,15 +13,16 @@ plugin's) fails at import with a TypeError naming the field that is missing, unk
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -33,12 +34,48 @@ Builder = TypeVar("Builder", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where a component comes from: trainctl itself, or the plugin that registered it."""
+
+    kind: Literal["trainctl", "distribution", "file", "module"]
+    name: str  # "trainctl", a distribution's name, a plugin file's absolute path, a module's name
+    version: str | None = None  # a distribution's version
+    sha256: str | None = None  # a plugin file's content hash
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.kind == "trainctl"
+
+    def __str__(self) -> str:
+        if self.kind == "distribution":
+            return f"{self.name} {self.version}"
+        if self.kind == "file":
+            return f"{self.name} (sha256 {(self.sha256 or '')[:12]})"
+        return self.name
+
+
+BUILTIN = Source("trainctl", "trainctl")
+_registering = [BUILTIN]  # the source of what registers now: a plugin while it is imported
+
+
+@contextlib.contextmanager
+def registering_from(source: Source) -> Iterator[None]:
+    """Everything registered inside this block comes from `source` (a plugin being imported)."""
+    _registering.append(source)
+    try:
+        yield
+    finally:
+        _registering.pop()
+
+
+@dataclass(frozen=True)
 class Entry(Generic[Info]):
     name: str
     builder: Callable[..., Any]
     params: type[BaseModel]  # validates the keyword-only parameters of `builder`
     summary: str
     info: Info  # the registry's metadata (task, formula, ...)
+    source: Source = BUILTIN
 
     def build(self, context: Any, params: dict[str, Any]) -> Any:
         return self.builder(context, **params)
@@ -89,9 +126,13 @@ class Registry(Generic[InfoFields, Info]):
         metadata = self._metadata(name, args, info)
 
         def decorator(builder: Builder) -> Builder:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._entries[name] = Entry(name, builder, params_model(builder), summary, metadata)
+            source = _registering[-1]
+            existing = self._entries.get(name)
+            if existing is not None:
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered by {existing.source}; {source} registers it too"
+                )
+            self._entries[name] = Entry(name, builder, params_model(builder), summary, metadata, source)
             return builder
 
         return decorator

@@ -92,6 +92,7 @@ def train_config(
             if ranks.is_main:
                 run.write_config(config.to_dict())
                 run.write_json("data.json", parts.data.description())  # what predict needs
+                _record_plugins(run, config.to_dict())
             output.message(f"run folder: {run.path}")
             trainer = _make_trainer(config, parts, run, output)
             return _fit_and_test(config, parts, run, trainer, output, warnings=report.warnings)
@@ -189,6 +190,15 @@ def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, o
             + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else "")
         )
         return _fit_and_test(config, parts, run, trainer, output, state, rng, warnings)
+
+
+def _record_plugins(run: RunFolder, config: dict[str, Any]) -> None:
+    """plugins.json: which plugin provided each component, for eval, predict and --resume to ask for."""
+    from trainctl.plugins import RUN_RECORD, components_in
+
+    components = components_in(config)
+    if components:  # a run of trainctl's own components has no such file, as before
+        run.write_json(RUN_RECORD, {"components": components})
 
 
 def _restore_best_checkpoint(run: RunFolder, state: TrainingState) -> None:

@@ -88,8 +88,11 @@ def registry_table(title: str, registry: Registry, fields: list[tuple[str, str]]
             value = getattr(entry.info, key)  # LISTING_FIELDS names fields of each registry's metadata
             if value is not None and value is not False:  # a flag that is off is not listed
                 details.append((label, str(value)))
+        source = None if entry.source.is_builtin else str(entry.source)
         rows.append(
-            RegistryRow(entry.name, str(task) if task else None, entry.summary, details, describe_params(entry.params))
+            RegistryRow(
+                entry.name, str(task) if task else None, entry.summary, details, describe_params(entry.params), source
+            )
         )
     return draw_registry_table(title, rows)
 
@@ -122,6 +125,8 @@ def loss_details(entry: Entry[LossInfo]) -> Group:
         ("parameters", "\n".join(describe_params(entry.params)) or "none"),
         ("use when", info.use_when),
     ]
+    if not entry.source.is_builtin:
+        fields.append(("from plugin", str(entry.source)))
     return detail_view(entry.name, entry.summary, fields, snippet)
 
 

@@ -52,6 +52,7 @@ class RegistryRow:
     summary: str
     details: list[tuple[str, str]] = field(default_factory=list)  # (label, value) lines under the summary
     parameters: list[str] = field(default_factory=list)  # one line per parameter
+    source: str | None = None  # the plugin that registered it; None for trainctl's own
 
 
 def registry_table(title: str, rows: Sequence[RegistryRow]) -> Table:
@@ -67,10 +68,21 @@ def registry_table(title: str, rows: Sequence[RegistryRow]) -> Table:
         if row.task:
             name.append(f"\n{row.task}", style="default")
         details = Text(row.summary)
-        for label, value in row.details:
+        # Only a plugin's component says where it comes from: trainctl's own listings stay as they were.
+        for label, value in row.details + ([("from plugin", row.source)] if row.source else []):
             details.append(f"\n{label}: ", style="dim")
             details.append(value)
         result.add_row(name, details, Text("\n".join(row.parameters) or "—"))
+    return result
+
+
+def plugin_table(plugins: Sequence[tuple[str, Sequence[str]]]) -> Table:
+    """`trainctl plugins`: each loaded plugin (its source) and the components it registers, one a line."""
+    result = Table(title="plugins", title_justify="left", show_lines=True)
+    result.add_column("plugin", style="bold cyan", overflow="fold")
+    result.add_column("registers")
+    for source, components in plugins:
+        result.add_row(Text(source), Text("\n".join(components) or "nothing"))
     return result
 
 

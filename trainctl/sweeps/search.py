@@ -78,6 +78,7 @@ class SweepSetup:
     monitor: str
     storage_url: str
     jobs: int
+    plugin_arguments: list[str] = field(default_factory=list)  # --plugin/--no-plugins, given to every trial
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:
@@ -122,6 +123,7 @@ def prepare_sweep(
     out: str | Path | None = None,
     storage: str | None = None,
     jobs: int = 1,
+    plugin_arguments: list[str] | None = None,
 ) -> SweepSetup:
     """Read the config and the sweep options and check every value the sweep may try."""
     if jobs < 1:
@@ -134,7 +136,7 @@ def prepare_sweep(
     folder = Path(out) if out is not None else Path(config.output_dir) / f"{config.name}-sweep"
     sweep_folder.check_claimable(folder)
     url = storage or f"sqlite:///{(folder / STORAGE_FILE).resolve()}"
-    return SweepSetup(config.name, folder, data, plan, config.trainer.monitor, url, jobs)
+    return SweepSetup(config.name, folder, data, plan, config.trainer.monitor, url, jobs, list(plugin_arguments or []))
 
 
 @dataclass
@@ -297,7 +299,7 @@ class _Runner:
         return trial_result(run)
 
     def _command(self, run: Path, params: dict[str, Any]) -> list[str] | None:
-        trainctl = [sys.executable, "-m", "trainctl", "train"]
+        trainctl = [sys.executable, "-m", "trainctl", *self.setup.plugin_arguments, "train"]
         if (run / "summary.json").is_file():
             return None
         if (run / "checkpoints" / "last.pt").is_file():
