@@ -358,3 +358,29 @@ def test_the_readme_plugin_trains_as_the_readme_shows(tmp_path):
     assert finished.returncode == 0, finished.stderr[-3000:]
     run = Path(finished.stdout.strip())
     assert yaml.safe_load((run / "config.yaml").read_text())["model"] == {"name": "tiny_linear", "bias": True}
+
+
+@pytest.mark.subprocess
+def test_a_plugin_file_edited_since_the_run_is_one_warning_naming_both_hashes(tmp_path):
+    plugin = write_plugin(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    source = {"kind": "file", "name": str(plugin.resolve()), "version": None, "sha256": "0" * 64}
+    record = [
+        {"registry": kind, "name": name, "plugin": source}
+        for kind, name in [("model", "tiny_linear"), ("loss", "scaled_ce")]
+    ]
+    (run / "plugins.json").write_text(json.dumps({"components": record}))
+    warning = (
+        f"warning: {run}: plugin file {plugin.resolve()} changed since the run was trained "
+        f"(sha256 {'0' * 64} then, {hashlib.sha256(plugin.read_bytes()).hexdigest()} now); "
+        "its components may not behave as they did\n"
+    )
+    for command in (["eval", run], ["predict", run, plugin], ["train", "--resume", run]):
+        finished = trainctl("--plugin", plugin, *command)
+        assert finished.returncode == 2, command  # the planted folder holds no run, after the warning
+        assert finished.stderr.startswith(warning) and finished.stderr.count("warning:") == 1, command
+    source["sha256"] = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    (run / "plugins.json").write_text(json.dumps({"components": record}))
+    unchanged = trainctl("--plugin", plugin, "eval", run)
+    assert unchanged.returncode == 2 and "warning" not in unchanged.stderr

@@ -163,11 +163,14 @@ def _load_plugins() -> list[Any]:
 
 
 def _check_run_plugins(run_dir: Path) -> None:
-    """The plugins a run was trained with are loaded now (eval, predict, --resume)."""
+    """The plugins a run was trained with are loaded now (eval, predict, --resume); a plugin file
+    edited since is a warning (its hashes), not an error: fixing a plugin's bug is a reason to edit it."""
     from trainctl.plugins import check_run
 
     with user_errors():
-        check_run(run_dir)
+        changed = check_run(run_dir)
+    for warning in changed:
+        Output().warn(warning)
 
 
 def _print_metrics(output: Output, title: str, record: dict) -> None:

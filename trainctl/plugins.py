@@ -185,14 +185,16 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def check_run(run: Path) -> None:
+def check_run(run: Path) -> list[str]:
     """Every plugin component the run was trained with is loaded now, from the same plugin; else one
-    line naming it and how to provide it. Reads the record as data: a run folder never imports code."""
+    line naming it and how to provide it. Reads the record as data: a run folder never imports code.
+    Returns a warning line for each plugin file whose content changed since the run was trained."""
     from trainctl.components.registries import REGISTRIES
 
     path = run / RUN_RECORD
     if not path.is_file():  # trained with trainctl's own components only, or by an earlier version
-        return
+        return []
+    changed: dict[str, str] = {}  # file -> warning: one line per file, however many components it gave
     try:
         components = json.loads(path.read_text(encoding="utf-8"))["components"]
         registries = {registry.kind: registry for registry in REGISTRIES.values()}
@@ -205,8 +207,15 @@ def check_run(run: Path) -> None:
                     f"{run}: {registry.kind} {name!r} comes from plugin {wanted}, which is not loaded; "
                     f"{_how_to_provide(wanted)}"
                 )
+            now = registry.get(name).source
+            if wanted.kind == "file" and now.sha256 != wanted.sha256:
+                changed[wanted.name] = (
+                    f"{run}: plugin file {wanted.name} changed since the run was trained "
+                    f"(sha256 {wanted.sha256} then, {now.sha256} now); its components may not behave as they did"
+                )
     except (ValueError, KeyError, TypeError) as error:
         raise UserError(f"{path}: not a plugin record trainctl wrote ({_one_line(error)})") from None
+    return list(changed.values())
 
 
 def _same_plugin(loaded: Source, wanted: Source) -> bool:

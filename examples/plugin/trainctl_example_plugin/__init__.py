@@ -1,0 +1,1 @@
+"""A worked trainctl plugin; `components` registers everything (the entry point names it)."""
