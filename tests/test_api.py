@@ -6,7 +6,9 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -212,3 +214,48 @@ def test_the_readme_example_runs_as_shown(tmp_path, monkeypatch):
     assert run.path.resolve().parent == (tmp_path / "runs").resolve()
     assert namespace["record"] == json.loads((run.path / "eval-val-best.json").read_text())
     assert namespace["outputs"].shape == (1, 10)
+
+
+@pytest.mark.subprocess
+def test_a_component_a_script_registers_is_recorded_and_asked_for_by_its_module(tmp_path: Path) -> None:
+    """A script that registers its own model (no --plugin: it imports trainctl.register itself)
+    trains with it; the run records the script's module, and evaluating without it names both."""
+    script = tmp_path / "my_script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            import trainctl
+            from trainctl import register
+
+            if sys.argv[1] == "train":
+                @register.model("script_linear", summary="one linear layer", input="any")
+                def script_linear(context, *, bias: bool = True):
+                    import math, torch
+                    size = math.prod(context.input_shape)
+                    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(size, context.num_outputs, bias=bias))
+
+                config = {
+                    "data": {"name": "iris", "batch_size": 16}, "model": {"name": "script_linear"},
+                    "loss": {"name": "cross_entropy"}, "optimizer": {"name": "adam", "lr": 0.01},
+                    "trainer": {"epochs": 1, "device": "cpu"}, "output_dir": "runs",
+                }
+                run = trainctl.train(config, out="run")
+                print(json.dumps(json.loads((run.path / "plugins.json").read_text())["components"]))
+            else:
+                try:
+                    trainctl.evaluate("run")
+                except trainctl.UserError as error:
+                    print("UserError:", error)
+            """
+        )
+    )
+    trained = subprocess.run([sys.executable, str(script), "train"], cwd=tmp_path, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr
+    [component] = json.loads(trained.stdout)
+    assert (component["registry"], component["name"]) == ("model", "script_linear")
+    assert (component["plugin"]["kind"], component["plugin"]["name"]) == ("module", "__main__")
+    evaluated = subprocess.run([sys.executable, str(script), "eval"], cwd=tmp_path, capture_output=True, text=True)
+    assert evaluated.stdout.startswith(
+        "UserError: run: model 'script_linear' comes from plugin __main__, which is not loaded"
+    )

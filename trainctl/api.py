@@ -95,8 +95,27 @@ class Run:
         and loaded from a checkpoint (`best`, `last` or a path) with torch.load(weights_only=True)."""
         from trainctl.prediction import load_run_model
 
+        _check_run_plugins(self.path)
         with _file_errors_as_user_errors():
             return load_run_model(self.path, checkpoint).module
+
+
+def _load_installed_plugins() -> None:
+    """The installed plugins (`trainctl.plugins` entry points), as every command loads them; a
+    script's own components are registered by the script itself (`trainctl.register`)."""
+    from trainctl.plugins import PluginOptions, load
+
+    load(PluginOptions())
+
+
+def _check_run_plugins(path: Path) -> None:
+    """The plugins the run was trained with are loaded (else a UserError naming them); a plugin file
+    edited since the run was trained is a TrainctlWarning, as the commands print it."""
+    from trainctl.plugins import check_run
+
+    _load_installed_plugins()
+    for line in check_run(path):
+        warnings.warn(line, TrainctlWarning, stacklevel=3)
 
 
 def load_config(config_or_path: PathLike | Mapping[str, Any], overrides: Sequence[str] | None = None) -> Config:
@@ -110,6 +129,7 @@ def load_config(config_or_path: PathLike | Mapping[str, Any], overrides: Sequenc
     from trainctl.config import loading
 
     settings = list(overrides or [])
+    _load_installed_plugins()
     with _file_errors_as_user_errors():
         if isinstance(config_or_path, Mapping):
             return loading.load_config_data(_plain(config_or_path, ()), settings, DICT_ORIGIN)
@@ -149,6 +169,7 @@ def evaluate(run: Run | PathLike, split: str = "test", checkpoint: str = "best")
     `checkpoint`: best, last or a path. On the test split with `best` it equals summary["test"]."""
     from trainctl.workflows import evaluate_run
 
+    _check_run_plugins(_run_path(run))
     with _file_errors_as_user_errors():
         _, record = evaluate_run(_run_path(run), checkpoint, split)
     return record
@@ -163,6 +184,7 @@ def predict(run: Run | PathLike, inputs: PathLike | Sequence[PathLike], checkpoi
     from trainctl.prediction import predict as predict_inputs
 
     files = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(item) for item in inputs]
+    _check_run_plugins(_run_path(run))
     with _file_errors_as_user_errors():
         return predict_inputs(_run_path(run), files, checkpoint)
 

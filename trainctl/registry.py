@@ -127,6 +127,10 @@ class Registry(Generic[InfoFields, Info]):
 
         def decorator(builder: Builder) -> Builder:
             source = _registering[-1]
+            if source.is_builtin and not builder.__module__.startswith("trainctl."):
+                # Registered by a script or notebook that imported trainctl.register itself: its
+                # module is the source, so a run records it and eval asks for it by that name.
+                source = Source("module", builder.__module__)
             existing = self._entries.get(name)
             if existing is not None:
                 raise ValueError(
