@@ -20,6 +20,13 @@ from __future__ import annotations
 
 from trainctl.components.registries import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TRANSFORMS
 
+# What a plugin's builders return or raise, from one stable place rather than trainctl's modules:
+# a dataset builder returns RawData (classification_task checks the class names), and a bad input
+# is a UserError (one line, exit 2).
+from trainctl.data.raw import ImageSource, RawData, classification_task
+from trainctl.data.task import Task
+from trainctl.errors import UserError
+
 # The registries' own `register` methods: mypy checks a plugin's metadata against each one's fields.
 model = MODELS.register
 dataset = DATASETS.register
@@ -29,4 +36,17 @@ optimizer = OPTIMIZERS.register
 scheduler = SCHEDULERS.register
 transform = TRANSFORMS.register
 
-__all__ = ["dataset", "loss", "metric", "model", "optimizer", "scheduler", "transform"]
+__all__ = [
+    "ImageSource",
+    "RawData",
+    "Task",
+    "UserError",
+    "classification_task",
+    "dataset",
+    "loss",
+    "metric",
+    "model",
+    "optimizer",
+    "scheduler",
+    "transform",
+]

@@ -41,7 +41,7 @@ def residual_mlp(context: Any, *, width: Width = 64, blocks: Blocks = 2, dropout
 def jsonl_points(context: Any, *, path: str) -> Any:
     import numpy as np
 
-    from trainctl.data.raw import RawData, classification_task
+    from trainctl.register import RawData, classification_task
     from trainctl_example_plugin.points import read_points
 
     points = read_points(Path(path))  # every line checked before anything trains

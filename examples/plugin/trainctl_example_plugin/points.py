@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainctl.errors import UserError
+from trainctl.register import UserError
 
 MAX_BYTES = 100 * 2**20  # a file far larger than an example needs is refused before it is read
 
