@@ -162,6 +162,8 @@ class _File(BaseModel):
 
 
 DATA_SETTINGS = tuple(name for name in _Data.model_fields if name != "name")
+# Keys beside a component's own parameters that trainctl handles for every component of a section.
+COMPONENT_SETTINGS: dict[str, set[str]] = {"data": set(DATA_SETTINGS), "model": {"freeze"}, "optimizer": {"groups"}}
 COMPONENT_SECTIONS: dict[str, Registry] = {
     "data": DATASETS,
     "model": MODELS,
@@ -207,6 +209,8 @@ class Config:
     output_dir: str
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     sweep: SweepSettings | None = None
+    freeze: list[str] = field(default_factory=list)  # model.freeze: name patterns (training/finetune.py)
+    optimizer_groups: list[dict[str, Any]] = field(default_factory=list)  # optimizer.groups: {params: [...], ...}
     source: SourceMap | None = field(default=None, compare=False, repr=False)  # where each key was given
 
     @contextlib.contextmanager
@@ -234,9 +238,9 @@ class Config:
             "name": self.name,
             "seed": self.seed,
             "data": section(self.dataset, asdict(self.data)),
-            "model": section(self.model),
+            "model": section(self.model, {"freeze": list(self.freeze)} if self.freeze else None),
             "loss": section(self.loss),
-            "optimizer": section(self.optimizer),
+            "optimizer": section(self.optimizer, {"groups": self.optimizer_groups} if self.optimizer_groups else None),
             "scheduler": section(self.scheduler),
             "trainer": self.trainer.model_dump(),
             "metrics": list(self.metrics),
@@ -440,7 +444,7 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
             registry,
             source,
             problems,
-            set(DATA_SETTINGS) if section == "data" else set(),
+            COMPONENT_SETTINGS.get(section, set()),
         )
         for section, registry in COMPONENT_SECTIONS.items()
     }
@@ -450,6 +454,8 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         raise ConfigError(problems)
 
     transforms = _check_transforms(shape.data.transforms, data.get("data") or {}, dataset, source, problems)
+    freeze = _check_patterns(("model", "freeze"), data["model"].get("freeze", []), source, problems)
+    groups = _check_groups(data["optimizer"].get("groups", []), optimizer, source, problems)
     if problems:
         raise ConfigError(problems)
     entry = DATASETS.get(dataset.name)
@@ -481,8 +487,74 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         output_dir=shape.output_dir,
         logging=shape.logging,
         sweep=shape.sweep,
+        freeze=freeze,
+        optimizer_groups=groups,
         source=source,
     )
+
+
+def _check_patterns(loc: Key, raw: Any, source: SourceMap, problems: list[Problem]) -> list[str]:
+    """A list of parameter-name patterns (one pattern alone is a list of one), each a non-empty text."""
+    patterns = [raw] if isinstance(raw, str) else raw
+    dotted = ".".join(map(str, loc))
+    if not isinstance(patterns, list):
+        problems.append(
+            Problem(source.where(loc), dotted, f"must be a list of parameter-name patterns (got {shown(raw)})")
+        )
+        return []
+    for index, pattern in enumerate(patterns):
+        if not isinstance(pattern, str) or not pattern.strip():
+            where = loc if isinstance(raw, str) else (*loc, index)
+            problems.append(
+                Problem(
+                    source.where(where),
+                    ".".join(map(str, where)),
+                    f"must be a parameter name, module prefix or glob such as layer4 or layer[1-3] (got {shown(pattern)})",
+                )
+            )
+    return [pattern for pattern in patterns if isinstance(pattern, str)]
+
+
+def _check_groups(raw: Any, optimizer: Component, source: SourceMap, problems: list[Problem]) -> list[dict[str, Any]]:
+    """optimizer.groups: each a mapping of `params` (patterns) and settings of the optimizer's own
+    parameters, validated by its builder's schema; only the settings a group gives are kept."""
+    loc: Key = ("optimizer", "groups")
+    if not isinstance(raw, list):
+        problems.append(
+            Problem(
+                source.where(loc), "optimizer.groups", f"must be a list of {{params: PATTERN, ...}} (got {shown(raw)})"
+            )
+        )
+        return []
+    entry = OPTIMIZERS.get(optimizer.name)
+    allowed = ["params", *entry.params.model_fields]
+    groups = []
+    for index, group in enumerate(raw):
+        group_loc: Key = (*loc, index)
+        dotted = ".".join(map(str, group_loc))
+        if not isinstance(group, dict) or "params" not in group:
+            message = f"must be a mapping with params, e.g. {{params: layer4, lr: 1.0e-4}} (got {shown(group)})"
+            problems.append(Problem(source.where(group_loc), dotted, message))
+            continue
+        unknown = [key for key in group if key not in allowed]
+        for key in unknown:
+            problems.append(
+                Problem(
+                    source.where((*group_loc, key)),
+                    f"{dotted}.{key}",
+                    f"optimizer {optimizer.name!r} has no parameter {key!r}{suggest(str(key), allowed)}; "
+                    f"a group accepts: {', '.join(allowed)}",
+                )
+            )
+        settings = {key: value for key, value in group.items() if key != "params" and key not in unknown}
+        try:
+            checked = entry.params.model_validate({**optimizer.params, **settings}).model_dump(mode="json")
+        except ValidationError as error:
+            problems += _pydantic_problems(error, source, group_loc)
+            continue
+        patterns = _check_patterns((*group_loc, "params"), group["params"], source, problems)
+        groups.append({"params": patterns, **{key: checked[key] for key in settings}})
+    return groups
 
 
 def _check_transforms(

@@ -27,7 +27,7 @@ from trainctl.errors import UserError
 from trainctl.limits import require_memory
 from trainctl.ranks import SINGLE, Ranks
 from trainctl.registry import Entry
-from trainctl.training import distributed
+from trainctl.training import distributed, finetune
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,7 +88,9 @@ def build_model(config: Config, data: PreparedData) -> torch.nn.Module:
     # Seed right before initialisation so the same seed gives the same weights whatever ran before.
     torch.manual_seed(config.seed)
     with refused_by_torch("model"):
-        return entry.build(context, config.model.params)
+        model = entry.build(context, config.model.params)
+    finetune.freeze(model, config.freeze, config.model.name)
+    return model
 
 
 @contextlib.contextmanager
@@ -161,12 +163,28 @@ def build_model_parts(config: Config, ranks: Ranks = SINGLE) -> ModelParts:
     return ModelParts(data, model, loss_fn, device, ranks)
 
 
+def build_optimizer(config: Config, parts: ModelParts) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters, in the groups of `optimizer.groups`. A loss with
+    learned parameters (adaptive, uncertainty_sum) trains with the model, in the default group."""
+    entry = OPTIMIZERS.get(config.optimizer.name)
+    groups = finetune.parameter_groups(
+        parts.model, list(parts.loss_fn.parameters()), config.optimizer_groups, config.model.name
+    )
+    first, *others = groups
+    optimizer = entry.build(first.parameters, {**config.optimizer.params, **first.settings})
+    for group in others:
+        # The builder turns config values into torch's (betas as a tuple, a plugin's own names): a
+        # probe built on the group's settings gives them as torch holds them.
+        probe = entry.build(group.parameters, {**config.optimizer.params, **group.settings})
+        settings = {key: value for key, value in probe.param_groups[0].items() if key != "params"}
+        optimizer.add_param_group({"params": group.parameters, **settings})
+    return optimizer
+
+
 def build_training(config: Config, ranks: Ranks = SINGLE) -> TrainingParts:
     parts = build_model_parts(config, ranks)
-    # A loss with learned parameters (adaptive, uncertainty_sum) trains with the model.
-    parameters = [*parts.model.parameters(), *parts.loss_fn.parameters()]
     with config.errors_located(), refused_by_torch("optimizer"):
-        optimizer = OPTIMIZERS.get(config.optimizer.name).build(parameters, config.optimizer.params)
+        optimizer = build_optimizer(config, parts)
     scheduler, interval = None, "epoch"
     if config.scheduler is not None:
         entry = SCHEDULERS.get(config.scheduler.name)
