@@ -703,8 +703,43 @@ def _add_listing_command(key: str) -> None:
     app.command(f"list-{key}")(command)
 
 
-for _key in ("datasets", "models", "optimizers", "schedulers", "metrics", "transforms"):
+for _key in ("datasets", "optimizers", "schedulers", "metrics", "transforms"):
     _add_listing_command(_key)
+
+
+@app.command("list-models")
+def list_models(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Show this model's parameters: the names model.freeze and optimizer.groups select."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(metavar="CONFIG", help="With NAME: build it on this config's dataset and model parameters."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="KEY=VALUE", help="With NAME: override a config value. Repeatable."),
+    ] = None,
+) -> None:
+    """List the registered models and their parameters; with NAME, the model's layers (parameter names and shapes).
+
+    The layers depend on the data, so NAME is built on the digits dataset with its defaults, or on a
+    config's dataset and parameters with --config.
+
+    Example: trainctl list-models   (or: trainctl list-models torchvision --config configs/my_resnet.yaml)
+    """
+    if name is None:
+        _print_listing("models")
+        return
+    from trainctl.components.registries import MODELS
+    from trainctl.reports.listing import model_layers
+
+    _load_plugins()
+    with user_errors():
+        MODELS.get(name)
+        layers = model_layers(name, config, list(overrides or []))
+    Output().show(layers, wide=True)
 
 
 @app.command("plugins")

@@ -1,18 +1,21 @@
 """What `trainctl list-*` shows of each registered component (the tables are drawn by
-reports/tables.py). Reads metadata only: no torch."""
+reports/tables.py). Reads metadata only: no torch, except `list-models NAME`, which builds the model
+to name its parameters (torch is imported there)."""
 
 from __future__ import annotations
 
 import types
 import typing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from rich.console import Group
 from rich.table import Table
 
+from trainctl.errors import UserError
 from trainctl.registry import Entry, Registry
-from trainctl.reports.tables import RegistryRow, detail_view
+from trainctl.reports.tables import Column, RegistryRow, detail_view, heading, table
 from trainctl.reports.tables import registry_table as draw_registry_table
 
 if TYPE_CHECKING:
@@ -132,3 +135,45 @@ def loss_details(entry: Entry[LossInfo]) -> Group:
 
 def _defaults(params: type[BaseModel]) -> dict[str, Any]:
     return {name: info.default for name, info in params.model_fields.items() if not info.is_required()}
+
+
+# The model a plain `list-models NAME` builds: the default dataset (digits) and the model's defaults.
+DEFAULT_LAYER_CONFIG: dict[str, Any] = {"loss": {"name": "cross_entropy"}, "optimizer": {"name": "adam"}}
+
+
+def model_layers(name: str, config_path: Path | None = None, overrides: list[str] | None = None) -> Group:
+    """Every parameter of model `name` as training builds it: qualified name (what model.freeze and
+    optimizer.groups select), shape, size and whether it trains. The shapes depend on the data, so
+    the model is built on the config's dataset and parameters, or without one on the default dataset
+    with the model's defaults."""
+    import torch
+
+    from trainctl.config.loading import load_config, load_config_data
+    from trainctl.training.build import build_data, build_model
+
+    if config_path is None:
+        config = load_config_data({**DEFAULT_LAYER_CONFIG, "model": {"name": name}}, overrides, "list-models")
+    else:
+        config = load_config(config_path, overrides)
+        if config.model.name != name:
+            raise UserError(f"--config: {config_path} trains model {config.model.name!r}, not {name!r}")
+    with config.errors_located():
+        data = build_data(config, torch.device("cpu"))
+        model = build_model(config, data)
+    rows = [
+        [
+            parameter,
+            "×".join(map(str, tensor.shape)) or "scalar",
+            f"{tensor.numel():,}",
+            "yes" if tensor.requires_grad else "frozen",
+        ]
+        for parameter, tensor in model.named_parameters()
+    ]
+    trainable = sum(tensor.numel() for tensor in model.parameters() if tensor.requires_grad)
+    total = sum(tensor.numel() for tensor in model.parameters())
+    title = (
+        f"model {name!r} on dataset {config.dataset.name!r} (input {'×'.join(map(str, data.input_shape))}, "
+        f"{data.plan.num_outputs} outputs): {total:,} parameters, {trainable:,} trainable"
+    )
+    columns = [Column("parameter", no_wrap=True), Column("shape"), Column("size", justify="right"), Column("trains")]
+    return Group(heading(title), table(columns, rows))
