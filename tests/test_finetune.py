@@ -93,7 +93,8 @@ def test_a_scheduler_scales_every_group_and_the_metrics_lr_is_the_default_group(
     run = train(config, out=tmp_path / "run", output=Output(quiet=True)).run.path
     saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
     assert [group["lr"] for group in saved["param_groups"]] == [0.1, 0.025]  # both halved twice
-    assert [row["lr"] for row in read_jsonl(run / "metrics.jsonl")] == [0.4, 0.2]  # the default group's, as each epoch trained
+    # The metrics' lr is the default group's, the rate each epoch trained with.
+    assert [row["lr"] for row in read_jsonl(run / "metrics.jsonl")] == [0.4, 0.2]
 
 
 PROBLEM_CONFIG = """\
@@ -190,7 +191,8 @@ def test_list_models_name_shows_the_parameter_names_and_shapes(cli, tmp_path):
     result = cli("list-models", "mlp", columns=120)
     assert result.exit_code == 0, result.output
     assert (
-        "model 'mlp' on dataset 'digits' (input 1×8×8, 10 outputs): 85,002 parameters, 85,002 trainable" in result.stdout
+        "model 'mlp' on dataset 'digits' (input 1×8×8, 10 outputs): 85,002 parameters, 85,002 trainable"
+        in result.stdout
     )
     lines = [line.split("│")[1:5] for line in result.stdout.splitlines() if line.startswith("│")]
     assert [[cell.strip() for cell in line] for line in lines] == [
