@@ -241,7 +241,7 @@ def test_a_resumed_run_keeps_the_warning_in_its_diagnosis(tmp_path):
 def test_plot_overlays_two_lines_of_loss_and_one_of_metric_per_run(two_runs, tmp_path):
     curves = [(r.run.path.name, read_jsonl(r.run.metrics_path), r.summary["monitor"]) for r in two_runs]
     figure = plot_runs(curves, tmp_path / "both.png")
-    loss_axes, metric_axes = figure.axes
+    loss_axes, metric_axes, _ = figure.axes
     assert len(loss_axes.get_lines()) == 4
     assert len([line for line in metric_axes.get_lines() if line.get_gid() != BEST_EPOCH]) == 2
     val_line = loss_axes.get_lines()[1]
@@ -259,7 +259,7 @@ def test_plot_overlays_two_lines_of_loss_and_one_of_metric_per_run(two_runs, tmp
 )
 def test_losses_spanning_decades_are_drawn_on_a_log_axis(curve, loss_scale):
     monitor = "val/mae" if "val/mae" in curve[0] else "val/accuracy"
-    loss_axes, metric_axes = curves_figure([("run", curve, monitor)]).axes
+    loss_axes, metric_axes, _ = curves_figure([("run", curve, monitor)]).axes
     assert loss_axes.get_yscale() == loss_scale
     assert metric_axes.get_yscale() == "linear"
 
@@ -294,7 +294,7 @@ def test_the_legend_lies_outside_both_axes_and_names_runs_shortly():
     ],
 )
 def test_a_star_marks_the_best_epoch_of_the_monitored_metric(curve, monitor, epoch, value):
-    _, metric_axes = curves_figure([("run", curve, monitor)]).axes
+    _, metric_axes, _ = curves_figure([("run", curve, monitor)]).axes
     [marker] = [line for line in metric_axes.get_lines() if line.get_gid() == BEST_EPOCH]
     assert marker.get_marker() == "*"
     assert list(marker.get_xdata()) == [epoch]
@@ -361,3 +361,12 @@ def test_the_legend_fits_inside_the_figure_whatever_the_label(label):
     assert 0 <= legend.x0 and legend.x1 <= figure.bbox.width  # nothing of it cut off at the edge
     for axes in figure.axes:
         assert axes.get_window_extent(renderer).x1 <= legend.x0  # and it covers no curve
+
+
+def test_the_learning_rate_has_a_panel_of_its_own():
+    figure = curves_figure([("digits_mlp", recorded.DIGITS_MLP_20, "val/accuracy")])
+    [lr_axes] = [axes for axes in figure.axes if axes.get_ylabel() == "lr"]
+    [line] = lr_axes.get_lines()
+    assert list(line.get_xdata()) == list(range(1, 21))
+    assert list(line.get_ydata()) == [row["lr"] for row in recorded.DIGITS_MLP_20]
+    assert lr_axes.get_xlabel() == "epoch"

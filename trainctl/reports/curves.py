@@ -1,5 +1,5 @@
-"""Loss curves as an image: train and validation loss per epoch, and the monitored metric with its
-best epoch marked.
+"""Loss curves as an image: train and validation loss per epoch, the monitored metric with its
+best epoch marked, and the learning rate the schedule gave.
 
 Uses matplotlib's object API (no pyplot, no global backend state) and imports it only here.
 """
@@ -26,8 +26,8 @@ def plot_runs(runs: list[Curves], path: Path) -> Any:
 
 
 def curves_figure(runs: list[Curves]) -> Any:
-    """Loss axes (solid: train, dashed: validation) and metric axes, one colour per run, a marker at
-    each run's best epoch of its monitored metric, and one legend outside both axes."""
+    """Loss axes (solid: train, dashed: validation), metric axes and learning-rate axes, one colour per
+    run, a marker at each run's best epoch of its monitored metric, and one legend outside the axes."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
@@ -35,8 +35,8 @@ def curves_figure(runs: list[Curves]) -> Any:
     # Labels that fit the right fifth get a fixed layout; longer ones (plot's overlays) matplotlib's
     # constrained layout, which fits the legend to them but costs a quarter of a second per figure.
     fitted = max(len(label) for label, _, _ in runs) > LEGEND_LABEL_FIT
-    figure = Figure(figsize=(12, 4), layout="constrained" if fitted else None)
-    loss_axes, metric_axes = figure.subplots(1, 2)
+    figure = Figure(figsize=(16, 4), layout="constrained" if fitted else None)
+    loss_axes, metric_axes, lr_axes = figure.subplots(1, 3)
     if not fitted:
         figure.subplots_adjust(left=0.06, right=LEGEND_LEFT - 0.02, bottom=0.13, top=0.9, wspace=0.25)
     monitors = list(dict.fromkeys(monitor for _, _, monitor in runs))
@@ -48,6 +48,8 @@ def curves_figure(runs: list[Curves]) -> Any:
         loss_axes.plot(epochs, [row["train/loss"] for row in rows], color=colour)
         loss_axes.plot(epochs, [row["val/loss"] for row in rows], color=colour, linestyle="--")
         metric_axes.plot(epochs, values, color=colour)
+        # The rate each epoch ended with (metrics.jsonl's lr): a per-batch warm-up shows as its epochs' ends.
+        lr_axes.plot(epochs, [row.get("lr", math.nan) for row in rows], color=colour, marker=".")
         best = best_epoch_index(values, monitor)
         if best is not None:
             metric_axes.plot(
@@ -77,7 +79,8 @@ def curves_figure(runs: list[Curves]) -> Any:
     ]
     loss_axes.set(xlabel="epoch", ylabel="loss", title="loss (solid: train, dashed: val)")
     metric_axes.set(xlabel="epoch", ylabel=" / ".join(monitors), title=" / ".join(monitors))
-    for axes in (loss_axes, metric_axes):
+    lr_axes.set(xlabel="epoch", ylabel="lr", title="learning rate (at each epoch's end)")
+    for axes in (loss_axes, metric_axes, lr_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         if _spans_decades(axes):
             axes.set_yscale("log")

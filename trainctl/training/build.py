@@ -17,7 +17,7 @@ from trainctl.components.losses import LossContext
 from trainctl.components.losses import profile as loss_profile
 from trainctl.components.models import ModelContext
 from trainctl.components.registries import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
-from trainctl.components.schedulers import SchedulerContext
+from trainctl.components.schedulers import SchedulerContext, interval_of
 from trainctl.config.loading import Config
 from trainctl.data.image_pipeline import ImageOptions
 from trainctl.data.prepare import PreparedData, prepare_data, steps_per_epoch
@@ -191,7 +191,8 @@ def build_training(config: Config, ranks: Ranks = SINGLE) -> TrainingParts:
         steps = steps_per_epoch(len(parts.data.train), config.data.batch_size)
         context = SchedulerContext(optimizer, config.trainer.epochs, steps)
         with config.errors_located(), refused_by_torch("scheduler"):
-            scheduler, interval = entry.build(context, config.scheduler.params), entry.info.interval
+            scheduler = entry.build(context, config.scheduler.params)
+        interval = interval_of(entry.info.interval, config.scheduler.params)
     return TrainingParts(
         parts.data,
         parts.model,
