@@ -100,6 +100,7 @@ class TrainerSettings(BaseModel):
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"  # auto: cuda, then mps, then cpu
     monitor: str | None = None  # which epoch is "best"; default val/accuracy or val/loss by task
     early_stopping: EarlyStoppingSettings | None = None
+    accumulate: Count = 1  # micro-batches (of data.batch_size each) per optimizer step
     grad_clip_norm: Annotated[float, Field(gt=0)] | None = None  # clip the gradient's total norm
     on_nonfinite: Literal["stop", "skip"] = "stop"  # an inf/NaN loss stops the run, or skips the step
     max_skipped_steps: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 10  # with skip: stop after more than this many

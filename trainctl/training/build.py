@@ -28,6 +28,7 @@ from trainctl.limits import require_memory
 from trainctl.ranks import SINGLE, Ranks
 from trainctl.registry import Entry
 from trainctl.training import distributed, finetune
+from trainctl.training.settings import optimizer_steps_per_epoch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -188,7 +189,8 @@ def build_training(config: Config, ranks: Ranks = SINGLE) -> TrainingParts:
     scheduler, interval = None, "epoch"
     if config.scheduler is not None:
         entry = SCHEDULERS.get(config.scheduler.name)
-        steps = steps_per_epoch(len(parts.data.train), config.data.batch_size)
+        micro_batches = steps_per_epoch(len(parts.data.train), config.data.batch_size)
+        steps = optimizer_steps_per_epoch(micro_batches, config.trainer.accumulate)  # what the schedule counts
         context = SchedulerContext(optimizer, config.trainer.epochs, steps)
         with config.errors_located(), refused_by_torch("scheduler"):
             scheduler = entry.build(context, config.scheduler.params)

@@ -1,8 +1,9 @@
 """Several processes, one run: torch.distributed with DistributedDataParallel, started by torchrun.
 
 Every process (rank) builds the same data, model and shuffled order from the same seeds and trains
-on its own slice of every global batch (`data.batch_size` is the global batch); DDP averages the
-gradients; evaluation statistics are summed over ranks, so metrics cover the whole split. Rank 0
+on its own slice of every global batch (`data.batch_size` is the global batch, a micro-batch with
+`trainer.accumulate`); DDP averages the gradients, once per optimizer step (`no_sync` around a
+group's leading micro-batches); evaluation statistics are summed over ranks, so metrics cover the whole split. Rank 0
 alone prints and writes the run folder. A run of one process never touches torch.distributed.
 """
 
@@ -12,12 +13,15 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
 from trainctl.errors import EXIT_INTERRUPTED, UserError
 from trainctl.ranks import Ranks
+
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
 
 # A rank blocked in a collective whose peer is stuck gives up after this long instead of hanging.
 COLLECTIVE_TIMEOUT = timedelta(minutes=5)
@@ -113,7 +117,7 @@ class ModelWithLoss(torch.nn.Module):
         return self.loss_fn(self.model(inputs), targets)
 
 
-def wrap(model: torch.nn.Module, loss_fn: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, loss_fn: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(

@@ -3,7 +3,16 @@
 What every step does is fixed when the trainer is built, in a `TrainingStep`: the forward pass
 and loss (through DDP with several processes), the autocast context, and the update, either
 `PlainUpdate` (float32, bfloat16) or `ScaledUpdate` (float16 with a GradScaler), chosen once
-rather than tested on every step. What changes from epoch to epoch (its number, the shuffle, a
+rather than tested on every step; with gradient accumulation (`trainer.accumulate: K` > 1) it is
+wrapped in an `AccumulatedUpdate`.
+
+Gradient accumulation: the epoch's micro-batches (`data.batch_size` each) are taken in groups of K
+consecutive ones, the last group of an epoch possibly shorter; one optimizer step per group. Each
+micro-batch's mean loss is weighted by its share of the samples of its whole group (all ranks
+included), so the summed gradient is that of the group's mean loss: exactly the full batch's for
+a loss that is a mean over samples, short groups and short micro-batches included. Clipping, the
+non-finite skip, the step scheduler, the step-end handlers and the stop check act per optimizer
+step; an interrupt therefore lands between groups, never inside one, and a resume starts a group. What changes from epoch to epoch (its number, the shuffle, a
 resumed part, the skip budget, the stop request, the step-end handlers) is the `EpochContext`.
 
 The hot loop does no host synchronisation of its own; the running loss stays on the device and is
@@ -34,7 +43,8 @@ class NonFiniteLoss(UserError):
 
 @dataclass
 class EpochProgress:
-    """How far an epoch got: each step's mean loss (on the device) and batch size, in step order.
+    """How far an epoch got: each micro-batch's mean loss (on the device) and size, in order. Without
+    gradient accumulation a micro-batch is a step.
 
     The epoch's loss is summed from these once, in one fixed order, so it is the same whether the
     epoch ran straight through or was interrupted and resumed, and however often it was displayed.
@@ -42,7 +52,7 @@ class EpochProgress:
 
     step_losses: torch.Tensor  # one slot per batch of the epoch; filled up to `steps`
     batch_sizes: torch.Tensor  # samples per batch, 0 for a skipped non-finite step
-    steps: int  # batches done in this epoch, including those before a resume
+    steps: int  # micro-batches done in this epoch, including those before a resume
     optimizer_steps: int = 0  # optimizer steps taken in this call
     interrupted: bool = False
     skipped: int = 0  # non-finite steps skipped in this call
@@ -81,15 +91,18 @@ class EpochProgress:
         bad = (~torch.isfinite(self.step_losses[: self.steps])).nonzero()
         return int(bad[0]) + 1 if len(bad) else 0
 
-    def skip(self, step: int, budget: int, epoch: int) -> None:
-        """Leave out a step whose loss is non-finite (it weighs 0), or stop when the budget is spent."""
+    def skip(self, step: int, budget: int, epoch: int, first: int | None = None) -> None:
+        """Leave out an optimizer step whose loss is non-finite (its micro-batches `first` to `step`
+        weigh 0), or stop when the budget is spent."""
         self.skipped += 1
         if self.skipped > budget:
             raise NonFiniteLoss(
                 f"the training loss was non-finite at epoch {epoch}, step {step}, after as many "
                 "skipped steps as trainer.max_skipped_steps allows"
             )
-        self.batch_sizes[step - 1] = 0
+        first = step if first is None else first
+        self.step_losses[first - 1 : step] = 0.0
+        self.batch_sizes[first - 1 : step] = 0
         self.steps = step
 
     def saved(self) -> dict[str, list[float]]:
@@ -118,9 +131,20 @@ class PlainUpdate:
     def __call__(self, objective: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        self.apply()
+
+    def backward(self, objective: torch.Tensor) -> None:
+        objective.backward()
+
+    def apply(self) -> None:
+        """The optimizer step on the gradients the backward passes left."""
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         self.optimizer.step()
+
+    def discard(self) -> None:
+        """Drop gradients no step will apply (a skipped step's)."""
+        self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any] | None:
         return None  # nothing of its own for a checkpoint
@@ -145,11 +169,22 @@ class ScaledUpdate:
     def __call__(self, objective: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(objective).backward()
+        self.apply()
+
+    def backward(self, objective: torch.Tensor) -> None:
+        self.scaler.scale(objective).backward()
+
+    def apply(self) -> None:
+        """Unscale (when clipping), step unless the gradients hold inf, and adjust the scale."""
         if self.clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+
+    def discard(self) -> None:
+        """Drop gradients no step will apply (a skipped step's)."""
+        self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any] | None:
         return self.scaler.state_dict()
@@ -158,16 +193,43 @@ class ScaledUpdate:
         self.scaler.load_state_dict(state)
 
 
+class AccumulatedUpdate:
+    """Gradient accumulation: each micro-batch's backward pass adds to the gradients (scaled, with
+    float16), and the last of a group applies them once (unscaled, clipped, stepped) and clears
+    them, so every group starts from none."""
+
+    def __init__(self, update: PlainUpdate | ScaledUpdate):
+        self.update = update
+        self.backward = update.backward
+
+    def __call__(self, objective: torch.Tensor) -> None:
+        self.update.backward(objective)
+        self.update.apply()
+        self.discard()
+
+    def discard(self) -> None:
+        """Drop a group's gradients: after its step, or when the group is skipped."""
+        self.update.discard()
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self.update.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.update.load_state_dict(state)
+
+
 @dataclass(frozen=True)
 class TrainingStep:
     """What every step of a run does, fixed when the trainer is built."""
 
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (inputs, targets) -> the batch's mean loss
-    update: PlainUpdate | ScaledUpdate
+    update: PlainUpdate | ScaledUpdate | AccumulatedUpdate
     autocast: Callable[[], AbstractContextManager[Any]]
-    batch_size: int
+    batch_size: int  # of a micro-batch
     scheduler: Any | None = None  # a schedule stepped after every optimizer step
     ranks: Ranks = SINGLE
+    accumulate: int = 1  # micro-batches per optimizer step
+    no_sync: Callable[[], AbstractContextManager[Any]] = nullcontext  # DDP's, around a group's leading micro-batches
 
 
 def training_step(
@@ -184,22 +246,44 @@ def training_step(
     precision = settings.precision
     scaler = precision.grad_scaler() if precision is not None else None
     parameters = list(model.parameters())  # what clipping bounds: the model's, as before the loss's were learned
-    update: PlainUpdate | ScaledUpdate = (
+    single: PlainUpdate | ScaledUpdate = (
         PlainUpdate(optimizer, parameters, settings.grad_clip_norm)
         if scaler is None
         else ScaledUpdate(optimizer, parameters, settings.grad_clip_norm, scaler)
     )
+    update = AccumulatedUpdate(single) if settings.accumulate > 1 else single
+    no_sync: Callable[[], AbstractContextManager[Any]] = nullcontext
     if ranks.distributed:
         from trainctl.training.distributed import wrap
 
-        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = wrap(model, loss_fn, parameters[0].device)
+        ddp = wrap(model, loss_fn, parameters[0].device)
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = ddp
+        no_sync = ddp.no_sync  # the gradients of a group's leading micro-batches stay local until its last
     else:
 
         def loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return loss_fn(model(inputs), targets)
 
     autocast = precision.autocast if precision is not None else nullcontext
-    return TrainingStep(loss, update, autocast, settings.batch_size, scheduler, ranks)
+    return TrainingStep(loss, update, autocast, settings.batch_size, scheduler, ranks, settings.accumulate, no_sync)
+
+
+def micro_batch_weights(
+    batches: Sequence[torch.Tensor], shares: Sequence[torch.Tensor], accumulate: int, ranks: Ranks
+) -> list[float] | None:
+    """What each micro-batch's mean loss is multiplied by before its backward pass: this process's
+    share of the samples of its whole group (`accumulate` consecutive global batches, the epoch's
+    last group possibly fewer), times the number of ranks since DDP averages their gradients. The
+    weighted sum is then the mean over the group's samples. None: one process, one batch per step
+    (the weight is 1)."""
+    if accumulate == 1 and not ranks.distributed:
+        return None
+    weights: list[float] = []
+    for start in range(0, len(batches), accumulate):
+        group = range(start, min(start + accumulate, len(batches)))
+        samples = sum(len(batches[i]) for i in group)
+        weights += [len(shares[i]) * ranks.world_size / samples for i in group]
+    return weights
 
 
 @dataclass(frozen=True)
@@ -224,11 +308,17 @@ def train_one_epoch(model: torch.nn.Module, split: Split, step: TrainingStep, co
 
     With several processes, each trains on its slice of every global batch; decisions every rank
     must share (stop, skip) are agreed on each step.
+
+    With accumulation, a group's leading micro-batches only add their gradients (the branch a run
+    without accumulation never enters); its last one does what a step does.
     """
     model.train()
-    device, ranks, epoch = split.device, step.ranks, context.epoch
+    device, ranks, epoch, accumulate = split.device, step.ranks, context.epoch, step.accumulate
     batches = shuffled_batches(len(split), step.batch_size, context.generator, device)
     shares = [ranks.shard(batch) for batch in batches]
+    weights = micro_batch_weights(batches, shares, accumulate, ranks)
+    budget = context.skip_budget
+    group_finite = True  # every loss of the group so far was finite (tracked when skipping non-finite steps)
     progress = EpochProgress.empty([len(share) for share in shares], device)
     if context.resume_from is not None:
         progress.restore(context.resume_from, ranks)
@@ -239,17 +329,32 @@ def train_one_epoch(model: torch.nn.Module, split: Split, step: TrainingStep, co
     indices = [index if len(index) else batch[:1] for index, batch in zip(shares, batches)]
     inputs_of_steps = split.batch_inputs(indices[start_step:], epoch)
     handlers = tuple(context.step_end)
-    for number, (batch, index, inputs) in enumerate(
-        zip(batches[start_step:], indices[start_step:], inputs_of_steps), start_step + 1
-    ):
+    for number, (index, inputs) in enumerate(zip(indices[start_step:], inputs_of_steps), start_step + 1):
         share = len(shares[number - 1])
+        if accumulate > 1 and number % accumulate and number < len(batches):  # a group's leading micro-batch
+            assert weights is not None
+            with step.no_sync():
+                with step.autocast():
+                    loss = step.loss(inputs, split.targets[index])
+                if budget is not None and not bool(torch.isfinite(loss)):
+                    group_finite = False  # the group will be skipped: its gradients need not be added
+                else:
+                    step.update.backward(loss * weights[number - 1])
+            progress.step_losses[number - 1] = loss.detach()
+            progress.steps = number
+            samples += share
+            continue
         with step.autocast():
             loss = step.loss(inputs, split.targets[index])
         objective = loss
-        if ranks.distributed:  # DDP averages over ranks; weigh each slice so that equals the global batch mean
-            objective = loss * (share * ranks.world_size / len(batch))
-        if context.skip_budget is not None and ranks.any(not bool(torch.isfinite(loss)), device):
-            progress.skip(number, context.skip_budget, epoch)
+        if weights is not None:  # the share of the group's samples (DDP averages over ranks: times their number)
+            objective = loss * weights[number - 1]
+        if budget is not None and ranks.any(not (group_finite and bool(torch.isfinite(loss))), device):
+            first = number - (number - 1) % accumulate  # the group's first micro-batch
+            samples -= sum(len(leading) for leading in shares[first - 1 : number - 1])
+            progress.skip(number, budget, epoch, first)
+            step.update.discard()  # the leading micro-batches' gradients
+            group_finite = True
             continue
         step.update(objective)
         progress.optimizer_steps += 1

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 class StepSettings:
     """What the loop needs on every step."""
 
-    batch_size: int
+    batch_size: int  # one micro-batch: what one forward and backward pass takes
+    accumulate: int = 1  # micro-batches whose gradients add up to one optimizer step
     grad_clip_norm: float | None = None
     on_nonfinite: str = "stop"  # stop | skip
     max_skipped_steps: int = 10  # over the whole run, with on_nonfinite: skip
@@ -63,6 +64,11 @@ class FitSettings:
     output: RunOutput = RunOutput()
 
 
+def optimizer_steps_per_epoch(micro_batches: int, accumulate: int) -> int:
+    """Optimizer steps in an epoch of `micro_batches`: a last group of fewer than `accumulate` steps too."""
+    return -(-micro_batches // accumulate)
+
+
 def fit_settings(config: Config, parts: TrainingParts, run: RunFolder | None) -> FitSettings:
     """The trainer's settings from a validated config and the parts built from it.
 
@@ -76,6 +82,7 @@ def fit_settings(config: Config, parts: TrainingParts, run: RunFolder | None) ->
         seed=config.seed,
         step=StepSettings(
             batch_size=config.data.batch_size,
+            accumulate=settings.accumulate,
             grad_clip_norm=settings.grad_clip_norm,
             on_nonfinite=settings.on_nonfinite,
             max_skipped_steps=settings.max_skipped_steps,

@@ -9,7 +9,9 @@ are called in the order they were added; they add behaviour without changing the
 the weights, gradient-accumulation reports, pruning reports, experiment trackers plug in here):
 
 - `step_end(StepEnd)`: after each optimizer step, with the epoch, the step, the samples so far
-  and the epoch's losses on the device. A handler that reads a loss syncs with the device, so the
+  and the epoch's losses on the device. With `trainer.accumulate: K`, the step is counted in
+  micro-batches (the last of the group; the live view shows micro-batches too), and
+  `TrainingState.global_step` counts optimizer steps. A handler that reads a loss syncs with the device, so the
   live view (the first handler, when the progress bars are on) does it at most four times a
   second. With no handlers nothing is built or called per step.
 - `epoch_end(EpochEnd)`: after an epoch is trained and validated. The trainer's own duties are
