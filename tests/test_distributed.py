@@ -89,6 +89,22 @@ def test_two_processes_train_the_model_one_process_does(two_process_run, tmp_pat
     ]
 
 
+def test_two_processes_accumulating_train_the_model_one_process_does_with_the_whole_batch(tmp_path):
+    """Micro-batches of 16 in groups of 4 over two ranks (DDP syncing once per group): the weights a
+    batch of 64 gives in one process. 1437 samples: the last group is a micro-batch of 16 and one of 13."""
+    config = config_for(tmp_path, epochs=1)
+    accumulating = ["--set", "data.batch_size=16", "--set", "trainer.accumulate=4"]
+    finished = subprocess.run(
+        [TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "two", "--quiet", *accumulating],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    single = train(config, out=tmp_path / "one", output=Output(quiet=True))
+    assert_close_runs(single.run.path, tmp_path / "two")
+
+
 def test_a_two_process_run_resumes_in_one_process(two_process_run, tmp_path):
     straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", output=Output(quiet=True))
     copied = tmp_path / "copied"
