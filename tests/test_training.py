@@ -47,6 +47,7 @@ def test_run_folder_holds_what_ran(digits_run):
         "device": "cpu",
         "monitor": "val/accuracy",
         "early_stopping": None,
+        "accumulate": 1,
         "grad_clip_norm": None,
         "on_nonfinite": "stop",
         "max_skipped_steps": 10,
