@@ -108,7 +108,7 @@ def test_cosine_runs_cannot_be_extended(tmp_path):
     with pytest.raises(
         UserError,
         match="scheduler 'cosine' laid its schedule out over 1 epochs and ends it there; "
-        r"a run with no scheduler or one that steps per epoch \(step, reduce_on_plateau\) "
+        r"a run with no scheduler or one that steps per epoch without a warm-up \(step, reduce_on_plateau\) "
         "can be extended; for this one, train a new run with --set trainer.epochs=2",
     ):
         resume(run, ["trainer.epochs=2"])

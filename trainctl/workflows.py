@@ -162,8 +162,8 @@ def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, o
                 raise UserError(
                     f"--set trainer.epochs={epochs}: cannot extend this run: scheduler "
                     f"{step_schedule.name!r} laid its schedule out over {saved.trainer.epochs} epochs "
-                    f"and ends it there; a run with no scheduler or one that steps per epoch "
-                    f"({', '.join(per_epoch)}) can be extended; for this one, train a new run with "
+                    f"and ends it there; a run with no scheduler or one that steps per epoch without a "
+                    f"warm-up ({', '.join(per_epoch)}) can be extended; for this one, train a new run with "
                     f"--set trainer.epochs={epochs}"
                 )
             if epochs < state.epoch + (state.step_in_epoch > 0):
