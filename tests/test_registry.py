@@ -71,7 +71,7 @@ def test_registries_hold_the_agreed_components():
             "text",
         ],
         "optimizers": ["sgd", "adam", "adamw", "rmsprop"],
-        "schedulers": ["step", "cosine", "onecycle", "reduce_on_plateau"],
+        "schedulers": ["step", "cosine", "linear", "onecycle", "reduce_on_plateau"],
     }
     assert {"mse", "l1", "huber", "smooth_l1", "cross_entropy", "nll", "bce_with_logits", "kl_div"} <= set(
         REGISTRIES["losses"].names()

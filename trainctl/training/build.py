@@ -6,6 +6,7 @@ Each function turns one section of a validated `Config` into torch objects throu
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +110,10 @@ def _require_model_memory(entry: Entry, context: ModelContext, params: dict[str,
     """Refuse a model too large for this machine before allocating it: built on the meta device,
     a model has its parameters' shapes but no memory, whatever its widths."""
     try:
-        with torch.device("meta"):
+        # Only the shapes count here: torch's warnings about this throwaway copy (a weights file
+        # loaded into meta tensors is a no-op, one warning per tensor) would reach the user's screen.
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             shapes = entry.build(context, params)
     except (
         RuntimeError,
