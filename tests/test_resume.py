@@ -261,3 +261,41 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     assert kills >= 2
     assert not list(run.rglob(".*"))  # no temporary file, no lock file
     assert_same_outcome(reference, run)
+
+
+def _as_an_earlier_version_saved_it(run: Path, section: str, key: str) -> None:
+    """Rewrite a run as a version before `section.key` existed wrote it: config.yaml and the
+    checkpoint's config without the key, and the checkpoint's hash over that config."""
+    import yaml
+
+    from trainctl.training.state import config_hash
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config[section][key]
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    last = run / "checkpoints" / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["config"][section][key]
+    checkpoint["config_hash"] = config_hash(checkpoint["config"])
+    torch.save(checkpoint, last)
+
+
+def test_a_run_saved_before_a_key_existed_resumes_and_a_real_change_is_still_refused(tmp_path):
+    """Keys added since a run was saved (trainer.accumulate, a schedule's warm-up) take their
+    defaults, which are the old behaviour: the run resumes; an edited value is still refused."""
+    run = tmp_path / "run"
+    config = resumable_config(tmp_path, epochs=2, scheduler={"name": "cosine"})
+    train(config, out=run, output=Output(quiet=True))
+    _as_an_earlier_version_saved_it(run, "trainer", "accumulate")
+    _as_an_earlier_version_saved_it(run, "scheduler", "warmup_steps")
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    (run / "summary.json").unlink()  # as if killed after its last epoch: the resume finishes the test
+    result = resume(run, output=Output(quiet=True))
+    assert result.summary["best_epoch"] in (1, 2)
+    assert len(read_jsonl(run / "metrics.jsonl")) == 2
+
+    text = (edited / "config.yaml").read_text()
+    (edited / "config.yaml").write_text(text.replace("lr: 0.002", "lr: 0.003"))
+    with pytest.raises(UserError, match="differs from the config its checkpoint was trained with"):
+        resume(edited, output=Output(quiet=True))

@@ -115,6 +115,27 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, *, output: O
         return _resume_claimed(run, ranks, overrides, (output or Output()).in_process(ranks.is_main))
 
 
+def _trained_with(checkpoint: dict[str, Any], saved: Config, run: RunFolder) -> bool:
+    """Whether the checkpoint was trained with the run's config.yaml. An earlier version saved its
+    config without the keys added since (each of which defaults to the old behaviour), so when the
+    hashes differ the checkpoint's own copy of the config is read again by this version and compared:
+    only a real change of a key counts."""
+    from trainctl.config.loading import load_config_data
+    from trainctl.training.state import config_hash
+
+    expected = config_hash(saved.to_dict())
+    if checkpoint.get("config_hash") == expected:
+        return True
+    stored = checkpoint.get("config")
+    if not isinstance(stored, dict):
+        return False
+    try:
+        reread = load_config_data(stored, origin=f"{run.path}: the checkpoint's config")
+    except UserError:  # keys this version no longer reads: not the same config
+        return False
+    return config_hash(reread.to_dict()) == expected
+
+
 def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, output: Output) -> TrainResult:
     from trainctl.reports.preflight import preflight
     from trainctl.training import distributed
@@ -124,7 +145,6 @@ def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, o
         MAY_CHANGE_ON_RESUME,
         TrainingState,
         check_resumable,
-        config_hash,
         differing_keys,
     )
 
@@ -138,7 +158,7 @@ def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, o
         )
     last = run.checkpoint_path("last")
     checkpoint = load_checkpoint(last) if last.is_file() else None  # none: killed before its first checkpoint
-    if checkpoint is not None and checkpoint.get("config_hash") != config_hash(saved.to_dict()):
+    if checkpoint is not None and not _trained_with(checkpoint, saved, run):
         raise UserError(
             f"{run.config_path}: differs from the config its checkpoint was trained with; "
             "a resumed run must use the config it started with"
