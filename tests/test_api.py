@@ -216,6 +216,7 @@ def test_the_readme_example_runs_as_shown(tmp_path, monkeypatch):
     assert namespace["outputs"].shape == (1, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_component_a_script_registers_is_recorded_and_asked_for_by_its_module(tmp_path: Path) -> None:
     """A script that registers its own model (no --plugin: it imports trainctl.register itself)

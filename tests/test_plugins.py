@@ -245,6 +245,7 @@ def test_help_and_version_neither_run_a_plugin_nor_import_torch(tmp_path):
     assert marker.exists()  # the same plugin does run where components are listed
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_run_folder_naming_a_plugin_never_imports_it(tmp_path):
     """eval, predict and --resume ask for the run's plugins by name; they never load one from the run."""
@@ -287,6 +288,7 @@ def install_distribution(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": f"{root}:{REPO}"}
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_an_installed_entry_point_loads_unless_no_plugins(tmp_path):
     env = install_distribution(tmp_path / "site")
@@ -360,6 +362,7 @@ def test_the_readme_plugin_trains_as_the_readme_shows(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["model"] == {"name": "tiny_linear", "bias": True}
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_plugin_file_edited_since_the_run_is_one_warning_naming_both_hashes(tmp_path):
     plugin = write_plugin(tmp_path)
