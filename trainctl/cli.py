@@ -33,7 +33,9 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
-_plugin_choice: list[Any] = []  # the command line's PluginOptions, set by main_options
+# The command line's --plugin values and whether entry points load, set by main_options; kept as
+# plain values so that commands which load no plugins never import the plugin machinery (pydantic).
+_plugin_choice: dict[str, Any] = {"named": (), "entry_points": True}
 
 # What typer names a value's type, and what a person writes there instead.
 _VALUE_WORDS = {
@@ -142,16 +144,14 @@ def main_options(
         bool, typer.Option("--no-plugins", help="Do not load installed plugins (the trainctl.plugins entry points).")
     ] = False,
 ) -> None:
-    from trainctl.plugins import PluginOptions  # no import of any plugin here: commands load them
-
     _state["debug"] = debug
-    _plugin_choice[:] = [PluginOptions(tuple(plugin or ()), entry_points=not no_plugins)]
+    _plugin_choice.update(named=tuple(plugin or ()), entry_points=not no_plugins)  # commands load them
 
 
 def _plugin_options() -> Any:
     from trainctl.plugins import PluginOptions
 
-    return _plugin_choice[0] if _plugin_choice else PluginOptions()
+    return PluginOptions(**_plugin_choice)
 
 
 def _load_plugins() -> list[Any]:
