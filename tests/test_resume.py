@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -299,3 +300,54 @@ def test_a_run_saved_before_a_key_existed_resumes_and_a_real_change_is_still_ref
     (edited / "config.yaml").write_text(text.replace("lr: 0.002", "lr: 0.003"))
     with pytest.raises(UserError, match="differs from the config its checkpoint was trained with"):
         resume(edited, output=Output(quiet=True))
+
+
+SIGNAL_ON_TEST_METRIC = """
+import os
+import signal
+
+from trainctl import register
+
+calls = 0
+
+
+@register.metric("signal_on_test", summary="Sends SIGTERM to its own process when it scores the test split", task="classification", goal="max")
+def signal_on_test(confusion):
+    global calls
+    calls += 1
+    if calls == int(os.environ["SIGNAL_ON_CALL"]):
+        os.kill(os.getpid(), signal.SIGTERM)
+    return 0.0
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_signal_during_the_test_evaluation_says_training_is_saved_and_resume_finishes_it(tmp_path):
+    """Training is over when the test split is scored: the signal stops at once, and the resume only
+    runs the test evaluation, ending as a run that was never stopped."""
+    plugin = tmp_path / "signal_on_test.py"
+    plugin.write_text(SIGNAL_ON_TEST_METRIC, encoding="utf-8")
+    config = write_config(tmp_path, trainer={"epochs": 2, "device": "cpu"}, metrics=["accuracy", "signal_on_test"])
+    straight = tmp_path / "straight"
+    quiet = [TRAINCTL, "--plugin", plugin, "train", config, "--quiet", "--out"]
+    subprocess.run([*quiet, straight], env={**os.environ, "SIGNAL_ON_CALL": "0"}, check=True)  # never signals
+    run = tmp_path / "run"
+    # One call per epoch on the validation split, then the test split's: the third call.
+    stopped = subprocess.run([*quiet, run], env={**os.environ, "SIGNAL_ON_CALL": "3"}, capture_output=True, text=True)
+    assert stopped.returncode == 130, stopped.stderr
+    assert (
+        "interrupted during the test evaluation; training finished and is saved. "
+        f"Resume with: trainctl train --resume {run}" in stopped.stderr
+    )
+    assert "Traceback" not in stopped.stderr
+    assert epochs_done(run) == 2 and not (run / "summary.json").exists()
+    finished = subprocess.run(
+        [TRAINCTL, "--plugin", plugin, "train", "--resume", run],
+        env={**os.environ, "SIGNAL_ON_CALL": "0"},
+        capture_output=True,
+        text=True,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert f"{run} finished training (2 epochs) but not its test evaluation: running it" in finished.stdout
+    assert_same_outcome(straight, run)

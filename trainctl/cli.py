@@ -121,7 +121,8 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as interrupt:
         hint = getattr(interrupt, "resume_hint", "")
-        Output().notice(f"interrupted; state saved. Resume with: {hint}" if hint else "interrupted")
+        saved = getattr(interrupt, "message", "") or "interrupted; state saved"
+        Output().notice(f"{saved}. Resume with: {hint}" if hint else "interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

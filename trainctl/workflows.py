@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # torch stays out of commands that do not train
     from trainctl.ranks import Ranks
     from trainctl.reports.preflight import Finding
     from trainctl.training.build import TrainingParts
+    from trainctl.training.events import FitResult
     from trainctl.training.state import RandomStates, TrainingState
     from trainctl.training.trainer import Trainer
 
@@ -205,10 +206,15 @@ def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, o
             run.write_config(config.to_dict())
             if checkpoint is None:
                 run.write_json("data.json", parts.data.description())  # a kill may have cut it short
-        output.message(
-            f"resuming {run.path} at epoch {state.epoch + 1}"
-            + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else "")
-        )
+        if finished:
+            output.message(
+                f"{run.path} finished training ({state.epoch} epochs) but not its test evaluation: running it"
+            )
+        else:
+            output.message(
+                f"resuming {run.path} at epoch {state.epoch + 1}"
+                + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else "")
+            )
         return _fit_and_test(config, parts, run, trainer, output, state, rng, warnings)
 
 
@@ -298,20 +304,32 @@ def _fit_and_test(
     rng: RandomStates | None = None,
     warnings: list[Finding] | None = None,
 ) -> TrainResult:
-    from trainctl.reports.diagnosis import chance_levels, diagnose
-    from trainctl.training.interrupts import graceful_stop
-    from trainctl.training.trainer import evaluate_checkpoint
+    from trainctl.training.interrupts import Interrupted, graceful_stop
 
     def announce(signal_name: str) -> None:
         output.notice(f"{signal_name}: stopping after this step to save the run (press Ctrl-C again to stop at once)")
 
     main = parts.ranks.is_main
-    with graceful_stop(announce) as stop, _epoch_logger(config, run, main) as log_epoch:
-        trainer.events.epoch_end.append(lambda end: log_epoch(end.row))
-        with _compile_errors(config):
-            fit = trainer.fit(state, rng, stop)
-    if not main:
-        return TrainResult(run, {}, parts.model)  # rank 0 evaluates the test split and writes the summary
+    with graceful_stop(announce) as stop:
+        with _epoch_logger(config, run, main) as log_epoch:
+            trainer.events.epoch_end.append(lambda end: log_epoch(end.row))
+            with _compile_errors(config):
+                fit = trainer.fit(state, rng, stop)
+        if not main:
+            return TrainResult(run, {}, parts.model)  # rank 0 evaluates the test split and writes the summary
+        # Training is saved; a signal now stops the test evaluation, which the resume runs again.
+        finishing = "interrupted during the test evaluation; training finished and is saved"
+        stop.stop_at_once(Interrupted(trainer.settings.output.resume_hint, finishing))
+        return _test_and_summarise(config, parts, run, fit, output, warnings)
+
+
+def _test_and_summarise(
+    config: Config, parts: TrainingParts, run: RunFolder, fit: FitResult, output: Output, warnings: list[Finding] | None
+) -> TrainResult:
+    """Score the best checkpoint on the test split, then write curves.png and summary.json."""
+    from trainctl.reports.diagnosis import chance_levels, diagnose
+    from trainctl.training.trainer import evaluate_checkpoint
+
     history = run.read_metrics()
     # On a copy: the trained model stays as the last epoch left it, for whoever called train.
     test = evaluate_checkpoint(

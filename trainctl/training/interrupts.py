@@ -15,14 +15,22 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self.signal_name = ""
+        self.at_once: Interrupted | None = None  # raised by the first signal, once there is no step to finish
+
+    def stop_at_once(self, interruption: Interrupted) -> None:
+        """From now on the first signal raises `interruption`: the work left (the test evaluation)
+        has no state to save, and waiting for it could take as long as an epoch."""
+        self.at_once = interruption
 
 
 class Interrupted(KeyboardInterrupt):
-    """Training stopped on request after saving its state; `resume_hint` says how to go on."""
+    """Training stopped on request after saving its state; `resume_hint` says how to go on, and
+    `message` (when given) what was saved and what was left undone."""
 
-    def __init__(self, resume_hint: str):
+    def __init__(self, resume_hint: str, message: str = ""):
         super().__init__(resume_hint)
         self.resume_hint = resume_hint
+        self.message = message
 
 
 @contextlib.contextmanager
@@ -36,6 +44,8 @@ def graceful_stop(on_first: Callable[[str], None] = lambda name: None) -> Iterat
     def handle(signum: int, frame: object) -> None:
         if stop.requested:  # the second signal: stop now
             raise KeyboardInterrupt
+        if stop.at_once is not None:
+            raise stop.at_once
         stop.requested = True
         stop.signal_name = signal.Signals(signum).name
         on_first(stop.signal_name)
