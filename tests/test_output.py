@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -102,6 +103,23 @@ def test_a_listing_piped_into_a_reader_that_has_gone_ends_quietly():
     # for one, complete that write as if it had been read.)
     status, errors, shown = pipeline([TRAINCTL, "list-losses"], ["head", "-n", "0"])
     assert (status, errors, shown) == (EXIT_OUTPUT_CLOSED, "", "")
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("command", [["--help"], ["train", "--help"]])
+def test_help_piped_into_a_reader_that_has_gone_ends_quietly(command):
+    """typer prints help itself, through rich's and click's closed-pipe handlers (both exit 1)."""
+    status, errors, shown = pipeline([TRAINCTL, *command], ["head", "-n", "0"])
+    assert (status, errors, shown) == (EXIT_OUTPUT_CLOSED, "", "")
+
+
+def test_a_command_that_fails_while_printing_to_devnull_keeps_its_status():
+    """Only a stream that became /dev/null on the way means a closed reader; one that was already
+    /dev/null (`> /dev/null`) keeps the command's own status."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        with pytest.raises(SystemExit) as ended, closed_output_ends_quietly():
+            raise SystemExit(1)
+    assert ended.value.code == 1
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -53,10 +54,27 @@ def _discard_further_writes(stream: object) -> None:
 @contextlib.contextmanager
 def closed_output_ends_quietly() -> Iterator[None]:
     """Around a whole command: a closed stdout or stderr ends it with EXIT_OUTPUT_CLOSED and no message."""
+    streams, devnull_before = (sys.stdout, sys.stderr), _writes_to_devnull(sys.stdout)
     try:
         yield
     except OutputClosed:
         raise SystemExit(EXIT_OUTPUT_CLOSED) from None
+    except SystemExit as exit:
+        # Help and usage text are printed by typer, not through Output. When their reader is gone,
+        # rich points the stream at /dev/null and exits with 1, and click swaps in stream wrappers
+        # that swallow the error and exits with 1: the same closed reader, so the same status.
+        closed = (sys.stdout, sys.stderr) != streams or (_writes_to_devnull(sys.stdout) and not devnull_before)
+        if exit.code == 1 and closed:
+            raise SystemExit(EXIT_OUTPUT_CLOSED) from None
+        raise
+
+
+def _writes_to_devnull(stream: object) -> bool:
+    try:
+        written, devnull = os.fstat(stream.fileno()), os.stat(os.devnull)  # type: ignore[attr-defined]
+    except (OSError, AttributeError, ValueError):
+        return False
+    return (written.st_dev, written.st_ino) == (devnull.st_dev, devnull.st_ino)
 
 
 def _stdout() -> Console:
