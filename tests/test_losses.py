@@ -19,11 +19,13 @@ import torch
 from scipy import integrate
 
 from trainctl.components.losses import LOSSES, LossContext
+from trainctl.data.prepare import outputs_to_predictions
 from trainctl.data.task import Task, plan_targets
 from trainctl.errors import UserError
 from trainctl.nn.losses import barron_log_partition, barron_rho
 from trainctl.output import Output
 from trainctl.training.loss_report import per_sample_losses
+from trainctl.workflows import train
 
 from helpers import write_config
 
@@ -132,6 +134,20 @@ def test_poisson_nll():
     counts = RNG.poisson(3, (16, 3)).astype(np.float64)
     value, _ = torch_loss(build("poisson_nll", REGRESSION), log_rate, counts)
     assert value == pytest.approx(np.mean(np.exp(log_rate) - counts * log_rate), rel=1e-5)
+
+
+def test_gaussian_nll_on_classes_fits_one_hot_vectors_and_predicts_from_the_means(tmp_path):
+    """A mean and a variance per class: the model has twice the outputs, and the class is the argmax
+    of the means alone (a large variance output must not win)."""
+    plan = plan_targets("value", CLASSIFICATION, "mean_variance")
+    assert (plan.num_outputs, plan.encoding, plan.layout) == (2 * CLASSES, "one_hot", "mean_variance")
+    means = torch.tensor([[0.1, 0.9, 0.0, 0.2], [0.7, 0.1, 0.3, 0.0]])
+    variances = torch.tensor([[50.0, 0.0, 0.0, 0.0], [0.0, 0.0, 50.0, 0.0]])
+    outputs = torch.cat([means, variances], dim=1)
+    assert outputs_to_predictions(outputs, CLASSIFICATION, "mean_variance", None, None).tolist() == [1, 0]
+    config = write_config(tmp_path, loss={"name": "gaussian_nll"}, trainer={"epochs": 30, "device": "cpu"})
+    summary = train(config, out=tmp_path / "run", output=Output(quiet=True)).summary
+    assert summary["test"]["accuracy"] > 0.8  # iris: it learns the classes from the means
 
 
 @pytest.mark.parametrize("full", [False, True])

@@ -205,12 +205,13 @@ def _image_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tu
 def _read_outputs(
     outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str, saved: dict[str, Any]
 ) -> list[Prediction]:
-    from trainctl.data.prepare import outputs_to_predictions
+    from trainctl.data.prepare import outputs_to_predictions, predicting_outputs
 
     scale = [torch.tensor(saved[key]) if saved[key] is not None else None for key in ("target_mean", "target_std")]
     predicted = outputs_to_predictions(outputs, task, layout, *scale)  # what eval and training report, too
     if task.kind == "regression":
         return [Prediction(source, float(value[0]), None, {}) for source, value in zip(sources, predicted)]
+    outputs = predicting_outputs(outputs, layout)
     if outputs.shape[-1] == 1:  # one logit for a binary task
         positive = torch.sigmoid(outputs[:, 0])
         probabilities = torch.stack([1 - positive, positive], dim=1)

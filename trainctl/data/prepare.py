@@ -126,17 +126,22 @@ def outputs_to_predictions(
     outputs: torch.Tensor, task: Task, layout: str, target_mean: torch.Tensor | None, target_std: torch.Tensor | None
 ) -> torch.Tensor:
     """Model outputs as predictions in the labels' terms: class indices or values in data units."""
+    outputs = predicting_outputs(outputs, layout)
     if task.kind == "regression":
         if layout == "log_rate":
             return outputs.exp()
-        if layout == "mean_variance":
-            outputs = outputs[:, : task.num_targets]
         if target_mean is None or target_std is None:  # targets learned in the data's units
             return outputs
         return outputs * target_std + target_mean
     if outputs.shape[-1] == 1:  # one logit for a binary task
         return (outputs[:, 0] > 0).long()
     return outputs.argmax(dim=-1)
+
+
+def predicting_outputs(outputs: torch.Tensor, layout: str) -> torch.Tensor:
+    """The outputs that predict the targets: with a mean_variance layout the first half; the second
+    half are the variances."""
+    return outputs[:, : outputs.shape[-1] // 2] if layout == "mean_variance" else outputs
 
 
 def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:

@@ -83,4 +83,6 @@ def plan_targets(target: TargetKind, task: Task, layout: OutputLayout = "values"
         return TargetPlan(task.num_classes, "index")
     if target == "binary" and task.num_classes == 2:
         return TargetPlan(1, "binary_column")
-    return TargetPlan(task.num_classes, "one_hot")
+    # A regression loss on classes fits one-hot vectors: one target per class, with a variance each
+    # for a loss that predicts one.
+    return TargetPlan(task.num_classes * (2 if layout == "mean_variance" else 1), "one_hot", layout)
