@@ -285,28 +285,12 @@ def test_a_duplicate_in_a_set_value_names_the_set(tmp_path):
     assert line == "--set optimizer: key 'name' is given twice in one mapping; keep one"
 
 
-@pytest.mark.parametrize(
-    ("overrides", "reason"),
-    [
-        (
-            ["data.batch_size=1", "model.batch_norm=true"],
-            "a batch of 1): Expected more than 1 value per channel when training",
-        ),
-        (
-            [
-                "data={name: wine, batch_size: 46}",
-                "model={name: mlp, output_activation: softmax}",
-                "loss.name=gaussian_nll",
-            ],
-            "a batch of 46): The size of tensor a (2) must match the size of tensor b (3)",
-        ),
-    ],
-)
-def test_a_first_step_torch_refuses_is_one_line(cli, tmp_path, overrides, reason):
+def test_a_first_step_torch_refuses_is_one_line(cli, tmp_path):
     """Found by the fuzz test: shapes or sizes that only meet in the forward pass."""
+    overrides = ["data.batch_size=1", "model.batch_norm=true"]
     arguments = ["validate", write_config(tmp_path)] + [part for o in overrides for part in ("--set", o)]
     result = cli(*arguments)
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: the first training step fails with this config (model 'mlp'")
-    assert reason in line
+    assert "a batch of 1): Expected more than 1 value per channel when training" in line
