@@ -24,8 +24,9 @@ def plot_range_test(sweep: Sweep, suggestion: Suggestion, path: Path) -> Any:
 def range_test_figure(sweep: Sweep, suggestion: Suggestion) -> Any:
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 5), layout="constrained")
+    figure = Figure(figsize=(8, 5))
     axes = figure.subplots()
+    figure.subplots_adjust(left=0.09, right=0.97, bottom=0.11, top=0.92)  # fixed: constrained layout costs more
     rates, smoothed = sweep.rates, suggestion.smoothed
     axes.plot(rates, sweep.losses, color="C0", alpha=0.35, linewidth=1, label="loss (each step)")
     axes.plot(rates, smoothed, color="C0", linewidth=2, label="smoothed loss")

@@ -260,8 +260,8 @@ def _notes(sweep: Sweep, lowest: int, steepest: int, margin: float) -> tuple[str
 
 def _too_short(sweep: Sweep) -> str:
     return (
-        f"the test stopped after {len(sweep.losses)} steps ({sweep.stop_reason} at lr={sweep.stopped_at:.2g}), "
-        f"too few to see the loss fall; the range starts too high: lower --min-lr (now {sweep.settings.min_lr:g})"
+        f"the test stopped at step {len(sweep.losses) + 1} ({sweep.stop_reason} at lr={sweep.stopped_at:.2g}), too "
+        f"early to see the loss fall; the range starts too high: lower --min-lr (now {sweep.settings.min_lr:g})"
     )
 
 
