@@ -38,7 +38,7 @@ from trainctl.errors import UserError
 MIN_STEPS = 5  # fewer cannot show a descent and its slope
 DIVERGENCE_FACTOR = 4.0  # the test stops when the smoothed loss rises this far above its best (Lightning's)
 SMOOTHING_SHARE = 25  # the average spans about 1/SMOOTHING_SHARE of the sweep's steps
-MIN_DESCENT = 0.01  # a fall of less than this share of the first smoothed loss is noise, not a descent
+MIN_DESCENT = 0.01  # a fall below the initial loss by less than this share of it is noise, not a descent
 SAFETY_DECADES = 1.0  # the suggestion stays this many decades below the rate of the lowest loss
 
 
@@ -114,8 +114,9 @@ def centred_average(values: list[float], beta: float) -> list[float]:
 
 class DivergenceCheck:
     """The online stop rule, fed one loss per step: a non-finite loss, or a smoothed loss (the
-    forward average: it sees only the steps so far) more than `factor` times its best. For a best
-    that is negative or near zero, "times" is read as a rise of (factor - 1) times its size."""
+    forward average: it sees only the steps so far) more than `factor` times its best. "Times" is
+    read as a rise of (factor - 1) times the best's size: the same for a positive best, and a rule
+    that still means something for a negative one (a Gaussian NLL's)."""
 
     def __init__(self, beta: float, factor: float = DIVERGENCE_FACTOR):
         self.average, self.factor = MovingAverage(beta), factor
