@@ -366,10 +366,11 @@ def lr_find(
     """Learning-rate range test: train a copy of the config's model for a few steps while the rate rises exponentially, and suggest a rate.
 
     The loss is smoothed and the test stops when it diverges; the suggestion is the lower of the
-    steepest descent of the smoothed loss and a tenth of the rate where it is lowest. Uses the
-    config's model, loss, optimizer, batch size, trainer.accumulate, clipping and precision, with its
-    seed; not its scheduler (the test sets the rate every step). Runs in one process and writes only
-    the plot: no run folder, nothing a later `trainctl train` reads.
+    steepest descent of the smoothed loss and a tenth of the rate where it is lowest, printed as a
+    --set line for optimizer.lr (for onecycle, scheduler.max_lr). Uses the config's model, loss,
+    optimizer, batch size, trainer.accumulate, clipping and precision, with its seed; not its
+    scheduler (the test sets the rate every step). Runs in one process and writes only the plot: no
+    run folder, nothing a later `trainctl train` reads.
 
     Example: trainctl lr-find configs/digits_mlp.yaml --steps 200 -o digits_lr.png
     """
@@ -401,7 +402,7 @@ def lr_find(
     )
     if result.config.scheduler is not None and key == "optimizer.lr":
         shown.line(
-            f"the config's scheduler ({result.config.scheduler.name}) was not used in the test; it starts from {key}"
+            f"the config's scheduler ({result.config.scheduler.name}) was not used in the test; it schedules from {key}"
         )
     shown.line(f"written: {result.plot}")
     shown.line(f"--set {key}={suggestion.lr:.2g}")
