@@ -340,6 +340,74 @@ def validate(
         output.markup("[green]no problems found[/green]")
 
 
+@app.command("lr-find")
+def lr_find(
+    config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."
+        ),
+    ] = None,
+    min_lr: Annotated[float, typer.Option("--min-lr", metavar="LR", help="The first rate of the sweep.")] = 1e-7,
+    max_lr: Annotated[float, typer.Option("--max-lr", metavar="LR", help="The last rate of the sweep.")] = 10.0,
+    steps: Annotated[
+        int, typer.Option(metavar="N", help="Optimizer steps (one rate each); the training split is cycled as needed.")
+    ] = 100,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed (sets seed).")] = None,
+    device: Annotated[
+        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The plot to write: .png, .svg or .pdf.")] = Path(
+        "lr_find.png"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+) -> None:
+    """Learning-rate range test: train a copy of the config's model for a few steps while the rate rises exponentially, and suggest a rate.
+
+    The loss is smoothed and the test stops when it diverges; the suggestion is the lower of the
+    steepest descent of the smoothed loss and a tenth of the rate where it is lowest, printed as a
+    --set line for optimizer.lr (for onecycle, scheduler.max_lr). Uses the config's model, loss,
+    optimizer, batch size, trainer.accumulate, clipping and precision, with its seed; not its
+    scheduler (the test sets the rate every step). Runs in one process and writes only the plot: no
+    run folder, nothing a later `trainctl train` reads.
+
+    Example: trainctl lr-find configs/digits_mlp.yaml --steps 200 -o digits_lr.png
+    """
+    from trainctl.training.lr_range import RangeSettings
+    from trainctl.workflows import lr_find as find
+
+    _load_plugins()
+    settings = list(overrides or [])
+    if device is not None:
+        settings.append(f"trainer.device={device}")
+    if seed is not None:
+        settings.append(f"seed={seed}")
+    shown = Output()
+    with user_errors():
+        result = find(config, settings, RangeSettings(min_lr, max_lr, steps), output, force=force, output=shown)
+    sweep, suggestion, key = result.sweep, result.suggestion, result.rate_key
+    ended = f"stopped at lr={sweep.stopped_at:.2g} ({sweep.stop_reason})" if sweep.stop_reason else "ran through"
+    shown.line(
+        f"lr range test: {len(sweep.rates)} of {steps} steps, lr {min_lr:g} to {max_lr:g}, {ended}; "
+        f"seed {result.config.seed}, {result.seconds:.1f}s"
+    )
+    for line in suggestion.reasoning():
+        shown.line(line)
+    for note in suggestion.notes:
+        shown.warn(note)
+    assert suggestion.lr is not None  # no suggestion is a user error
+    shown.line(
+        f"the config has {key}={result.configured:g}: the suggestion is {suggestion.lr / result.configured:.2g}× that"
+    )
+    if result.config.scheduler is not None and key == "optimizer.lr":
+        shown.line(
+            f"the config's scheduler ({result.config.scheduler.name}) was not used in the test; it schedules from {key}"
+        )
+    shown.line(f"written: {result.plot}")
+    shown.line(f"--set {key}={suggestion.lr:.2g}")
+
+
 @app.command("eval")
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `trainctl train`.", show_default=False)],

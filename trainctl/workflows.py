@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # torch stays out of commands that do not train
     from trainctl.reports.preflight import Finding
     from trainctl.training.build import TrainingParts
     from trainctl.training.events import FitResult
+    from trainctl.training.lr_range import RangeSettings, Suggestion, Sweep
     from trainctl.training.state import RandomStates, TrainingState
     from trainctl.training.trainer import Trainer
 
@@ -423,3 +425,58 @@ def evaluate_run(
     # No run lock: eval may run beside a training run, and an atomic write of its own record is enough.
     run.write_json(run.eval_record_name(split, checkpoint), record)
     return run, record
+
+
+@dataclass
+class LrFindResult:
+    config: Config
+    sweep: Sweep
+    suggestion: Suggestion
+    plot: Path
+    rate_key: str  # the config key the suggestion is for: optimizer.lr, or scheduler.max_lr (onecycle)
+    configured: float  # the config's value at that key
+    seconds: float  # the test's training time
+
+
+PLOT_TYPES = (".png", ".svg", ".pdf")
+
+
+def lr_find(
+    config_path: str | Path,
+    overrides: list[str] | None,
+    settings: RangeSettings,
+    plot: Path,
+    *,
+    force: bool = False,
+    output: Output | None = None,
+) -> LrFindResult:
+    """The learning-rate range test of `trainctl lr-find`: sweep the rate on the config's own model
+    (`trainctl.training.lr_finder`), suggest one (`lr_range.suggest`) and plot the test. Writes the
+    plot and nothing else; a sweep whose loss never fell is a UserError, after the plot is written."""
+    from trainctl.files import new_output
+    from trainctl.reports.lr_range_plot import plot_range_test
+    from trainctl.reports.preflight import PreflightError, preflight
+    from trainctl.training.lr_finder import build_range_parts, configured_rate, rate_key, run_range_test
+    from trainctl.training.lr_range import suggest
+
+    settings.check()
+    if ranks_from_environment().distributed:
+        raise UserError("lr-find runs in one process: start it without torchrun")
+    if plot.suffix.lower() not in PLOT_TYPES:
+        raise UserError(f"--output {plot}: unknown image type {plot.suffix!r}; allowed: {', '.join(PLOT_TYPES)}")
+    config = load_config(config_path, overrides)
+    with new_output(plot, "--output", force) as image:  # refused now, not after the test, when it cannot be written
+        parts = build_range_parts(config)
+        report = preflight(config, parts)
+        if report.errors:
+            raise PreflightError(report.errors)
+        for finding in report.warnings:
+            (output or Output()).warn(str(finding))
+        started = time.perf_counter()
+        sweep = run_range_test(config, parts, settings)
+        seconds = time.perf_counter() - started
+        suggestion = suggest(sweep)
+        plot_range_test(sweep, suggestion, image)
+    if suggestion.lr is None:
+        raise UserError(f"lr-find: no suggestion: {suggestion.problem} (plot: {plot})")
+    return LrFindResult(config, sweep, suggestion, plot, rate_key(config), configured_rate(config), seconds)
