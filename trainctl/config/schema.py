@@ -22,6 +22,7 @@ import inspect
 import io
 import json
 import re
+import sys
 import tokenize
 import typing
 from collections.abc import Callable, Iterator
@@ -58,8 +59,6 @@ _GROUP_PARAMS = {
     "description": "The parameters this group's settings apply to: names, module prefixes or globs",
     "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
 }
-
-
 _GROUPS: dict[str, Any] = {
     "description": "Settings of the optimizer for some parameters only, e.g. [{params: layer4, lr: 1.0e-4}]",
     "type": "array",
@@ -300,6 +299,7 @@ class _Source:
     tree: ast.Module
     comments: dict[int, str]  # by line
     lines: list[str]
+    functions: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]]  # by name, at any depth
 
 
 @functools.cache
@@ -307,29 +307,33 @@ def _module_source(filename: str) -> _Source | None:
     """A module's parsed source and its comments, read once however many definitions it holds."""
     try:
         text = Path(filename).read_text(encoding="utf-8")
-        return _Source(ast.parse(text), _comments_by_line(text), text.splitlines())
-    except (OSError, UnicodeDecodeError, SyntaxError, tokenize.TokenError):
+        tree = ast.parse(text)
+    except (OSError, UnicodeDecodeError, SyntaxError):
+        return None
+    functions: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+    for node in ast.walk(tree):  # a builder may be defined inside a function (the standard image datasets)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            functions.setdefault(node.name, []).append(node)
+    try:
+        return _Source(tree, _comments_by_line(text), text.splitlines(), functions)
+    except tokenize.TokenError:
         return None
 
 
 def _definition_node(definition: Any) -> tuple[ast.stmt, _Source] | None:
     """The class or function definition of `definition` in its module's source."""
-    try:
-        source = _module_source(inspect.getsourcefile(definition) or "")
-    except TypeError:  # built in, or made at run time
-        return None
-    if source is None:
-        return None
     if inspect.isclass(definition):
-        return _class_node(definition.__qualname__, source)
-    code = getattr(definition, "__code__", None)
-    if code is None:
+        module = sys.modules.get(definition.__module__)
+        source = _module_source(getattr(module, "__file__", None) or "")
+        return None if source is None else _class_node(definition.__qualname__, source)
+    code = getattr(definition, "__code__", None)  # None: built in, or not a function
+    source = _module_source(code.co_filename) if code is not None else None
+    if code is None or source is None:
         return None
-    for node in ast.walk(source.tree):  # a builder may be defined inside a function (several images datasets)
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
-            first = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
-            if code.co_firstlineno in (first, node.lineno):
-                return node, source
+    for node in source.functions.get(code.co_name, []):
+        first = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
+        if code.co_firstlineno in (first, node.lineno):
+            return node, source
     return None
 
 
