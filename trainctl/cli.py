@@ -829,6 +829,38 @@ def list_plugins() -> None:
     output.show(plugin_table(rows), wide=True)
 
 
+@app.command("schema")
+def write_schema(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write the schema to this file (default: print it)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+) -> None:
+    """Write the JSON Schema of the config file, for editors: completion and checks of every key, every
+    registered name (plugins' too) and each component's parameters, with descriptions and defaults.
+
+    A config follows it once its first line is `# yaml-language-server: $schema=PATH` (PATH relative
+    to the config), which editors using the YAML language server read (VS Code's YAML extension, ...).
+
+    Example: trainctl schema -o trainctl.schema.json
+    """
+    from trainctl.config.schema import config_schema, schema_text
+    from trainctl.files import check_output_path, new_output
+
+    _load_plugins()
+    with user_errors():
+        if output is not None:
+            check_output_path(output, "--output", force)  # before the work, not after it
+        text = schema_text(config_schema())
+    if output is None:
+        Output().write(text)
+        return
+    with user_errors(), new_output(output, "--output", force) as written:
+        written.write_text(text, encoding="utf-8")
+    Output().line(f"written: {output}")
+
+
 def _join_wrapped_lines(docstring: str) -> str:
     """Each paragraph of a docstring as one line. typer keeps the line breaks of every paragraph after
     the first, so text wrapped at 100 columns in the source would break mid-sentence at 80."""

@@ -27,6 +27,7 @@ Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 MAX_WORKERS = 256  # DataLoader worker processes: each one is a process of its own
 MAX_THREADS = 1024  # torch.set_num_threads overflows beyond a C int; no machine has more cores
 Layers = Annotated[int, Field(ge=1, le=1000)]  # stacked layers: each one is built, so bound the count
+MAX_EXTENDS_DEPTH = 16  # a config's `extends` chain (base of a base of ...); real ones are two or three deep
 
 # A run name becomes part of a folder name: `NAME-YYYYmmdd-HHMMSS` inside output_dir. So it is a
 # name, not a path: letters (any script), digits, `.`, `_` and `-`, not starting with `.` or `-`,

@@ -156,6 +156,8 @@ def _yaml_error(origin: str, error: yaml.YAMLError, lines: bool) -> UserError:
         return UserError(f"{_where(origin, mark, lines)}: {problem}")
     if "python/" in str(error):
         problem += " (python tags are not allowed: a config names registered components only)"
+    elif "!replace" in str(error):  # the spelling some tools use; trainctl's is a key, which every YAML tool reads
+        problem += " (to replace a base config's mapping instead of merging into it, write `_replace_: true` inside it)"
     return UserError(f"{_where(origin, mark, lines)}: invalid YAML: {problem}")
 
 
@@ -249,8 +251,10 @@ def read_yaml(text: str, origin: str, *, lines_in_messages: bool = True) -> tupl
 
 
 def read_yaml_file(path: str | Path, what: str = "file") -> tuple[Any, dict[Key, int]]:
-    """A YAML file through `read_yaml`; a missing or unreadable file is a one-line error too."""
+    """A YAML file through `read_yaml`; a missing or unreadable file, or a folder, is a one-line error too."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a {what}")
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
     try:
@@ -261,11 +265,13 @@ def read_yaml_file(path: str | Path, what: str = "file") -> tuple[Any, dict[Key,
 
 
 class SourceMap:
-    """Where each dotted key of a config came from: `file:line`, or the `--set` that changed it."""
+    """Where each dotted key of a config came from: `file:line` (a base config's line for a value
+    the config inherits through `extends`), or the `--set` that changed it."""
 
-    def __init__(self, filename: str, lines: dict[Key, int]):
+    def __init__(self, filename: str, lines: dict[Key, int], files: dict[Key, str] | None = None):
         self.filename = filename
         self._lines = lines
+        self._files = files or {}  # the file of each line that is not in `filename`: a base config's
         self._overrides: dict[Key, str] = {}
 
     def mark_override(self, key: Key, text: str) -> None:
@@ -274,28 +280,52 @@ class SourceMap:
 
     def where(self, key: Key) -> str:
         """The `--set` that gave `key`, one of its parents or (for a section) the last of its
-        children; else the closest line of the file."""
-        prefixes = [key[:end] for end in range(len(key), -1, -1)]
-        for prefix in prefixes:  # a --set replaces everything under its key, lines of the file included
-            if prefix in self._overrides:
-                return self._overrides[prefix]
+        children; else the closest line of the file that gave it."""
+        override = self._override_of(key)
+        if override is not None:
+            return override
+        line = self._closest_line(key)
+        if line is None:
+            return self.filename
+        return f"{self._files.get(line, self.filename)}:{self._lines[line]}"
+
+    def file_of(self, key: Key) -> str | None:
+        """The file whose line gave `key` (a base config, for an inherited value); None when a
+        `--set` gave it or no line is known."""
+        if self._override_of(key) is not None:
+            return None
+        line = self._closest_line(key)
+        return None if line is None else self._files.get(line, self.filename)
+
+    def _override_of(self, key: Key) -> str | None:
+        for end in range(len(key), -1, -1):  # a --set replaces everything under its key, lines of the file included
+            if key[:end] in self._overrides:
+                return self._overrides[key[:end]]
         within = [text for k, text in self._overrides.items() if key and k[: len(key)] == key]
-        if within:  # e.g. a model too large after --set model.hidden=[...]: that --set is the cause
-            return within[-1]
-        for prefix in prefixes:
-            if prefix in self._lines:
-                return f"{self.filename}:{self._lines[prefix]}"
-        return self.filename
+        return within[-1] if within else None  # e.g. a model too large after --set model.hidden=[...]
+
+    def _closest_line(self, key: Key) -> Key | None:
+        """`key` or its closest parent that has a line."""
+        for end in range(len(key), -1, -1):
+            if key[:end] in self._lines:
+                return key[:end]
+        return None
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[Key, int]]:
+    """A config file's mapping and the line of each key path; an empty file or one that holds no
+    mapping is a one-line error."""
+    data, lines = read_yaml_file(path, "config file")
+    if data is None:
+        raise UserError(f"{path}: the config is empty")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}:1: the config must be a mapping of keys to values")
+    return data, lines
 
 
 def load_config_file(path: str | Path) -> tuple[dict[str, Any], SourceMap]:
-    data, lines = read_yaml_file(path, "config file")
-    filename = str(path)
-    if data is None:
-        raise UserError(f"{filename}: the config is empty")
-    if not isinstance(data, dict):
-        raise UserError(f"{filename}:1: the config must be a mapping of keys to values")
-    return data, SourceMap(filename, lines)
+    data, lines = read_config_file(path)
+    return data, SourceMap(str(path), lines)
 
 
 def parse_scalar(text: str, origin: str) -> Any:

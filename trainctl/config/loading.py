@@ -23,6 +23,7 @@ from trainctl.components.losses import profile as loss_profile
 from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
 from trainctl.components.registries import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TRANSFORMS
+from trainctl.config.inheritance import load_config_with_bases, merge_bases
 from trainctl.data.task import incompatibility
 from trainctl.errors import ConfigError, Problem, UserError, shown
 from trainctl.limits import (
@@ -37,7 +38,7 @@ from trainctl.limits import (
     Seed,
 )
 from trainctl.registry import Registry, suggest
-from trainctl.yaml_source import Key, SourceMap, apply_overrides, dump_yaml, load_config_file, read_yaml
+from trainctl.yaml_source import Key, SourceMap, apply_overrides, dump_yaml, read_yaml
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
@@ -625,37 +626,41 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def read_config(path: str | Path, overrides: list[str] | None = None) -> tuple[dict[str, Any], SourceMap]:
-    """A config file as a command takes it, before validation: read, named, overridden, its data
-    paths anchored to the config's folder. Every command that takes a config reads it here."""
-    data, source = load_config_file(path)
+    """A config file as a command takes it, before validation: read with the bases it extends,
+    named, overridden, its data paths anchored to the folder of the file that gives them. Every
+    command that takes a config reads it here."""
+    data, source = load_config_with_bases(path)
     data.setdefault("name", default_run_name(path))
     apply_overrides(data, overrides or [], source)
-    _anchor_data_paths(data, source, Path(path).parent)
+    _anchor_data_paths(data, source)
     return data, source
 
 
 def load_config_data(data: dict[str, Any], overrides: list[str] | None = None, origin: str = "config dict") -> Config:
-    """A config given as data rather than a file (the Python API): overridden and validated as a
-    file is, its problems named by `origin` and key path. With no file, data paths are relative
-    to the working folder. The data goes through the YAML reader once, so it gets a file's checks
-    (no NUL characters, bounded depth) and the caller's dict is never changed."""
+    """A config given as data rather than a file (the Python API): extended, overridden and
+    validated as a file is, its problems named by `origin` and key path. With no file, data paths
+    and the bases it extends are relative to the working folder. The data goes through the YAML
+    reader once, so it gets a file's checks (no NUL characters, bounded depth) and the caller's
+    dict is never changed."""
     copied, _ = read_yaml(dump_yaml(data), origin, lines_in_messages=False)
-    source = SourceMap(origin, {})
+    copied, source = merge_bases(copied, {}, origin, Path.cwd())
     apply_overrides(copied, overrides or [], source)
-    _anchor_data_paths(copied, source, Path.cwd())
+    _anchor_data_paths(copied, source)
     return validate(copied, source)
 
 
-def _anchor_data_paths(data: dict[str, Any], source: SourceMap, config_folder: Path) -> None:
-    """data.path and data.root written in a config are relative to the config's folder (given with
-    --set, to the working folder), and are stored absolute so a run's saved config works anywhere."""
+def _anchor_data_paths(data: dict[str, Any], source: SourceMap) -> None:
+    """data.path and data.root written in a config are relative to the folder of the file that
+    gives them (a base config's, for an inherited one; given with --set or as data, to the working
+    folder), and are stored absolute so a run's saved config works anywhere."""
     section = data.get("data")
     if not isinstance(section, dict):
         return
     for key in ("path", "root"):
         value = section.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            base = Path.cwd() if source.where(("data", key)).startswith("--set") else config_folder
+            given_in = source.file_of(("data", key))
+            base = Path.cwd() if given_in is None else Path(given_in).parent
             section[key] = str((base / Path(value).expanduser()).resolve())
         elif isinstance(value, str) and value:
             section[key] = str(Path(value).expanduser())
