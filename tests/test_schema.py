@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+import jsonschema
 import pytest
 
 from trainctl.components.registries import LOSSES
@@ -17,8 +18,6 @@ from trainctl.config.schema import MODELINE, SCHEMA_FILE, builtin_only, config_s
 from trainctl.yaml_source import read_yaml
 
 from helpers import REPO, TRAINCTL
-
-jsonschema = pytest.importorskip("jsonschema")
 
 COMMITTED = REPO / SCHEMA_FILE
 PLUGIN_EXAMPLE = REPO / "examples" / "plugin"
