@@ -385,7 +385,9 @@ WORKER = Path(__file__).parent / "workers" / "train_and_dump_average.py"
 )
 def test_every_rank_holds_the_average_one_process_computes(tmp_path, averaging, model):
     """Two processes on gloo: the average follows the synchronised weights, and SWA's batch-norm
-    pass runs over the whole training split on every rank, so every rank holds the same average."""
+    pass runs over the whole training split on every rank, so every rank holds the same average,
+    statistics included. Without batch norm it is the average one process trains (with it, each
+    rank normalises its own half of a batch, so the trained weights differ from one process's)."""
     config = write_config(
         tmp_path,
         data={"name": "digits", "batch_size": 64},
@@ -400,6 +402,8 @@ def test_every_rank_holds_the_average_one_process_computes(tmp_path, averaging, 
     assert finished.returncode == 0, finished.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert_same(ranks[0], ranks[1])
+    if model.get("batch_norm"):
+        return
     one_process = load_config(config)
     parts = build_training(one_process)
     single = Trainer(parts, fit_settings(one_process, parts, None))

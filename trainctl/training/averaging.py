@@ -54,7 +54,8 @@ StepHandler = Callable[[StepEnd], None]
 class Averaging(Protocol):
     """What the trainer asks of the weights it evaluates."""
 
-    method: str | None  # "ema", "swa", or None without averaging
+    @property
+    def method(self) -> str | None: ...  # "ema", "swa", or None without averaging
 
     def step_handlers(self) -> list[StepHandler]: ...
     def sets_lr(self, epoch: int) -> bool: ...  # the configured scheduler does not step in this epoch
