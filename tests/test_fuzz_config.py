@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 from trainctl.components.registries import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.config.loading import (
     EarlyStoppingSettings,
+    EmaSettings,
     LoggingSettings,
+    SwaSettings,
     SweepSettings,
     TrainerSettings,
     _Data,
@@ -105,6 +107,7 @@ def schema_keys() -> list[str]:
     keys = _fields(_File, "")
     keys += _fields(_Data, "data.") + _fields(TrainerSettings, "trainer.") + _fields(LoggingSettings, "logging.")
     keys += _fields(EarlyStoppingSettings, "trainer.early_stopping.") + _fields(SweepSettings, "sweep.")
+    keys += _fields(EmaSettings, "trainer.ema.") + _fields(SwaSettings, "trainer.swa.")
     keys += ["data.transforms.train", "data.transforms.eval", "loss.terms"]
     for section, registry in {
         "data": DATASETS,

@@ -54,6 +54,8 @@ def test_run_folder_holds_what_ran(digits_run):
         "precision": "32",
         "compile": False,
         "threads": None,
+        "ema": None,
+        "swa": None,
     }
     rows = read_jsonl(path / "metrics.jsonl")
     assert [row["epoch"] for row in rows] == list(range(1, 21))

@@ -174,9 +174,14 @@ def _check_run_plugins(run_dir: Path) -> None:
         Output().warn(warning)
 
 
+WEIGHTS_SHOWN = {"ema": "EMA weights", "swa": "SWA weights", "trained": "trained weights"}
+
+
 def _print_metrics(output: Output, title: str, record: dict) -> None:
     from trainctl.reports.tables import Column, heading, table
 
+    if record.get("weights") in WEIGHTS_SHOWN:  # a run that averages its weights: which ones these are
+        title = f"{title}, {WEIGHTS_SHOWN[record['weights']]}"
     output.show(heading(title))
     metrics = [[key, f"{value:.4f}"] for key, value in record.items() if isinstance(value, float)]
     output.show(table([Column("metric"), Column("value", justify="right")], metrics))

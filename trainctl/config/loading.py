@@ -95,6 +95,23 @@ class EarlyStoppingSettings(BaseModel):
     min_delta: Annotated[float, Field(ge=0)] = 0.0  # smaller changes do not count as improvement
 
 
+class EmaSettings(BaseModel):
+    """trainer.ema: an exponential moving average of the weights, evaluated and saved in their place."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    decay: Annotated[float, Field(gt=0, lt=1)] = 0.999  # the average keeps this share of itself at each update
+    every: Count = 1  # optimizer steps between updates
+
+
+class SwaSettings(BaseModel):
+    """trainer.swa: stochastic weight averaging, the mean of the weights each epoch from start_epoch ends with."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    start_epoch: Count  # the first epoch whose weights join the average (1 = the first epoch)
+    lr: Annotated[float, Field(gt=0)]  # the learning rate from start_epoch on, in place of the scheduler's
+    anneal_epochs: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0  # epochs to anneal to lr (0: switch at once)
+
+
 class TrainerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     epochs: Count = 20
@@ -110,6 +127,8 @@ class TrainerSettings(BaseModel):
     threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = (
         None  # CPU threads per process; default torch's, 1 when distributed
     )
+    ema: EmaSettings | None = None  # evaluate and save an exponential moving average of the weights
+    swa: SwaSettings | None = None  # evaluate and save a stochastic weight average (not with ema)
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -263,6 +282,8 @@ def _allowed_keys(loc: Key) -> list[str]:
     sections: dict[Key, type[BaseModel]] = {
         ("trainer",): TrainerSettings,
         ("trainer", "early_stopping"): EarlyStoppingSettings,
+        ("trainer", "ema"): EmaSettings,
+        ("trainer", "swa"): SwaSettings,
         ("logging",): LoggingSettings,
         ("sweep",): SweepSettings,
         ("data", "transforms"): TransformLists,
@@ -456,6 +477,7 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         raise ConfigError(problems)
 
     transforms = _check_transforms(shape.data.transforms, data.get("data") or {}, dataset, source, problems)
+    problems += _check_averaging(shape.trainer, source)
     freeze = _check_patterns(("model", "freeze"), data["model"].get("freeze", []), source, problems)
     groups = _check_groups(data["optimizer"].get("groups", []), optimizer, source, problems)
     if problems:
@@ -493,6 +515,24 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         optimizer_groups=groups,
         source=source,
     )
+
+
+def _check_averaging(trainer: TrainerSettings, source: SourceMap) -> list[Problem]:
+    """trainer.ema and trainer.swa: one average at most (a run evaluates and saves one set of
+    weights), and SWA starting within the run."""
+    if trainer.ema is not None and trainer.swa is not None:
+        message = (
+            "trainer.ema and trainer.swa both replace the evaluated and saved weights by an average; "
+            "a run keeps one: remove one of them"
+        )
+        return [Problem(source.where(("trainer", "swa")), "trainer.swa", message)]
+    if trainer.swa is not None and trainer.swa.start_epoch > trainer.epochs:
+        loc = ("trainer", "swa", "start_epoch")
+        message = (
+            f"{trainer.swa.start_epoch} is after the run's last epoch; allowed: 1 to trainer.epochs ({trainer.epochs})"
+        )
+        return [Problem(source.where(loc), "trainer.swa.start_epoch", message)]
+    return []
 
 
 def _check_patterns(loc: Key, raw: Any, source: SourceMap, problems: list[Problem]) -> list[str]:

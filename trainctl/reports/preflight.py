@@ -19,7 +19,8 @@ from trainctl.components.losses import profile as loss_profile
 from trainctl.config.loading import Config
 from trainctl.data.task import TARGET_DESCRIPTIONS
 from trainctl.errors import UserError
-from trainctl.training.build import TrainingParts
+from trainctl.training.averaging import ema_horizon_problem
+from trainctl.training.build import TrainingParts, optimizer_steps
 from trainctl.training.precision import check_precision
 
 OutputKind = Literal["probabilities", "log-probabilities", "unit interval", "unconstrained"]
@@ -204,6 +205,17 @@ def lint(
             f"the initial loss {loss_value:.3f} is far above the {expected:.3f} of a model that predicts uniformly",
             "check input scaling and the last layer's initialisation",
         )
+    ema = config.trainer.ema
+    if ema is not None:
+        updates = config.trainer.epochs * optimizer_steps(config, parts.data) // ema.every
+        problem = ema_horizon_problem(ema.decay, updates)
+        if problem:
+            add(
+                "warning",
+                "ema-horizon",
+                problem,
+                "lower trainer.ema.decay (the average spans about 1/(1 − decay) updates) or train longer",
+            )
     return findings
 
 

@@ -29,6 +29,7 @@ from trainctl.limits import require_memory
 from trainctl.ranks import SINGLE, Ranks
 from trainctl.registry import Entry
 from trainctl.training import distributed, finetune
+from trainctl.training.averaging import check_ema_interval
 from trainctl.training.settings import optimizer_steps_per_epoch
 
 
@@ -186,15 +187,23 @@ def build_optimizer(config: Config, parts: ModelParts) -> torch.optim.Optimizer:
     return optimizer
 
 
+def optimizer_steps(config: Config, data: PreparedData) -> int:
+    """Optimizer steps in one epoch: groups of trainer.accumulate micro-batches."""
+    micro_batches = steps_per_epoch(len(data.train), config.data.batch_size)
+    return optimizer_steps_per_epoch(micro_batches, config.trainer.accumulate)
+
+
 def build_training(config: Config, ranks: Ranks = SINGLE) -> TrainingParts:
     parts = build_model_parts(config, ranks)
     with config.errors_located(), refused_by_torch("optimizer"):
         optimizer = build_optimizer(config, parts)
+    steps = optimizer_steps(config, parts.data)  # what schedules and the EMA count
+    if config.trainer.ema is not None:
+        with config.errors_located():
+            check_ema_interval(config.trainer.ema.every, steps)
     scheduler, interval = None, "epoch"
     if config.scheduler is not None:
         entry = SCHEDULERS.get(config.scheduler.name)
-        micro_batches = steps_per_epoch(len(parts.data.train), config.data.batch_size)
-        steps = optimizer_steps_per_epoch(micro_batches, config.trainer.accumulate)  # what the schedule counts
         context = SchedulerContext(optimizer, config.trainer.epochs, steps)
         with config.errors_located(), refused_by_torch("scheduler"):
             scheduler = entry.build(context, config.scheduler.params)

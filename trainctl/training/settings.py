@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainctl.runs import RunFolder
+from trainctl.training.averaging import EmaSettings, SwaSettings
 from trainctl.training.precision import Precision, check_precision
 from trainctl.training.state import EarlyStopping, config_hash
 
@@ -62,6 +63,7 @@ class FitSettings:
     step: StepSettings
     monitoring: Monitoring
     output: RunOutput = RunOutput()
+    averaging: EmaSettings | SwaSettings | None = None  # the weights evaluated and saved: an average of the trained
 
 
 def optimizer_steps_per_epoch(micro_batches: int, accumulate: int) -> int:
@@ -102,4 +104,14 @@ def fit_settings(config: Config, parts: TrainingParts, run: RunFolder | None) ->
             config_hash=config_hash(as_dict),
             resume_hint=f"trainctl train --resume {run.path}" if run is not None else "",
         ),
+        averaging=averaging_settings(config),
     )
+
+
+def averaging_settings(config: Config) -> EmaSettings | SwaSettings | None:
+    ema, swa = config.trainer.ema, config.trainer.swa
+    if ema is not None:
+        return EmaSettings(ema.decay, ema.every)
+    if swa is not None:
+        return SwaSettings(swa.start_epoch, swa.lr, swa.anneal_epochs)
+    return None

@@ -380,6 +380,32 @@ def check_resumable(checkpoint: dict[str, Any], trainer: Any, path: Path) -> Non
         _check_resume_contents(checkpoint, trainer)
 
 
+def _check_averaging(saved: Any, method: str, parts: Any) -> None:
+    """A weight-averaging run's `averaging`: the count, the trained weights when `model` is the
+    average, and the counter (EMA) or SWALR state (SWA) its method keeps."""
+    if not isinstance(saved, dict):
+        raise CheckpointContentError(f"'averaging' is {_describe(saved)}; a run with trainer.{method} resumes from it")
+    count = saved.get("n_averaged")
+    if not _is_count(count):
+        raise CheckpointContentError(f"averaging.n_averaged is {_describe(count)}, not a count")
+    if count:
+        _check_tensors(saved.get("trained_model"), parts.model.state_dict(), "averaging.trained_model")
+    if method == "ema" and not _is_count(saved.get("optimizer_steps")):
+        raise CheckpointContentError(
+            f"averaging.optimizer_steps is {_describe(saved.get('optimizer_steps'))}, not a count"
+        )
+    if method == "swa" and saved.get("lr_schedule") is not None:
+        _check_settings(saved["lr_schedule"], _swalr_state(len(parts.optimizer.param_groups)), "averaging.lr_schedule")
+
+
+def _swalr_state(groups: int) -> dict[str, Any]:
+    """What SWALR keeps, shown on a throwaway optimizer of `groups` parameter groups."""
+    from torch.optim.swa_utils import SWALR
+
+    optimizer = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)]} for _ in range(groups)], lr=1.0)
+    return SWALR(optimizer, swa_lr=1.0).state_dict()
+
+
 def _check_resume_contents(checkpoint: dict[str, Any], trainer: Any) -> None:
     for key in ("state", "rng", "optimizer"):
         if key not in checkpoint:
@@ -388,6 +414,8 @@ def _check_resume_contents(checkpoint: dict[str, Any], trainer: Any) -> None:
     _check_tensors(checkpoint["model"], parts.model.state_dict(), "model")
     _check_tensors(checkpoint.get("loss") or {}, parts.loss_fn.state_dict(), "loss")
     _check_optimizer_state(checkpoint["optimizer"], parts.optimizer)
+    if trainer.averaging.method is not None:
+        _check_averaging(checkpoint.get("averaging"), trainer.averaging.method, parts)
     scheduler = parts.scheduler.state_dict() if parts.scheduler is not None else None
     for key, current in (("scheduler", scheduler), ("grad_scaler", trainer.step.update.state_dict())):
         if current is not None and checkpoint.get(key):

@@ -13,10 +13,12 @@ the weights, gradient-accumulation reports, pruning reports, experiment trackers
   micro-batches (the last of the group; the live view shows micro-batches too), and
   `TrainingState.global_step` counts optimizer steps. A handler that reads a loss syncs with the device, so the
   live view (the first handler, when the progress bars are on) does it at most four times a
-  second. With no handlers nothing is built or called per step.
+  second. The weight averaging's handler (trainer.ema) runs before the added ones, so they see
+  the step's average. With no handlers nothing is built or called per step.
 - `epoch_end(EpochEnd)`: after an epoch is trained and validated. The trainer's own duties are
   handlers of this event, run in a fixed order around the added ones:
-    1. the epoch scheduler steps (ReduceLROnPlateau on trainer.monitor);
+    1. the epoch scheduler steps (ReduceLROnPlateau on trainer.monitor), or SWALR in its place
+       from trainer.swa.start_epoch on;
     2. best tracking: the state's best epoch and value, and `EpochEnd.improved`;
     3. early stopping updates its counters and may stop the run;
     4. the row joins the fit's history;
@@ -29,11 +31,16 @@ the weights, gradient-accumulation reports, pruning reports, experiment trackers
 - `fit_end(FitResult)`: once, after the last epoch, when the fit ended without an error.
 
 An interrupted epoch (Ctrl-C, SIGTERM) ends no epoch: it saves last.pt and raises `Interrupted`.
+
+Weight averaging (`trainctl.training.averaging`, trainer.ema or trainer.swa): validation, the
+checkpoints' `model` and so the test evaluate the average once it holds one; SWA adds its epoch's
+weights to the average, and recomputes its batch-norm statistics, between training and validation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,10 +54,18 @@ from trainctl.components.metrics import compute, goal
 from trainctl.data.prepare import PreparedData, Split, ordered_batches, steps_per_epoch
 from trainctl.nn.losses import logged_values
 from trainctl.ranks import SINGLE, Ranks
+from trainctl.training.averaging import make_averaging
 from trainctl.training.checkpoint import CheckpointWriter, load_checkpoint, load_model_state
 from trainctl.training.events import EpochEnd, Events, FitResult, StepEnd
 from trainctl.training.interrupts import Interrupted, StopRequest
-from trainctl.training.loop import EpochContext, EpochProgress, NonFiniteLoss, train_one_epoch, training_step
+from trainctl.training.loop import (
+    EpochContext,
+    EpochProgress,
+    NonFiniteLoss,
+    TrainingStep,
+    train_one_epoch,
+    training_step,
+)
 from trainctl.training.loss_report import loss_report
 from trainctl.training.precision import Precision
 from trainctl.training.progress import QuietReporter, Reporter
@@ -148,6 +163,7 @@ def evaluate_checkpoint(
         "split": split_name,
         "checkpoint": str(checkpoint_path),
         "epoch": state.get("epoch"),
+        **evaluated_weights(state),
         "loss": result.loss,
         **result.metrics,
         **result.details,
@@ -156,6 +172,15 @@ def evaluate_checkpoint(
     if learned:
         record["loss_parameters"] = learned
     return record
+
+
+def evaluated_weights(checkpoint: dict[str, Any]) -> dict[str, str]:
+    """For a run that averages its weights: which weights the checkpoint's model holds (ema, swa, or
+    trained before SWA began); nothing for other runs, whose records stay as they were."""
+    averaging = checkpoint.get("averaging")
+    if not isinstance(averaging, dict):
+        return {}
+    return {"weights": str(averaging.get("weights", "trained"))}
 
 
 def is_improvement(value: float, best: float | None, mode: str) -> bool:
@@ -214,11 +239,20 @@ class Trainer:
             scheduler=parts.scheduler if parts.scheduler_interval == "step" else None,
             ranks=parts.ranks,
         )
+        settings = self.settings
+        self.averaging = make_averaging(
+            settings.averaging,
+            parts.model,
+            parts.optimizer,
+            parts.data.train,
+            settings.step.batch_size,
+            settings.step.precision.autocast if settings.step.precision is not None else contextlib.nullcontext,
+        )
 
     def checkpoint(self, state: TrainingState, rng: RandomStates, row: dict[str, Any] | None) -> dict[str, Any]:
         parts, output = self.parts, self.settings.output
         return {
-            "model": parts.model.state_dict(),
+            **self.averaging.checkpoint_entries(),  # the model evaluated, and the average's own state
             "loss": parts.loss_fn.state_dict(),  # learned loss parameters (adaptive α and c, ...)
             "optimizer": parts.optimizer.state_dict(),
             "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
@@ -233,9 +267,10 @@ class Trainer:
         }
 
     def load_checkpoint_state(self, checkpoint: dict[str, Any]) -> tuple[TrainingState, RandomStates]:
-        """Restore model, loss, optimizer, scheduler and grad scaler from a checkpoint written by `checkpoint`."""
+        """Restore model, loss, optimizer, scheduler and grad scaler (and the weight average) from a
+        checkpoint written by `checkpoint`."""
         parts = self.parts
-        parts.model.load_state_dict(checkpoint["model"])
+        parts.model.load_state_dict(self.averaging.load(checkpoint))  # before the optimizer: see StochasticAverage.load
         parts.loss_fn.load_state_dict(checkpoint.get("loss") or {})
         parts.optimizer.load_state_dict(checkpoint["optimizer"])
         if parts.scheduler is not None and checkpoint.get("scheduler"):
@@ -284,6 +319,7 @@ class Trainer:
         resuming = state.step_in_epoch > 0
         if not resuming:
             state.epoch_started_seconds = 0.0
+        self.averaging.begin_epoch(epoch)
         context = EpochContext(
             epoch,
             shuffle.start_epoch(resuming),
@@ -294,7 +330,7 @@ class Trainer:
         )
         epoch_started = time.perf_counter() - state.epoch_started_seconds
         try:
-            progress = train_one_epoch(self.forward_model, self.parts.data.train, self.step, context)
+            progress = train_one_epoch(self.forward_model, self.parts.data.train, self._step_for(epoch), context)
         except NonFiniteLoss as error:
             raise NonFiniteLoss(f"{error}; {self._what_is_kept(state)}. {NONFINITE_HINT}") from None
         state.global_step += progress.optimizer_steps
@@ -302,16 +338,23 @@ class Trainer:
         if progress.interrupted:
             self._save_interrupted(state, progress, shuffle.mid_epoch(), writer, epoch_started)
         state.step_in_epoch, state.epoch_progress = 0, None
+        self.averaging.epoch_trained(epoch)
         row = self._epoch_row(epoch, progress, state)
         row["seconds"] = time.perf_counter() - epoch_started
         state.epoch = epoch
         return EpochEnd(epoch, row, state)
 
+    def _step_for(self, epoch: int) -> TrainingStep:
+        """The step, less its per-step schedule in the epochs whose rate the weight averaging sets (SWA)."""
+        if self.step.scheduler is None or not self.averaging.sets_lr(epoch):
+            return self.step
+        return dataclasses.replace(self.step, scheduler=None)
+
     def _epoch_row(self, epoch: int, progress: EpochProgress, state: TrainingState) -> dict[str, Any]:
         """The epoch's metrics.jsonl row, less its seconds: training loss, validation, rate, learned loss values."""
         parts = self.parts
         validation = evaluate(
-            self.forward_model,
+            self.averaging.evaluated(self.forward_model),
             parts.data.val,
             parts.loss_fn,
             parts.data,
@@ -328,6 +371,7 @@ class Trainer:
         }
         if state.skipped_steps:
             row["skipped_steps"] = state.skipped_steps
+        row.update(self.averaging.row_entries())  # n_averaged: how many updates the validated average holds
         return row
 
     def _save_interrupted(
@@ -360,7 +404,8 @@ class Trainer:
     def _step_end_handlers(self) -> list[Callable[[StepEnd], None]]:
         # The quiet and plain reporters draw nothing per step: no handler, so a quiet loop calls nothing.
         live = type(self.reporter).step is not QuietReporter.step
-        return [self._show_step, *self.events.step_end] if live else list(self.events.step_end)
+        duties = [self._show_step] if live else []
+        return [*duties, *self.averaging.step_handlers(), *self.events.step_end]
 
     def _show_step(self, end: StepEnd) -> None:
         self.reporter.step(end.step, end.progress, end.samples)
@@ -390,6 +435,9 @@ class Trainer:
         return [*decisions, *self.events.epoch_end, *records]
 
     def _step_epoch_scheduler(self, end: EpochEnd) -> None:
+        if self.averaging.sets_lr(end.epoch):  # SWALR in the configured scheduler's place
+            self.averaging.step_lr()
+            return
         scheduler, monitor = self.parts.scheduler, self.settings.monitoring.monitor
         if scheduler is None or self.parts.scheduler_interval != "epoch":
             return
