@@ -351,3 +351,62 @@ def test_a_signal_during_the_test_evaluation_says_training_is_saved_and_resume_f
     assert finished.returncode == 0, finished.stderr
     assert f"{run} finished training (2 epochs) but not its test evaluation: running it" in finished.stdout
     assert_same_outcome(straight, run)
+
+
+SIGNAL_AT_STEP_LOSS = """
+import os
+import signal
+
+import torch
+
+from trainctl import register
+
+steps = 0
+
+
+class SignalAtStep(torch.nn.Module):
+    def forward(self, outputs, targets):
+        global steps
+        if outputs.requires_grad:  # a training step, not an evaluation
+            steps += 1
+            if steps == int(os.environ["SIGNAL_AT_STEP"]):
+                os.kill(os.getpid(), signal.SIGTERM)
+        return torch.nn.functional.cross_entropy(outputs, targets)
+
+
+@register.loss("signal_at_step", summary="cross_entropy that sends SIGTERM to its own process at one training step", task="classification", target="index", input="logits", formula="cross_entropy", output="logits", use_when="testing stops")
+def signal_at_step(context):
+    return SignalAtStep()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_a_signal_during_an_epochs_last_step_stops_at_its_end_and_resumes(tmp_path, epoch):
+    """Iris in batches of 16: 105 training samples, 7 steps an epoch. A stop requested during step 7
+    ends the epoch (validation, checkpoints) and stops there; during the last epoch's, training ends
+    and the test evaluation is what is left. Either way the resume ends as the run never stopped."""
+    plugin = tmp_path / "signal_at_step.py"
+    plugin.write_text(SIGNAL_AT_STEP_LOSS, encoding="utf-8")
+    config = write_config(tmp_path, loss={"name": "signal_at_step"}, trainer={"epochs": 2, "device": "cpu"})
+    command = [TRAINCTL, "--plugin", plugin, "train", config, "--quiet", "--out"]
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    subprocess.run([*command, straight], env={**os.environ, "SIGNAL_AT_STEP": "0"}, check=True)
+    at_step = {**os.environ, "SIGNAL_AT_STEP": str(1 + 7 * epoch)}  # the first is the pre-flight trial step
+    stopped = subprocess.run([*command, run], env=at_step, capture_output=True, text=True)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert epochs_done(run) == epoch and not (run / "summary.json").exists()
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["step_in_epoch"]) == (epoch, 0)  # at the epoch's end, not inside it
+    if epoch == 2:
+        assert "interrupted during the test evaluation; training finished and is saved" in stopped.stderr
+    resumed = subprocess.run(
+        [TRAINCTL, "--plugin", plugin, "train", "--resume", run],
+        env={**os.environ, "SIGNAL_AT_STEP": "0"},
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_outcome(straight, run)

@@ -320,8 +320,13 @@ def _fit_and_test(
         if not main:
             return TrainResult(run, {}, parts.model)  # rank 0 evaluates the test split and writes the summary
         # Training is saved; a signal now stops the test evaluation, which the resume runs again.
-        finishing = "interrupted during the test evaluation; training finished and is saved"
-        stop.stop_at_once(Interrupted(trainer.settings.output.resume_hint, finishing))
+        finishing = Interrupted(
+            trainer.settings.output.resume_hint,
+            "interrupted during the test evaluation; training finished and is saved",
+        )
+        if stop.requested:  # during the last epoch's last step: training ended, the stop comes now
+            raise finishing
+        stop.stop_at_once(finishing)
         return _test_and_summarise(config, parts, run, fit, output, warnings)
 
 

@@ -367,7 +367,9 @@ def train_one_epoch(model: torch.nn.Module, split: Split, step: TrainingStep, co
             end = StepEnd(epoch, number, progress, samples)
             for handler in handlers:
                 handler(end)
-        if context.stop is not None and ranks.any(context.stop.requested, device):
+        # After an epoch's last step there is nothing to interrupt: the epoch ends, and the trainer
+        # stops at its end (a checkpoint inside an epoch must have a step left to resume at).
+        if context.stop is not None and number < len(batches) and ranks.any(context.stop.requested, device):
             progress.interrupted = True
             progress.sum_over_ranks(ranks)
             return progress

@@ -298,6 +298,8 @@ class Trainer:
                 end = self._train_epoch(state, shuffle, writer, stop)
                 for handler in epoch_end:
                     handler(end)
+                if self._stop_between_epochs(state, stop):
+                    raise Interrupted(self.settings.output.resume_hint)  # last.pt is this epoch's end
         finally:
             writer.close()
             self.reporter.finish()
@@ -343,6 +345,11 @@ class Trainer:
         row["seconds"] = time.perf_counter() - epoch_started
         state.epoch = epoch
         return EpochEnd(epoch, row, state)
+
+    def _stop_between_epochs(self, state: TrainingState, stop: StopRequest) -> bool:
+        """A stop requested during an epoch's last step, when epochs are left (every rank agrees)."""
+        more = state.epoch < self.settings.epochs and not state.stopped_early
+        return more and self.parts.ranks.any(stop.requested, self.parts.data.train.device)
 
     def _step_for(self, epoch: int) -> TrainingStep:
         """The step, less its per-step schedule in the epochs whose rate the weight averaging sets (SWA)."""
