@@ -104,6 +104,24 @@ def expected_initial_loss(loss_name: str, classes: int) -> tuple[float | None, s
     return None, ""
 
 
+@dataclass(frozen=True)
+class FirstPass:
+    """What the checks look at: the config, its built parts, and what one forward and backward pass
+    on the first training batch gave."""
+
+    config: Config
+    parts: TrainingParts
+    outputs: torch.Tensor
+    loss_value: float
+    gradients_finite: bool
+    kind: OutputKind
+    expected: float | None
+
+    @property
+    def loss(self) -> str:
+        return self.config.loss.name
+
+
 def lint(
     config: Config,
     parts: TrainingParts,
@@ -113,110 +131,153 @@ def lint(
     kind: OutputKind,
     expected: float | None,
 ) -> list[Finding]:
-    loss = config.loss.name
-    profile = loss_profile(loss, config.loss.params)
-    task, plan = parts.data.task, parts.data.plan
-    findings: list[Finding] = []
+    """Every check's findings, in the order `validate` prints them."""
+    seen = FirstPass(config, parts, outputs, loss_value, gradients_finite, kind, expected)
+    checks = (_data_checks, _first_pass_checks, _activation_checks, _task_checks, _averaging_checks)
+    return [finding for check in checks for finding in check(seen)]
 
-    def add(level: Literal["error", "warning"], check: str, message: str, fix: str) -> None:
-        findings.append(Finding(level, check, message, fix))
 
-    for message, fix in parts.data.warnings:
-        add("warning", "data", message, fix)
+def _data_checks(seen: FirstPass) -> list[Finding]:
+    config, data = seen.config, seen.parts.data
+    findings = [Finding("warning", "data", message, fix) for message, fix in data.warnings]
     loader = [key for key in ("num_workers", "pin_memory", "persistent_workers") if getattr(config.data, key)]
-    streamed = any(parts.data.split(name).streamed for name in ("train", "val", "test"))
+    streamed = any(data.split(name).streamed for name in ("train", "val", "test"))
     if loader and not streamed:
-        add(
-            "warning",
-            "loader-settings-unused",
-            f"data.{', data.'.join(loader)} set, but dataset "
-            f"{config.dataset.name!r} is held in memory and batched from preloaded tensors, with no DataLoader",
-            "leave them out; they are for image files and random (augmenting) transforms, which are streamed",
-        )
-    if task.kind == "classification" and outputs.shape[-1] != plan.num_outputs:
-        add(
-            "error",
-            "output-size",
-            f"the model gives {outputs.shape[-1]} outputs, but {loss} on this dataset of "
-            f"{task.num_classes} classes needs {plan.num_outputs}",
-            "make the last layer's size follow the dataset",
-        )
-    if not math.isfinite(loss_value):
-        add(
-            "error",
-            "non-finite-loss",
-            f"the initial loss is {loss_value}",
-            "check the data for inf/NaN and the loss's parameters",
-        )
-    elif not gradients_finite:
-        add(
-            "error",
-            "non-finite-gradient",
-            "the initial gradient has inf or NaN values",
-            "lower the learning rate's starting point, check the data, or use a bounded loss",
-        )
-
-    if profile.input == "logits" and kind in ("probabilities", "log-probabilities"):
-        if plan.encoding == "binary_column" or loss == "bce_with_logits":
-            add(
+        findings.append(
+            Finding(
                 "warning",
-                "double-sigmoid",
-                f"the model's outputs are already {kind}, and {loss} applies a sigmoid again",
-                "end the model without an activation (model.output_activation: none)",
+                "loader-settings-unused",
+                f"data.{', data.'.join(loader)} set, but dataset "
+                f"{config.dataset.name!r} is held in memory and batched from preloaded tensors, with no DataLoader",
+                "leave them out; they are for image files and random (augmenting) transforms, which are streamed",
+            )
+        )
+    return findings
+
+
+def _first_pass_checks(seen: FirstPass) -> list[Finding]:
+    """Errors: a pass that cannot train (wrong output size, a non-finite loss or gradient)."""
+    task, plan = seen.parts.data.task, seen.parts.data.plan
+    findings = []
+    if task.kind == "classification" and seen.outputs.shape[-1] != plan.num_outputs:
+        findings.append(
+            Finding(
+                "error",
+                "output-size",
+                f"the model gives {seen.outputs.shape[-1]} outputs, but {seen.loss} on this dataset of "
+                f"{task.num_classes} classes needs {plan.num_outputs}",
+                "make the last layer's size follow the dataset",
+            )
+        )
+    if not math.isfinite(seen.loss_value):
+        findings.append(
+            Finding(
+                "error",
+                "non-finite-loss",
+                f"the initial loss is {seen.loss_value}",
+                "check the data for inf/NaN and the loss's parameters",
+            )
+        )
+    elif not seen.gradients_finite:
+        findings.append(
+            Finding(
+                "error",
+                "non-finite-gradient",
+                "the initial gradient has inf or NaN values",
+                "lower the learning rate's starting point, check the data, or use a bounded loss",
+            )
+        )
+    return findings
+
+
+def _activation_checks(seen: FirstPass) -> list[Finding]:
+    """The model's last activation against what the loss expects: squashed twice, or not at all."""
+    loss, kind = seen.loss, seen.kind
+    profile = loss_profile(loss, seen.config.loss.params)
+    no_activation = "end the model without an activation (model.output_activation: none)"
+    findings = []
+    if profile.input == "logits" and kind in ("probabilities", "log-probabilities"):
+        if seen.parts.data.plan.encoding == "binary_column" or loss == "bce_with_logits":
+            findings.append(
+                Finding(
+                    "warning",
+                    "double-sigmoid",
+                    f"the model's outputs are already {kind}, and {loss} applies a sigmoid again",
+                    no_activation,
+                )
             )
         else:
-            add(
-                "warning",
-                "double-softmax",
-                f"the model's outputs are already {kind} (it ends in softmax or log_softmax), and {loss} applies "
-                "log_softmax again: outputs squashed twice learn slowly and never become confident",
-                f"end the model without an activation (model.output_activation: none); {loss} takes logits",
+            findings.append(
+                Finding(
+                    "warning",
+                    "double-softmax",
+                    f"the model's outputs are already {kind} (it ends in softmax or log_softmax), and {loss} "
+                    "applies log_softmax again: outputs squashed twice learn slowly and never become confident",
+                    f"{no_activation}; {loss} takes logits",
+                )
             )
     if loss == "bce_with_logits" and kind == "unit interval":
-        add(
-            "warning",
-            "double-sigmoid",
-            "the model's outputs already lie in (0, 1) (it ends in a sigmoid), and "
-            "bce_with_logits applies a sigmoid again",
-            "end the model without an activation (model.output_activation: none)",
+        findings.append(
+            Finding(
+                "warning",
+                "double-sigmoid",
+                "the model's outputs already lie in (0, 1) (it ends in a sigmoid), and "
+                "bce_with_logits applies a sigmoid again",
+                no_activation,
+            )
         )
     if profile.input == "log-probabilities" and kind != "log-probabilities":
         given = (
             "probabilities (it ends in softmax)" if kind == "probabilities" else f"{kind} values, not log-probabilities"
         )
-        add(
-            "warning",
-            "not-log-probabilities",
-            f"{loss} expects log-probabilities, but the model outputs {given}",
-            "end the model with log_softmax (model.output_activation: log_softmax), or use cross_entropy on logits",
-        )
-    if task.kind == "classification" and profile.target == "value":
-        add(
-            "warning",
-            "regression-loss-on-classes",
-            f"{loss} on a classification dataset ({task.describe()}) trains against one-hot vectors: its gradient fades as a softmax "
-            "saturates, and it does not model class probabilities",
-            "use cross_entropy on logits (model.output_activation: none)",
-        )
-    if expected is not None and math.isfinite(loss_value) and loss_value > 3 * expected + 1:
-        add(
-            "warning",
-            "high-initial-loss",
-            f"the initial loss {loss_value:.3f} is far above the {expected:.3f} of a model that predicts uniformly",
-            "check input scaling and the last layer's initialisation",
-        )
-    ema = config.trainer.ema
-    if ema is not None:
-        updates = config.trainer.epochs * optimizer_steps(config, parts.data) // ema.every
-        problem = ema_horizon_problem(ema.decay, updates)
-        if problem:
-            add(
+        findings.append(
+            Finding(
                 "warning",
-                "ema-horizon",
-                problem,
-                "lower trainer.ema.decay (the average spans about 1/(1 − decay) updates) or train longer",
+                "not-log-probabilities",
+                f"{loss} expects log-probabilities, but the model outputs {given}",
+                "end the model with log_softmax (model.output_activation: log_softmax), or use cross_entropy on logits",
             )
+        )
     return findings
+
+
+def _task_checks(seen: FirstPass) -> list[Finding]:
+    """The loss against the task: a regression loss on classes, a start far from a uniform guess."""
+    task, loss = seen.parts.data.task, seen.loss
+    findings = []
+    if task.kind == "classification" and loss_profile(loss, seen.config.loss.params).target == "value":
+        findings.append(
+            Finding(
+                "warning",
+                "regression-loss-on-classes",
+                f"{loss} on a classification dataset ({task.describe()}) trains against one-hot vectors: its "
+                "gradient fades as a softmax saturates, and it does not model class probabilities",
+                "use cross_entropy on logits (model.output_activation: none)",
+            )
+        )
+    expected, value = seen.expected, seen.loss_value
+    if expected is not None and math.isfinite(value) and value > 3 * expected + 1:
+        findings.append(
+            Finding(
+                "warning",
+                "high-initial-loss",
+                f"the initial loss {value:.3f} is far above the {expected:.3f} of a model that predicts uniformly",
+                "check input scaling and the last layer's initialisation",
+            )
+        )
+    return findings
+
+
+def _averaging_checks(seen: FirstPass) -> list[Finding]:
+    ema, config = seen.config.trainer.ema, seen.config
+    if ema is None:
+        return []
+    updates = config.trainer.epochs * optimizer_steps(config, seen.parts.data) // ema.every
+    problem = ema_horizon_problem(ema.decay, updates)
+    if not problem:
+        return []
+    fix = "lower trainer.ema.decay (the average spans about 1/(1 − decay) updates) or train longer"
+    return [Finding("warning", "ema-horizon", problem, fix)]
 
 
 def preflight(config: Config, parts: TrainingParts) -> PreflightReport:
