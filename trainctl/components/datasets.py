@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from trainctl.data import image_sources, sklearn_files
 from trainctl.data.raw import RawData, classification_task
@@ -29,6 +29,7 @@ class DatasetInfo:
     task: TaskKind | Literal["from the file"]
     input: str  # what one sample is, in words
     images: bool = False  # read as images, so `data.transforms` apply
+    audio: bool = False  # read as audio clips, so the audio transforms apply
     # A file's dataset: its task from its parameters (read from the file if need be), before training.
     task_of: Callable[[dict[str, Any]], str] | None = None
 
@@ -304,3 +305,58 @@ def text(
         return encoding.transform(texts), {"text": encoding.to_dict()}
 
     return RawData(np.zeros((len(y), 0), dtype="float32"), y, task, (0,), fit_inputs=fit_inputs)
+
+
+class LogMelFeatures(BaseModel):
+    """data.features of audio: a log mel spectrogram, (1, frames, n_mels) per clip."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: Literal["log_mel"] = "log_mel"
+    n_mels: Annotated[int, Field(ge=1, le=512)] = 64
+    n_fft: Annotated[int, Field(ge=8, le=65536)] = 400  # samples per STFT window (25 ms at 16 kHz)
+    hop_length: Annotated[int, Field(ge=1, le=65536)] = 160  # samples between windows (10 ms at 16 kHz)
+    f_min: Annotated[float, Field(ge=0)] = 0.0
+    f_max: Annotated[float, Field(gt=0)] | None = None  # default: half the sample rate
+    normalize: bool = True  # standardise each mel band with the training split's mean and std
+
+
+class WaveformFeatures(BaseModel):
+    """data.features of audio: the resampled waveform itself, (1, samples) per clip."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: Literal["waveform"]
+    normalize: bool = True  # standardise with the training split's mean and std
+
+
+def _feature_kind(value: Any) -> Any:
+    """Which features a data.features mapping names; log_mel when it names none."""
+    return value.get("name", "log_mel") if isinstance(value, dict) else getattr(value, "name", None)
+
+
+AudioFeatures = Annotated[
+    Annotated[LogMelFeatures, Tag("log_mel")] | Annotated[WaveformFeatures, Tag("waveform")],
+    Discriminator(_feature_kind),
+]
+
+
+@DATASETS.register(
+    "audio_folder",
+    summary="Audio files (WAV, FLAC, OGG, MP3) in one sub-folder per class, resampled to one rate and length",
+    task="classification",
+    input="log-mel frames 1×frames×n_mels, or the waveform 1×samples",
+    audio=True,
+)
+def audio_folder(
+    context: Any,
+    *,
+    root: str,
+    val_root: str | None = None,  # a folder of the same classes kept as the validation split
+    test_root: str | None = None,  # the same, kept as the test split
+    sample_rate: Annotated[int, Field(ge=1000, le=384000)] = 16000,  # every file is resampled to this rate
+    duration: Annotated[float, Field(gt=0, le=3600)] = 1.0,  # seconds per clip: longer ones cut, shorter padded
+    features: AudioFeatures = LogMelFeatures(),  # noqa: B008  immutable: builders never change their parameters
+) -> RawData:
+    from trainctl.data.audio import audio_folder as read_audio_folder
+
+    # A config's parameters arrive as plain data (a mapping), as they are saved with the run.
+    return read_audio_folder(root, val_root, test_root, sample_rate, duration, dict(features))

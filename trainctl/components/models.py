@@ -74,8 +74,31 @@ def cnn(
 
 
 @MODELS.register(
+    "audio_cnn",
+    summary="Keyword-spotting CNN: conv blocks over log-mel frames (1-D over a waveform), mean over time, linear head",
+    input="audio features 1×frames×n_mels or 1×samples",
+)
+def audio_cnn(
+    context: ModelContext,
+    *,
+    channels: list[Width] = [16, 32, 64],  # noqa: B006  one conv block per entry
+    activation: Activation = "relu",
+    dropout: Dropout = 0.1,  # before the linear head
+    batch_norm: bool = True,
+) -> Any:
+    from trainctl.nn.networks import AudioCNN
+
+    if len(context.input_shape) not in (2, 3) or context.input_shape[0] != 1:
+        raise UserError(
+            f"model 'audio_cnn' reads audio features (1×frames×n_mels log-mel, or a 1×samples waveform); "
+            f"this dataset gives {context.input_shape}"
+        )
+    return AudioCNN(context.input_shape, context.num_outputs, channels, activation, dropout, batch_norm)
+
+
+@MODELS.register(
     "rnn",
-    summary="LSTM/GRU/RNN over a sequence (an image is read row by row, text as token embeddings); the last state feeds a linear head",
+    summary="LSTM/GRU/RNN over a sequence (an image is read row by row, log-mel audio frame by frame, text as token embeddings); the last state feeds a linear head",
     input="sequence T×F, image 1×H×W, or token ids",
 )
 def rnn(

@@ -1,9 +1,13 @@
-"""Image transforms a config can name: torchvision's transforms (v2), one registered builder each.
+"""Transforms a config can name: for images, torchvision's transforms (v2), one registered builder
+each; for audio, augmentations of clips and their features (`trainctl.data.audio_augment`).
 
-They act on C×H×W float images in [0, 1]. `data.transforms.train` and `data.transforms.eval` are
+Image transforms act on C×H×W float images in [0, 1]. `data.transforms.train` and `data.transforms.eval` are
 lists of them; a list left out is the dataset's default, `[normalize]`. Transforms marked `random`
 draw new parameters for every sample and epoch, so a training split that uses one is read sample
 by sample through a DataLoader; every other list is applied once to a whole in-memory split.
+
+Audio transforms apply to audio datasets only, in `data.transforms.train` (all of them are random);
+the audio pipeline runs them in the order of their stages: crop, waveform, features.
 
 torchvision is imported when a transform is built, never when the registry is listed.
 """
@@ -31,6 +35,7 @@ class TransformInfo:
     # Required, so that no transform is taken for a fixed one by omission: a random one is refused
     # in `eval` lists, and makes a training split be read sample by sample.
     random: bool  # draws new parameters for every sample and epoch
+    applies_to: Literal["images", "audio"] = "images"  # the datasets whose inputs it transforms
 
 
 TRANSFORMS = Registry("transform", TransformInfo)
@@ -158,27 +163,106 @@ def random_erasing(
     return v2().RandomErasing(p, scale=tuple(scale))
 
 
+# ---- audio: augmentations of clips and their log-mel features ------------------------------------
+
+Decibels = Annotated[float, Field(ge=-60, le=60)]
+
+
+@TRANSFORMS.register(
+    "random_time_crop",
+    summary="Take the clip's data.duration window at a random place in the recording (evaluation: the centre)",
+    random=True,
+    applies_to="audio",
+)
+def random_time_crop(context: Any) -> Any:
+    from trainctl.data.audio_augment import RandomTimeCrop
+
+    return RandomTimeCrop()
+
+
+@TRANSFORMS.register(
+    "gain",
+    summary="Louder or quieter by a random gain in [min_db, max_db] decibels",
+    random=True,
+    applies_to="audio",
+)
+def gain(context: Any, *, min_db: Decibels = -6.0, max_db: Decibels = 6.0) -> Any:
+    from trainctl.data.audio_augment import Gain
+
+    if min_db > max_db:
+        raise ValueError(f"min_db {min_db} is above max_db {max_db}")
+    return Gain(min_db, max_db)
+
+
+@TRANSFORMS.register(
+    "noise",
+    summary="White noise at a random signal-to-noise ratio in [min_snr_db, max_snr_db]",
+    random=True,
+    applies_to="audio",
+)
+def noise(context: Any, *, min_snr_db: Decibels = 10.0, max_snr_db: Decibels = 40.0) -> Any:
+    from trainctl.data.audio_augment import Noise
+
+    if min_snr_db > max_snr_db:
+        raise ValueError(f"min_snr_db {min_snr_db} is above max_snr_db {max_snr_db}")
+    return Noise(min_snr_db, max_snr_db)
+
+
+@TRANSFORMS.register(
+    "time_mask",
+    summary="SpecAugment: blank `count` runs of up to max_frames log-mel frames",
+    random=True,
+    applies_to="audio",
+)
+def time_mask(
+    context: Any, *, max_frames: Annotated[int, Field(ge=1)] = 10, count: Annotated[int, Field(ge=1, le=100)] = 1
+) -> Any:
+    from trainctl.data.audio_augment import TimeMask
+
+    return TimeMask(max_frames, count)
+
+
+@TRANSFORMS.register(
+    "frequency_mask",
+    summary="SpecAugment: blank `count` runs of up to max_bands mel bands",
+    random=True,
+    applies_to="audio",
+)
+def frequency_mask(
+    context: Any, *, max_bands: Annotated[int, Field(ge=1)] = 8, count: Annotated[int, Field(ge=1, le=100)] = 1
+) -> Any:
+    from trainctl.data.audio_augment import FrequencyMask
+
+    return FrequencyMask(max_bands, count)
+
+
 def is_random(specs: list[dict[str, Any]]) -> bool:
     return any(TRANSFORMS.get(spec["name"]).info.random for spec in specs)
 
 
-def compose(specs: list[dict[str, Any]], where: str = "data.transforms.eval") -> Any:
-    """The v2 pipeline of a list of {name, params...}; `where` names the list in error messages."""
-    steps = []
+def steps(specs: list[dict[str, Any]], where: str = "data.transforms.eval") -> list[Any]:
+    """The transforms of a list of {name, params...}, built; `where` names the list in error messages."""
+    built = []
     for index, spec in enumerate(specs):
         params = {key: value for key, value in spec.items() if key != "name"}
         try:
-            steps.append(TRANSFORMS.get(spec["name"]).build(None, params))
+            built.append(TRANSFORMS.get(spec["name"]).build(None, params))
         except (ValueError, TypeError) as error:
             raise UserError(f"{where}.{index}: {spec['name']}: {error}") from None
-    return v2().Compose(steps)
+    return built
+
+
+def compose(specs: list[dict[str, Any]], where: str = "data.transforms.eval") -> Any:
+    """The v2 pipeline of a list of image transforms."""
+    return v2().Compose(steps(specs, where))
 
 
 class _RegisteredTransforms:
-    """The transforms registry as the image pipeline's `TransformBuilder`."""
+    """The transforms registry as the image and audio pipelines' `TransformBuilder`."""
 
     compose = staticmethod(compose)
     is_random = staticmethod(is_random)
+    steps = staticmethod(steps)
 
 
 BUILDER = _RegisteredTransforms()

@@ -605,13 +605,17 @@ def _check_transforms(
     """data.transforms, each item checked against the transform it names; None when not set."""
     if lists is None:
         return None
-    if not DATASETS.get(dataset.name).info.images:
+    info = DATASETS.get(dataset.name).info
+    reads = "images" if info.images else "audio" if info.audio else None
+    if reads is None:
         images = ", ".join(entry.name for entry in DATASETS if entry.info.images)
+        audio = ", ".join(entry.name for entry in DATASETS if entry.info.audio)
         problems.append(
             Problem(
                 source.where(("data", "transforms")),
                 "data.transforms",
-                f"dataset {dataset.name!r} is not read as images; transforms apply to: {images}",
+                f"dataset {dataset.name!r} is not read as images; transforms apply to: {images}; "
+                f"audio transforms to: {audio}",
             )
         )
         return None
@@ -627,6 +631,18 @@ def _check_transforms(
             loc = ("data", "transforms", phase, index)
             component = _check_component(loc, item, TRANSFORMS, source, problems)
             if component is None:
+                continue
+            applies_to = TRANSFORMS.get(component.name).info.applies_to
+            if applies_to != reads:
+                fitting = ", ".join(entry.name for entry in TRANSFORMS if entry.info.applies_to == reads)
+                problems.append(
+                    Problem(
+                        source.where((*loc, "name")),
+                        f"data.transforms.{phase}.{index}.name",
+                        f"{component.name!r} transforms {applies_to}, and dataset {dataset.name!r} reads "
+                        f"{reads}; its transforms: {fitting}",
+                    )
+                )
                 continue
             if phase == "eval" and TRANSFORMS.get(component.name).info.random:
                 problems.append(
@@ -690,13 +706,13 @@ def load_config_data(data: dict[str, Any], overrides: list[str] | None = None, o
 
 
 def _anchor_data_paths(data: dict[str, Any], source: SourceMap) -> None:
-    """data.path and data.root written in a config are relative to the folder of the file that
-    gives them (a base config's, for an inherited one; given with --set or as data, to the working
-    folder), and are stored absolute so a run's saved config works anywhere."""
+    """data.path and data.root (val_root, test_root) written in a config are relative to the folder
+    of the file that gives them (a base config's, for an inherited one; given with --set or as data,
+    to the working folder), and are stored absolute so a run's saved config works anywhere."""
     section = data.get("data")
     if not isinstance(section, dict):
         return
-    for key in ("path", "root"):
+    for key in ("path", "root", "val_root", "test_root"):
         value = section.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             given_in = source.file_of(("data", key))

@@ -40,6 +40,8 @@ class TransformBuilder(Protocol):
 
     def is_random(self, specs: list[dict[str, Any]]) -> bool: ...
 
+    def steps(self, specs: list[dict[str, Any]], where: str) -> list[Any]: ...  # the built transforms, in a list
+
 
 @dataclass(frozen=True)
 class ImageOptions:

@@ -246,11 +246,16 @@ def prepare_data(
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)
 
     input_shape, encoding = raw.input_shape, None
-    if raw.images is not None:  # through the transforms: tensors, or streamed (files, augmentation)
+    if raw.images is not None or raw.audio is not None:  # through the transforms: tensors, or streamed
         if images is None:
-            raise ValueError("image data needs ImageOptions: the transforms to apply and how to build them")
-        options = images
-        prepared = prepare_images(raw.images, (train_idx, val_idx, test_idx), options, device)
+            raise ValueError("image and audio data need ImageOptions: the transforms to apply and how to build them")
+        options, rows = images, (train_idx, val_idx, test_idx)
+        if raw.audio is not None:
+            from trainctl.data.audio_pipeline import prepare_audio  # audio's modules load for audio data only
+
+            prepared = prepare_audio(raw.audio, rows, options, device)
+        elif raw.images is not None:
+            prepared = prepare_images(raw.images, rows, options, device)
         inputs: tuple[torch.Tensor | StreamedInputs, ...] = (prepared.train, prepared.val, prepared.test)
         input_shape, encoding = prepared.input_shape, prepared.encoding
     else:

@@ -2,7 +2,8 @@
 
 Splitting, standardising and moving to tensors happen once in `trainctl.data.prepare`, the same way
 for every dataset; image datasets carry an `ImageSource` that `trainctl.data.image_pipeline` turns
-into model inputs through the config's transforms.
+into model inputs through the config's transforms, audio datasets an `AudioSource` that
+`trainctl.data.audio_pipeline` turns into features.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ class ImageSource:
 
 
 @dataclass
+class AudioSource:
+    """An audio dataset's files and how to read them: `trainctl.data.audio_pipeline` decodes them,
+    resamples, fits them to one length and turns them into features."""
+
+    files: list[str]  # one audio file per sample
+    sample_rate: int  # every file is resampled to this rate
+    length: int  # samples per clip at sample_rate (data.duration): longer clips are cut, shorter padded
+    features: dict[str, Any]  # data.features: {name: log_mel, n_mels: ...} or {name: waveform}
+
+
+@dataclass
 class RawData:
     x: Any  # numpy array, one row per sample
     y: Any  # numpy array: class indices, or real targets of shape (n, k)
@@ -43,6 +55,8 @@ class RawData:
     test_rows: Any | None = None  # a dataset's own test split (MNIST's t10k files), kept as the test split
     val_rows: Any | None = None  # a dataset's own validation split (an image folder's val_root)
     images: ImageSource | None = None  # an image dataset: inputs come through the transforms
+    audio: AudioSource | None = None  # an audio dataset: inputs are features of the decoded files
+    files: list[str] | None = None  # each row's file (image and audio folders), named by `eval --worst`
     # (what is odd, what to do) about the data: warnings of the checks before training (validate, train)
     warnings: list[tuple[str, str]] = field(default_factory=list)
 

@@ -82,6 +82,53 @@ class CNN(nn.Sequential):
         super().__init__(*layers)
 
 
+class AudioCNN(nn.Module):
+    """The small CNN of keyword-spotting baselines: 3×3 convolution blocks (batch norm, activation,
+    2×2 max-pooling) over log-mel frames (1×frames×n_mels), then the mean over time and frequency
+    into a linear head, so clips of any length give one vector. Over a waveform (1×samples) the
+    same shape in one dimension after a wide strided first layer that learns its own filters (M5,
+    Dai et al. 2017: 80-sample kernels, stride 4, pooling by 4)."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        channels: Sequence[int],
+        activation: str,
+        dropout: float,
+        batch_norm: bool,
+    ):
+        super().__init__()
+        two_d = len(input_shape) == 3
+        conv, norm, pool = (
+            (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if two_d else (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d)
+        )
+        sizes = list(input_shape[1:])
+        layers: list[nn.Module] = []
+        in_channels = input_shape[0]
+        for index, out_channels in enumerate(channels):
+            wide = not two_d and index == 0
+            layers.append(
+                conv(in_channels, out_channels, 80 if wide else 3, stride=4 if wide else 1, padding=38 if wide else 1)
+            )
+            if wide:
+                sizes = [(size - 4) // 4 + 1 for size in sizes]
+            if batch_norm:
+                layers.append(norm(out_channels))
+            layers.append(ACTIVATIONS[activation]())
+            factor = 2 if two_d else 4
+            if min(sizes) >= factor:  # pool while the map is large enough
+                layers.append(pool(factor))
+                sizes = [size // factor for size in sizes]
+            in_channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mapped = self.features(x)
+        return self.head(mapped.flatten(2).mean(dim=2))  # the mean over time (and frequency)
+
+
 class SequenceClassifier(nn.Module):
     def __init__(
         self,

@@ -52,6 +52,8 @@ def yaml_value(value: Any) -> str:
         return "null"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(yaml_value(item) for item in value) + "]"
+    if isinstance(value, BaseModel):  # a nested section's default, e.g. an audio dataset's features
+        return "{" + ", ".join(f"{key}: {yaml_value(item)}" for key, item in value.model_dump().items()) + "}"
     return str(value)
 
 
@@ -107,7 +109,7 @@ LISTING_FIELDS: dict[str, list[tuple[str, str]]] = {
     "optimizers": [],
     "schedulers": [("interval", "steps every")],
     "metrics": [("goal", "better")],
-    "transforms": [("random", "random per sample and epoch")],
+    "transforms": [("random", "random per sample and epoch"), ("applies_to", "applies to")],
 }
 
 
