@@ -429,9 +429,10 @@ def evaluate(
     """Rebuild a run's model from its saved config, load a checkpoint and report metrics on a split.
 
     Also reports where the loss comes from: mean loss per class, quantiles of the per-sample loss,
-    and the highest-loss samples (dataset row, target, prediction, loss), where noisy labels and
-    outliers show up. Everything is written to RUN_DIR/eval-SPLIT-CHECKPOINT.json (a checkpoint file
-    from elsewhere adds a hash of its path to the name); on the test
+    and the highest-loss samples (dataset row, target, prediction, loss, and the file of an image or
+    audio folder's sample), where noisy labels and outliers show up. Everything is written to
+    RUN_DIR/eval-SPLIT-CHECKPOINT.json (a checkpoint file from elsewhere adds a hash of its path to
+    the name); on the test
     split with the best checkpoint and the default --worst it reproduces summary.json's test record.
 
     Example: trainctl eval runs/digits_mlp-20260101-120000 --checkpoint last --split val
@@ -712,7 +713,21 @@ def _print_loss_report(output: Output, report: dict) -> None:
             [*(_short(sample[key]) for key in ("row", "target", "prediction")), f"{sample['loss']:.4f}"]
             for sample in report["worst"]
         ]
-        output.show(table(columns, rows))
+        files = any("file" in sample for sample in report["worst"])  # image and audio folders: each sample's file
+        if files:
+            columns.append(Column("file", no_wrap=True))
+            rows = [[*row, _shown_path(sample.get("file", ""))] for row, sample in zip(rows, report["worst"])]
+        output.show(table(columns, rows), wide=files)
+
+
+def _shown_path(path: str) -> str:
+    """A data file's path as a table shows it: below the working folder, relative to it."""
+    if not path:
+        return path
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def _short(value: object) -> str:

@@ -83,16 +83,20 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     from trainctl.config.loading import load_config
 
     run = RunFolder.open(run_dir)
-    _check_input_files(inputs)
     config = load_config(run.config_path)
     saved = _saved_data(run)
-    if saved.get("table") is None and saved.get("image") is None and saved.get("text") is None:
+    if saved.get("audio"):
+        inputs = _audio_files(inputs)
+    _check_input_files(inputs)
+    readers = {"table": _table_inputs, "text": _text_inputs, "audio": _audio_inputs, "image": _image_inputs}
+    kind = next((kind for kind in readers if saved.get(kind)), None)
+    if kind is None:
         raise UserError(
-            f"{run.path}: predict reads input files for runs trained on csv tables, image or text datasets; "
-            f"this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files"
+            f"{run.path}: predict reads input files for runs trained on csv tables, image, text or audio "
+            f"datasets; this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files"
         )
     loaded = _load_model(run, config, saved, checkpoint)
-    read = _table_inputs if saved.get("table") else _text_inputs if saved.get("text") else _image_inputs
+    read = readers[kind]
     predictions: list[Prediction] = []
     for file in inputs:
         x, sources = read(file, saved, config.dataset.params)
@@ -200,6 +204,30 @@ def _image_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tu
         )
     inputs = compose(image["transforms"])(torch.from_numpy(pixels))
     return inputs.unsqueeze(0), [str(file)]
+
+
+def _audio_files(inputs: list[Path]) -> list[Path]:
+    """Audio files as given, a folder replaced by the audio files below it (sorted)."""
+    from trainctl.data.audio import audio_files_below
+
+    files: list[Path] = []
+    for given in inputs:
+        if given.is_dir():
+            found = audio_files_below(given)
+            if not found:
+                raise UserError(f"{given}: no audio files in it")
+            files += found
+        else:
+            files.append(given)
+    return files
+
+
+def _audio_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+    """One audio file, decoded, resampled, cut to the middle and turned into features as the
+    evaluation clips were."""
+    from trainctl.data.audio_pipeline import features_of_file
+
+    return features_of_file(file, saved["audio"]), [str(file)]
 
 
 def _read_outputs(

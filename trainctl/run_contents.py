@@ -159,6 +159,7 @@ def _description_problem(saved: Any) -> str | None:
         or _table_problem(saved.get("table"))
         or _image_problem(saved.get("image"))
         or _text_problem(saved.get("text"))
+        or _audio_problem(saved.get("audio"))
     )
 
 
@@ -243,6 +244,32 @@ def _image_problem(image: Any) -> str | None:
         isinstance(t, dict) and isinstance(t.get("name"), str) for t in transforms
     ):
         return "image.transforms is not a list of {name: ...} transforms"
+    return None
+
+
+def _audio_problem(audio: Any) -> str | None:
+    if audio is None:
+        return None
+    if (
+        not isinstance(audio, dict)
+        or not _is_count(audio.get("sample_rate"), 1)
+        or not _is_count(audio.get("length"), 1)
+    ):
+        return "audio is not an object with a sample_rate and a length"
+    features = audio.get("features")
+    if not isinstance(features, dict) or features.get("name") not in ("log_mel", "waveform"):
+        return "audio.features is not {name: log_mel, ...} or {name: waveform}"
+    if features["name"] == "log_mel" and not all(
+        _is_count(features.get(key), 1) for key in ("n_mels", "n_fft", "hop_length")
+    ):
+        return "audio.features lacks the counts n_mels, n_fft and hop_length"
+    width = features["n_mels"] if features["name"] == "log_mel" else 1
+    for key in ("mean", "std"):
+        values = audio.get(key)
+        if not isinstance(values, list) or len(values) != width or not all(map(_is_finite, values)):
+            return f"audio.{key} is not a list of {width} numbers"
+    if not all(value > 0 for value in audio["std"]):
+        return "audio.std holds a value that is not positive"
     return None
 
 

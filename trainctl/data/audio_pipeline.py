@@ -215,3 +215,13 @@ def _resolved_features(settings: dict[str, Any], features: Features) -> dict[str
     if isinstance(features, LogMel):
         resolved["f_max"] = features.f_max
     return resolved
+
+
+def features_of_file(path: Any, encoding: dict[str, Any]) -> torch.Tensor:
+    """One audio file as the model saw the evaluation clips (predict): decoded, resampled, its centre
+    `length` samples, features standardised with the training split's statistics; (1, *shape)."""
+    sample_rate, length = encoding["sample_rate"], encoding["length"]
+    features = features_of(encoding["features"], sample_rate, length)
+    mean, std = torch.tensor(encoding["mean"]), torch.tensor(encoding["std"])
+    wave = fit_length(read_clip(path, sample_rate), length)
+    return ((features(wave.unsqueeze(0)) - mean) / std).float()

@@ -220,6 +220,7 @@ def image_folder(
         task,
         (channels, height, width),
         images=source,
+        files=paths,
         val_rows=given.get("val_rows"),
         test_rows=given.get("test_rows"),
     )

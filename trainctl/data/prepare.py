@@ -91,6 +91,7 @@ class PreparedData:
     target_std: torch.Tensor | None = None
     encoding: dict[str, Any] | None = None  # how raw rows become inputs, for predict (tables, images, text)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # the dataset's (what is odd, what to do)
+    files: list[str] | None = None  # each dataset row's file (image and audio folders), for reports on samples
 
     @property
     def vocabulary_size(self) -> int:
@@ -112,6 +113,7 @@ class PreparedData:
             "table": None,
             "image": None,
             "text": None,
+            "audio": None,
             **(self.encoding or {}),
         }
 
@@ -308,6 +310,7 @@ def prepare_data(
         target_mean=target_mean,
         target_std=target_std,
         warnings=list(raw.warnings),
+        files=raw.files,
     )
 
 

@@ -72,6 +72,7 @@ def loss_report(
             "target": _describe(labels[i], data),
             "prediction": _describe(predictions[i], data),
             "loss": float(losses[i]),
+            **({"file": data.files[int(split.rows[i])]} if data.files and split.rows is not None else {}),
         }
         for i in order
     ]
