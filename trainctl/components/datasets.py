@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainctl.data import image_sources, sklearn_files
 from trainctl.data.raw import RawData, classification_task
@@ -307,36 +307,28 @@ def text(
     return RawData(np.zeros((len(y), 0), dtype="float32"), y, task, (0,), fit_inputs=fit_inputs)
 
 
-class LogMelFeatures(BaseModel):
-    """data.features of audio: a log mel spectrogram, (1, frames, n_mels) per clip."""
+LOG_MEL_SETTINGS = ("n_mels", "n_fft", "hop_length", "f_min", "f_max")
+
+
+class AudioFeatures(BaseModel):
+    """data.features of an audio dataset: what the model reads of each clip."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    name: Literal["log_mel"] = "log_mel"
+    name: Literal["log_mel", "waveform"] = "log_mel"  # log_mel: 1×frames×n_mels; waveform: 1×samples
     n_mels: Annotated[int, Field(ge=1, le=512)] = 64
     n_fft: Annotated[int, Field(ge=8, le=65536)] = 400  # samples per STFT window (25 ms at 16 kHz)
     hop_length: Annotated[int, Field(ge=1, le=65536)] = 160  # samples between windows (10 ms at 16 kHz)
     f_min: Annotated[float, Field(ge=0)] = 0.0
     f_max: Annotated[float, Field(gt=0)] | None = None  # default: half the sample rate
-    normalize: bool = True  # standardise each mel band with the training split's mean and std
+    normalize: bool = True  # standardise each mel band (the waveform: as a whole) with the training split's statistics
 
-
-class WaveformFeatures(BaseModel):
-    """data.features of audio: the resampled waveform itself, (1, samples) per clip."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    name: Literal["waveform"]
-    normalize: bool = True  # standardise with the training split's mean and std
-
-
-def _feature_kind(value: Any) -> Any:
-    """Which features a data.features mapping names; log_mel when it names none."""
-    return value.get("name", "log_mel") if isinstance(value, dict) else getattr(value, "name", None)
-
-
-AudioFeatures = Annotated[
-    Annotated[LogMelFeatures, Tag("log_mel")] | Annotated[WaveformFeatures, Tag("waveform")],
-    Discriminator(_feature_kind),
-]
+    @model_validator(mode="after")
+    def _log_mel_settings_for_log_mel_only(self) -> AudioFeatures:
+        # Set to other values than their defaults, since a run's saved config holds every key.
+        given = [key for key in LOG_MEL_SETTINGS if getattr(self, key) != type(self).model_fields[key].default]
+        if self.name == "waveform" and given:
+            raise ValueError(f"{', '.join(given)} set log-mel features; waveform features take only normalize")
+        return self
 
 
 @DATASETS.register(
@@ -354,7 +346,7 @@ def audio_folder(
     test_root: str | None = None,  # the same, kept as the test split
     sample_rate: Annotated[int, Field(ge=1000, le=384000)] = 16000,  # every file is resampled to this rate
     duration: Annotated[float, Field(gt=0, le=3600)] = 1.0,  # seconds per clip: longer ones cut, shorter padded
-    features: AudioFeatures = LogMelFeatures(),  # noqa: B008  immutable: builders never change their parameters
+    features: AudioFeatures = AudioFeatures(),  # noqa: B008  builders never change their parameters
 ) -> RawData:
     from trainctl.data.audio import audio_folder as read_audio_folder
 

@@ -369,6 +369,9 @@ def _check_component(
                 message = (
                     f"{registry.kind} {name!r} has no parameter {key!r}{suggest(key, allowed)}; it accepts: {accepted}"
                 )
+            elif item["type"] == "extra_forbidden" and (nested := _nested_keys(entry.params, item["loc"][:-1])):
+                key = str(item["loc"][-1])  # in a mapping of parameters, e.g. an audio dataset's features
+                message = f"unknown key{suggest(key, nested)}; allowed: {', '.join(nested)}"
             else:
                 message = _message(item, item_loc)
             problems.append(Problem(source.where(item_loc), ".".join(str(k) for k in item_loc), message))
@@ -378,6 +381,16 @@ def _check_component(
         if validated["terms"] is None:
             return None
     return Component(name, validated)
+
+
+def _nested_keys(model: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
+    """The keys a mapping nested in a component's parameters accepts (path: where it sits)."""
+    for key in path:
+        field = model.model_fields.get(str(key))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
 
 
 def _check_terms(

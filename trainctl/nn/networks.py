@@ -84,10 +84,11 @@ class CNN(nn.Sequential):
 
 class AudioCNN(nn.Module):
     """The small CNN of keyword-spotting baselines: 3×3 convolution blocks (batch norm, activation,
-    2×2 max-pooling) over log-mel frames (1×frames×n_mels), then the mean over time and frequency
-    into a linear head, so clips of any length give one vector. Over a waveform (1×samples) the
-    same shape in one dimension after a wide strided first layer that learns its own filters (M5,
-    Dai et al. 2017: 80-sample kernels, stride 4, pooling by 4)."""
+    2×2 max-pooling) over log-mel frames (1×frames×n_mels), then the mean over time into a linear
+    head. Frequency keeps its place (a low and a high tone differ only in where they are); time
+    does not (a word is the same word a little later). Over a waveform (1×samples) the same shape
+    in one dimension after a wide strided first layer that learns its own filters (M5, Dai et al.
+    2017: 80-sample kernels, stride 4, pooling by 4), and the mean over time."""
 
     def __init__(
         self,
@@ -122,11 +123,12 @@ class AudioCNN(nn.Module):
                 sizes = [size // factor for size in sizes]
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_outputs))
+        width = in_channels * (sizes[1] if two_d else 1)  # channels × the mel bands left
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mapped = self.features(x)
-        return self.head(mapped.flatten(2).mean(dim=2))  # the mean over time (and frequency)
+        mapped = self.features(x)  # (batch, channels, frames, bands) or (batch, channels, samples)
+        return self.head(mapped.mean(dim=2).flatten(1))  # the mean over time
 
 
 class SequenceClassifier(nn.Module):
