@@ -256,7 +256,7 @@ def test_image_transforms_on_audio_and_audio_transforms_on_images_are_refused(tm
     config = audio_config(tmp_path, tmp_path, transforms={"train": [{"name": "horizontal_flip"}]})
     with pytest.raises(
         ConfigError,
-        match="'horizontal_flip' transforms images, and dataset 'audio_folder' reads audio; its transforms: random_time_crop, gain, noise, time_mask, frequency_mask",
+        match="'horizontal_flip' transforms images, and dataset 'audio_folder' reads audio; its transforms: time_crop, gain, noise, time_mask, frequency_mask",
     ):
         load_config(config)
     images = write_config(
@@ -319,6 +319,15 @@ def test_an_audio_folder_trains_better_than_chance_and_predicts_files_and_folder
     result = cli("predict", tmp_path / "run", new / "junk.wav")
     assert result.exit_code == 2 and f"{new / 'junk.wav'}: cannot read as audio" in result.stderr
 
+    data_json = tmp_path / "run" / "data.json"
+    damaged = json.loads(data_json.read_text())
+    damaged["audio"]["mean"] = damaged["audio"]["mean"][:3]
+    data_json.write_text(json.dumps(damaged))
+    result = cli("predict", tmp_path / "run", new / "hum.wav")
+    assert result.exit_code == 2
+    assert f"{data_json}: audio.mean is not a list of 16 numbers; the file is damaged" in result.stderr
+    data_json.write_text(json.dumps(saved))
+
     result = cli("eval", tmp_path / "run", "--worst", "3", "--split", "train")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "run" / "eval-train-best.json").read_text())
@@ -350,7 +359,7 @@ def test_an_rnn_over_frames_and_a_cnn_over_the_waveform_train(tmp_path, sounds, 
 
 AUGMENTED = {
     "train": [
-        {"name": "random_time_crop"},
+        {"name": "time_crop"},
         {"name": "gain", "min_db": -6, "max_db": 6},
         {"name": "noise", "min_snr_db": 10, "max_snr_db": 30},
         {"name": "time_mask", "max_frames": 4},

@@ -225,9 +225,10 @@ def _audio_files(inputs: list[Path]) -> list[Path]:
 def _audio_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
     """One audio file, decoded, resampled, cut to the middle and turned into features as the
     evaluation clips were."""
+    from trainctl.components.transforms import BUILDER
     from trainctl.data.audio_pipeline import features_of_file
 
-    return features_of_file(file, saved["audio"]), [str(file)]
+    return features_of_file(file, saved["audio"], BUILDER), [str(file)]
 
 
 def _read_outputs(

@@ -270,6 +270,11 @@ def _audio_problem(audio: Any) -> str | None:
             return f"audio.{key} is not a list of {width} numbers"
     if not all(value > 0 for value in audio["std"]):
         return "audio.std holds a value that is not positive"
+    transforms = audio.get("transforms")
+    if not isinstance(transforms, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) for t in transforms
+    ):
+        return "audio.transforms is not a list of {name: ...} transforms"
     return None
 
 

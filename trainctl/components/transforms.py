@@ -169,12 +169,12 @@ Decibels = Annotated[float, Field(ge=-60, le=60)]
 
 
 @TRANSFORMS.register(
-    "random_time_crop",
+    "time_crop",
     summary="Take the clip's data.duration window at a random place in the recording (evaluation: the centre)",
     random=True,
     applies_to="audio",
 )
-def random_time_crop(context: Any) -> Any:
+def time_crop(context: Any) -> Any:
     from trainctl.data.audio_augment import RandomTimeCrop
 
     return RandomTimeCrop()

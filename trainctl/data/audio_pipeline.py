@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from trainctl.data.audio import read_clip
-from trainctl.data.audio_augment import STAGES, RandomTimeCrop
+from trainctl.data.audio_augment import STAGES
 from trainctl.data.audio_features import Features, LogMel, features_of, fit_length
 from trainctl.data.image_pipeline import ImageInputs, ImageOptions, TransformBuilder
 from trainctl.data.raw import AudioSource
@@ -51,62 +51,52 @@ class AudioPipeline:
     features: Features
     mean: torch.Tensor  # per band (log-mel) or one value (waveform)
     std: torch.Tensor
-    crop: RandomTimeCrop | None
-    wave_steps: list[Any]
-    feature_steps: list[Any]
-
-    @property
-    def random(self) -> bool:
-        return self.crop is not None or bool(self.wave_steps) or bool(self.feature_steps)
+    steps: list[Any]  # the phase's transforms, in the order of their stages (`staged_steps`)
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
-        """One clip's features, drawing the transforms' random values (the streaming reader seeds them)."""
-        wave = fit_length(clip, self.length, self.crop.position() if self.crop is not None else 0.5)
-        for step in self.wave_steps:
-            wave = step(wave)
+        """One clip's features; random transforms draw from torch's generator (seeded per clip and epoch)."""
+        crops = [step for step in self.steps if step.stage == "crop"]
+        wave = fit_length(clip, self.length, crops[-1].position() if crops else 0.5)
+        for step in self.steps:
+            if step.stage == "waveform":
+                wave = step(wave)
         features = self.standardise(self.features(wave.unsqueeze(0)))[0]
-        for step in self.feature_steps:
-            features = step(features)
+        for step in self.steps:
+            if step.stage == "features":
+                features = step(features)
         return features
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.mean.to(features.device)) / self.std.to(features.device)
 
     def batch(self, waves: torch.Tensor) -> torch.Tensor:
-        """Deterministic features of fitted waves (batch, length), on their device."""
+        """Features of fitted waves (batch, length) on their device, through deterministic transforms:
+        the whole batch at once when there are none (the usual case), else clip by clip."""
+        if self.steps:
+            return torch.stack([self(wave) for wave in waves])
         return self.standardise(self.features(waves))
 
 
-def build_pipeline(
-    specs: list[dict[str, Any]],
-    where: str,
-    builder: TransformBuilder,
-    length: int,
-    features: Features,
-    statistics: tuple[torch.Tensor, torch.Tensor],
-) -> AudioPipeline:
-    """A phase's transforms sorted into their stages, which must come in the pipeline's order."""
+def staged_steps(specs: list[dict[str, Any]], where: str, builder: TransformBuilder, features: Features) -> list[Any]:
+    """A phase's transforms, built, each acting at a stage of the pipeline (crop, waveform, features),
+    listed in that order so that the list reads as what happens to a clip."""
     steps = builder.steps(specs, where)
-    stages = [STAGES.index(step.stage) for step in steps]
-    for index in range(1, len(steps)):
-        if stages[index] < stages[index - 1]:
+    for index, (spec, step) in enumerate(zip(specs, steps)):
+        stage = getattr(step, "stage", None)
+        if stage not in STAGES:
             raise UserError(
-                f"{where}.{index}: {specs[index]['name']} acts on the {steps[index].stage}, which comes before "
-                f"the {steps[index - 1].stage} that {specs[index - 1]['name']} acts on; list them in the "
-                "order crop, waveform (gain, noise), features (time_mask, frequency_mask)"
+                f"{where}.{index}: {spec['name']} is registered for audio, but what it builds has no stage "
+                f"({', '.join(STAGES)}) to say where in the pipeline it acts"
             )
-    crops = [step for step in steps if step.stage == "crop"]
-    feature_steps = [step for step in steps if step.stage == "features"]
-    if feature_steps and not isinstance(features, LogMel):
-        raise UserError(f"{where}: time_mask and frequency_mask act on log-mel features; data.features is waveform")
-    return AudioPipeline(
-        length,
-        features,
-        *statistics,
-        crops[-1] if crops else None,
-        [step for step in steps if step.stage == "waveform"],
-        feature_steps,
-    )
+        if stage == "features" and not isinstance(features, LogMel):
+            raise UserError(f"{where}.{index}: {spec['name']} acts on log-mel features; data.features is waveform")
+        if index and STAGES.index(stage) < STAGES.index(steps[index - 1].stage):
+            raise UserError(
+                f"{where}.{index}: {spec['name']} acts on the {stage}, which comes before the "
+                f"{steps[index - 1].stage} that {specs[index - 1]['name']} acts on; list them in the order "
+                "crop (time_crop), waveform (gain, noise), features (time_mask, frequency_mask)"
+            )
+    return steps
 
 
 def decode(source: AudioSource, rows: np.ndarray, keep_whole: bool) -> DecodedClips:
@@ -173,22 +163,16 @@ def prepare_audio(
     features = features_of(source.features, source.sample_rate, source.length)
     settings = options.transforms or {}
     specs = {phase: [dict(spec) for spec in (settings.get(phase) or [])] for phase in ("train", "eval")}
-    train_random = builder.is_random(specs["train"])
-    crops_in_training = any(spec["name"] == "random_time_crop" for spec in specs["train"])
-    clips = decode(source, np.concatenate(rows), keep_whole=crops_in_training)
+    steps = {phase: staged_steps(specs[phase], f"data.transforms.{phase}", builder, features) for phase in specs}
+    crops = any(step.stage == "crop" for step in steps["train"])
+    clips = decode(source, np.concatenate(rows), keep_whole=crops)
     statistics = _statistics(clips, rows[0], source.length, features, device, source.features.get("normalize", True))
-    pipelines = {
-        phase: build_pipeline(specs[phase], f"data.transforms.{phase}", builder, source.length, features, statistics)
-        for phase in ("train", "eval")
-    }
+    pipelines = {phase: AudioPipeline(source.length, features, *statistics, steps[phase]) for phase in steps}
 
     def inputs(split_rows: np.ndarray, phase: str) -> torch.Tensor | StreamedInputs:
-        pipeline = pipelines[phase]
-        if phase == "train" and train_random:
-            return StreamedInputs(clips, split_rows, pipeline, True, options.seed, device, options.loader)
-        if pipeline.random:
-            raise ValueError("a random pipeline outside training")  # the config refuses random eval transforms
-        return _cached(clips, split_rows, pipeline, device)
+        if phase == "train" and builder.is_random(specs["train"]):
+            return StreamedInputs(clips, split_rows, pipelines[phase], True, options.seed, device, options.loader)
+        return _cached(clips, split_rows, pipelines[phase], device)  # eval lists are never random (the config)
 
     encoding = {
         "audio": {
@@ -217,11 +201,12 @@ def _resolved_features(settings: dict[str, Any], features: Features) -> dict[str
     return resolved
 
 
-def features_of_file(path: Any, encoding: dict[str, Any]) -> torch.Tensor:
+def features_of_file(path: Any, encoding: dict[str, Any], builder: TransformBuilder) -> torch.Tensor:
     """One audio file as the model saw the evaluation clips (predict): decoded, resampled, its centre
-    `length` samples, features standardised with the training split's statistics; (1, *shape)."""
+    `length` samples, features standardised with the training split's statistics, through the eval
+    transforms; (1, *shape)."""
     sample_rate, length = encoding["sample_rate"], encoding["length"]
     features = features_of(encoding["features"], sample_rate, length)
-    mean, std = torch.tensor(encoding["mean"]), torch.tensor(encoding["std"])
-    wave = fit_length(read_clip(path, sample_rate), length)
-    return ((features(wave.unsqueeze(0)) - mean) / std).float()
+    steps = staged_steps(encoding["transforms"], "data.transforms.eval", builder, features)
+    pipeline = AudioPipeline(length, features, torch.tensor(encoding["mean"]), torch.tensor(encoding["std"]), steps)
+    return pipeline.batch(fit_length(read_clip(path, sample_rate), length).unsqueeze(0))
