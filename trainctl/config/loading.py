@@ -55,7 +55,7 @@ class _Component(BaseModel):
 
 
 class TransformLists(BaseModel):
-    """data.transforms: image transforms for training and for evaluation (val, test, predict)."""
+    """data.transforms: image or audio transforms for training and for evaluation (val, test, predict)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     train: list[_Component] | None = None  # default: [normalize] (the dataset's mean and std)
@@ -73,7 +73,7 @@ class _Data(_Component):
     num_workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
     pin_memory: bool = False
     persistent_workers: bool = False  # keep the workers between epochs (needs num_workers > 0)
-    transforms: TransformLists | None = None  # image datasets only
+    transforms: TransformLists | None = None  # image and audio datasets only
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> _Data:
