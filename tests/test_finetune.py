@@ -241,3 +241,116 @@ def test_a_torchvision_resnet_fine_tunes_its_last_block_from_a_local_weights_fil
     assert after["fc.weight"].shape == (10, 512)
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
     assert [len(group["params"]) for group in saved["param_groups"]] == [2, 15]  # fc; layer4's 15 tensors
+
+
+# Every value of model.freeze and optimizer.groups substituted whole, so a key can be given any shape.
+SHAPES_CONFIG = """\
+data: {{name: iris, batch_size: 16}}
+model:
+  name: mlp
+  hidden: {hidden}
+  freeze: {freeze}
+loss: {{name: cross_entropy}}
+optimizer:
+  name: adam
+  groups: {groups}
+trainer: {{epochs: 1, device: cpu}}
+"""
+PATTERN_RULE = "must be a parameter name, module prefix or glob such as layer4 or layer[1-3]"
+
+
+@pytest.mark.parametrize(
+    ("values", "line"),
+    [
+        ({"freeze": "3"}, "config.yaml:5: model.freeze: must be a list of parameter-name patterns (got 3)"),
+        ({"freeze": "null"}, "config.yaml:5: model.freeze: must be a list of parameter-name patterns (got None)"),
+        ({"freeze": "{a: 1}"}, "config.yaml:5: model.freeze: must be a list of parameter-name patterns (got {'a': 1})"),
+        ({"freeze": '["1", 3]'}, f"config.yaml:5: model.freeze.1: {PATTERN_RULE} (got 3)"),
+        ({"freeze": '[""]'}, f"config.yaml:5: model.freeze.0: {PATTERN_RULE} (got '')"),
+        ({"freeze": '"  "'}, f"config.yaml:5: model.freeze: {PATTERN_RULE} (got '  ')"),
+        (
+            {"groups": "{params: '5'}"},
+            "config.yaml:9: optimizer.groups: must be a list of {params: PATTERN, ...} (got {'params': '5'})",
+        ),
+        (
+            {"groups": "[{lr: 0.1}]"},
+            "config.yaml:9: optimizer.groups.0: must be a mapping with params, e.g. {params: layer4, lr: 1.0e-4} "
+            "(got {'lr': 0.1})",
+        ),
+        (
+            {"groups": "['5']"},
+            "config.yaml:9: optimizer.groups.0: must be a mapping with params, e.g. {params: layer4, lr: 1.0e-4} "
+            "(got '5')",
+        ),
+        (
+            {"groups": "[{params: []}]"},
+            "config.yaml:9: optimizer.groups.0.params: must name at least one parameter, module prefix or glob "
+            "such as layer4 (got [])",
+        ),
+        ({"groups": "[{params: ''}]"}, f"config.yaml:9: optimizer.groups.0.params: {PATTERN_RULE} (got '')"),
+        (
+            {"groups": "[{params: {a: 1}}]"},
+            "config.yaml:9: optimizer.groups.0.params: must be a list of parameter-name patterns (got {'a': 1})",
+        ),
+        (
+            {"groups": "[{params: '5', lrr: 0.1}]"},
+            "config.yaml:9: optimizer.groups.0.lrr: optimizer 'adam' has no parameter 'lrr' (did you mean 'lr'?); "
+            "a group accepts: params, lr, betas, eps, weight_decay",
+        ),
+        (
+            {"groups": "[{params: '5', lr: -1}]"},
+            "config.yaml:9: optimizer.groups.0.lr: Input should be greater than 0 (got -1)",
+        ),
+        (
+            {"groups": "[{params: '5', betas: [2, 0.9]}]"},
+            "config.yaml:9: optimizer.groups.0.betas.0: Input should be less than 1 (got 2)",
+        ),
+        (
+            {"hidden": "[4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]", "freeze": "[nope]"},
+            "config.yaml:5: model.freeze.0: 'nope' selects no parameter of model 'mlp'; its top-level modules: "
+            "1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, ... (trainctl list-models mlp shows every parameter)",
+        ),
+    ],
+)
+def test_malformed_freeze_and_groups_are_one_line_at_their_key(cli, tmp_path, values, line):
+    text = SHAPES_CONFIG.format(**{"hidden": "[16, 16]", "freeze": "[]", "groups": "[]", **values})
+    result = cli("train", write_config(tmp_path, text), "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {tmp_path / line}"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_malformed_freeze_and_group_are_reported_together(cli, tmp_path):
+    text = SHAPES_CONFIG.format(hidden="[16, 16]", freeze="3", groups="[{lr: 0.1}]")
+    result = cli("train", write_config(tmp_path, text), "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path}/config.yaml:5: model.freeze: must be a list of parameter-name patterns (got 3)",
+        f"error: {tmp_path}/config.yaml:9: optimizer.groups.0: must be a mapping with params, e.g. "
+        "{params: layer4, lr: 1.0e-4} (got {'lr': 0.1})",
+    ]
+
+
+def test_a_model_whose_parameters_sit_on_the_root_is_described_by_their_names():
+    """A model with no submodules holding parameters: the error lists its parameters instead."""
+    from trainctl.errors import UserError
+    from trainctl.training.finetune import freeze
+
+    with pytest.raises(UserError) as caught:
+        freeze(torch.nn.Linear(4, 2), ["head"], "linear")
+    assert str(caught.value) == (
+        "model.freeze.0: 'head' selects no parameter of model 'linear'; its top-level modules: weight, bias "
+        "(trainctl list-models linear shows every parameter)"
+    )
+
+
+def test_two_patterns_of_one_group_may_select_the_same_parameter_once(tmp_path):
+    config = write_config(
+        tmp_path, model=TWO_LAYERS, optimizer={"name": "adam", "lr": 0.01, "groups": [{"params": ["5", "5.weight"]}]}
+    )
+    parts = build_training(load_config(config))
+    named = {id(p): name for name, p in parts.model.named_parameters()}
+    assert [[named[id(p)] for p in group["params"]] for group in parts.optimizer.param_groups] == [
+        ["1.weight", "1.bias", "3.weight", "3.bias"],
+        ["5.weight", "5.bias"],
+    ]

@@ -607,6 +607,10 @@ def _check_groups(raw: Any, optimizer: Component, source: SourceMap, problems: l
         except ValidationError as error:
             problems += _pydantic_problems(error, source, group_loc)
             continue
+        if group["params"] == []:  # a group of no parameters would silently set nothing
+            message = "must name at least one parameter, module prefix or glob such as layer4 (got [])"
+            problems.append(Problem(source.where((*group_loc, "params")), f"{dotted}.params", message))
+            continue
         patterns = _check_patterns((*group_loc, "params"), group["params"], source, problems)
         groups.append({"params": patterns, **{key: checked[key] for key in settings}})
     return groups
