@@ -354,3 +354,51 @@ def test_two_patterns_of_one_group_may_select_the_same_parameter_once(tmp_path):
         ["1.weight", "1.bias", "3.weight", "3.bias"],
         ["5.weight", "5.bias"],
     ]
+
+
+def onecycle_rates(directory: Path, groups: list[dict]) -> tuple[list[list[float]], int]:
+    """Every group's rate before the first step and after each optimizer step of a real fit, and the steps."""
+    from trainctl.training.settings import fit_settings
+    from trainctl.training.trainer import Trainer
+
+    path = write_config(
+        directory,
+        model=TWO_LAYERS,
+        optimizer={"name": "sgd", "lr": 0.1, "groups": groups},
+        scheduler={"name": "onecycle", "max_lr": 0.4, "pct_start": 0.25},
+        trainer={"epochs": 2, "device": "cpu"},
+    )
+    config = load_config(path)
+    parts = build_training(config)
+    trainer = Trainer(parts, fit_settings(config, parts, None))
+    rates = [[group["lr"] for group in parts.optimizer.param_groups]]
+    trainer.events.step_end.append(lambda end: rates.append([g["lr"] for g in parts.optimizer.param_groups]))
+    trainer.fit()
+    return rates, 2 * 7  # iris: 105 training samples in batches of 16
+
+
+def torch_onecycle(max_lr: float, total: int) -> list[float]:
+    """torch's OneCycleLR on one group of its own: the rates the top-level group must follow."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=0.25)
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(total):
+        optimizer.step()
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+def test_onecycle_peaks_each_group_at_max_lr_times_its_share_of_the_top_level_lr(tmp_path):
+    """optimizer.lr 0.1 and a group at 0.01: the group peaks at max_lr / 10 all through the cycle."""
+    rates, total = onecycle_rates(tmp_path, [{"params": "5", "lr": 0.01}])
+    assert len(rates) == total + 1
+    assert [step[0] for step in rates] == pytest.approx(torch_onecycle(0.4, total), rel=1e-12)
+    assert [step[1] for step in rates] == pytest.approx(torch_onecycle(0.04, total), rel=1e-12)
+    assert [step[1] / step[0] for step in rates] == pytest.approx([0.1] * (total + 1), rel=1e-12)  # the ratio kept
+
+
+def test_onecycle_scales_from_the_top_level_lr_when_every_parameter_is_in_a_group(tmp_path):
+    rates, total = onecycle_rates(tmp_path, [{"params": ["1", "3"], "lr": 0.2}, {"params": "5", "lr": 0.05}])
+    assert [step[0] for step in rates] == pytest.approx(torch_onecycle(0.8, total), rel=1e-12)
+    assert [step[1] for step in rates] == pytest.approx(torch_onecycle(0.2, total), rel=1e-12)

@@ -172,6 +172,16 @@ def linear(
     return per_step_schedule(context, lambda initial: decay)
 
 
+def group_peaks(optimizer: Any, max_lr: float) -> list[float]:
+    """Each group's peak for onecycle: max_lr is the top-level optimizer.lr's, and a group of
+    optimizer.groups peaks at max_lr × its lr / optimizer.lr, so the groups keep their ratios
+    (OneCycleLR given one max_lr would set every group to it, discarding the groups' lr)."""
+    top = optimizer.defaults.get("lr")  # the top-level rate, as the optimizer was built on it
+    if not isinstance(top, (int, float)) or top <= 0:  # an optimizer without a plain rate: one peak for all
+        return [max_lr] * len(optimizer.param_groups)
+    return [max_lr if group["lr"] == top else max_lr * group["lr"] / top for group in optimizer.param_groups]
+
+
 @SCHEDULERS.register(
     "onecycle",
     summary="One cycle: warm up to max_lr over pct_start of the run (its own warm-up), then anneal far below "
@@ -189,7 +199,7 @@ def onecycle(
 
     return torch.optim.lr_scheduler.OneCycleLR(
         context.optimizer,
-        max_lr=max_lr,
+        max_lr=group_peaks(context.optimizer, max_lr),
         epochs=context.epochs,
         steps_per_epoch=context.steps_per_epoch,
         pct_start=pct_start,

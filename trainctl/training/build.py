@@ -177,14 +177,21 @@ def build_optimizer(config: Config, parts: ModelParts) -> torch.optim.Optimizer:
         parts.model, list(parts.loss_fn.parameters()), config.optimizer_groups, config.model.name
     )
     first, *others = groups
-    optimizer = entry.build(first.parameters, {**config.optimizer.params, **first.settings})
+    # Built on the top-level settings, so `optimizer.defaults` holds them as torch does (onecycle
+    # scales each group's peak by its lr over the top-level one), whichever group comes first.
+    optimizer = entry.build(first.parameters, config.optimizer.params)
+    if first.settings:  # every trainable parameter is in a group: the first has its own settings
+        optimizer.param_groups[0].update(_group_settings(entry, config, first))
     for group in others:
-        # The builder turns config values into torch's (betas as a tuple, a plugin's own names): a
-        # probe built on the group's settings gives them as torch holds them.
-        probe = entry.build(group.parameters, {**config.optimizer.params, **group.settings})
-        settings = {key: value for key, value in probe.param_groups[0].items() if key != "params"}
-        optimizer.add_param_group({"params": group.parameters, **settings})
+        optimizer.add_param_group({"params": group.parameters, **_group_settings(entry, config, group)})
     return optimizer
+
+
+def _group_settings(entry: Entry, config: Config, group: finetune.ParameterGroup) -> dict[str, Any]:
+    """A group's settings as torch holds them: the builder turns config values into torch's (betas
+    as a tuple, a plugin's own names), so a probe is built on the group's settings."""
+    probe = entry.build(group.parameters, {**config.optimizer.params, **group.settings})
+    return {key: value for key, value in probe.param_groups[0].items() if key != "params"}
 
 
 def optimizer_steps(config: Config, data: PreparedData) -> int:
