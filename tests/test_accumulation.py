@@ -10,6 +10,8 @@ import torch
 
 from trainctl.config.loading import ConfigError, load_config
 from trainctl.data.prepare import Split, steps_per_epoch
+from trainctl.nn.losses import sample_weights
+from trainctl.ranks import SINGLE
 from trainctl.runs import RunFolder
 from trainctl.training.build import build_training
 from trainctl.training.checkpoint import load_checkpoint
@@ -19,6 +21,7 @@ from trainctl.training.loop import (
     EpochContext,
     PlainUpdate,
     ScaledUpdate,
+    micro_batch_weights,
     train_one_epoch,
     training_step,
 )
@@ -38,7 +41,14 @@ def classification_split(size: int) -> Split:
     return Split(inputs=inputs, labels=labels, targets=labels)
 
 
-def train_float64(size: int, batch_size: int, accumulate: int, optimizer_name: str, epochs: int = 2) -> dict:
+def train_float64(
+    size: int,
+    batch_size: int,
+    accumulate: int,
+    optimizer_name: str,
+    epochs: int = 2,
+    loss_fn: torch.nn.Module | None = None,
+) -> dict:
     """A float64 MLP trained through the loop with a per-step cosine schedule; what it ended with."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
@@ -49,7 +59,7 @@ def train_float64(size: int, batch_size: int, accumulate: int, optimizer_name: s
     steps = optimizer_steps_per_epoch(steps_per_epoch(size, batch_size), accumulate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps)
     settings = StepSettings(batch_size, accumulate=accumulate)
-    step = training_step(model, torch.nn.CrossEntropyLoss(), optimizer, settings, scheduler=scheduler)
+    step = training_step(model, loss_fn or torch.nn.CrossEntropyLoss(), optimizer, settings, scheduler=scheduler)
     split, shuffle = classification_split(size), torch.Generator().manual_seed(0)
     optimizer_steps, losses = [], []
     for epoch in range(1, epochs + 1):
@@ -73,6 +83,34 @@ def test_sixteen_times_four_trains_the_weights_a_batch_of_64_does(size, optimize
     assert accumulated["losses"] == pytest.approx(full["losses"], abs=1e-6)  # the mean over samples (held in float32)
     unaccumulated = train_float64(size, 16, 1, optimizer_name)
     assert (unaccumulated["weights"] - full["weights"]).abs().max() > 1e-3  # the comparison can tell runs apart
+
+
+@pytest.mark.parametrize("size", [165, 145])
+def test_class_weighted_cross_entropy_accumulates_to_the_batch_of_64_too(size):
+    """Its mean divides by the class weights of the batch's targets: each micro-batch weighs its
+    share of the group's summed weights, not of its samples."""
+    weights = torch.tensor([0.2, 1.0, 5.0], dtype=torch.float64)
+    for smoothing in (0.0, 0.1):
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=smoothing)
+        full = train_float64(size, 64, 1, "sgd", loss_fn=loss_fn)
+        accumulated = train_float64(size, 16, 4, "sgd", loss_fn=loss_fn)
+        assert torch.allclose(accumulated["weights"], full["weights"], atol=1e-6, rtol=0)
+        unaccumulated = train_float64(size, 16, 1, "sgd", loss_fn=loss_fn)
+        assert (unaccumulated["weights"] - full["weights"]).abs().max() > 1e-3
+
+
+def test_micro_batches_weigh_their_share_of_the_groups_class_weights():
+    """Two micro-batches in one group: [class 0, class 0] and [class 2, class 1] with weights 1, 2, 3
+    sum to 2 and 5 of 7, so their mean losses are multiplied by 2/7 and 5/7 (not 1/2 each)."""
+    batches = [torch.tensor([0, 1]), torch.tensor([2, 3])]
+    per_sample = torch.tensor([1.0, 2.0, 3.0])[torch.tensor([0, 0, 2, 1])]
+    weights = micro_batch_weights(batches, batches, 2, SINGLE, lambda: per_sample)
+    assert weights == pytest.approx([2 / 7, 5 / 7], rel=1e-15)
+    assert micro_batch_weights(batches, batches, 2, SINGLE) == [0.5, 0.5]  # samples alike
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0]))
+    assert sample_weights(loss_fn, torch.tensor([0, 0, 2, 1])).tolist() == [1.0, 1.0, 3.0, 2.0]
+    assert sample_weights(torch.nn.CrossEntropyLoss(), torch.tensor([0, 2])) is None
+    assert sample_weights(loss_fn, torch.tensor([[0.5, 0.5, 0.0]])) is None  # class probabilities: a plain mean
 
 
 def test_the_update_is_wrapped_once_when_accumulating():

@@ -105,6 +105,31 @@ def test_two_processes_accumulating_train_the_model_one_process_does_with_the_wh
     assert_close_runs(single.run.path, tmp_path / "two")
 
 
+def test_two_processes_accumulating_a_class_weighted_loss_train_the_model_one_process_does(tmp_path):
+    """Class-weighted cross-entropy divides by the class weights of its targets: each rank's
+    micro-batch weighs its share of the group's summed class weights, so 2 processes accumulating
+    16 × 4 reach the weights 1 process does with batches of 64 (only the weights: train/loss
+    stays each batch's mean, averaged over samples)."""
+    weights = [0.2, 1.0, 5.0, 1.0, 0.5, 1.0, 2.0, 1.0, 1.0, 3.0]
+    config = config_for(tmp_path, epochs=1)
+    weighted = ["--set", f"loss.class_weight={weights}"]
+    accumulating = ["--set", "data.batch_size=16", "--set", "trainer.accumulate=4"]
+    finished = subprocess.run(
+        [TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "two", "--quiet", *weighted, *accumulating],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    single = train(config, [f"loss.class_weight={weights}"], out=tmp_path / "one", output=Output(quiet=True))
+    one, two = (
+        torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+        for run in (single.run.path, tmp_path / "two")
+    )
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5, rtol=0), key
+
+
 def test_a_two_process_run_resumes_in_one_process(two_process_run, tmp_path):
     straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", output=Output(quiet=True))
     copied = tmp_path / "copied"

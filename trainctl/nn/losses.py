@@ -21,6 +21,18 @@ def logged_values(loss_fn: nn.Module) -> dict[str, float]:
     return report() if callable(report) else {}
 
 
+def sample_weights(loss_fn: nn.Module, targets: torch.Tensor) -> torch.Tensor | None:
+    """Each sample's weight in the loss's mean, when the mean is not over samples alike: torch's
+    cross-entropy and NLL with class weights divide a batch's summed loss by the summed weights of
+    its targets' classes, not by its size. None: a plain mean over samples, or a sum of terms (each
+    term normalises itself; a class-weighted term inside one is not seen here)."""
+    weight = getattr(loss_fn, "weight", None)
+    weighted_mean = isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and loss_fn.reduction == "mean"
+    if not weighted_mean or weight is None or targets.is_floating_point():  # class probabilities: a mean over samples
+        return None
+    return weight[targets]
+
+
 # ---- distributions -------------------------------------------------------------------------------
 
 

@@ -10,7 +10,9 @@ Gradient accumulation: the epoch's micro-batches (`data.batch_size` each) are ta
 consecutive ones, the last group of an epoch possibly shorter; one optimizer step per group. Each
 micro-batch's mean loss is weighted by its share of the samples of its whole group (all ranks
 included), so the summed gradient is that of the group's mean loss: exactly the full batch's for
-a loss that is a mean over samples, short groups and short micro-batches included. Clipping, the
+a loss that is a mean over samples, short groups and short micro-batches included. A loss whose
+mean weighs samples unequally (class-weighted cross-entropy divides by the class weights of its
+targets) is weighted by its share of the group's summed sample weights instead, so it is exact too. Clipping, the
 non-finite skip, the step scheduler, the step-end handlers and the stop check act per optimizer
 step; an interrupt therefore lands between groups, never inside one, and a resume starts a group. What changes from epoch to epoch (its number, the shuffle, a
 resumed part, the skip budget, the stop request, the step-end handlers) is the `EpochContext`.
@@ -31,6 +33,7 @@ import torch
 
 from trainctl.data.prepare import Split, shuffled_batches
 from trainctl.errors import UserError
+from trainctl.nn.losses import sample_weights
 from trainctl.ranks import SINGLE, Ranks
 from trainctl.training.events import StepEnd
 from trainctl.training.interrupts import StopRequest
@@ -230,6 +233,8 @@ class TrainingStep:
     ranks: Ranks = SINGLE
     accumulate: int = 1  # micro-batches per optimizer step
     no_sync: Callable[[], AbstractContextManager[Any]] = nullcontext  # DDP's, around a group's leading micro-batches
+    # Each sample's weight in the loss's mean, for targets (None: a mean over samples alike).
+    sample_weights: Callable[[torch.Tensor], torch.Tensor | None] = lambda targets: None
 
 
 def training_step(
@@ -265,25 +270,52 @@ def training_step(
             return loss_fn(model(inputs), targets)
 
     autocast = precision.autocast if precision is not None else nullcontext
-    return TrainingStep(loss, update, autocast, settings.batch_size, scheduler, ranks, settings.accumulate, no_sync)
+    return TrainingStep(
+        loss,
+        update,
+        autocast,
+        settings.batch_size,
+        scheduler,
+        ranks,
+        settings.accumulate,
+        no_sync,
+        lambda targets: sample_weights(loss_fn, targets),
+    )
 
 
 def micro_batch_weights(
-    batches: Sequence[torch.Tensor], shares: Sequence[torch.Tensor], accumulate: int, ranks: Ranks
+    batches: Sequence[torch.Tensor],
+    shares: Sequence[torch.Tensor],
+    accumulate: int,
+    ranks: Ranks,
+    weigh: Callable[[], torch.Tensor | None] = lambda: None,
 ) -> list[float] | None:
     """What each micro-batch's mean loss is multiplied by before its backward pass: this process's
     share of the samples of its whole group (`accumulate` consecutive global batches, the epoch's
     last group possibly fewer), times the number of ranks since DDP averages their gradients. The
     weighted sum is then the mean over the group's samples. None: one process, one batch per step
-    (the weight is 1)."""
+    (the weight is 1).
+
+    `weigh` gives each sample's weight in the loss's mean (by index into the split), or None when
+    they weigh alike: then the shares are of the summed weights instead of the sample counts."""
     if accumulate == 1 and not ranks.distributed:
         return None
+    per_sample = weigh()
+    totals = _weight_totals(batches, per_sample)
+    own = _weight_totals(shares, per_sample) if ranks.distributed else totals
     weights: list[float] = []
     for start in range(0, len(batches), accumulate):
         group = range(start, min(start + accumulate, len(batches)))
-        samples = sum(len(batches[i]) for i in group)
-        weights += [len(shares[i]) * ranks.world_size / samples for i in group]
+        whole = sum(totals[i] for i in group)
+        weights += [own[i] * ranks.world_size / whole for i in group]
     return weights
+
+
+def _weight_totals(batches: Sequence[torch.Tensor], per_sample: torch.Tensor | None) -> list[float]:
+    """Each batch's summed sample weight: its size when samples weigh alike (read once per epoch otherwise)."""
+    if per_sample is None:
+        return [float(len(batch)) for batch in batches]
+    return torch.stack([per_sample[batch].double().sum() for batch in batches]).tolist()
 
 
 @dataclass(frozen=True)
@@ -316,7 +348,7 @@ def train_one_epoch(model: torch.nn.Module, split: Split, step: TrainingStep, co
     device, ranks, epoch, accumulate = split.device, step.ranks, context.epoch, step.accumulate
     batches = shuffled_batches(len(split), step.batch_size, context.generator, device)
     shares = [ranks.shard(batch) for batch in batches]
-    weights = micro_batch_weights(batches, shares, accumulate, ranks)
+    weights = micro_batch_weights(batches, shares, accumulate, ranks, lambda: step.sample_weights(split.targets))
     budget = context.skip_budget
     group_finite = True  # every loss of the group so far was finite (tracked when skipping non-finite steps)
     progress = EpochProgress.empty([len(share) for share in shares], device)
