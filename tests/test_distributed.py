@@ -130,6 +130,27 @@ def test_two_processes_accumulating_a_class_weighted_loss_train_the_model_one_pr
         assert torch.allclose(one[key], two[key], atol=1e-5, rtol=0), key
 
 
+def test_two_processes_log_each_step_once_with_the_global_batchs_loss(tmp_path):
+    """Rank 0 writes steps.jsonl; each record's loss is the mean over both ranks' samples, so it is
+    the loss one process logs for the same step (accumulating 16 × 2 per step here)."""
+    config = config_for(tmp_path, epochs=1)
+    settings = ["data.batch_size=16", "trainer.accumulate=2", "logging.every_n_steps=5"]
+    finished = subprocess.run(
+        [TRAINCTL, "train", config, "--nproc", "2", "--out", tmp_path / "two", "--quiet"]
+        + [part for setting in settings for part in ("--set", setting)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    single = train(config, settings, out=tmp_path / "one", output=Output(quiet=True))
+    one, two = read_jsonl(single.run.path / "steps.jsonl"), read_jsonl(tmp_path / "two" / "steps.jsonl")
+    last = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["state"]["global_step"]
+    assert [row["step"] for row in two] == [row["step"] for row in one] == list(range(5, last + 1, 5))
+    assert [row["loss"] for row in two] == pytest.approx([row["loss"] for row in one], rel=1e-5)
+    assert [row["lr"] for row in two] == [row["lr"] for row in one]
+
+
 def test_a_two_process_run_resumes_in_one_process(two_process_run, tmp_path):
     straight = train(config_for(tmp_path, epochs=5), out=tmp_path / "straight", output=Output(quiet=True))
     copied = tmp_path / "copied"

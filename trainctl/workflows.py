@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -313,8 +313,7 @@ def _fit_and_test(
 
     main = parts.ranks.is_main
     with graceful_stop(announce) as stop:
-        with _epoch_logger(config, run, main) as log_epoch:
-            trainer.events.epoch_end.append(lambda end: log_epoch(end.row))
+        with _logging(config, run, trainer, state):
             with _compile_errors(config):
                 fit = trainer.fit(state, rng, stop)
         if not main:
@@ -398,18 +397,36 @@ def _compile_errors(config: Config) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _epoch_logger(config: Config, run: RunFolder, main: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Per-epoch logging beyond metrics.jsonl: TensorBoard event files when asked for (by rank 0)."""
-    if not config.logging.tensorboard or not main:
-        yield lambda row: None
-        return
-    from trainctl.training.tensorboard import TensorBoardLogger
+def _logging(config: Config, run: RunFolder, trainer: Trainer, state: TrainingState | None) -> Iterator[None]:
+    """Logging beyond metrics.jsonl, written by rank 0: TensorBoard event files when asked for, and
+    with logging.every_n_steps the step records (steps.jsonl, and TensorBoard when on), in whose
+    mean loss every rank takes part. A resume (`state`) continues where its checkpoint left off."""
+    every, main = config.logging.every_n_steps, trainer.parts.ranks.is_main
+    steps_done = state.global_step if state is not None else 0
+    with contextlib.ExitStack() as stack:
+        consumers = []
+        if config.logging.tensorboard and main:
+            from trainctl.training.tensorboard import TensorBoardLogger
 
-    logger = TensorBoardLogger(run.path / "tensorboard")
-    try:
-        yield logger.log
-    finally:
-        logger.close()
+            # Epochs and steps are two axes, so two folders (TensorBoard runs), each hiding on a
+            # resume what was written past the checkpoint on its own axis.
+            folder = run.path / "tensorboard"
+            board = TensorBoardLogger(folder, None if state is None else state.epoch + 1)
+            stack.enter_context(contextlib.closing(board))
+            trainer.events.epoch_end.append(lambda end: board.log(end.row))
+            if every is not None:
+                steps_board = TensorBoardLogger(folder / "steps", None if state is None else steps_done + 1)
+                consumers.append(stack.enter_context(contextlib.closing(steps_board)).log_step)
+        if every is not None:
+            from trainctl.training.step_records import recording_steps
+
+            parts = trainer.parts
+            stack.enter_context(
+                recording_steps(
+                    trainer.events, every, parts.optimizer, parts.ranks, steps_done, run if main else None, consumers
+                )
+            )
+        yield
 
 
 def evaluate_run(

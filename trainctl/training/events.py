@@ -5,11 +5,13 @@ The trainer module's docstring says when each fires and in which order handlers 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
+
     from trainctl.training.loop import EpochProgress
     from trainctl.training.state import TrainingState
 
@@ -19,9 +21,22 @@ class StepEnd:
     """A step whose optimizer update is done (skipped non-finite steps have none)."""
 
     epoch: int
-    step: int  # in this epoch, from 1
+    step: int  # in this epoch, from 1 (with trainer.accumulate, the group's last micro-batch)
     progress: EpochProgress  # the epoch's step losses, on the device: reading them syncs with it
     samples: int  # samples this process trained on in this epoch so far
+    first: int = 0  # the optimizer step's first micro-batch in this epoch (0: `step`, no accumulation)
+    loss_weights: Sequence[float] | None = None  # what each micro-batch's loss was multiplied by; None: 1
+
+    def loss(self) -> torch.Tensor:
+        """The optimizer step's loss, on the device (reading it syncs with it): its micro-batches'
+        losses weighted as their backward passes were, so with trainer.accumulate the mean over the
+        whole group's samples. With several processes this process's part: the mean over the ranks
+        is the global batch's loss."""
+        first = self.first or self.step
+        losses = self.progress.step_losses[first - 1 : self.step]
+        if self.loss_weights is None:
+            return losses.sum()  # one micro-batch, weighing 1
+        return (losses * losses.new_tensor(self.loss_weights[first - 1 : self.step])).sum()
 
 
 @dataclass

@@ -396,7 +396,7 @@ def train_one_epoch(model: torch.nn.Module, split: Split, step: TrainingStep, co
         progress.steps = number
         samples += share
         if handlers:  # nothing is built for a loop without step-end handlers
-            end = StepEnd(epoch, number, progress, samples)
+            end = StepEnd(epoch, number, progress, samples, number - (number - 1) % accumulate, weights)
             for handler in handlers:
                 handler(end)
         # After an epoch's last step there is nothing to interrupt: the epoch ends, and the trainer
