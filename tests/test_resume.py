@@ -289,6 +289,7 @@ def test_a_run_saved_before_a_key_existed_resumes_and_a_real_change_is_still_ref
     train(config, out=run, output=Output(quiet=True))
     _as_an_earlier_version_saved_it(run, "trainer", "accumulate")
     _as_an_earlier_version_saved_it(run, "scheduler", "warmup_steps")
+    _as_an_earlier_version_saved_it(run, "logging", "every_n_steps")
     edited = tmp_path / "edited"
     shutil.copytree(run, edited)
     (run / "summary.json").unlink()  # as if killed after its last epoch: the resume finishes the test
