@@ -154,7 +154,7 @@ class LoggingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     tensorboard: bool = False  # also write TensorBoard event files (pip install tensorboard)
     # Every N optimizer steps, the step's training loss and lr: to steps.jsonl, and TensorBoard when on.
-    every_n_steps: Count | None = None  # None: per epoch only, nothing added to a step
+    every_n_steps: Count | None = None  # null: off, and nothing is added to a step
 
 
 class SweepSettings(BaseModel):

@@ -92,14 +92,14 @@ class SweepRecorder:
     step k - 1; the first step's loss shows no update at all. Stops the loop when the schedule is
     measured through or the loss diverges."""
 
-    def __init__(self, settings: RangeSettings, accumulate: int, stop: StopRequest):
-        self.rates, self.accumulate, self.stop = settings.rates(), accumulate, stop
+    def __init__(self, settings: RangeSettings, stop: StopRequest):
+        self.rates, self.stop = settings.rates(), stop
         self.check = DivergenceCheck(settings.smoothing, settings.divergence)
         self.initial_loss: float | None = None
         self.losses: list[float] = []
 
     def __call__(self, end: StepEnd) -> None:
-        loss = step_loss(end, self.accumulate)
+        loss = float(end.loss())  # the step's whole batch's; read on the host: the test decides after every step
         if self.initial_loss is None:
             self.initial_loss = loss
             if not math.isfinite(loss):
@@ -120,15 +120,6 @@ class SweepRecorder:
         return Sweep(self.rates[:tested], self.losses, initial, settings)
 
 
-def step_loss(end: StepEnd, accumulate: int) -> float:
-    """The optimizer step's loss: the mean over the samples of its micro-batches (a group of
-    `accumulate`, or fewer at an epoch's end). Read on the host: the test decides after every step."""
-    progress, last = end.progress, end.step
-    first = last - (last - 1) % accumulate
-    sizes = progress.batch_sizes[first - 1 : last]
-    return float((progress.step_losses[first - 1 : last] * sizes).sum() / sizes.sum())
-
-
 def run_range_test(config: Config, parts: TrainingParts, settings: RangeSettings) -> Sweep:
     """Train `parts` through the sweep, cycling over the training split as often as the steps need,
     in the order `trainctl train` shuffles it with the config's seed."""
@@ -136,7 +127,7 @@ def run_range_test(config: Config, parts: TrainingParts, settings: RangeSettings
     schedule = ExponentialSweep(parts.optimizer, swept_groups(config, parts), settings.rates())
     step = training_step(parts.model, parts.loss_fn, parts.optimizer, step_settings, scheduler=schedule)
     stop = StopRequest()
-    recorder = SweepRecorder(settings, step_settings.accumulate, stop)
+    recorder = SweepRecorder(settings, stop)
     generator = torch.Generator().manual_seed(config.seed)
     epoch = 0
     while not stop.requested:
