@@ -12,8 +12,9 @@ micro-batch's mean loss is weighted by its share of the samples of its whole gro
 included), so the summed gradient is that of the group's mean loss: exactly the full batch's for
 a loss that is a mean over samples, short groups and short micro-batches included. A loss whose
 mean weighs samples unequally (class-weighted cross-entropy divides by the class weights of its
-targets) is weighted by its share of the group's summed sample weights instead, so it is exact too. Clipping, the
-non-finite skip, the step scheduler, the step-end handlers and the stop check act per optimizer
+targets) is weighted by its share of the group's summed sample weights instead: exact too.
+`StepEnd.loss()` sums the same weighted losses, so it is the loss of the step's whole batch.
+Clipping, the non-finite skip, the step scheduler, the step-end handlers and the stop check act per optimizer
 step; an interrupt therefore lands between groups, never inside one, and a resume starts a group. What changes from epoch to epoch (its number, the shuffle, a
 resumed part, the skip budget, the stop request, the step-end handlers) is the `EpochContext`.
 
