@@ -519,6 +519,62 @@ def predict(
         shown.line(f"written: {output}")
 
 
+@app.command("export")
+def export_model(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `trainctl train`.", show_default=False)],
+    format_name: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="safetensors|onnx|torchscript|exported-program",
+            help="safetensors (weights), onnx, torchscript or exported-program (torch.export, .pt2).",
+            show_default=False,
+        ),
+    ],
+    checkpoint: Annotated[
+        str, typer.Option(metavar="best|last|PATH", help="best, last, or a checkpoint file.")
+    ] = "best",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="The file to write (default: RUN_DIR/model-CHECKPOINT.SUFFIX)."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE and FILE.json if they exist.")] = False,
+) -> None:
+    """Export a run's model for use without trainctl: ONNX, TorchScript, a torch.export program, or
+    its weights as safetensors, with FILE.json beside it (input shape and dtype, preprocessing, class
+    names, how outputs become predictions).
+
+    The weights are the checkpoint's that eval uses (EMA or SWA averages in a run that averages them).
+    Before the file is written, it is loaded back with its own runtime (onnxruntime, torch.jit.load,
+    torch.export.load, safetensors) and compared with the torch model on the run's test split, in
+    batches of two sizes: the batch axis is dynamic. Needs the export extra for onnx and safetensors.
+
+    Example: trainctl export runs/fruit-20260101-120000 --format onnx -o fruit.onnx
+    """
+    from trainctl.export import export_run
+
+    _load_plugins()
+    _check_run_plugins(run_dir)
+    with user_errors():
+        result = export_run(run_dir, format_name, checkpoint, output, force)
+    shown = Output()
+    check = result.check
+    sizes = ", ".join(str(size) for size in check.batch_sizes[:-1]) + f" and {check.batch_sizes[-1]}"
+    shown.line(
+        f"checked: max |difference| {check.max_difference:.3g} from the torch model on {check.samples} test "
+        f"samples (batches of {sizes}; allowed {check.tolerance:g})"
+    )
+    if result.format == "torchscript":
+        shown.notice(
+            "TorchScript is deprecated since torch 2.11: torch.jit.load warns; exported-program is its successor"
+        )
+    shown.line(f"written: {result.path}")
+    shown.line(f"written: {result.sidecar}")
+
+
 def _print_prediction_warnings(output: Output, predictions: list, shown: int = 10) -> None:
     """One line per doubtful input, up to `shown`; then how many more there are."""
     doubtful = [p for p in predictions if p.warning]

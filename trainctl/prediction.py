@@ -30,7 +30,7 @@ class Prediction:
     warning: str | None = None  # why this prediction deserves no trust, if it does not
 
 
-def _saved_data(run: RunFolder) -> dict[str, Any]:
+def saved_data(run: RunFolder) -> dict[str, Any]:
     from trainctl.run_contents import read_data_description
 
     return read_data_description(run.path / "data.json")
@@ -44,6 +44,8 @@ class RunModel:
     task: Task
     output_kind: str  # what the loss reads: logits, log-probabilities, values
     layout: str  # how the outputs are laid out (the target plan's layout)
+    epoch: int | None = None  # the checkpoint's epoch
+    averaging: dict[str, Any] | None = None  # the checkpoint's weight-averaging record (EMA, SWA), if any
 
 
 def load_run_model(run_dir: str | Path, checkpoint: str = "best") -> RunModel:
@@ -52,15 +54,15 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "best") -> RunModel:
     from trainctl.config.loading import load_config
 
     run = RunFolder.open(run_dir)
-    return _load_model(run, load_config(run.config_path), _saved_data(run), checkpoint)
+    return load_model(run, load_config(run.config_path), saved_data(run), checkpoint)
 
 
-def _load_model(run: RunFolder, config: Config, saved: dict[str, Any], checkpoint: str) -> RunModel:
+def build_run_model(config: Config, saved: dict[str, Any]) -> RunModel:
+    """A run's model as its config and data.json build it, with freshly initialised weights."""
     from trainctl.components.losses import profile
     from trainctl.components.models import ModelContext
     from trainctl.components.registries import MODELS
     from trainctl.data.task import Task, plan_targets
-    from trainctl.training.checkpoint import load_checkpoint, load_model_state
 
     task = Task(
         saved["task"]["kind"],
@@ -73,10 +75,22 @@ def _load_model(run: RunFolder, config: Config, saved: dict[str, Any], checkpoin
     vocabulary = len(saved["text"]["vocabulary"]) if saved.get("text") else 0
     context = ModelContext(tuple(saved["input_shape"]), plan.num_outputs, vocabulary)
     model = MODELS.get(config.model.name).build(context, config.model.params)
-    path = run.checkpoint_path(checkpoint)
-    load_model_state(model, load_checkpoint(path), path)
     model.eval()
     return RunModel(model, task, loss.input, plan.layout)
+
+
+def load_model(run: RunFolder, config: Config, saved: dict[str, Any], checkpoint: str) -> RunModel:
+    """The run's model with a checkpoint's `model` entry: the weights eval uses (EMA or SWA averages
+    in a run that averages them)."""
+    from trainctl.training.checkpoint import load_checkpoint, load_model_state
+
+    loaded = build_run_model(config, saved)
+    path = run.checkpoint_path(checkpoint)
+    state = load_checkpoint(path)
+    load_model_state(loaded.module, state, path)
+    loaded.epoch = state.get("epoch")
+    loaded.averaging = state.get("averaging") if isinstance(state.get("averaging"), dict) else None
+    return loaded
 
 
 def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -> list[Prediction]:
@@ -84,7 +98,7 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
 
     run = RunFolder.open(run_dir)
     config = load_config(run.config_path)
-    saved = _saved_data(run)
+    saved = saved_data(run)
     if saved.get("audio"):
         inputs = _audio_files(inputs)
     _check_input_files(inputs)
@@ -95,7 +109,7 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
             f"{run.path}: predict reads input files for runs trained on csv tables, image, text or audio "
             f"datasets; this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files"
         )
-    loaded = _load_model(run, config, saved, checkpoint)
+    loaded = load_model(run, config, saved, checkpoint)
     read = readers[kind]
     predictions: list[Prediction] = []
     for file in inputs:

@@ -160,6 +160,7 @@ def _description_problem(saved: Any) -> str | None:
         or _image_problem(saved.get("image"))
         or _text_problem(saved.get("text"))
         or _audio_problem(saved.get("audio"))
+        or _standardization_problem(saved.get("standardization"), saved["input_shape"])
     )
 
 
@@ -294,4 +295,17 @@ def _text_problem(text: Any) -> str | None:
         or not _is_count(text.get("length"), 1)
     ):
         return "text lacks its tokenizer level, lowercase or length"
+    return None
+
+
+def _standardization_problem(scale: Any, input_shape: list[int]) -> str | None:
+    if scale is None:
+        return None
+    size = math.prod(input_shape)
+    for key in ("mean", "std"):
+        values = scale.get(key) if isinstance(scale, dict) else None
+        if not isinstance(values, list) or len(values) != size or not all(map(_is_finite, values)):
+            return f"standardization.{key} is not a list of {size} numbers (one per input feature)"
+    if not all(value > 0 for value in scale["std"]):
+        return "standardization.std holds a value that is not positive"
     return None

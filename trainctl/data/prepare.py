@@ -89,7 +89,7 @@ class PreparedData:
     # are mapped back with these, so metrics are in the data's units.
     target_mean: torch.Tensor | None = None
     target_std: torch.Tensor | None = None
-    encoding: dict[str, Any] | None = None  # how raw rows become inputs, for predict (tables, images, text)
+    encoding: dict[str, Any] | None = None  # how raw rows become inputs, for predict (tables, images, text, features)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # the dataset's (what is odd, what to do)
     files: list[str] | None = None  # each dataset row's file (image and audio folders), for reports on samples
 
@@ -114,6 +114,7 @@ class PreparedData:
             "image": None,
             "text": None,
             "audio": None,
+            "standardization": None,  # built-in numeric datasets: each feature's training mean and std
             **(self.encoding or {}),
         }
 
@@ -268,6 +269,8 @@ def prepare_data(
         else:
             mean, std = _statistics(raw.x[train_idx])
             parts = tuple((raw.x[rows] - mean) / std for rows in (train_idx, val_idx, test_idx))
+            # Saved with the run: what predict and export apply to a raw row (one value per feature)
+            encoding = {"standardization": {"mean": mean.tolist(), "std": std.tolist()}}
         inputs = tuple(to_tensor(part.reshape(len(part), *input_shape), torch.float32) for part in parts)
     y_train, y_val, y_test = raw.y[train_idx], raw.y[val_idx], raw.y[test_idx]
     if raw.corrupt_train_targets is not None:

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 PAD, UNKNOWN = "<pad>", "<unk>"
+WORD_PATTERN = r"\w+|[^\w\s]"  # a word-level token: a run of word characters, or one punctuation mark
 
 
 def tokenize(text: str, level: str, lowercase: bool) -> list[str]:
     text = text.lower() if lowercase else text
-    return re.findall(r"\w+|[^\w\s]", text) if level == "words" else list(text)
+    return re.findall(WORD_PATTERN, text) if level == "words" else list(text)
 
 
 @dataclass
