@@ -94,34 +94,41 @@ def export_run(
     force: bool = False,
 ) -> ExportResult:
     """Export a run's model in one of FORMATS, check it against the torch model on the run's test
-    split and write it with its sidecar JSON; refused before any work when a file is in the way."""
-    import torch
-
-    from trainctl.config.loading import load_config
-    from trainctl.files import check_output_path, new_output
-    from trainctl.prediction import load_model, saved_data
+    split and write it with its sidecar JSON. A file in the way, or a folder that cannot be written,
+    is refused before any work; a failure leaves no file behind."""
+    from trainctl.files import new_output
 
     chosen = _format(format_name)
     run = RunFolder.open(run_dir)
     path = output if output is not None else default_path(run, format_name, checkpoint)
     sidecar = sidecar_path(path)
-    for file in (path, sidecar):
-        check_output_path(file, "--output", force)
     _require_modules(format_name, chosen)
+    # Both temporary files are made now: an existing file or an unwritable folder stops the export here.
+    with new_output(path, "--output", force) as written, new_output(sidecar, "--output", force) as notes:
+        check = _export_checked(run, format_name, checkpoint, path, written, notes)
+    return ExportResult(path, sidecar, format_name, check)
+
+
+def _export_checked(run: RunFolder, format_name: str, checkpoint: str, path: Path, written: Path, notes: Path) -> Check:
+    """Write the export into `written` and its description into `notes`, once it passes the check."""
+    import torch
+
+    from trainctl.config.loading import load_config
+    from trainctl.prediction import load_model, saved_data
+
     config = load_config(run.config_path)
     saved = saved_data(run)
     loaded = load_model(run, config, saved, checkpoint)
     data = _rebuilt_data(config)
     samples = data.test.first_inputs(min(len(data.test), CHECKED_SAMPLES)).cpu()
-    with new_output(path, "--output", force) as written, new_output(sidecar, "--output", force) as notes:
-        with _quiet_exporters(), _cannot_export(config.model.name, format_name):
-            EXPORTERS[format_name](loaded.module, _example(samples), written)
-        reloaded = _reloaded(format_name, written, config, saved)
-        with torch.no_grad():
-            check = _check(format_name, written, reloaded, loaded.module, samples)
-        description = describe(run, config, saved, loaded, format_name, checkpoint, path, check, data.description())
-        notes.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-    return ExportResult(path, sidecar, format_name, check)
+    with _quiet_exporters(), _cannot_export(config.model.name, format_name):
+        EXPORTERS[format_name](loaded.module, _example(samples), written)
+    reloaded = _reloaded(format_name, written, config, saved)
+    with torch.no_grad():
+        check = _check(format_name, path, reloaded, loaded.module, samples)
+    description = describe(run, config, saved, loaded, format_name, checkpoint, path, check, data.description())
+    notes.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    return check
 
 
 def _format(name: str) -> Format:
@@ -245,11 +252,24 @@ def _cannot_export(model_name: str, format_name: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # torch.export, TorchScript and ONNX raise many kinds; all mean "cannot"
-        others = [name for name in FORMATS if name != format_name]
+        if format_name == "exported-program" or _failed_in_torch_export(error):
+            # ONNX's exporter starts with torch.export: a model it cannot capture fails both formats
+            why, others = "torch.export cannot capture its forward pass", ["torchscript", "safetensors"]
+        else:
+            why, others = f"the {format_name} exporter failed", [name for name in FORMATS if name != format_name]
         raise UserError(
-            f"model {model_name!r} cannot be exported as {format_name}: {_root_cause(error)}; "
+            f"model {model_name!r} cannot be exported as {format_name}: {why} ({_root_cause(error)}); "
             f"try --format {', '.join(others[:-1])} or {others[-1]}"
         ) from None
+
+
+def _failed_in_torch_export(error: BaseException | None) -> bool:
+    """Whether torch.onnx failed in its first step, capturing the model with torch.export."""
+    while error is not None:
+        if type(error).__name__ == "TorchExportError":
+            return True
+        error = error.__cause__
+    return False
 
 
 def _root_cause(error: BaseException) -> str:
@@ -338,7 +358,6 @@ def describe(
     from trainctl.training.state import config_hash
 
     task = saved["task"]
-    averaging = loaded.averaging or {}
     description: dict[str, Any] = {
         "format": format_name,
         "file": path.name,
@@ -350,7 +369,7 @@ def describe(
             "config_hash": config_hash(config.to_dict()),
             "checkpoint": checkpoint if checkpoint in CHECKPOINTS else Path(checkpoint).name,
             "epoch": loaded.epoch,
-            "weights": str(averaging.get("weights", "trained")),  # ema, swa or trained
+            "weights": loaded.weights,  # trained, ema or swa
         },
         "model": {"name": config.model.name, "parameters": config.model.params},
         "input": _input(saved),

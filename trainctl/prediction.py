@@ -45,7 +45,7 @@ class RunModel:
     output_kind: str  # what the loss reads: logits, log-probabilities, values
     layout: str  # how the outputs are laid out (the target plan's layout)
     epoch: int | None = None  # the checkpoint's epoch
-    averaging: dict[str, Any] | None = None  # the checkpoint's weight-averaging record (EMA, SWA), if any
+    weights: str = "trained"  # what the checkpoint's model entry holds: trained, ema or swa (averaged) weights
 
 
 def load_run_model(run_dir: str | Path, checkpoint: str = "best") -> RunModel:
@@ -89,7 +89,8 @@ def load_model(run: RunFolder, config: Config, saved: dict[str, Any], checkpoint
     state = load_checkpoint(path)
     load_model_state(loaded.module, state, path)
     loaded.epoch = state.get("epoch")
-    loaded.averaging = state.get("averaging") if isinstance(state.get("averaging"), dict) else None
+    averaging = state.get("averaging")  # a run with trainer.ema or trainer.swa: which weights `model` holds
+    loaded.weights = str(averaging.get("weights", "trained")) if isinstance(averaging, dict) else "trained"
     return loaded
 
 
