@@ -24,7 +24,7 @@ from trainctl.prediction import build_run_model, load_run_model, saved_data
 from trainctl.runs import RunFolder
 from trainctl.workflows import train
 
-from helpers import write_config
+from helpers import REPO, write_config
 
 FORMATS = ("safetensors", "onnx", "torchscript", "exported-program")
 
@@ -249,6 +249,30 @@ def test_an_unwritable_folder_is_one_line_before_any_work(tiny_run, cli, tmp_pat
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {folder / 'm.onnx'}: ") and result.stderr.count("\n") == 1
     assert "checked:" not in result.output and not (folder / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnxscript"])
+def test_a_missing_runtime_is_named_with_how_to_install_it(tiny_run, cli, tmp_path, monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # what an install without it gives
+    result = cli("export", tiny_run[0], "--format", "onnx", "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: --format onnx needs {missing}, not installed; "
+        f"pip install {missing} (or, in the trainctl checkout, pip install -e '.[export]')"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_export_extra_holds_every_formats_packages():
+    import tomllib
+
+    from trainctl.export import FORMATS
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    needed = {name for chosen in FORMATS.values() for name in chosen.modules}
+    assert needed == {"onnx", "onnxruntime", "onnxscript", "safetensors"}
+    for extra in ("export", "test"):
+        assert needed <= {requirement.split(">")[0] for requirement in extras[extra]}, extra
 
 
 def test_an_export_further_than_the_tolerance_from_the_model_is_refused(tiny_run):

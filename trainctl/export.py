@@ -17,7 +17,7 @@ that needs them: the `export` extra.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import json
 import logging
 import math
@@ -138,8 +138,14 @@ def _format(name: str) -> Format:
 
 
 def _require_modules(format_name: str, chosen: Format) -> None:
-    """The format's packages are installed (checked before the model is loaded and the data read)."""
-    missing = [name for name in chosen.modules if importlib.util.find_spec(name) is None]
+    """Import the format's packages now, before the model is loaded and the data read: a missing one
+    is named with how to install it."""
+    missing = []
+    for name in chosen.modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise UserError(
             f"--format {format_name} needs {', '.join(missing)}, not installed; "
