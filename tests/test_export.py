@@ -227,6 +227,19 @@ def test_a_missing_run_folder_is_one_line(cli, tmp_path):
     )
 
 
+def test_the_runs_data_is_needed_for_the_check_and_said_so(tiny_run, cli, tmp_path):
+    run = shutil.copytree(tiny_run[0], tmp_path / "run")
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config.replace(str(tiny_run[1]), str(tmp_path / "moved.csv")))
+    result = cli("export", run, "--format", "safetensors", "-o", tmp_path / "m.safetensors")
+    assert result.exit_code == 2
+    assert f"data.path: {tmp_path / 'moved.csv'}: file not found" in result.stderr
+    assert result.stderr.rstrip().endswith(
+        "(export checks the exported model on the run's test split, so it reads the run's data)"
+    )
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def unwritable_folder(tmp_path: Path) -> Path:
     """A folder this process cannot create files in: one without write permission, or (for root,
     whom permissions do not stop) a read-only system folder."""

@@ -159,8 +159,14 @@ def _rebuilt_data(config: Config) -> Any:
 
     from trainctl.training.build import build_data
 
-    with config.errors_located():
-        return build_data(config, torch.device("cpu"))
+    try:
+        with config.errors_located():
+            return build_data(config, torch.device("cpu"))
+    except UserError as error:
+        raise UserError(
+            f"{'; '.join(error.lines())} (export checks the exported model on the run's test split, so it "
+            "reads the run's data)"
+        ) from None
 
 
 def _example(samples: torch.Tensor) -> torch.Tensor:
