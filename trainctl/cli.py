@@ -461,8 +461,9 @@ def predict(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            help="Input files: CSV tables with the training columns, image files, or for a text run "
-            "text files (one text per line) and CSV/TSV tables with its text column.",
+            help="Input files: CSV tables with the training columns, image files, for a text run "
+            "text files (one text per line) and CSV/TSV tables with its text column, or for a built-in "
+            "dataset (iris, digits, ...) CSV rows of its features.",
             show_default=False,
         ),
     ],
@@ -482,7 +483,9 @@ def predict(
     target too) are ignored. For image runs (mnist, ...), each file is one image of the training size.
     For text runs, a .csv, .tsv or .tab file is read by the run's data.text_column (other columns, the
     label too, are ignored) and any other file as one text per line; a text with no word the model
-    knows gets a warning.
+    knows gets a warning. For a run on a built-in dataset (iris, wine, breast_cancer, diabetes, digits,
+    ...), each row of a CSV is one sample: its features in the dataset's order, as scikit-learn's loader
+    gives them (digits: the 64 pixel values), with or without a header row.
 
     Example: trainctl predict runs/fruit-20260101-120000 new_fruit.csv -o predictions.csv
 

@@ -7,6 +7,8 @@ feature encoding, the target's scale); config.yaml says how to rebuild the model
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,15 +105,8 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
     if saved.get("audio"):
         inputs = _audio_files(inputs)
     _check_input_files(inputs)
-    readers = {"table": _table_inputs, "text": _text_inputs, "audio": _audio_inputs, "image": _image_inputs}
-    kind = next((kind for kind in readers if saved.get(kind)), None)
-    if kind is None:
-        raise UserError(
-            f"{run.path}: predict reads input files for runs trained on csv tables, image, text or audio "
-            f"datasets; this run was trained on {config.dataset.name!r}, whose inputs it cannot read from files"
-        )
+    read = _input_reader(run, saved, config.dataset.name)
     loaded = load_model(run, config, saved, checkpoint)
-    read = readers[kind]
     predictions: list[Prediction] = []
     for file in inputs:
         x, sources = read(file, saved, config.dataset.params)
@@ -122,6 +117,29 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
             _warn_without_known_tokens(found, x, saved["text"]["level"])
         predictions += found
     return predictions
+
+
+def _input_reader(run: RunFolder, saved: dict[str, Any], dataset: str) -> Callable[..., tuple[torch.Tensor, list[str]]]:
+    """How this run's inputs are read from files: by what data.json says training did to them. Rows
+    of numbers are read for trainctl's own datasets (iris, digits, ...); a plugin's dataset has its
+    own format, which predict has no reader for."""
+    from trainctl.components.registries import DATASETS
+
+    readers = {"table": _table_inputs, "text": _text_inputs, "audio": _audio_inputs, "image": _image_inputs}
+    kind = next((kind for kind in readers if saved.get(kind)), None)
+    if kind is not None:
+        return readers[kind]
+    if dataset not in DATASETS or not DATASETS.get(dataset).source.is_builtin:
+        raise UserError(
+            f"{run.path}: predict reads input files for runs trained on csv tables, image, text or audio "
+            f"datasets; this run was trained on {dataset!r}, whose inputs it cannot read from files"
+        )
+    if saved.get("standardization") is None:
+        raise UserError(
+            f"{run.path}: this run was trained on {dataset!r} by an earlier trainctl, which did not save how "
+            "it scaled the features (data.json has no standardization); train it again to predict with it"
+        )
+    return _feature_inputs
 
 
 def _check_input_files(inputs: list[Path]) -> None:
@@ -142,6 +160,68 @@ def _table_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tu
     table = handle_missing(table, [c for c in encoding.columns if c in table.columns], "error")
     x = torch.as_tensor(encoding.transform(table, strict=True))
     return x, [f"{file}:{line}" for line in table.lines]
+
+
+def _feature_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+    """Rows of numbers, one sample each, the dataset's features in its order (for a built-in dataset
+    such as iris or digits: as scikit-learn's loader gives them), standardised as in training."""
+    import numpy as np
+
+    scale = saved["standardization"]
+    values, lines = _number_rows(file, len(scale["mean"]))
+    x = (values - np.array(scale["mean"])) / np.array(scale["std"])
+    return torch.as_tensor(x.astype(np.float32).reshape(len(x), *saved["input_shape"])), [
+        f"{file}:{line}" for line in lines
+    ]
+
+
+def _number_rows(file: Path, width: int) -> tuple[Any, list[int]]:
+    """A CSV (TSV by extension) of `width` numbers a row, with or without a header row (a first row
+    without a number in it)."""
+    import csv
+
+    import numpy as np
+
+    rows, lines = [], []
+    delimiter = "\t" if file.suffix.lower() in (".tsv", ".tab") else ","
+    first = True
+    try:
+        with file.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            for row in reader:
+                cells = [cell.strip() for cell in row]
+                if not any(cells):
+                    continue  # blank lines
+                numbers = [_number(cell) for cell in cells]
+                if first and all(number is None for number in numbers):  # a header: names, skipped
+                    first = False
+                    continue
+                first = False
+                if len(cells) != width:
+                    raise UserError(
+                        f"{file}:{reader.line_num}: {len(cells)} values; the model reads {width} features a row"
+                    )
+                if None in numbers:
+                    column = numbers.index(None)
+                    raise UserError(
+                        f"{file}:{reader.line_num}: column {column + 1}: {cells[column]!r} is not a finite number"
+                    )
+                rows.append(numbers)
+                lines.append(reader.line_num)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{file}: cannot read as CSV: {error}") from None
+    if not rows:
+        raise UserError(f"{file}: no rows of numbers in it (one sample a row, {width} features)")
+    return np.array(rows, dtype=np.float64), lines
+
+
+def _number(cell: str) -> float | None:
+    """A cell's finite value, or None."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab")  # read as tables (with a header); any other file: one text per line
