@@ -419,3 +419,45 @@ def test_exporting_safetensors_imports_none_of_the_onnx_packages(tiny_run, tmp_p
     )
     assert probe.stdout.strip() == "[]", probe.stderr
     assert (tmp_path / "m.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_an_image_runs_sidecar_applied_by_hand_to_png_files_gives_predicts_answers(tmp_path, cli):
+    """Resize, scale and normalise as the sidecar says (PIL and numpy, no trainctl), run onnxruntime:
+    the same class and probability as `trainctl predict` on the same files."""
+    from PIL import Image
+
+    from trainctl.export import export_run
+
+    from helpers import image_tree
+
+    root = image_tree(tmp_path / "images", {"blue": 12, "red": 12})  # 10×12 images, resized to 8×8
+    config = write_config(
+        tmp_path,
+        data={"name": "image_folder", "root": str(root), "batch_size": 8, "image_size": [8, 8]},
+        model={"name": "cnn", "channels": [4], "hidden": 8},
+        trainer={"epochs": 1, "device": "cpu"},
+    )
+    run = train(config, out=tmp_path / "run", output=Output(quiet=True)).run.path
+    path = export_run(run, "onnx", output=tmp_path / "shapes.onnx").path
+    recipe = sidecar_of(path)["preprocessing"]
+    assert recipe["kind"] == "image" and recipe["resize"] == [8, 8] and recipe["color"] == "RGB"
+    files = [root / "red" / "0.png", root / "blue" / "1.png", root / "red" / "5.png"]
+    batch = []
+    for file in files:
+        with Image.open(file) as opened:
+            image = opened.convert(recipe["color"]).resize((recipe["resize"][1], recipe["resize"][0]))
+        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        for step in recipe["transforms"]:
+            assert step["name"] == "normalize"  # the only eval transform of this run
+            pixels = (pixels - np.array(step["mean"])[:, None, None]) / np.array(step["std"])[:, None, None]
+        batch.append(pixels.astype(np.float32))
+    outputs = onnx_session(path).run(None, {"input": np.stack(batch)})[0]
+    probabilities = np.exp(outputs) / np.exp(outputs).sum(axis=1, keepdims=True)
+
+    result = cli("predict", run, *files, "-o", tmp_path / "p.json")
+    assert result.exit_code == 0, result.output
+    predicted = json.loads((tmp_path / "p.json").read_text())
+    class_names = sidecar_of(path)["class_names"]
+    assert [record["prediction"] for record in predicted] == [class_names[k] for k in outputs.argmax(axis=1)]
+    assert [record["probability"] for record in predicted] == pytest.approx(probabilities.max(axis=1), abs=1e-4)

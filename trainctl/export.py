@@ -482,8 +482,9 @@ def _describe_image(image: dict[str, Any]) -> dict[str, Any]:
         "resize": image.get("resize"),
         "pixels": "float32 in [0, 1] (value / 255), channels first",
         "transforms": image.get("transforms", []),
-        "recipe": "read the image, convert to the color mode, resize to `resize` if given, scale to [0, 1], "
-        "then apply `transforms` in order (normalize: (x - mean) / std per channel)",
+        "recipe": "read the image, convert it to `color`, resize it to `resize` ([height, width]) if given "
+        "(PIL's Image.resize with its default filter), scale to [0, 1], then apply `transforms` in order "
+        "(normalize: (x - mean) / std per channel)",
     }
 
 
