@@ -423,6 +423,8 @@ def _input(saved: dict[str, Any]) -> dict[str, Any]:
         meaning = "token ids (as float32), as `preprocessing` makes them from a text"
     elif saved.get("image"):
         meaning = "an image, channels × height × width, as `preprocessing` makes it"
+    elif saved.get("audio"):
+        meaning = "an audio clip's features, as `preprocessing` makes them"
     elif saved.get("table"):
         meaning = "one row of the table, encoded as `preprocessing` says"
     else:
@@ -505,6 +507,26 @@ def _describe_text(text: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _describe_audio(audio: dict[str, Any]) -> dict[str, Any]:
+    from trainctl.data.audio_features import LOG_OFFSET
+
+    return {
+        "sample_rate": audio["sample_rate"],
+        "length": audio["length"],
+        "features": audio["features"],
+        "log_offset": LOG_OFFSET if audio["features"].get("name") == "log_mel" else None,
+        "mean": audio["mean"],
+        "std": audio["std"],
+        "transforms": audio.get("transforms", []),
+        "recipe": "decode, mix to mono, resample to `sample_rate`; keep the centre `length` samples (pad a "
+        "shorter clip with zeros); features: log_mel = log(power of a centred STFT (Hann window of n_fft, "
+        "hop_length, reflect padding) times HTK-scale triangular mel filters (n_mels, f_min to f_max, peaks 1) "
+        "+ log_offset), frames along the rows, or waveform = the samples; then (x - mean) / std per mel band "
+        "(one value for a waveform); then "
+        "`transforms` in order. trainctl.data.audio_features computes it in Python",
+    }
+
+
 def _describe_standardization(scale: dict[str, Any]) -> dict[str, Any]:
     return {
         "mean": scale["mean"],
@@ -517,4 +539,5 @@ PREPROCESSING: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "table": _describe_table,
     "image": _describe_image,
     "text": _describe_text,
+    "audio": _describe_audio,
 }
