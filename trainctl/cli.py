@@ -704,6 +704,12 @@ def sweep(
         int | None,
         typer.Option(metavar="N", help="Seed of the random and TPE samplers (sets sweep.seed).", min=0, max=2**31 - 1),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc", min=1, metavar="N", help="Train each trial in N processes (as trainctl train --nproc N)."
+        ),
+    ] = 1,
 ) -> None:
     """Search over config values: every trial is an ordinary run folder; a leaderboard ranks them.
 
@@ -711,6 +717,7 @@ def sweep(
     ranges (and --grid values). The same can stand in the config's sweep: section. The study is kept
     in the sweep folder, so running the same command again continues an interrupted sweep and runs
     nothing that is done. Trials are ranked by the best value of trainer.monitor on the validation split.
+    Trials run in --jobs warm worker processes that import torch once.
 
     Example: trainctl sweep configs/digits_mlp.yaml --grid loss.name=cross_entropy,focal --grid optimizer.lr=1e-3,1e-2
 
@@ -733,6 +740,7 @@ def sweep(
             storage=storage,
             jobs=jobs,
             plugin_arguments=_plugin_options().arguments(),  # every trial loads the same plugins
+            nproc=nproc,
         )
         plan = setup.plan
         output.line(

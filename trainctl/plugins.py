@@ -82,6 +82,45 @@ def loaded() -> list[LoadedPlugin]:
     return list(_loaded.values())
 
 
+@dataclass(frozen=True)
+class LoadingState:
+    """What loading plugins changed in this process: the registries and the record of what is loaded."""
+
+    registries: dict[str, dict[str, Any]]
+    loaded: dict[Source, LoadedPlugin]
+    done: frozenset[str]
+
+
+def loading_state() -> LoadingState:
+    """A copy of the registries and of the plugins loaded, for `restore_loading_state`."""
+    from trainctl.components.registries import REGISTRIES
+
+    return LoadingState(
+        {key: registry.snapshot() for key, registry in REGISTRIES.items()},
+        _copied(_loaded),
+        frozenset(_done),
+    )
+
+
+def restore_loading_state(state: LoadingState) -> None:
+    """Put the registries and the plugin record back as `state` holds them: a warm sweep worker does
+    this before each trial, so a component a trial registered is gone for the next one."""
+    from trainctl.components.registries import REGISTRIES
+
+    for key, registry in REGISTRIES.items():
+        registry.restore(state.registries[key])
+    _loaded.clear()
+    _loaded.update(_copied(state.loaded))
+    _done.clear()
+    _done.update(state.done)
+
+
+def _copied(plugins: dict[Source, LoadedPlugin]) -> dict[Source, LoadedPlugin]:
+    return {
+        source: dataclasses.replace(plugin, components=list(plugin.components)) for source, plugin in plugins.items()
+    }
+
+
 def _load_entry_points() -> None:
     from importlib.metadata import entry_points
 

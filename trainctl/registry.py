@@ -179,6 +179,14 @@ class Registry(Generic[InfoFields, Info]):
     def names(self) -> list[str]:
         return list(self._entries)
 
+    def snapshot(self) -> dict[str, Entry[Info]]:
+        """The entries as they are now, for `restore`: a warm sweep worker puts them back before each
+        trial, so that what one trial registered is gone for the next, as in a fresh process."""
+        return dict(self._entries)
+
+    def restore(self, entries: dict[str, Entry[Info]]) -> None:
+        self._entries = dict(entries)
+
     def unknown_name_message(self, name: Any) -> str:
         return (
             f"unknown {self.kind} {shown(name)}{suggest(str(name), self._entries)}; "

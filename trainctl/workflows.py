@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # torch stays out of commands that do not train
     from trainctl.ranks import Ranks
     from trainctl.reports.preflight import Finding
     from trainctl.training.build import TrainingParts
-    from trainctl.training.events import FitResult
+    from trainctl.training.events import EpochEnd, FitResult
     from trainctl.training.lr_range import RangeSettings, Suggestion, Sweep
     from trainctl.training.state import RandomStates, TrainingState
     from trainctl.training.trainer import Trainer
@@ -42,11 +42,13 @@ def train(
     out: str | Path | None = None,
     output: Output | None = None,
     strict: bool = False,
+    epoch_end: Sequence[Callable[[EpochEnd], None]] = (),
 ) -> TrainResult:
     """Train a config file into a new run folder. `output` (default: stdout and stderr) says where
-    the progress and warnings go; Output(quiet=True) keeps only the warnings."""
+    the progress and warnings go; Output(quiet=True) keeps only the warnings. `epoch_end` handlers
+    join the trainer's (a sweep's pruning reports)."""
     config = load_config(config_path, overrides)
-    return train_config(config, out=out, output=output, strict=strict)
+    return train_config(config, out=out, output=output, strict=strict, epoch_end=epoch_end)
 
 
 def validate(config_path: str | Path, overrides: list[str] | None = None) -> Any:
@@ -64,6 +66,7 @@ def train_config(
     out: str | Path | None = None,
     output: Output | None = None,
     strict: bool = False,
+    epoch_end: Sequence[Callable[[EpochEnd], None]] = (),
 ) -> TrainResult:
     # torch is imported here, not at the top, so commands that do not train start fast.
     from trainctl.reports.preflight import PreflightError, preflight
@@ -98,10 +101,16 @@ def train_config(
                 _record_plugins(run, config.to_dict())
             output.message(f"run folder: {run.path}")
             trainer = _make_trainer(config, parts, run, output)
-            return _fit_and_test(config, parts, run, trainer, output, warnings=report.warnings)
+            return _fit_and_test(config, parts, run, trainer, output, warnings=report.warnings, epoch_end=epoch_end)
 
 
-def resume(run_dir: str | Path, overrides: list[str] | None = None, *, output: Output | None = None) -> TrainResult:
+def resume(
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    output: Output | None = None,
+    epoch_end: Sequence[Callable[[EpochEnd], None]] = (),
+) -> TrainResult:
     """Continue a run from checkpoints/last.pt, exactly where it stopped (from its start, when it was
     killed before its first checkpoint).
 
@@ -115,7 +124,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, *, output: O
     with _writing(run, ranks.is_main, discard_untrained=False):
         if ranks.is_main:
             run.remove_temporaries()  # a killed writer's half-written files; nothing else writes here now
-        return _resume_claimed(run, ranks, overrides, (output or Output()).in_process(ranks.is_main))
+        return _resume_claimed(run, ranks, overrides, (output or Output()).in_process(ranks.is_main), epoch_end)
 
 
 def _trained_with(checkpoint: dict[str, Any], saved: Config, run: RunFolder) -> bool:
@@ -139,7 +148,13 @@ def _trained_with(checkpoint: dict[str, Any], saved: Config, run: RunFolder) -> 
     return config_hash(reread.to_dict()) == expected
 
 
-def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, output: Output) -> TrainResult:
+def _resume_claimed(
+    run: RunFolder,
+    ranks: Ranks,
+    overrides: list[str] | None,
+    output: Output,
+    epoch_end: Sequence[Callable[[EpochEnd], None]],
+) -> TrainResult:
     from trainctl.reports.preflight import preflight
     from trainctl.training import distributed
     from trainctl.training.build import build_training
@@ -217,7 +232,7 @@ def _resume_claimed(run: RunFolder, ranks: Ranks, overrides: list[str] | None, o
                 f"resuming {run.path} at epoch {state.epoch + 1}"
                 + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else "")
             )
-        return _fit_and_test(config, parts, run, trainer, output, state, rng, warnings)
+        return _fit_and_test(config, parts, run, trainer, output, state, rng, warnings, epoch_end)
 
 
 def _record_plugins(run: RunFolder, config: dict[str, Any]) -> None:
@@ -305,6 +320,7 @@ def _fit_and_test(
     state: TrainingState | None = None,
     rng: RandomStates | None = None,
     warnings: list[Finding] | None = None,
+    epoch_end: Sequence[Callable[[EpochEnd], None]] = (),
 ) -> TrainResult:
     from trainctl.training.interrupts import Interrupted, graceful_stop
 
@@ -314,6 +330,7 @@ def _fit_and_test(
     main = parts.ranks.is_main
     with graceful_stop(announce) as stop:
         with _logging(config, run, trainer, state):
+            trainer.events.epoch_end.extend(epoch_end)
             with _compile_errors(config):
                 fit = trainer.fit(state, rng, stop)
         if not main:

@@ -22,7 +22,7 @@ MARKER = ".trainctl-sweep"
 MARKER_TEXT = "a trainctl sweep folder: `trainctl sweep --out` continues the sweep kept here\n"
 # What a sweep writes, for recognising a folder from before the mark.
 _OWN_NAMES = re.compile(
-    r"base\.yaml|sweep\.db(\.lock)?|leaderboard\.csv|\.(base\.yaml|leaderboard\.csv)\..*\.tmp|trial-\d{4,}"
+    r"base\.yaml|sweep\.db(\.lock|-wal|-shm)?|leaderboard\.csv|\.(base\.yaml|leaderboard\.csv)\..*\.tmp|trial-\d{4,}"
 )
 
 

@@ -1,4 +1,8 @@
-"""`trainctl sweep`: an Optuna study whose trials are ordinary `trainctl train` runs, each in its own process.
+"""`trainctl sweep`: an Optuna study whose trials are ordinary `trainctl train` runs.
+
+Trials run in `--jobs` warm worker processes (`trainctl.sweeps.workers`), each importing torch
+once and running trials one after another from a fresh state; a trial in several processes
+(`--nproc N`) runs as its own `trainctl train --nproc N` process instead.
 
 The study lives in a SQLite file in the sweep folder (or at `--storage`), so a sweep stopped by
 Ctrl-C, a crash or a reboot continues when the same command runs again, and several processes or
@@ -11,9 +15,9 @@ machines can share one sweep through one storage URL.
     SWEEP/trial-0000/ ...  one ordinary run folder per trial
     SWEEP/leaderboard.csv  the trials, best first
 
-A trial that fails (its `trainctl train` exits with an error) is recorded with that error and the
-sweep goes on. A trial that was interrupted (Ctrl-C, or its sweep process died) is run again on the
-next invocation: resumed from its last checkpoint when it has one.
+A trial that fails (its training ends with an error, or its worker process dies) is recorded with
+that error and the sweep goes on. A trial that was interrupted (Ctrl-C, or its sweep process died)
+is run again on the next invocation: resumed from its last checkpoint when it has one.
 
 Sweep processes sharing a storage claim each trial under a file lock beside the SQLite file (or in
 the sweep folder, for a database server), so on one machine every grid point and every random or
@@ -46,10 +50,12 @@ from trainctl.config.loading import read_config, validate
 from trainctl.errors import EXIT_INTERRUPTED, UserError
 from trainctl.files import write_atomically
 from trainctl.output import Output
+from trainctl.run_contents import read_summary
 from trainctl.sweeps import folder as sweep_folder
 from trainctl.sweeps.plan import SweepPlan, check_values, make_plan
+from trainctl.sweeps.worker import TrialRequest
+from trainctl.sweeps.workers import WarmWorker, WorkerDied
 from trainctl.training.interrupts import StopRequest, graceful_stop
-from trainctl.training.state import differing_keys
 from trainctl.yaml_source import dump_yaml
 
 BASE_CONFIG = "base.yaml"
@@ -79,6 +85,12 @@ class SweepSetup:
     storage_url: str
     jobs: int
     plugin_arguments: list[str] = field(default_factory=list)  # --plugin/--no-plugins, given to every trial
+    nproc: int = 1  # processes per trial: more than one runs each trial as `trainctl train --nproc N`
+
+    @property
+    def warm(self) -> bool:
+        """Trials run in warm workers; a trial in several processes runs as its own command."""
+        return self.nproc == 1
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:
@@ -124,6 +136,7 @@ def prepare_sweep(
     storage: str | None = None,
     jobs: int = 1,
     plugin_arguments: list[str] | None = None,
+    nproc: int = 1,
 ) -> SweepSetup:
     """Read the config and the sweep options and check every value the sweep may try."""
     if jobs < 1:
@@ -136,7 +149,9 @@ def prepare_sweep(
     folder = Path(out) if out is not None else Path(config.output_dir) / f"{config.name}-sweep"
     sweep_folder.check_claimable(folder)
     url = storage or f"sqlite:///{(folder / STORAGE_FILE).resolve()}"
-    return SweepSetup(config.name, folder, data, plan, config.trainer.monitor, url, jobs, list(plugin_arguments or []))
+    return SweepSetup(
+        config.name, folder, data, plan, config.trainer.monitor, url, jobs, list(plugin_arguments or []), nproc
+    )
 
 
 @dataclass
@@ -148,6 +163,7 @@ class LeaderboardRow:
     status: str  # done | failed | interrupted | running | waiting
     seconds: float | None
     error: str = ""
+    epochs: int | None = None  # epochs trained
 
 
 @dataclass
@@ -163,44 +179,48 @@ class StorageLost(UserError):
 
 @dataclass
 class _Runner:
-    """Runs one sweep's trials: `--jobs N` worker threads, each claiming a trial, running it as a
-    `trainctl train` process and recording its result, until the study needs no more."""
+    """Runs one sweep's trials: `--jobs N` threads, each claiming a trial, running it in its warm
+    worker (or as a `trainctl train --nproc` process) and recording its result, until the study
+    needs no more."""
 
     setup: SweepSetup
     output: Output
     stop: StopRequest
     study: Any
-    processes: set[subprocess.Popen] = field(default_factory=set)
+    workers: list[WarmWorker | None] = field(default_factory=list)  # one slot per job (none with --nproc)
+    processes: set[subprocess.Popen] = field(default_factory=set)  # trials running as commands
     lock: threading.Lock = field(default_factory=threading.Lock)
     ran: int = 0
     failure: BaseException | None = None  # what ended a worker thread early; raised in the main thread
 
     def run_all(self) -> None:
-        """Run the worker threads until every trial is claimed (by this or another process) and
-        run, or a stop is requested; a second Ctrl-C kills the running trials and waits for their
-        workers to record them as interrupted."""
-        workers = [threading.Thread(target=self._work, name=f"sweep-worker-{n}") for n in range(self.setup.jobs)]
-        for worker in workers:
-            worker.start()
+        """Run the threads until every trial is claimed (by this or another process) and run, or a
+        stop is requested; a second Ctrl-C kills the running trials and waits for their threads to
+        record them as interrupted."""
+        threads = [
+            threading.Thread(target=self._work, args=(n,), name=f"sweep-job-{n}") for n in range(self.setup.jobs)
+        ]
+        for thread in threads:
+            thread.start()
         try:
-            for worker in workers:
-                worker.join()
+            for thread in threads:
+                thread.join()
         except KeyboardInterrupt:
             self.signal_trials(signal.SIGKILL)
-            for worker in workers:
-                worker.join()
+            for thread in threads:
+                thread.join()
             raise
         if self.failure is not None:
             raise self.failure
 
-    def _work(self) -> None:
+    def _work(self, job: int) -> None:
         try:
             while not self.stop.requested and self.failure is None:
                 claimed = self._claim()
                 if claimed is None:
                     return
-                self._run_trial(*claimed)
-        except BaseException as error:  # the main thread reports it; the other workers stop claiming
+                self._run_trial(job, *claimed)
+        except BaseException as error:  # the main thread reports it; the other threads stop claiming
             with self.lock:
                 self.failure = self.failure or error
             self.signal_trials(signal.SIGTERM)  # running trials save their state and stop
@@ -226,14 +246,14 @@ class _Runner:
             params = {d.key: d.suggest(trial) for d in self.setup.plan.dimensions}
         return trial, params
 
-    def _run_trial(self, trial: Any, params: dict[str, str]) -> None:
+    def _run_trial(self, job: int, trial: Any, params: dict[str, str]) -> None:
         from optuna.trial import TrialState
 
         stop_heartbeat = threading.Event()
         heartbeat = threading.Thread(target=self._beat, args=(trial, stop_heartbeat), daemon=True)
         heartbeat.start()
         try:
-            value, state = self.objective(trial, params), TrialState.COMPLETE
+            value, state = self.objective(job, trial, params), TrialState.COMPLETE
         except TrialFailed as failure:
             with self.storage_errors():
                 trial.set_user_attr("error", str(failure))
@@ -280,41 +300,93 @@ class _Runner:
                 f"({detail}); its trial folders are kept"
             ) from None
 
-    def objective(self, trial: Any, params: dict[str, str]) -> float:
+    def objective(self, job: int, trial: Any, params: dict[str, str]) -> float:
         folder_name = trial.user_attrs.get("folder") or f"trial-{trial.number:04d}"
         trial.set_user_attr("folder", folder_name)
         if self.stop.requested:
             raise TrialInterrupted()
         run = self.setup.folder / folder_name
-        command = self._command(run, params)
-        if command is None:  # a retried trial whose run had finished after all
-            return trial_result(run)
+        if (run / "summary.json").is_file():  # a retried trial whose run had finished after all
+            return self._finished(trial, run)
+        resuming = (run / "checkpoints" / "last.pt").is_file()
+        if run.exists() and not resuming:
+            shutil.rmtree(run)  # a trial stopped before its first checkpoint: nothing in it to keep
+        if self.setup.warm:
+            self._run_in_worker(job, trial, self._request(run, params, resuming))
+        else:
+            self._run_command(self._command(run, params, resuming))
+        return self._finished(trial, run)
+
+    def _finished(self, trial: Any, run: Path) -> float:
+        """A finished trial's value, its epochs recorded."""
+        value = trial_result(run)
+        epochs = read_summary(run / "summary.json").get("epochs_trained")
+        if isinstance(epochs, int):
+            with self.storage_errors():
+                trial.set_user_attr("epochs", epochs)
+        return value
+
+    def _request(self, run: Path, params: dict[str, str], resuming: bool) -> TrialRequest:
+        if resuming:
+            return TrialRequest(str(run))
+        settings = tuple(f"{key}={value}" for key, value in params.items())
+        return TrialRequest(str(run), str(self.setup.folder / BASE_CONFIG), settings)
+
+    def _command(self, run: Path, params: dict[str, Any], resuming: bool) -> list[str]:
+        trainctl = [sys.executable, "-m", "trainctl", *self.setup.plugin_arguments, "train"]
+        several = ["--nproc", str(self.setup.nproc)]
+        if resuming:
+            return [*trainctl, "--resume", str(run), *several, "--quiet"]
+        settings = [arg for key, value in params.items() for arg in ("--set", f"{key}={value}")]
+        return [*trainctl, str(self.setup.folder / BASE_CONFIG), *settings, "--out", str(run), *several, "--quiet"]
+
+    def _run_in_worker(self, job: int, trial: Any, request: TrialRequest) -> None:
+        worker = self.workers[job] or self._replace_worker(job)
+        try:
+            outcome = worker.run(request)
+        except WorkerDied as death:
+            self._retire_worker(job)  # the trial failed with it; the next trial gets a new one
+            self._count_run()
+            if self.stop.requested:
+                raise TrialInterrupted() from None
+            raise TrialFailed(str(death)) from None
+        if worker.leaking(outcome):
+            self._retire_worker(job)
+        self._count_run()
+        if outcome.status == "interrupted" or self.stop.requested:
+            raise TrialInterrupted()
+        if outcome.status == "failed":
+            raise TrialFailed(outcome.error)
+
+    def _run_command(self, command: list[str]) -> None:
         returncode, stderr = self._run(command)
-        with self.lock:
-            self.ran += 1
+        self._count_run()
         if returncode == EXIT_INTERRUPTED or self.stop.requested:
             raise TrialInterrupted()
         if returncode != 0:
             raise TrialFailed(_last_error_line(stderr) or f"trainctl train exited with code {returncode}")
-        return trial_result(run)
 
-    def _command(self, run: Path, params: dict[str, Any]) -> list[str] | None:
-        trainctl = [sys.executable, "-m", "trainctl", *self.setup.plugin_arguments, "train"]
-        if (run / "summary.json").is_file():
-            return None
-        if (run / "checkpoints" / "last.pt").is_file():
-            return [*trainctl, "--resume", str(run), "--quiet"]
-        if run.exists():
-            shutil.rmtree(run)  # a trial stopped before its first checkpoint: nothing in it to keep
-        settings = [arg for key, value in params.items() for arg in ("--set", f"{key}={value}")]
-        return [*trainctl, str(self.setup.folder / BASE_CONFIG), *settings, "--out", str(run), "--quiet"]
+    def _count_run(self) -> None:
+        with self.lock:
+            self.ran += 1
+
+    def _replace_worker(self, job: int) -> WarmWorker:
+        worker = WarmWorker(self.setup.plugin_arguments, _trial_environment(self.setup))
+        with self.lock:  # signal_trials reads the slots
+            self.workers[job] = worker
+        return worker
+
+    def _retire_worker(self, job: int) -> None:
+        """End this job's worker (dead, or grown by a leak); the next trial it runs starts a new one."""
+        worker = self.workers[job]
+        with self.lock:
+            self.workers[job] = None
+        if worker is not None:
+            worker.stop()
 
     def _run(self, command: list[str]) -> tuple[int, str]:
-        environment = dict(os.environ)
-        if self.setup.jobs > 1:  # parallel trials share the cores instead of each taking all of them
-            environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.setup.jobs)))
         process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_trial_environment(self.setup)
         )
         with self.lock:
             self.processes.add(process)
@@ -326,9 +398,14 @@ class _Runner:
         return process.returncode, stderr
 
     def signal_trials(self, signum: int) -> None:
+        """Signal every trial: the trial processes, and the warm workers (an idle one ignores
+        SIGINT and SIGTERM; SIGKILL ends it with its trial)."""
         with self.lock:
             for process in self.processes:
                 process.send_signal(signum)
+            for worker in self.workers:
+                if worker is not None:
+                    worker.send_signal(signum)
 
     def report(self, trial: Any) -> None:
         """After each trial: one line saying how it went."""
@@ -346,8 +423,6 @@ class _Runner:
 
 def trial_result(run: Path) -> float:
     """A finished trial's monitored best value; a damaged summary fails the trial with the file named."""
-    from trainctl.run_contents import read_summary
-
     path = run / "summary.json"
     try:
         value = read_summary(path).get("best_value")
@@ -408,6 +483,7 @@ def _row(trial: Any) -> LeaderboardRow:
         status=_status(trial),
         seconds=duration,
         error=trial.user_attrs.get("error", ""),
+        epochs=trial.user_attrs.get("epochs"),
     )
 
 
@@ -489,8 +565,13 @@ def _open_study(setup: SweepSetup) -> Any:
         storage = optuna.storages.RDBStorage(
             setup.storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
         )
+        if setup.storage_file is not None:
+            _write_ahead(storage.engine)
         study = optuna.create_study(
-            storage=storage, study_name=setup.name, direction=setup.direction, load_if_exists=True
+            storage=storage,
+            study_name=setup.name,
+            direction=setup.direction,
+            load_if_exists=True,
         )
     except Exception as error:  # optuna and the database drivers raise their own kinds for a bad URL
         raise UserError(f"--storage {setup.storage_url}: cannot open the sweep storage: {error}") from None
@@ -499,6 +580,8 @@ def _open_study(setup: SweepSetup) -> Any:
     if saved is None:
         study.set_user_attr("definition", definition)
     elif saved != definition:
+        from trainctl.training.state import differing_keys  # imports torch: only for this message
+
         changed = differing_keys(saved["base"], definition["base"])
         if saved["plan"] != definition["plan"]:
             changed.append("the swept values")
@@ -509,6 +592,28 @@ def _open_study(setup: SweepSetup) -> Any:
     return study
 
 
+def _write_ahead(engine: Any) -> None:
+    """SQLite in write-ahead-log mode, synced at checkpoints rather than at every commit.
+
+    Each trial writes a dozen small transactions (ask, values, heartbeats, reports, tell); with
+    SQLite's default rollback journal each one waits for the disk twice, which on a busy machine
+    cost more than a small trial trains. A write-ahead log keeps the database consistent after a
+    crash of any process, and after a power cut loses at most the last commits (a trial whose
+    result was not recorded runs again, finding its finished run folder). Every process that
+    shares the file must be on this machine, as the sweep's claim lock already requires.
+    """
+    import sqlalchemy
+
+    def on_connect(connection: Any, _: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened while the storage was created reconnect with these settings
+
+
 def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
     """Run the trials the study still needs, then write the leaderboard.
 
@@ -516,13 +621,39 @@ def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
     SIGTERM is passed on to them) and starts no new ones; a second one stops everything at once.
     """
     claim = sweep_folder.claim(setup.folder)
+    workers = _start_workers(setup)  # they import torch while the study opens
     try:
-        with sweep_folder.locked(setup.lock_file):  # Optuna's schema creation is not safe to race
-            study = _open_study(setup)
-            _write_base_config(setup)
-    except BaseException:
-        sweep_folder.release(claim, setup.lock_file)  # a sweep that could not start leaves the folder as it found it
-        raise
+        try:
+            with sweep_folder.locked(setup.lock_file):  # Optuna's schema creation is not safe to race
+                study = _open_study(setup)
+                _write_base_config(setup)
+        except BaseException:
+            sweep_folder.release(
+                claim, setup.lock_file
+            )  # a sweep that could not start leaves the folder as it found it
+            raise
+        return _run_trials(setup, output, study, workers)
+    finally:
+        for worker in workers:
+            if worker is not None:
+                worker.stop()
+
+
+def _start_workers(setup: SweepSetup) -> list[WarmWorker | None]:
+    if not setup.warm:
+        return []
+    return [WarmWorker(setup.plugin_arguments, _trial_environment(setup)) for _ in range(setup.jobs)]
+
+
+def _trial_environment(setup: SweepSetup) -> dict[str, str]:
+    environment = dict(os.environ)
+    if setup.jobs > 1:  # parallel trials share the cores instead of each taking all of them
+        threads = max(1, (os.cpu_count() or 1) // (setup.jobs * setup.nproc))
+        environment.setdefault("OMP_NUM_THREADS", str(threads))
+    return environment
+
+
+def _run_trials(setup: SweepSetup, output: Output, study: Any, workers: list[WarmWorker | None]) -> SweepOutcome:
     interrupted = False
 
     def on_first_signal(name: str) -> None:
@@ -535,7 +666,7 @@ def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
             runner.signal_trials(signal.SIGTERM)
 
     with graceful_stop(on_first_signal) as stop:
-        runner = _Runner(setup, output, stop, study)
+        runner = _Runner(setup, output, stop, study, workers)
         try:
             runner.run_all()
         except KeyboardInterrupt:  # the second Ctrl-C: the trials were stopped at once too
@@ -571,7 +702,7 @@ def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], m
 
     with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "trial", "folder", *keys, monitor, "status", "seconds", "error"])
+        writer.writerow(["rank", "trial", "folder", *keys, monitor, "status", "epochs", "seconds", "error"])
         for rank, row in enumerate(rows, 1):
             writer.writerow(
                 [
@@ -581,6 +712,7 @@ def write_leaderboard(path: Path, rows: list[LeaderboardRow], keys: list[str], m
                     *(row.params.get(k, "") for k in keys),
                     "" if row.value is None else repr(row.value),
                     row.status,
+                    "" if row.epochs is None else row.epochs,
                     "" if row.seconds is None else f"{row.seconds:.2f}",
                     row.error,
                 ]
@@ -604,8 +736,14 @@ def leaderboard_table(rows: list[LeaderboardRow], keys: list[str], monitor: str)
             *(_short(row.params.get(k, "—")) for k in keys),
             "—" if row.value is None else f"{row.value:.4f}",
             "—" if row.seconds is None else f"{row.seconds:.1f}",
-            row.status if not row.error else f"failed: {_first_clause(row.error)}",
+            _status_cell(row),
         ]
         for row in rows
     ]
     return table(columns, cells)
+
+
+def _status_cell(row: LeaderboardRow) -> str:
+    if row.error:
+        return f"failed: {_first_clause(row.error)}"
+    return row.status
