@@ -227,6 +227,15 @@ def test_a_trial_in_several_processes_runs_as_its_own_command_with_the_plugins(c
     assert sorted(line[1] for line in log_lines(log)) == ["0", "1"]  # built by rank 0 and rank 1
 
 
+def test_pruning_needs_trials_in_one_process(tmp_path):
+    from trainctl.errors import UserError
+    from trainctl.sweeps.search import prepare_sweep
+
+    with pytest.raises(UserError) as refused:
+        prepare_sweep(write_config(tmp_path), [], grid=["optimizer.lr=0.01"], space=[], nproc=2, pruner="median")
+    assert str(refused.value).startswith("--nproc 2: a trial in several processes runs as its own `trainctl train")
+
+
 def test_the_registries_are_put_back_as_they_were():
     from trainctl.components.registries import MODELS
     from trainctl.plugins import loading_state, restore_loading_state

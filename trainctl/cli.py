@@ -704,6 +704,12 @@ def sweep(
         int | None,
         typer.Option(metavar="N", help="Seed of the random and TPE samplers (sets sweep.seed).", min=0, max=2**31 - 1),
     ] = None,
+    pruner: Annotated[
+        str | None,
+        typer.Option(
+            metavar="none|median|hyperband", help="Stop unpromising trials after an epoch (sets sweep.pruner)."
+        ),
+    ] = None,
     nproc: Annotated[
         int,
         typer.Option(
@@ -717,7 +723,8 @@ def sweep(
     ranges (and --grid values). The same can stand in the config's sweep: section. The study is kept
     in the sweep folder, so running the same command again continues an interrupted sweep and runs
     nothing that is done. Trials are ranked by the best value of trainer.monitor on the validation split.
-    Trials run in --jobs warm worker processes that import torch once.
+    Trials run in --jobs warm worker processes that import torch once; --pruner median stops a trial
+    whose monitored value after an epoch is worse than the median of the finished trials'.
 
     Example: trainctl sweep configs/digits_mlp.yaml --grid loss.name=cross_entropy,focal --grid optimizer.lr=1e-3,1e-2
 
@@ -741,6 +748,7 @@ def sweep(
             jobs=jobs,
             plugin_arguments=_plugin_options().arguments(),  # every trial loads the same plugins
             nproc=nproc,
+            pruner=pruner,
         )
         plan = setup.plan
         output.line(

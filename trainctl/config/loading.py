@@ -166,6 +166,9 @@ class SweepSettings(BaseModel):
     grid: dict[str, list[Any]] = {}  # dotted key: values (the cartesian product is run)
     space: dict[str, str] = {}  # dotted key: loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B,...
     seed: SamplerSeed = 0  # the sampler's seed
+    pruner: Literal["none", "median", "hyperband"] = "none"  # stop unpromising trials after an epoch (Optuna's)
+    startup_trials: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 5  # median: trials that finish before any is pruned
+    min_epochs: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 1  # epochs a trial trains before it may be pruned
 
 
 class _File(BaseModel):

@@ -16,6 +16,7 @@ from trainctl.errors import UserError
 from trainctl.yaml_source import SourceMap, apply_overrides, dump_yaml, read_yaml
 
 SPACE_FORMS = "loguniform:LO:HI, uniform:LO:HI, int:LO:HI or choice:A,B,..."
+PRUNERS = ("none", "median", "hyperband")
 
 
 def yaml_text(value: Any) -> str:
@@ -93,11 +94,32 @@ def _split_option(option: str, flag: str, example: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
+class Pruning:
+    """Which of Optuna's pruners stops unpromising trials, judged on the monitored value each epoch."""
+
+    pruner: str = "none"  # none | median | hyperband
+    startup_trials: int = 5  # median: trials that finish before any is pruned
+    min_epochs: int = 1  # epochs a trial trains before it may be pruned
+
+    def make(self, epochs: int | str) -> Any:
+        """The Optuna pruner; `epochs` (or "auto" when trials train for different numbers of
+        epochs) is what Hyperband shares out. Steps are epochs, from 1."""
+        import optuna
+
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=self.startup_trials, n_warmup_steps=self.min_epochs)
+        if self.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=self.min_epochs, max_resource=epochs)
+        return optuna.pruners.NopPruner()
+
+
+@dataclass(frozen=True)
 class SweepPlan:
     sampler: str  # grid | random | tpe
     trials: int  # the grid's size, or the number of random/tpe trials
     dimensions: tuple[Dimension, ...]
     seed: int
+    pruning: Pruning = Pruning()  # not part of the definition: a sweep may continue with another pruner
 
     @property
     def keys(self) -> list[str]:
@@ -125,11 +147,12 @@ def make_plan(
     random_trials: int | None,
     tpe_trials: int | None,
     seed: int | None,
+    pruner: str | None = None,
 ) -> SweepPlan:
     """The config's `sweep:` section with the command line's options laid over it.
 
     `--grid`/`--space` entries add to (or replace, key by key) the section's; `--random N` or
-    `--tpe N` choose the sampler and the number of trials.
+    `--tpe N` choose the sampler and the number of trials; `--pruner` the pruner.
     """
     settings = SweepSettings.model_validate(section or {})
     grids = {key: [yaml_text(v) for v in values] for key, values in settings.grid.items()}
@@ -169,7 +192,10 @@ def make_plan(
         dimensions = tuple(
             [Dimension(key, "choice", tuple(values)) for key, values in grids.items()] + list(spaces.values())
         )
-    return SweepPlan(sampler, trials, dimensions, settings.seed if seed is None else seed)
+    if pruner is not None and pruner not in PRUNERS:
+        raise UserError(f"--pruner {pruner}: unknown pruner; allowed: {', '.join(PRUNERS)}")
+    pruning = Pruning(pruner or settings.pruner, settings.startup_trials, settings.min_epochs)
+    return SweepPlan(sampler, trials, dimensions, settings.seed if seed is None else seed, pruning)
 
 
 def check_values(plan: SweepPlan, data: dict[str, Any], source: SourceMap, monitor: str) -> None:

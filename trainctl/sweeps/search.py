@@ -17,7 +17,9 @@ machines can share one sweep through one storage URL.
 
 A trial that fails (its training ends with an error, or its worker process dies) is recorded with
 that error and the sweep goes on. A trial that was interrupted (Ctrl-C, or its sweep process died)
-is run again on the next invocation: resumed from its last checkpoint when it has one.
+is run again on the next invocation: resumed from its last checkpoint when it has one. With a
+pruner (`sweep.pruner`), trials report the monitored value after each epoch and a trial the pruner
+stops ends after that epoch: its run folder is kept, marked (`pruned.json`), and not run again.
 
 Sweep processes sharing a storage claim each trial under a file lock beside the SQLite file (or in
 the sweep folder, for a database server), so on one machine every grid point and every random or
@@ -53,7 +55,7 @@ from trainctl.output import Output
 from trainctl.run_contents import read_summary
 from trainctl.sweeps import folder as sweep_folder
 from trainctl.sweeps.plan import SweepPlan, check_values, make_plan
-from trainctl.sweeps.worker import TrialRequest
+from trainctl.sweeps.worker import PRUNED_FILE, TrialRequest
 from trainctl.sweeps.workers import WarmWorker, WorkerDied
 from trainctl.training.interrupts import StopRequest, graceful_stop
 from trainctl.yaml_source import dump_yaml
@@ -73,6 +75,14 @@ class TrialInterrupted(Exception):
     """The sweep was stopped while this trial ran; the next run of the sweep retries it."""
 
 
+class TrialPruned(Exception):
+    """The pruner stopped the trial after an epoch; its run folder says which (PRUNED_FILE)."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"pruned at epoch {epoch}")
+        self.epoch = epoch
+
+
 @dataclass
 class SweepSetup:
     """A checked sweep, ready to run: nothing has been written yet."""
@@ -86,6 +96,7 @@ class SweepSetup:
     jobs: int
     plugin_arguments: list[str] = field(default_factory=list)  # --plugin/--no-plugins, given to every trial
     nproc: int = 1  # processes per trial: more than one runs each trial as `trainctl train --nproc N`
+    epochs: int | str = "auto"  # what each trial trains, for Hyperband; "auto" when the sweep varies it
 
     @property
     def warm(self) -> bool:
@@ -137,6 +148,7 @@ def prepare_sweep(
     jobs: int = 1,
     plugin_arguments: list[str] | None = None,
     nproc: int = 1,
+    pruner: str | None = None,
 ) -> SweepSetup:
     """Read the config and the sweep options and check every value the sweep may try."""
     if jobs < 1:
@@ -144,13 +156,19 @@ def prepare_sweep(
     data, source = read_config(config_path, overrides)
     config = validate(copy.deepcopy(data), source)
     section = data.pop("sweep", None)
-    plan = make_plan(section, grid, space, random_trials, tpe_trials, seed)
+    plan = make_plan(section, grid, space, random_trials, tpe_trials, seed, pruner)
     check_values(plan, data, source, config.trainer.monitor)
+    if nproc > 1 and plan.pruning.pruner != "none":
+        raise UserError(
+            f"--nproc {nproc}: a trial in several processes runs as its own `trainctl train --nproc`, "
+            f"which cannot report its epochs to the pruner; drop --nproc or set sweep.pruner: none"
+        )
     folder = Path(out) if out is not None else Path(config.output_dir) / f"{config.name}-sweep"
     sweep_folder.check_claimable(folder)
     url = storage or f"sqlite:///{(folder / STORAGE_FILE).resolve()}"
+    epochs = "auto" if {"trainer", "trainer.epochs"} & set(plan.keys) else config.trainer.epochs
     return SweepSetup(
-        config.name, folder, data, plan, config.trainer.monitor, url, jobs, list(plugin_arguments or []), nproc
+        config.name, folder, data, plan, config.trainer.monitor, url, jobs, list(plugin_arguments or []), nproc, epochs
     )
 
 
@@ -160,10 +178,10 @@ class LeaderboardRow:
     folder: str
     params: dict[str, Any]
     value: float | None
-    status: str  # done | failed | interrupted | running | waiting
+    status: str  # done | failed | pruned | interrupted | running | waiting
     seconds: float | None
     error: str = ""
-    epochs: int | None = None  # epochs trained
+    epochs: int | None = None  # epochs trained: for a pruned trial, the epoch it stopped at
 
 
 @dataclass
@@ -260,6 +278,10 @@ class _Runner:
             value, state = None, TrialState.FAIL
         except TrialInterrupted:
             value, state = None, TrialState.FAIL
+        except TrialPruned as pruned:
+            with self.storage_errors():
+                trial.set_user_attr("epochs", pruned.epoch)
+            value, state = None, TrialState.PRUNED
         except BaseException:
             with self.storage_errors():
                 self.study.tell(trial, state=TrialState.FAIL)
@@ -289,7 +311,7 @@ class _Runner:
             )
         try:
             yield
-        except (StorageLost, TrialFailed, TrialInterrupted):
+        except (StorageLost, TrialFailed, TrialInterrupted, TrialPruned):
             raise
         except Exception as error:
             if not _is_storage_error(error):
@@ -318,7 +340,8 @@ class _Runner:
         return self._finished(trial, run)
 
     def _finished(self, trial: Any, run: Path) -> float:
-        """A finished trial's value, its epochs recorded."""
+        """A finished trial's value (TrialPruned when the pruner stopped it), its epochs recorded."""
+        raise_if_pruned(run)
         value = trial_result(run)
         epochs = read_summary(run / "summary.json").get("epochs_trained")
         if isinstance(epochs, int):
@@ -327,10 +350,12 @@ class _Runner:
         return value
 
     def _request(self, run: Path, params: dict[str, str], resuming: bool) -> TrialRequest:
+        reporting = self.setup.plan.pruning.pruner != "none"
         if resuming:
-            return TrialRequest(str(run))
+            return TrialRequest(str(run), monitor=self.setup.monitor, report=reporting)
         settings = tuple(f"{key}={value}" for key, value in params.items())
-        return TrialRequest(str(run), str(self.setup.folder / BASE_CONFIG), settings)
+        config = str(self.setup.folder / BASE_CONFIG)
+        return TrialRequest(str(run), config, settings, self.setup.monitor, reporting)
 
     def _command(self, run: Path, params: dict[str, Any], resuming: bool) -> list[str]:
         trainctl = [sys.executable, "-m", "trainctl", *self.setup.plugin_arguments, "train"]
@@ -343,7 +368,7 @@ class _Runner:
     def _run_in_worker(self, job: int, trial: Any, request: TrialRequest) -> None:
         worker = self.workers[job] or self._replace_worker(job)
         try:
-            outcome = worker.run(request)
+            outcome = worker.run(request, lambda epoch, value: self._should_prune(trial, epoch, value))
         except WorkerDied as death:
             self._retire_worker(job)  # the trial failed with it; the next trial gets a new one
             self._count_run()
@@ -357,6 +382,11 @@ class _Runner:
             raise TrialInterrupted()
         if outcome.status == "failed":
             raise TrialFailed(outcome.error)
+
+    def _should_prune(self, trial: Any, epoch: int, value: float) -> bool:
+        with self.storage_errors():
+            trial.report(value, epoch)
+            return bool(trial.should_prune())
 
     def _run_command(self, command: list[str]) -> None:
         returncode, stderr = self._run(command)
@@ -415,10 +445,26 @@ class _Runner:
             outcome = f"{self.setup.monitor} {row.value:.4f}"
         elif row.status == "failed":
             outcome = f"[red]failed[/red]: {escape(_first_clause(row.error))}"
+        elif row.status == "pruned":
+            outcome = f"[yellow]pruned[/yellow] at epoch {row.epochs}"
         else:
             outcome = "[yellow]interrupted[/yellow]"
         seconds = f" ({row.seconds:.1f}s)" if row.seconds is not None else ""
         self.output.markup(f"{escape(row.folder)}  {escape(values)}  {outcome}{seconds}")
+
+
+def raise_if_pruned(run: Path) -> None:
+    """TrialPruned when the pruner stopped this trial: its run folder says so, and at which epoch."""
+    marker = run / PRUNED_FILE
+    if not marker.is_file():
+        return
+    try:
+        epoch = json.loads(marker.read_text(encoding="utf-8"))["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise TypeError(epoch)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise TrialFailed(f"{marker}: not the record of a pruned trial trainctl wrote; the file is damaged") from None
+    raise TrialPruned(epoch)
 
 
 def trial_result(run: Path) -> float:
@@ -572,6 +618,7 @@ def _open_study(setup: SweepSetup) -> Any:
             study_name=setup.name,
             direction=setup.direction,
             load_if_exists=True,
+            pruner=setup.plan.pruning.make(setup.epochs),
         )
     except Exception as error:  # optuna and the database drivers raise their own kinds for a bad URL
         raise UserError(f"--storage {setup.storage_url}: cannot open the sweep storage: {error}") from None
@@ -746,4 +793,6 @@ def leaderboard_table(rows: list[LeaderboardRow], keys: list[str], monitor: str)
 def _status_cell(row: LeaderboardRow) -> str:
     if row.error:
         return f"failed: {_first_clause(row.error)}"
+    if row.status == "pruned":
+        return f"pruned at epoch {row.epochs}"
     return row.status

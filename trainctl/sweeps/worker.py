@@ -4,7 +4,9 @@
 `trainctl.sweeps.workers`) and talks to each through its standard streams, in JSON lines:
 
     sweep -> worker (stdin)   {"trial": {...}}        a trial to run (a TrialRequest)
-    worker -> sweep (stdout)  {"result": {...}}       how the trial ended (a TrialOutcome)
+                              {"prune": true|false}   the answer to a report
+    worker -> sweep (stdout)  {"report": {"epoch": N, "value": V}}   after each epoch, when pruning
+                              {"result": {...}}       how the trial ended (a TrialOutcome)
 
 Whatever a trial prints goes to stderr (stdout carries the protocol alone); before each trial the
 worker writes TRIAL_MARK there, so that the pool can name the last line a dying trial wrote.
@@ -22,13 +24,18 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from trainctl.errors import UserError
-from trainctl.files import os_error_line
+from trainctl.files import os_error_line, write_atomically
 from trainctl.output import Output
 
+if TYPE_CHECKING:
+    from trainctl.training.events import EpochEnd
+
 TRIAL_MARK = "--- trainctl sweep: trial starts ---"
+PRUNED_FILE = "pruned.json"  # in a pruned trial's run folder: the epoch it stopped at and why
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,8 @@ class TrialRequest:
     run: str  # the trial's run folder
     config: str | None = None  # the base config of a new run; None: resume `run`
     overrides: tuple[str, ...] = ()  # the trial's values, as `--set key=value` gives them
+    monitor: str = ""  # the metric reported after each epoch, when the sweep prunes
+    report: bool = False  # report the monitored value each epoch and stop when told to
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> TrialRequest:
@@ -73,7 +82,7 @@ def serve(run_trial: TrialRunner, requests: TextIO, replies: TextIO) -> None:
 
 
 def run_one(run_trial: TrialRunner, request: TrialRequest, channel: Channel) -> TrialOutcome:
-    handlers: list[Callable[[Any], None]] = []
+    handlers = [PruningReports(request, channel)] if request.report else []
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
@@ -118,3 +127,25 @@ class Channel:
     def send(self, message: dict[str, Any]) -> None:
         self.replies.write(json.dumps(message) + "\n")
         self.replies.flush()
+
+
+class PruningReports:
+    """An epoch_end handler: report the monitored value to the sweep and, when its pruner says so,
+    end training after this epoch. The run is marked (PRUNED_FILE) before the epoch's checkpoint,
+    which records the stop, so a resumed trial stops there too and the sweep knows it was pruned."""
+
+    def __init__(self, request: TrialRequest, channel: Channel):
+        self.request = request
+        self.channel = channel
+
+    def __call__(self, end: EpochEnd) -> None:
+        value = end.row.get(self.request.monitor)
+        if not isinstance(value, (int, float)):
+            return
+        self.channel.send({"report": {"epoch": end.epoch, "value": float(value)}})
+        answer = self.channel.receive()
+        if answer is None or not answer.get("prune"):
+            return
+        record = {"epoch": end.epoch, "monitor": self.request.monitor, "value": float(value)}
+        write_atomically(json.dumps(record, indent=2).encode("utf-8"), Path(self.request.run) / PRUNED_FILE)
+        end.stop()

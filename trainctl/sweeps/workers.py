@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -57,8 +58,8 @@ class WarmWorker:
         self._stderr_reader = threading.Thread(target=self._read_stderr, name="sweep-worker-stderr", daemon=True)
         self._stderr_reader.start()
 
-    def run(self, request: TrialRequest) -> TrialOutcome:
-        """Run one trial. Raises WorkerDied."""
+    def run(self, request: TrialRequest, on_report: Callable[[int, float], bool]) -> TrialOutcome:
+        """Run one trial; `on_report(epoch, value)` answers whether to prune it. Raises WorkerDied."""
         assert self.process.stdin is not None and self.process.stdout is not None  # both are pipes
         self.trials += 1
         try:
@@ -70,6 +71,8 @@ class WarmWorker:
                     if self.memory_after_first is None:
                         self.memory_after_first = outcome.memory
                     return outcome
+                report = message["report"]
+                self._send({"prune": on_report(int(report["epoch"]), float(report["value"]))})
         except (BrokenPipeError, ValueError, KeyError, TypeError):  # gone, or a line cut off by its death
             pass
         raise WorkerDied(self._why_it_died())
