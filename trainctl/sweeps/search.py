@@ -668,9 +668,10 @@ def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
     SIGTERM is passed on to them) and starts no new ones; a second one stops everything at once.
     """
     claim = sweep_folder.claim(setup.folder)
-    workers = _start_workers(setup)  # they import torch while the study opens
+    workers: list[WarmWorker | None] = []
     try:
         try:
+            workers.extend(_start_workers(setup))  # they import torch while the study opens
             with sweep_folder.locked(setup.lock_file):  # Optuna's schema creation is not safe to race
                 study = _open_study(setup)
                 _write_base_config(setup)
@@ -686,10 +687,10 @@ def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
                 worker.stop()
 
 
-def _start_workers(setup: SweepSetup) -> list[WarmWorker | None]:
-    if not setup.warm:
-        return []
-    return [WarmWorker(setup.plugin_arguments, _trial_environment(setup)) for _ in range(setup.jobs)]
+def _start_workers(setup: SweepSetup) -> Iterator[WarmWorker]:
+    """One warm worker per job, each handed over as soon as it started (to be stopped whatever follows)."""
+    for _ in range(setup.jobs if setup.warm else 0):
+        yield WarmWorker(setup.plugin_arguments, _trial_environment(setup))
 
 
 def _trial_environment(setup: SweepSetup) -> dict[str, str]:
