@@ -69,6 +69,7 @@ def test_registries_hold_the_agreed_components():
             "cifar100",
             "image_folder",
             "text",
+            "audio_folder",
         ],
         "optimizers": ["sgd", "adam", "adamw", "rmsprop"],
         "schedulers": ["step", "cosine", "linear", "onecycle", "reduce_on_plateau"],
