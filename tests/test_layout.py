@@ -13,7 +13,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "trainctl"
 # The stages in data-flow order; a module may import from its own stage and from earlier ones.
 STAGES = ["foundations", "nn", "data", "components", "config", "training", "reports", "sweeps", "commands"]
 FOUNDATIONS = {"errors", "files", "limits", "output", "ranks", "registry", "run_contents", "runs", "yaml_source"}
-COMMANDS = {"__main__", "api", "cli", "export", "plugins", "prediction", "register", "sweep_worker", "workflows"}
+COMMANDS = {
+    "__main__",
+    "api",
+    "cli",
+    "export",
+    "plugins",
+    "prediction",
+    "register",
+    "repeats",
+    "sweep_worker",
+    "workflows",
+}
 
 
 def stage_of(module: str) -> str:

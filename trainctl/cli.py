@@ -174,6 +174,7 @@ def _check_run_plugins(run_dir: Path) -> None:
         Output().warn(warning)
 
 
+REPEATS_PANEL = "Several seeds (a group of runs)"
 WEIGHTS_SHOWN = {"ema": "EMA weights", "swa": "SWA weights", "trained": "trained weights"}
 
 
@@ -204,7 +205,11 @@ def train(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="Run folder to create (must not exist or be empty).")
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Run folder to create (must not exist or be empty); with --repeats, the group folder.",
+        ),
     ] = None,
     device: Annotated[
         str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")
@@ -222,6 +227,36 @@ def train(
             "--nproc", min=1, metavar="N", help="Train in N processes on this machine (torch.distributed, DDP)."
         ),
     ] = 1,
+    repeats: Annotated[
+        int | None,
+        typer.Option(
+            "--repeats",
+            min=1,
+            metavar="N",
+            help="Train N runs, seeds SEED..SEED+N-1, in a group folder with a summary.",
+            rich_help_panel=REPEATS_PANEL,
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            metavar="S1,S2,...",
+            help="Train one run per seed in a group folder.",
+            rich_help_panel=REPEATS_PANEL,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            metavar="N",
+            help="With --repeats or --seeds: runs in parallel.",
+            rich_help_panel=REPEATS_PANEL,
+        ),
+    ] = 1,
 ) -> None:
     """Check the config (as `trainctl validate` does), train, then evaluate the best checkpoint on the test split.
 
@@ -234,6 +269,10 @@ def train(
     Resume: trainctl train --resume runs/digits_mlp-20260101-120000 --set trainer.epochs=40
 
     Several processes: trainctl train configs/digits_mlp.yaml --nproc 2 (or: torchrun --nproc_per_node 2 -m trainctl train ...)
+
+    Several seeds: trainctl train configs/digits_mlp.yaml --repeats 5 --jobs 2 writes runs/digits_mlp-repeats/
+    with seed-0/ ... seed-4/ and summary.json (each test metric's mean, sd and 95% interval over the seeds);
+    the same command continues an interrupted group.
     """
     from trainctl.config.loading import load_config
     from trainctl.runs import RunFolder
@@ -241,6 +280,12 @@ def train(
     from trainctl.workflows import train as run_training
 
     _load_plugins()
+    if repeats is not None or seeds is not None:
+        _train_repeats(config, resume, overrides, out, device, seed, quiet, strict, nproc, repeats, seeds, jobs)
+        return
+    if jobs != 1:
+        with user_errors():
+            raise UserError("--jobs: runs the runs of --repeats or --seeds in parallel; give one of them too")
     with user_errors():
         source, resuming = _config_or_run(config, resume)
         if resuming and out is not None:
@@ -279,6 +324,74 @@ def train(
     )
     _print_metrics(output, "test split, best checkpoint", summary["test"])
     output.line(f"run folder: {result.run.path}")
+
+
+def _train_repeats(
+    config: Path | None,
+    resume: Path | None,
+    overrides: list[str] | None,
+    out: Path | None,
+    device: str | None,
+    seed: int | None,
+    quiet: bool,
+    strict: bool,
+    nproc: int,
+    repeats: int | None,
+    seeds: str | None,
+    jobs: int,
+) -> None:
+    """`train --repeats N` / `--seeds LIST`: a group of runs, one per seed, and their summary."""
+    from trainctl.repeats import prepare_repeats, run_repeats
+    from trainctl.reports.groups import SUMMARY_FILE, summary_table
+    from trainctl.reports.tables import heading
+
+    settings = list(overrides or [])
+    if device is not None:
+        settings.append(f"trainer.device={device}")
+    if seed is not None:
+        settings.append(f"seed={seed}")
+    output = Output(quiet=quiet)
+    with user_errors():
+        if resume is not None:
+            raise UserError("--resume with --repeats: run the same train --repeats command again to continue a group")
+        if config is None:
+            raise UserError(
+                "nothing to train: give a CONFIG file, e.g. trainctl train configs/digits_mlp.yaml --repeats 5"
+            )
+        if nproc > 1:
+            raise UserError(
+                "--nproc with --repeats: a group trains each run in one process; use --jobs for parallel runs"
+            )
+        setup = prepare_repeats(
+            config,
+            settings,
+            repeats=repeats,
+            seeds=seeds,
+            out=out,
+            jobs=jobs,
+            plugin_arguments=_plugin_options().arguments(),  # every run loads the same plugins
+            strict=strict,
+        )
+        outcome = run_repeats(setup, output)
+    summary = outcome.summary
+    if quiet:
+        output.line(str(setup.folder))
+    elif summary["test"]:
+        done, total = len(summary["done"]), len(summary["seeds"])
+        over = f"{done} seeds" if done == total else f"{done} of {total} seeds"
+        output.show(heading(f"test metrics over {over}: mean ± sd, {summary['level']:.0%} interval of the mean (t)"))
+        output.show(summary_table(summary))
+    if not quiet:
+        output.line(f"written: {setup.folder / SUMMARY_FILE}")
+    if outcome.interrupted:
+        output.notice("interrupted; run the same command again to continue the group")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if outcome.failed:
+        output.error(
+            f"{len(outcome.failed)} of {len(outcome.record.runs)} runs failed (their errors are in "
+            f"{setup.folder / 'group.json'}); run the same command again to try them again"
+        )
+        raise typer.Exit(EXIT_USER_ERROR)
 
 
 def without_option(arguments: list[str], option: str) -> list[str]:
