@@ -85,7 +85,9 @@ def test_two_processes_train_the_model_one_process_does(two_process_run, tmp_pat
         "curves.png",
         "data.json",
         "metrics.jsonl",
+        "reliability.png",
         "summary.json",
+        "test_predictions.csv",
     ]
 
 

@@ -30,7 +30,9 @@ def test_run_folder_holds_what_ran(digits_run):
         "curves.png",
         "data.json",
         "metrics.jsonl",
+        "reliability.png",
         "summary.json",
+        "test_predictions.csv",
     ]
     assert sorted(p.name for p in (path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     resolved = yaml.safe_load((path / "config.yaml").read_text())
@@ -56,6 +58,7 @@ def test_run_folder_holds_what_ran(digits_run):
         "threads": None,
         "ema": None,
         "swa": None,
+        "calibrate": None,
     }
     rows = read_jsonl(path / "metrics.jsonl")
     assert [row["epoch"] for row in rows] == list(range(1, 21))

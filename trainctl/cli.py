@@ -561,6 +561,10 @@ def evaluate(
             check_output_path(output, "--output", force)  # before the work, not after it
         run, record = evaluate_run(run_dir, checkpoint, split, worst)
     _print_metrics(shown, f"{split} split, {checkpoint} checkpoint (epoch {record['epoch']})", record)
+    if "temperature" in record.get("calibration", {}):
+        from trainctl.workflows import calibration_line
+
+        shown.line(calibration_line(record))
     _print_loss_report(shown, record["loss_report"])
     if output is not None:
         with user_errors(), new_output(output, "--output", force) as written:

@@ -48,6 +48,7 @@ class RunModel:
     layout: str  # how the outputs are laid out (the target plan's layout)
     epoch: int | None = None  # the checkpoint's epoch
     weights: str = "trained"  # what the checkpoint's model entry holds: trained, ema or swa (averaged) weights
+    temperature: float | None = None  # a calibrated run's (trainer.calibrate), which its probabilities apply
 
 
 def load_run_model(run_dir: str | Path, checkpoint: str = "best") -> RunModel:
@@ -84,6 +85,7 @@ def build_run_model(config: Config, saved: dict[str, Any]) -> RunModel:
 def load_model(run: RunFolder, config: Config, saved: dict[str, Any], checkpoint: str) -> RunModel:
     """The run's model with a checkpoint's `model` entry: the weights eval uses (EMA or SWA averages
     in a run that averages them)."""
+    from trainctl.training.calibration import checkpoint_temperature
     from trainctl.training.checkpoint import load_checkpoint, load_model_state
 
     loaded = build_run_model(config, saved)
@@ -93,6 +95,7 @@ def load_model(run: RunFolder, config: Config, saved: dict[str, Any], checkpoint
     loaded.epoch = state.get("epoch")
     averaging = state.get("averaging")  # a run with trainer.ema or trainer.swa: which weights `model` holds
     loaded.weights = str(averaging.get("weights", "trained")) if isinstance(averaging, dict) else "trained"
+    loaded.temperature = checkpoint_temperature(state, path)  # a calibrated run's (trainer.calibrate)
     return loaded
 
 
@@ -112,7 +115,7 @@ def predict(run_dir: str | Path, inputs: list[Path], checkpoint: str = "best") -
         x, sources = read(file, saved, config.dataset.params)
         with torch.no_grad():
             outputs = loaded.module(x)
-        found = _read_outputs(outputs, sources, loaded.task, loaded.output_kind, loaded.layout, saved)
+        found = _read_outputs(outputs, sources, loaded, saved)
         if saved.get("text"):
             _warn_without_known_tokens(found, x, saved["text"]["level"])
         predictions += found
@@ -327,24 +330,19 @@ def _audio_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tu
 
 
 def _read_outputs(
-    outputs: torch.Tensor, sources: list[str], task: Any, output_kind: str, layout: str, saved: dict[str, Any]
+    outputs: torch.Tensor, sources: list[str], loaded: RunModel, saved: dict[str, Any]
 ) -> list[Prediction]:
     from trainctl.data.prepare import outputs_to_predictions, predicting_outputs
+    from trainctl.training.calibration import class_probabilities
 
+    task, layout = loaded.task, loaded.layout
     scale = [torch.tensor(saved[key]) if saved[key] is not None else None for key in ("target_mean", "target_std")]
     predicted = outputs_to_predictions(outputs, task, layout, *scale)  # what eval and training report, too
     if task.kind == "regression":
         return [Prediction(source, float(value[0]), None, {}) for source, value in zip(sources, predicted)]
-    outputs = predicting_outputs(outputs, layout)
-    if outputs.shape[-1] == 1:  # one logit for a binary task
-        positive = torch.sigmoid(outputs[:, 0])
-        probabilities = torch.stack([1 - positive, positive], dim=1)
-    elif output_kind == "logits":
-        probabilities = outputs.softmax(dim=-1)
-    elif output_kind == "log-probabilities":
-        probabilities = outputs.exp()
-    else:  # a regression loss on classes: the outputs are scores, not probabilities
-        probabilities = outputs
+    probabilities = class_probabilities(outputs, loaded.output_kind, layout, loaded.temperature)
+    if probabilities is None:  # a regression loss on classes: the outputs are scores, not probabilities
+        probabilities = predicting_outputs(outputs, layout)
     names = list(task.class_names)
     return [
         Prediction(source, names[int(k)], float(row[int(k)]), {name: float(p) for name, p in zip(names, row)})

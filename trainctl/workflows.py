@@ -349,21 +349,31 @@ def _fit_and_test(
 def _test_and_summarise(
     config: Config, parts: TrainingParts, run: RunFolder, fit: FitResult, output: Output, warnings: list[Finding] | None
 ) -> TrainResult:
-    """Score the best checkpoint on the test split, then write curves.png and summary.json."""
+    """Calibrate the best checkpoint when asked, score it on the test split, then write
+    test_predictions.csv, curves.png (and reliability.png) and summary.json."""
     from trainctl.reports.diagnosis import chance_levels, diagnose
+    from trainctl.reports.samples import SAMPLES_FILE, write_samples
     from trainctl.training.trainer import evaluate_checkpoint
 
     history = run.read_metrics()
+    best = run.checkpoint_path("best")
+    if config.trainer.calibrate == "temperature":
+        from trainctl.training.calibration import calibrate_checkpoint
+
+        calibrate_checkpoint(copy.deepcopy(parts.model), best, copy.deepcopy(parts.loss_fn), parts.data)
     # On a copy: the trained model stays as the last epoch left it, for whoever called train.
-    test = evaluate_checkpoint(
+    scored = evaluate_checkpoint(
         copy.deepcopy(parts.model),
-        run.checkpoint_path("best"),
+        best,
         "test",
         copy.deepcopy(parts.loss_fn),
         parts.data,
         config.metrics,
+        output_kind=_output_kind(config),
     )
+    test = scored.record
     test["checkpoint"] = "best"
+    write_samples(run.path / SAMPLES_FILE, scored.samples)
     diagnosis = diagnose(
         history,
         config.trainer.monitor,
@@ -389,6 +399,11 @@ def _test_and_summarise(
 
     with new_output(run.path / "curves.png", "curves", force=True) as image:
         plot_runs([(config.name, history, config.trainer.monitor)], image)
+    if "calibration" in test:
+        from trainctl.reports.reliability_plot import RELIABILITY_FILE, plot_reliability
+
+        with new_output(run.path / RELIABILITY_FILE, "reliability diagram", force=True) as image:
+            plot_reliability(test, config.name, image)
     run.write_json("summary.json", summary)  # last: a run with a summary is finished, a resume refuses it
     stopping = config.trainer.early_stopping
     if fit.stopped_early and stopping is not None:  # only early stopping stops early
@@ -398,7 +413,25 @@ def _test_and_summarise(
         )
     hint = diagnosis.hint[:1].upper() + diagnosis.hint[1:]
     output.message(f"loss curve: {diagnosis.message}. {hint}.")
+    if "temperature" in test.get("calibration", {}):
+        output.message(calibration_line(test))
     return TrainResult(run, summary, parts.model)
+
+
+def _output_kind(config: Config) -> str:
+    """What the model's outputs are to the loss: logits, log-probabilities or values."""
+    from trainctl.components.losses import profile
+
+    return profile(config.loss.name, config.loss.params).input
+
+
+def calibration_line(record: dict[str, Any]) -> str:
+    """A calibrated run's temperature and its ECE before and after, in one line."""
+    calibration = record["calibration"]
+    return (
+        f"calibration: temperature {calibration['temperature']:.3f} (fitted on the validation split); "
+        f"{record['split']} ECE {calibration['ece_before']:.4f} before, {record['ece']:.4f} after"
+    )
 
 
 @contextlib.contextmanager
@@ -449,7 +482,9 @@ def _logging(config: Config, run: RunFolder, trainer: Trainer, state: TrainingSt
 def evaluate_run(
     run_dir: str | Path, checkpoint: str = "best", split: str = "test", worst: int = 10
 ) -> tuple[RunFolder, dict[str, Any]]:
-    """Rebuild a run's model from its saved config, load a checkpoint and evaluate one split."""
+    """Rebuild a run's model from its saved config, load a checkpoint and evaluate one split; write
+    the record and each sample's result (`trainctl.reports.samples`) into the run folder."""
+    from trainctl.reports.samples import samples_file_name, write_samples
     from trainctl.training.build import build_model_parts
     from trainctl.training.trainer import evaluate_checkpoint
 
@@ -459,10 +494,15 @@ def evaluate_run(
     config = load_config(run.config_path)
     parts = build_model_parts(config)
     path = run.checkpoint_path(checkpoint)
-    record = evaluate_checkpoint(parts.model, path, split, parts.loss_fn, parts.data, config.metrics, worst)
+    scored = evaluate_checkpoint(
+        parts.model, path, split, parts.loss_fn, parts.data, config.metrics, worst, _output_kind(config)
+    )
+    record = scored.record
     record["checkpoint"] = checkpoint
-    # No run lock: eval may run beside a training run, and an atomic write of its own record is enough.
-    run.write_json(run.eval_record_name(split, checkpoint), record)
+    # No run lock: eval may run beside a training run, and an atomic write of its own files is enough.
+    name = run.eval_record_name(split, checkpoint)
+    write_samples(run.path / samples_file_name(name), scored.samples)
+    run.write_json(name, record)
     return run, record
 
 

@@ -24,7 +24,7 @@ from trainctl.components.metrics import DEFAULT_METRICS
 from trainctl.components.metrics import goal as metric_goal
 from trainctl.components.registries import DATASETS, LOSSES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TRANSFORMS
 from trainctl.config.inheritance import load_config_with_bases, merge_bases
-from trainctl.data.task import incompatibility
+from trainctl.data.task import TaskKind, incompatibility
 from trainctl.errors import ConfigError, Problem, UserError, shown
 from trainctl.limits import (
     MAX_COUNT,
@@ -129,6 +129,7 @@ class TrainerSettings(BaseModel):
     )
     ema: EmaSettings | None = None  # evaluate and save an exponential moving average of the weights
     swa: SwaSettings | None = None  # evaluate and save a stochastic weight average (not with ema)
+    calibrate: Literal["temperature"] | None = None  # after training, fit a temperature on the val split (logits)
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -421,9 +422,7 @@ def _check_pairings(
 ) -> tuple[list[str], str, list[Problem]]:
     """Loss, metrics and monitor against the dataset's task; returns the resolved metrics and monitor."""
     problems = []
-    entry = DATASETS.get(dataset.name)
-    # A file's dataset has its task resolved by validate(), in its parameters.
-    task_kind = entry.info.task if entry.info.task != "from the file" else dataset.params["task"]
+    task_kind = _task_kind(dataset)
     try:
         reason = incompatibility(loss.name, loss_profile(loss.name, loss.params).target, dataset.name, task_kind)
     except UserError as error:
@@ -464,7 +463,36 @@ def _check_pairings(
                     f"cannot monitor {value!r}{suggest(value, allowed_monitors)}; allowed: {', '.join(allowed_monitors)}",
                 )
             )
+    if shape.trainer.calibrate is not None:
+        problems += _check_calibration(task_kind, loss, source)
     return list(metrics), monitor, problems
+
+
+def _task_kind(dataset: Component) -> TaskKind:
+    entry = DATASETS.get(dataset.name)
+    # A file's dataset has its task resolved by validate(), in its parameters.
+    return entry.info.task if entry.info.task != "from the file" else dataset.params["task"]
+
+
+def _check_calibration(task_kind: TaskKind, loss: Component, source: SourceMap) -> list[Problem]:
+    """trainer.calibrate: temperature divides logits, so it needs a classifier whose loss reads logits."""
+    where = source.where(("trainer", "calibrate"))
+    if task_kind != "classification":
+        return [
+            Problem(where, "trainer.calibrate", f"calibrates a classifier's probabilities; this is a {task_kind} task")
+        ]
+    reads = loss_profile(loss.name, loss.params).input
+    if reads != "logits":
+        logits = ", ".join(e.name for e in LOSSES if e.info.input == "logits" and e.info.task == "classification")
+        return [
+            Problem(
+                where,
+                "trainer.calibrate",
+                f"temperature scaling divides logits, and loss {loss.name!r} reads {reads}; "
+                f"losses that read logits: {logits}",
+            )
+        ]
+    return []
 
 
 def validate(data: dict[str, Any], source: SourceMap) -> Config:

@@ -53,9 +53,9 @@ def _describe(value: torch.Tensor, data: PreparedData) -> Any:
 
 
 def loss_report(
-    loss_fn: torch.nn.Module, outputs: torch.Tensor, split: Split, data: PreparedData, worst: int
+    losses: np.ndarray, outputs: torch.Tensor, split: Split, data: PreparedData, worst: int
 ) -> dict[str, Any]:
-    losses = per_sample_losses(loss_fn, outputs, split.targets)
+    """From each sample's loss (`per_sample_losses`): quantiles, the mean per class, the worst samples."""
     report: dict[str, Any] = {"quantiles": {name: float(np.quantile(losses, q)) for name, q in QUANTILES.items()}}
     if data.task.kind == "classification":
         label_array = split.labels.cpu().numpy()

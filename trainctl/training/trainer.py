@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import torch
 
 from trainctl import __version__
@@ -55,6 +56,7 @@ from trainctl.data.prepare import PreparedData, Split, ordered_batches, steps_pe
 from trainctl.nn.losses import logged_values
 from trainctl.ranks import SINGLE, Ranks
 from trainctl.training.averaging import make_averaging
+from trainctl.training.calibration import calibration_record, checkpoint_temperature, class_probabilities
 from trainctl.training.checkpoint import CheckpointWriter, load_checkpoint, load_model_state
 from trainctl.training.events import EpochEnd, Events, FitResult, StepEnd
 from trainctl.training.interrupts import Interrupted, StopRequest
@@ -66,9 +68,10 @@ from trainctl.training.loop import (
     train_one_epoch,
     training_step,
 )
-from trainctl.training.loss_report import loss_report
+from trainctl.training.loss_report import loss_report, per_sample_losses
 from trainctl.training.precision import Precision
 from trainctl.training.progress import QuietReporter, Reporter
+from trainctl.training.samples import sample_columns
 from trainctl.training.settings import FitSettings
 from trainctl.training.state import RandomStates, TrainingState
 from trainctl.training.statistics import ConfusionMatrix, RegressionStatistics
@@ -88,6 +91,8 @@ class Evaluation:
     loss: float
     metrics: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)  # per class and confusion matrix
+    outputs: torch.Tensor | None = None  # every sample's model output, in the split's order (details, keep_outputs)
+    sample_losses: np.ndarray | None = None  # every sample's loss (details)
 
     def flat(self, prefix: str) -> dict[str, float]:
         return {f"{prefix}/loss": self.loss, **{f"{prefix}/{k}": v for k, v in self.metrics.items()}}
@@ -105,11 +110,12 @@ def evaluate(
     worst: int = 0,
     precision: Precision | None = None,
     ranks: Ranks = SINGLE,
+    keep_outputs: bool = False,
 ) -> Evaluation:
     """Mean loss and metrics over a whole split, computed from statistics summed over batches.
 
-    With `details`, also per-class metrics, the confusion matrix and the loss report (with the
-    `worst` highest-loss samples).
+    With `details`, also per-class metrics, the confusion matrix, the loss report (with the
+    `worst` highest-loss samples), and every sample's output and loss; with `keep_outputs`, the outputs.
     """
     model.eval()
     device = split.device
@@ -129,18 +135,28 @@ def evaluate(
             loss_sum += loss_fn(outputs, targets).double() * len(inputs)
         outputs = outputs.float()
         statistics.update(data.predictions(outputs), labels)
-        if details:
+        if details or keep_outputs:
             all_outputs.append(outputs)
     if ranks.distributed:
         statistics.sum_over_ranks(ranks)
         ranks.sum(loss_sum)
     result = statistics.result()
     evaluation = Evaluation(loss_sum.item() / total, compute(list(metric_names), result))
+    if not (details or keep_outputs):
+        return evaluation
+    evaluation.outputs = every_output = torch.cat(all_outputs)
     if details:
         if data.task.kind == "classification":
             evaluation.details = ConfusionMatrix.details(result, data.task.class_names)
-        evaluation.details["loss_report"] = loss_report(loss_fn, torch.cat(all_outputs), split, data, worst)
+        evaluation.sample_losses = losses = per_sample_losses(loss_fn, every_output, split.targets)
+        evaluation.details["loss_report"] = loss_report(losses, every_output, split, data, worst)
     return evaluation
+
+
+@dataclass
+class CheckpointEvaluation:
+    record: dict[str, Any]  # what summary.json's test record and eval's JSON hold
+    samples: dict[str, list[Any]]  # one column per field of test_predictions.csv, a row per sample
 
 
 def evaluate_checkpoint(
@@ -151,14 +167,27 @@ def evaluate_checkpoint(
     data: PreparedData,
     metric_names: Sequence[str],
     worst: int = 10,
-) -> dict[str, Any]:
-    """Load a checkpoint into the model and evaluate one split: the record `summary.json` and `eval` share."""
+    output_kind: str = "",
+) -> CheckpointEvaluation:
+    """Load a checkpoint into the model and evaluate one split: the record `summary.json` and `eval`
+    share, and each sample's result. `output_kind` (the loss's: logits, log-probabilities, values)
+    says how outputs become probabilities, for the calibration of a classifier."""
     state = load_checkpoint(checkpoint_path)
     load_model_state(model, state, checkpoint_path)
     if state.get("loss"):
         load_model_state(loss_fn, {"model": state["loss"]}, checkpoint_path)
     model.to(data.train.device)
-    result = evaluate(model, data.split(split_name), loss_fn, data, metric_names, details=True, worst=worst)
+    split = data.split(split_name)
+    result = evaluate(model, split, loss_fn, data, metric_names, details=True, worst=worst)
+    assert result.outputs is not None and result.sample_losses is not None  # details keeps them
+    temperature = checkpoint_temperature(state, checkpoint_path)
+    probabilities = None
+    if data.task.kind == "classification":
+        probabilities = class_probabilities(result.outputs, output_kind, data.plan.layout, temperature)
+    calibration: dict[str, Any] = {}
+    if probabilities is not None:
+        uncalibrated = class_probabilities(result.outputs, output_kind, data.plan.layout) if temperature else None
+        calibration = calibration_record(probabilities, split.labels, temperature, uncalibrated)
     record = {
         "split": split_name,
         "checkpoint": str(checkpoint_path),
@@ -166,12 +195,14 @@ def evaluate_checkpoint(
         **evaluated_weights(state),
         "loss": result.loss,
         **result.metrics,
+        **calibration,
         **result.details,
     }
     learned = logged_values(loss_fn)
     if learned:
         record["loss_parameters"] = learned
-    return record
+    samples = sample_columns(result.outputs, split, data, result.sample_losses, probabilities)
+    return CheckpointEvaluation(record, samples)
 
 
 def evaluated_weights(checkpoint: dict[str, Any]) -> dict[str, str]:
