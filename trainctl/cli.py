@@ -736,7 +736,9 @@ def plot(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders, or a sweep folder.", show_default=False)],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders, a sweep folder, or group folders.", show_default=False)
+    ],
     output_format: Annotated[
         str,
         typer.Option(
@@ -752,9 +754,16 @@ def compare(
     The best value is marked only among comparable runs: a test loss against runs with the same loss
     config, a metric against runs on the same data and split.
 
+    Two runs scored on the same test split also get each metric's difference with a 95% paired
+    bootstrap interval over the test samples, said in words. Group folders (train --repeats) are
+    compared by each metric's mean ± sd over their seeds; two groups get a paired t test over their
+    seeds and the bootstrap of the seed-averaged difference.
+
     Example: trainctl compare runs/robust_mse-* runs/robust_adaptive-*
 
     Example: trainctl compare runs/digits_mlp-sweep --format csv > trials.csv
+
+    Example: trainctl compare runs/cross_entropy runs/focal   (two groups of seeds)
     """
     from trainctl.reports.compare import (
         FORMATS,
@@ -765,17 +774,54 @@ def compare(
         comparison_tables,
         expand_runs,
     )
+    from trainctl.reports.groups import is_group
 
     with user_errors():
         if output_format not in FORMATS:
             raise UserError(f"--format: unknown format {output_format!r}; allowed: {', '.join(FORMATS)}")
+        if all(is_group(path) for path in runs):
+            _compare_groups(runs, output_format)
+            return
         comparison = compare_runs(expand_runs(runs))
+        pair = _paired_runs(comparison) if len(runs) == 2 and len(comparison.runs) == 2 else None
     output = Output()
     if output_format == "table":
         for renderable in comparison_tables(comparison, output.stdout.width):
             output.show(renderable)
+        for line in [""] + pair.lines() if pair else []:
+            output.line(line)
         return
     writers = {"csv": comparison_csv, "json": comparison_json, "markdown": comparison_markdown}
+    text = writers[output_format](comparison)
+    if pair and output_format == "json":
+        text = json.dumps({**json.loads(text), "differences": pair.to_dict()}, indent=2) + "\n"
+    elif pair and output_format == "markdown":
+        text += "\n" + "\n".join(pair.lines()) + "\n"
+    output.write(text)
+
+
+def _paired_runs(comparison: Any) -> Any:
+    """Two runs' differences with paired bootstrap intervals (`trainctl.reports.significance`)."""
+    from trainctl.reports.significance import compare_two_runs
+
+    folders = [run.folder for run in comparison.runs]
+    return compare_two_runs(
+        [folder.path for folder in folders],
+        [folder.read_config() for folder in folders],
+        [r.label for r in comparison.runs],
+    )
+
+
+def _compare_groups(folders: list[Path], output_format: str) -> None:
+    from trainctl.reports.compare_groups import compare_groups, group_csv, group_json, group_markdown, group_tables
+
+    comparison = compare_groups(folders)
+    output = Output()
+    if output_format == "table":
+        for renderable in group_tables(comparison, output.stdout.width):
+            output.show(renderable)
+        return
+    writers = {"csv": group_csv, "json": group_json, "markdown": group_markdown}
     output.write(writers[output_format](comparison))
 
 
