@@ -178,6 +178,14 @@ def test_damaged_per_sample_results_are_a_note_naming_the_line(tmp_path):
         ),
         (Difference("loss", -0.0512, -0.08, -0.02), "loss: −0.0512, 95% interval [−0.0800, −0.0200]: focal is better"),
         (
+            Difference("precision", -0.005, -0.0116, 0.0003),
+            "precision: −0.5 points, 95% interval [−1.2, +0.03]: no evidence of a difference",
+        ),
+        (
+            Difference("precision", 0.0, 0.0, 0.0),
+            "precision: 0.00 points, 95% interval [0.00, 0.00]: no evidence of a difference",
+        ),
+        (
             Difference("f1", 0.002, -0.001, 0.0051, p_value=0.21),
             "f1: +0.20 points, 95% interval [−0.10, +0.51] (p = 0.21): no evidence of a difference",
         ),
@@ -241,7 +249,7 @@ def test_two_groups_get_a_paired_t_test_over_seeds_and_the_pooled_bootstrap(tmp_
     )
     expected_p = stats.ttest_rel([second[s] for s in range(4)], [first[s] for s in range(4)]).pvalue
     assert accuracy.p_value == pytest.approx(expected_p, rel=1e-9)
-    assert pooled.method.startswith("paired bootstrap over 200 test samples, each group's runs averaged (4 and 4 runs)")
+    assert pooled.method == "paired bootstrap over 200 test samples (2000 resamples), 4 and 4 runs averaged"
     (pooled_accuracy,) = pooled.differences  # the loss differs: accuracy alone
     assert pooled_accuracy.estimate == pytest.approx(np.mean(differences))
     assert "loss" not in [d.metric for d in seeds.differences]
@@ -292,3 +300,13 @@ def test_real_runs_write_per_sample_results_that_eval_writes_again(tmp_path):
     line = next(line.strip() for line in result.stdout.splitlines() if line.strip().startswith("accuracy: "))
     shown = float(line.removeprefix("accuracy: ").split(" points")[0].replace("−", "-"))
     assert shown == pytest.approx(100 * expected, abs=0.05)
+
+
+def test_runs_whose_labels_name_config_values_are_called_by_the_value_that_sets_them_apart(tmp_path):
+    targets, firsts, seconds = constructed_pair()
+    a = write_run(tmp_path / "ce" / "seed-0", targets, firsts)
+    b = write_run(tmp_path / "focal" / "seed-0", targets, seconds, config={"loss": {"name": "focal", "gamma": 2.0}})
+    result = run_cli("compare", a.path, b.path, columns=100)
+    assert result.exit_code == 0, result.output
+    assert "loss.gamma=2.0)" in result.stdout  # the table's own labels, as before
+    assert "differences focal − cross_entropy on the test split (95% intervals):" in result.stdout

@@ -25,7 +25,7 @@ import numpy as np
 
 from trainctl.components.metrics import METRICS, RegressionSums, goal
 from trainctl.errors import UserError
-from trainctl.reports.compare import LOADER_KEYS
+from trainctl.reports.compare import LOADER_KEYS, _lookup, cell_text, config_differences
 from trainctl.reports.groups import GroupRecord, metric_values, read_group
 from trainctl.reports.samples import SAMPLES_FILE, SampleTable, read_samples
 from trainctl.reports.statistics import (
@@ -121,8 +121,17 @@ def is_fraction(metric: str) -> bool:
 
 
 def signed(value: float, decimals: int) -> str:
-    text = f"{value:+.{decimals}f}"
-    return text.replace("-", "−") if float(text) != 0 else f"{0:.{decimals}f}"
+    """+1.3, −0.6, 0.0 for exactly nothing; a value that rounds to zero gets the decimals it needs
+    (up to two more), so an interval's edge near zero shows on which side it is."""
+    if value == 0:
+        return f"{0:.{decimals}f}"
+    for places in range(decimals, decimals + 3):
+        text = f"{value:+.{places}f}"
+        if float(text) != 0:
+            break
+    else:
+        text = f"{value:+.1g}"  # smaller still: its order of magnitude
+    return text.replace("-", "−")
 
 
 def difference_line(d: Difference, first: str, second: str) -> str:
@@ -238,7 +247,7 @@ def bootstrap_test(firsts: list[Scored], seconds: list[Scored], names: list[str]
     estimates = difference(everything)
     low, high = percentile_interval(paired_bootstrap(difference, count))
     differences = [Difference(name, float(estimates[k]), float(low[k]), float(high[k])) for k, name in enumerate(names)]
-    return Test(f"paired bootstrap over {count} test samples{what} ({RESAMPLES} resamples)", differences)
+    return Test(f"paired bootstrap over {count} test samples ({RESAMPLES} resamples){what}", differences)
 
 
 def _mean_metrics(runs: list[Scored], names: list[str], indices: np.ndarray) -> np.ndarray:
@@ -253,8 +262,24 @@ def same_samples(scored: list[Scored]) -> bool:
 # ---- two runs ---------------------------------------------------------------------------------------
 
 
+def pair_labels(labels: list[str], configs: list[dict[str, Any]]) -> list[str]:
+    """Labels short enough for a sentence: the given ones unless they name config values
+    ("digits_mlp (loss.name=focal, ...)"), then the two values of the first key that sets the runs
+    apart ("cross_entropy", "focal")."""
+    if not any("(" in label for label in labels):
+        return labels
+    for key in config_differences(configs):
+        values = [_lookup(config, key) for config in configs]
+        if None not in values and not any(isinstance(value, (dict, list)) for value in values):
+            texts = [cell_text(value) for value in values]
+            if len(set(texts)) == len(texts):
+                return texts
+    return labels
+
+
 def compare_two_runs(runs: list[Path], configs: list[dict[str, Any]], labels: list[str]) -> PairComparison:
-    comparison = PairComparison(labels[0], labels[1])
+    first, second = pair_labels(labels, configs)
+    comparison = PairComparison(first, second)
     mismatch = split_mismatch(*configs)
     if mismatch:
         comparison.notes.append(
@@ -353,5 +378,5 @@ def _pooled_bootstrap(
     kept = comparable_metrics(names, configs[0], configs[1], groups[0] + groups[1])
     if not kept:
         return "no bootstrap over test samples: no test metric the per-sample results give"
-    what = f", each group's runs averaged ({len(groups[0])} and {len(groups[1])} runs)"
+    what = f", {len(groups[0])} and {len(groups[1])} runs averaged"
     return bootstrap_test(groups[0], groups[1], kept, what)
