@@ -68,7 +68,7 @@ def sampled_labels(true_logits: torch.Tensor, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("scale", [3.0, 0.5])
 def test_temperature_scaling_recovers_a_known_temperature(scale):
     """Logits that are the true logits × 3 (over-confident) are fixed by T ≈ 3; × 0.5 by T ≈ 0.5."""
-    true_logits = torch.randn(20000, 5, generator=torch.Generator().manual_seed(0)) * 2
+    true_logits = torch.randn(10000, 5, generator=torch.Generator().manual_seed(0)) * 2
     labels = sampled_labels(true_logits, 1)
     temperature = fit_temperature(true_logits * scale, labels)
     assert temperature == pytest.approx(scale, rel=0.04)
@@ -153,6 +153,7 @@ def hand_ece(confidences: list[float], correct: list[bool]) -> float:
     return error
 
 
+@pytest.mark.slow
 def test_a_calibrated_run_stores_its_temperature_and_ece_before_and_after(calibrated_run):
     result, _ = calibrated_run
     test = result.summary["test"]
@@ -176,6 +177,7 @@ def test_a_calibrated_run_stores_its_temperature_and_ece_before_and_after(calibr
     assert (result.run.path / "reliability.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_eval_applies_the_temperature_and_reproduces_the_summary(calibrated_run):
     result, _ = calibrated_run
     evaluated = run_cli("eval", result.run.path)
@@ -188,6 +190,7 @@ def test_eval_applies_the_temperature_and_reproduces_the_summary(calibrated_run)
     ) in evaluated.stdout.replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_predict_gives_the_calibrated_probabilities(calibrated_run, tmp_path):
     from trainctl.prediction import load_run_model, predict
 
@@ -212,6 +215,7 @@ def inputs_of(run, data):
     return encoding.transform(read_table(data, key=""), strict=True)
 
 
+@pytest.mark.slow
 def test_an_uncalibrated_classifier_gets_its_ece_and_no_temperature(tmp_path):
     from trainctl.workflows import train
 
@@ -222,3 +226,16 @@ def test_an_uncalibrated_classifier_gets_its_ece_and_no_temperature(tmp_path):
     assert set(test["calibration"]) == {"bins", "reliability"}
     assert 0 <= test["ece"] <= 1
     assert "calibration" not in torch.load(result.run.path / "checkpoints" / "best.pt", weights_only=True)
+
+
+@pytest.mark.slow
+def test_an_exported_calibrated_run_says_its_probabilities_divide_by_the_temperature(calibrated_run, tmp_path):
+    pytest.importorskip("safetensors")
+    from trainctl.export import export_run
+
+    result, _ = calibrated_run
+    temperature = result.summary["test"]["calibration"]["temperature"]
+    exported = export_run(result.run.path, "safetensors", output=tmp_path / "model.safetensors")
+    output = json.loads(exported.sidecar.read_text())["output"]
+    assert output["temperature"] == temperature
+    assert output["probabilities"] == f"softmax(output / {temperature!r})"

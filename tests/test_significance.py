@@ -231,6 +231,7 @@ def write_group(folder, seeds, right_rates, config=None):
     return accuracies
 
 
+@pytest.mark.slow
 def test_two_groups_get_a_paired_t_test_over_seeds_and_the_pooled_bootstrap(tmp_path):
     stats = pytest.importorskip("scipy.stats")
     first = write_group(tmp_path / "cross_entropy", [0, 1, 2, 3], [0.80, 0.82, 0.79, 0.81])

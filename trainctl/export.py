@@ -451,12 +451,18 @@ def _output(saved: dict[str, Any], loaded: RunModel, width: int) -> dict[str, An
         else:
             output["prediction"] = f"{predicting}: values in the data's units"
         return output
+    # A calibrated run (trainer.calibrate) divides its logits by its temperature, as predict does.
+    scaled = "output" if loaded.temperature is None else f"output / {loaded.temperature!r}"
+    if loaded.temperature is not None:
+        output["temperature"] = loaded.temperature
     if width == 1:  # one logit for a binary task
         output["prediction"] = "class_names[1] if output[0] > 0 else class_names[0]"
-        output["probabilities"] = "sigmoid(output[0]) is the probability of class_names[1]"
+        output["probabilities"] = (
+            f"sigmoid({scaled.replace('output', 'output[0]')}) is the probability of class_names[1]"
+        )
         return output
     output["prediction"] = f"class_names[argmax({predicting})]"
-    output["probabilities"] = {"logits": "softmax(output)", "log-probabilities": "exp(output)"}.get(
+    output["probabilities"] = {"logits": f"softmax({scaled})", "log-probabilities": "exp(output)"}.get(
         loaded.output_kind, f"none: {predicting} are scores a regression loss fitted to one-hot targets"
     )
     return output
