@@ -16,7 +16,7 @@ from trainctl.reports.groups import GroupRecord, GroupRun, read_group, summarise
 from trainctl.reports.statistics import mean_interval, paired_t_test, t_central_probability, t_quantile, welch_interval
 from trainctl.runs import RunFolder
 
-from helpers import run_cli, write_config
+from helpers import CONFIGS, run_cli, write_config
 
 # Two-sided 95% critical values of Student's t, as printed in statistics tables (4 decimals).
 T_TABLE = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 9: 2.2622, 10: 2.2281, 30: 2.0423, 120: 1.9799}
@@ -239,3 +239,18 @@ def test_a_group_trains_each_seed_then_continues_keeping_what_finished(tmp_path)
     assert summary["failed"] == {"2": record.runs[2].error}
     assert summary["test"]["accuracy"]["n"] == 3
     assert summary["test"]["accuracy"]["per_seed"]["1"] == accuracies[1]  # resumed: its test scored again, the same
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_strict_reaches_every_run_of_a_group(tmp_path):
+    """The checks' warnings stop each run with --strict (a run process each: the warm workers take no
+    --strict); the failures are recorded and the group says so."""
+    group = tmp_path / "group"
+    result = run_cli("train", CONFIGS / "seed_torch_ce.yaml", "--seeds", "0,1", "--strict", "--out", group)
+    assert result.exit_code == 2, result.output
+    record = read_group(group)
+    assert [run.status for run in record.runs] == ["failed", "failed"]
+    assert all(run.error.startswith("double-softmax: ") for run in record.runs)
+    assert "2 of 2 runs failed" in result.stderr
+    assert json.loads((group / "summary.json").read_text())["test"] == {}
