@@ -115,17 +115,25 @@ def test_listings_and_plugins_show_the_installed_example(plugin_path):
     assert "q = (1 − ε)·onehot(y) + ε/K" in loss.stdout
 
 
+def line_of(path, text: str) -> int:
+    """The number of the file's first line that holds `text`."""
+    return next(number for number, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
 @pytest.mark.subprocess
 def test_without_plugins_the_config_names_unknown_components(plugin_path, tmp_path):
     finished = trainctl("--no-plugins", "train", CONFIG, "--out", tmp_path / "run", path=plugin_path)
     assert finished.returncode == 2
     lines = finished.stderr.splitlines()
+    data, model, loss = (
+        line_of(CONFIG, f"name: {name}") for name in ("jsonl_points", "residual_mlp", "smoothed_focal")
+    )
     assert [line.split(": unknown")[0] for line in lines] == [
-        f"error: {CONFIG}:9: data.name",
-        f"error: {CONFIG}:16: model.name",
-        f"error: {CONFIG}:22: loss.name",
+        f"error: {CONFIG}:{data}: data.name",
+        f"error: {CONFIG}:{model}: model.name",
+        f"error: {CONFIG}:{loss}: loss.name",
     ]
-    assert lines[1].startswith(f"error: {CONFIG}:16: model.name: unknown model 'residual_mlp'; registered: mlp, ")
+    assert lines[1].startswith(f"error: {CONFIG}:{model}: model.name: unknown model 'residual_mlp'; registered: mlp, ")
     assert not (tmp_path / "run").exists()
 
 
@@ -160,8 +168,8 @@ def test_predict_says_it_cannot_read_the_plugin_format_and_works_on_a_table(exam
     refused = trainctl("predict", example_run, DATA, path=plugin_path)
     assert (refused.returncode, refused.stderr) == (
         2,
-        f"error: {example_run}: predict reads input files for runs trained on csv tables, image or text "
-        "datasets; this run was trained on 'jsonl_points', whose inputs it cannot read from files\n",
+        f"error: {example_run}: predict reads input files for runs trained on csv tables, image, text or "
+        "audio datasets; this run was trained on 'jsonl_points', whose inputs it cannot read from files\n",
     )
     table = tmp_path / "spirals.csv"
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
