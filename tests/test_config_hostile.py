@@ -294,3 +294,21 @@ def test_a_first_step_torch_refuses_is_one_line(cli, tmp_path):
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: the first training step fails with this config (model 'mlp'")
     assert "a batch of 1): Expected more than 1 value per channel when training" in line
+
+
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [
+        ("trainer.epochs=yes", "True"),
+        ("trainer.accumulate=2.0", "2.0"),
+        ("data.batch_size=false", "False"),
+        ("seed=true", "True"),
+        ("model.hidden=[true]", "True"),
+    ],
+)
+def test_a_boolean_or_a_float_where_a_whole_number_goes_is_refused(tmp_path, override, shown):
+    """YAML's yes/true would otherwise be taken as 1 (one epoch, a batch of one) without a word."""
+    key = override.split("=")[0]
+    line = error_of(write_config(tmp_path), [override])
+    located = f"{key}.0" if key == "model.hidden" else key
+    assert line == f"--set {key}: {located}: Input should be a valid integer (got {shown})"

@@ -15,18 +15,20 @@ from pydantic import Field
 
 from trainctl.errors import UserError
 
+# The whole-number types are strict: pydantic would otherwise take `true` as 1 and `2.5` as an
+# error only after rounding checks, so `trainer.epochs: yes` would train one epoch.
 # torch's generators take any unsigned 64-bit seed; numpy's refuse negative ones.
-Seed = Annotated[int, Field(ge=0, le=2**64 - 1)]
+Seed = Annotated[int, Field(ge=0, le=2**64 - 1, strict=True)]
 # Optuna's samplers seed numpy's RandomState (below 2**32) with this seed plus the trials run so far.
-SamplerSeed = Annotated[int, Field(ge=0, lt=2**31)]
+SamplerSeed = Annotated[int, Field(ge=0, lt=2**31, strict=True)]
 # Sizes index tensors (int64) and are multiplied together: a bound well below 2**63 keeps products exact.
 MAX_COUNT = 2**31 - 1
-Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
 MAX_WIDTH = 2**20  # a layer or embedding wider than a million units does not fit any machine's memory twice
-Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH, strict=True)]
 MAX_WORKERS = 256  # DataLoader worker processes: each one is a process of its own
 MAX_THREADS = 1024  # torch.set_num_threads overflows beyond a C int; no machine has more cores
-Layers = Annotated[int, Field(ge=1, le=1000)]  # stacked layers: each one is built, so bound the count
+Layers = Annotated[int, Field(ge=1, le=1000, strict=True)]  # stacked layers: each one is built, so bound the count
 MAX_EXTENDS_DEPTH = 16  # a config's `extends` chain (base of a base of ...); real ones are two or three deep
 
 # A run name becomes part of a folder name: `NAME-YYYYmmdd-HHMMSS` inside output_dir. So it is a
