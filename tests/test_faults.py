@@ -107,7 +107,8 @@ def test_read_only_output_folder_and_run_folder(cli, tmp_path, finished_run):
     before = sorted(p.name for p in run.rglob("*"))
     with read_only(shelf):
         assert one_error_line(cli("train", config, "--out", shelf / "new")) == f"{shelf / 'new'}: Read-only file system"
-        assert one_error_line(cli("eval", run)) == f"{run / 'eval-test-best.json'}: Read-only file system"
+        # eval writes the per-sample results first, then its record (eval-test-best.json)
+        assert one_error_line(cli("eval", run)) == f"{run / 'test_predictions.csv'}: Read-only file system"
         assert one_error_line(cli("train", "--resume", run)) == f"{run}: Read-only file system"
     assert sorted(p.name for p in run.rglob("*")) == before
     assert sorted(p.name for p in shelf.iterdir()) == ["run"]
