@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from trainctl.data import image_sources, sklearn_files
 from trainctl.data.raw import RawData, classification_task
 from trainctl.data.task import Task, TaskKind
-from trainctl.errors import UserError
 from trainctl.limits import MAX_COUNT, Count, Seed, Width, require_memory
 from trainctl.registry import Registry
 
@@ -143,13 +142,9 @@ def synthetic_regression(
 
 def _csv_task(params: dict[str, Any]) -> str:
     """The task of a csv dataset, known before training from its `task` or its target column."""
-    from trainctl.data.tables import infer_task, read_table, require_columns
+    from trainctl.data.tables import table_task
 
-    if params.get("task", "auto") != "auto":
-        return params["task"]
-    table = read_table(Path(params["path"]))
-    require_columns(table, {"data.target": params["target"]})
-    return infer_task(table.column(params["target"]), "auto")
+    return table_task(params)
 
 
 @DATASETS.register(
@@ -168,51 +163,9 @@ def csv_table(
     task: Literal["auto", "classification", "regression"] = "auto",
     on_missing: Literal["drop", "error"] = "error",  # rows with an empty or NA cell in a used column
 ) -> RawData:
-    import numpy as np
+    from trainctl.data.tables import table_data
 
-    from trainctl.data.tables import (
-        FeatureEncoding,
-        class_labels,
-        column_numbers,
-        handle_missing,
-        infer_task,
-        numeric,
-        read_table,
-        require_columns,
-        stray_text_warning,
-    )
-
-    table = read_table(Path(path))
-    columns = features if features is not None else [name for name in table.columns if name != target]
-    require_columns(table, {"data.target": target})
-    for name in columns:
-        require_columns(table, {"data.features": name})
-    if target in columns:
-        raise UserError(f"data.features: the target column {target!r} cannot also be a feature")
-    if not columns:
-        raise UserError(f"data.features: {path} has no columns besides the target {target!r}")
-    table = handle_missing(table, [target, *columns], on_missing)
-    cells = table.column(target)
-    kind = infer_task(cells, task)
-    if kind == "classification":
-        labels = class_labels(cells)
-        described = classification_task(tuple(labels), f"data.target: column {target!r} of {path}")
-        position = {label: i for i, label in enumerate(labels)}
-        y = np.array([position[cell] for cell in cells], dtype="int64")
-    else:
-        if not numeric(cells):
-            raise UserError(f"data.task: regression needs numbers in column {target!r} of {path}")
-        y = column_numbers(table, target).astype("float32").reshape(-1, 1)
-        described = Task("regression", num_targets=1)
-    checked = [*columns, *([target] if task == "auto" else [])]  # an "auto" target is typed by its cells too
-    warnings = [warning for name in checked if (warning := stray_text_warning(table, name))]
-
-    def fit_inputs(train_rows: Any) -> tuple[Any, dict[str, Any]]:
-        encoding = FeatureEncoding.fit(table, columns, train_rows)
-        return encoding.transform(table), {"table": encoding.to_dict()}
-
-    placeholder = np.zeros((len(y), 0), dtype="float32")  # the width is known once fitted on training rows
-    return RawData(placeholder, y, described, (0,), fit_inputs=fit_inputs, warnings=warnings)
+    return table_data(path, target, features, task, on_missing)
 
 
 def _register_standard_images(name: str, summary: str, shape: str, load: Callable[[str, bool], RawData]) -> None:
@@ -289,7 +242,7 @@ def text(
     from trainctl.data.tables import class_labels, handle_missing, read_table, require_columns
     from trainctl.data.text import TextEncoding
 
-    table = read_table(Path(path))
+    table = read_table(Path(path), text_columns=(text_column, label_column))
     require_columns(table, {"data.text_column": text_column, "data.label_column": label_column})
     table = handle_missing(table, [text_column, label_column], "drop")
     texts, cells = table.column(text_column), table.column(label_column)
