@@ -169,8 +169,13 @@ def reference_raw(dataset: dict) -> RawData:
             "label",
             "error",
         ),
+        (
+            "n,c,t\n" + "".join(f"{i},{'ab'[i % 2]},{'pq'[i % 3 % 2]}\n" for i in range(20)) + "   \n5,a,q\n",
+            "t",
+            "error",
+        ),
     ],
-    ids=["classes", "dropped-row", "regression", "tsv-equal-numbers"],
+    ids=["classes", "dropped-row", "regression", "tsv-equal-numbers", "line-of-spaces"],
 )
 def test_the_columnar_path_gives_the_tensors_of_the_former_reader(tmp_path, text, target, on_missing):
     path = write_csv(tmp_path / ("t.tsv" if "\t" in text else "t.csv"), text)

@@ -15,6 +15,7 @@ a file pyarrow refuses (a row with too many cells, bytes that are not UTF-8) as 
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,28 +215,47 @@ def read_csv(path: Path, text_columns: frozenset[str]) -> TableFile:
 
 def _arrow_csv(path: Path, delimiter: str, text: set[str], only: list[str] | None) -> Any:
     pa = arrow()
-
-    def on_invalid_row(row: Any) -> str:
-        # The csv module's rule, which pyarrow has no option for: a row of blank cells is skipped.
-        return "skip" if is_blank(next(csv.reader([row.text], delimiter=delimiter), [])) else "error"
-
+    options = {
+        "parse_options": pa.csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        "convert_options": pa.csv.ConvertOptions(
+            column_types={name: pa.string() for name in text},
+            include_columns=only,
+            null_values=missing_spellings(),  # in numbers; text keeps its cells, classified after
+            strings_can_be_null=False,
+            true_values=[],  # "true" is text, as it always was
+            false_values=[],
+        ),
+    }
     try:
-        return pa.csv.read_csv(
-            path,
-            parse_options=pa.csv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
-            ),
-            convert_options=pa.csv.ConvertOptions(
-                column_types={name: pa.string() for name in text},
-                include_columns=only,
-                null_values=missing_spellings(),  # in numbers; text keeps its cells, classified after
-                strings_can_be_null=False,
-                true_values=[],  # "true" is text, as it always was
-                false_values=[],
-            ),
-        )
+        return pa.csv.read_csv(path, **options)
     except pa.ArrowInvalid as error:
-        raise explain_failure(path, delimiter, error) from None
+        rewritten = _without_blank_records(path, delimiter, error)
+    try:
+        return pa.csv.read_csv(pa.BufferReader(rewritten), **options)
+    except pa.ArrowInvalid as error:
+        raise UserError(f"{path}: cannot read as CSV: {one_line(error)}") from None
+
+
+def _without_blank_records(path: Path, delimiter: str, error: Exception) -> bytes:
+    """A file pyarrow refused, written again without its rows of blank cells of the wrong length
+    (a line of spaces): the csv module skips them, pyarrow counts their cells. Slow, and only for
+    such files; any other problem is raised in trainctl's words. (pyarrow's invalid_row_handler,
+    a Python callback, would skip them in place, but it can abort the process at exit beside torch.)"""
+    records = python_records(path, delimiter)
+    header = next(records, (0, []))[1]
+    kept, skipped = io.StringIO(), False
+    writer = csv.writer(kept, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(header)
+    for line, record in records:
+        blank = is_blank(record)
+        if len(record) != len(header) and not blank:
+            raise UserError(f"{path}:{line}: {len(record)} cells, but the header names {len(header)} columns")
+        skipped |= bool(record) and blank and len(record) != len(header)
+        if record and not (blank and len(record) != len(header)):
+            writer.writerow(record)
+    if not skipped:
+        raise UserError(f"{path}: cannot read as CSV: {one_line(error)}")
+    return kept.getvalue().encode()
 
 
 def _mentions_hexadecimal(path: Path) -> bool:
