@@ -274,15 +274,15 @@ def _csv_cells(path: Path, delimiter: str, column: Any, index: int) -> Cells:
     pa = arrow()
     if pa.types.is_string(column.type):
         return _string_cells(column)
-    missing = column.is_null().to_numpy(zero_copy_only=False)
-    values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)  # a null becomes NaN
+    missing = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else np.zeros(len(values), bool)
 
     def read_back() -> CellTexts:  # the text of a column of numbers: for a message or a class name
         rows = python_rows(path, delimiter)
         texts = [cells[index] for _, cells, _ in rows]
         return _distinct(texts)
 
-    return number_cells(np.where(missing, np.nan, values), missing, read_back)
+    return number_cells(values, missing, read_back)
 
 
 def _string_cells(column: Any) -> Cells:
