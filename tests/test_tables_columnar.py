@@ -366,3 +366,90 @@ def test_listings_and_help_do_not_import_pyarrow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+# -- tables too large for memory, read in chunks -----------------------------------------------------
+
+
+def streamed(path: Path, target: str, on_missing: str = "error", task: str = "auto") -> RawData:
+    """The chunked reading of a table, in chunks of a few rows (as a table larger than memory is)."""
+    from trainctl.data.table_stream import streamed_table_data
+
+    return streamed_table_data(str(path), target, None, task, on_missing, chunk_bytes=200, chunk_rows=5)
+
+
+CHUNKED_TABLES = {
+    "classes": (fruit_text(), "fruit", "error"),
+    "dropped-rows": (fruit_text().replace("0x1,apple", "0x1,NA", 1).replace("0x2,plum", ",plum", 1), "fruit", "drop"),
+    "regression": (
+        "x,kind,y\n" + "".join(f"{i * 0.37:.3f},{'ab'[i % 2]},{3 * i * 0.37 + 1:.4f}\n" for i in range(40)),
+        "y",
+        "error",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", [*CHUNKED_TABLES, "parquet"])
+def test_a_table_read_in_chunks_gives_what_it_gives_whole(tmp_path, name):
+    text, target, on_missing = CHUNKED_TABLES.get(name, CHUNKED_TABLES["classes"])
+    path = write_csv(tmp_path / "t.csv", text.replace("0x", "") if name == "parquet" else text)
+    if name == "parquet":
+        path = parquet_of(path, tmp_path / "t.parquet")
+    whole_raw, chunked_raw = table_data(str(path), target, None, "auto", on_missing), streamed(path, target, on_missing)
+    assert chunked_raw.warnings == whole_raw.warnings
+    whole, chunked = prepared(whole_raw), prepared(chunked_raw)
+    assert chunked.task == whole.task
+    assert chunked.encoding["table"]["categories"] == whole.encoding["table"]["categories"]
+    for column, (mean, std) in whole.encoding["table"]["numeric"].items():  # combined chunk by chunk
+        assert chunked.encoding["table"]["numeric"][column] == pytest.approx([mean, std], rel=1e-12)
+    for split in ("train", "val", "test"):
+        assert np.array_equal(chunked.split(split).rows, whole.split(split).rows)
+        assert torch.equal(chunked.split(split).labels, whole.split(split).labels)
+        assert torch.allclose(chunked.split(split).inputs, whole.split(split).inputs, atol=1e-6)
+
+
+def test_a_split_read_in_chunks_lives_in_a_mapped_file(tmp_path):
+    path = write_csv(tmp_path / "t.csv", CHUNKED_TABLES["regression"][0])
+    raw = streamed(path, "y")
+    inputs, _ = raw.fit_inputs(np.arange(30))
+    part = inputs[np.arange(30, 40)]
+    assert isinstance(part, np.memmap) and part.shape == (10, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "task"),
+    [
+        ("a,b,t\n1,x,p\nNA,y,q\n\n,z,\n" + "3,x,p\n" * 8 + ",x,p\n" * 4, "t", "auto"),  # missing values, 7 rows
+        ("n,c,t\n" + "".join(f"{i},{'ab'[i % 2]},{'pq'[i % 2]}\n" for i in range(20)) + "inf,a,q\n", "t", "auto"),
+        ("n,c,t\n" + "".join(f"{i},{'ab'[i % 2]},{i * 1.1}\n" for i in range(20)) + "3,a,1e39\n", "t", "regression"),
+        ("n,c,t\n" + "".join(f"{i},{'ab'[i % 2]},{i * 1.1}\n" for i in range(20)) + "3,a,x\n", "t", "regression"),
+        ("n,c,t\n\n , , \n", "t", "auto"),
+    ],
+    ids=["missing", "inf-feature", "target-beyond-float32", "regression-on-text", "no-rows"],
+)
+def test_a_table_read_in_chunks_is_refused_as_it_is_whole(tmp_path, text, target, task):
+    path = write_csv(tmp_path / "t.csv", text)
+
+    def fitted(raw: RawData) -> RawData:
+        raw.fit_inputs(np.arange(3))
+        return raw
+
+    expected = message_of(lambda: fitted(table_data(str(path), target, None, task, "error")))
+    assert message_of(lambda: fitted(streamed(path, target, task=task))) == expected
+
+
+def test_a_stray_word_is_warned_about_alike_in_chunks(tmp_path):
+    text = "n,c,t\n" + "".join(f"{i},{'ab'[i % 2]},{'pq'[i % 2]}\n" for i in range(40)) + "abc,a,q\n"
+    path = write_csv(tmp_path / "t.csv", text)
+    assert streamed(path, "t").warnings == table_data(str(path), "t", None, "auto", "error").warnings
+    assert "column n is numeric except 'abc' at line 42" in streamed(path, "t").warnings[0][0]
+
+
+def test_a_table_is_read_in_chunks_when_reading_it_whole_would_not_fit(tmp_path):
+    from trainctl.data.tables import CSV_READING_BYTES_PER_FILE_BYTE, fits_in_memory
+
+    path = write_csv(tmp_path / "t.csv", CHUNKED_TABLES["regression"][0])
+    need = path.stat().st_size * CSV_READING_BYTES_PER_FILE_BYTE
+    assert fits_in_memory(path, available=int(need) + 1)
+    assert not fits_in_memory(path, available=int(need) - 1)
+    assert fits_in_memory(path, available=None)  # unknown: read whole, as before

@@ -87,7 +87,7 @@ class RowPlaces:
             if self.unit == "row":
                 self._numbers = self.kept + 1
             else:
-                self._numbers = csv_lines(self.path, self.delimiter, self.read)[self.kept]
+                self._numbers = csv_lines(self.path, self.delimiter, self.read, self.kept)
         return self._numbers
 
     def at(self, row: int) -> str:
@@ -108,14 +108,15 @@ def physical_lines(path: Path) -> int:
     return lines + (last not in (b"", b"\n", b"\r"))
 
 
-def csv_lines(path: Path, delimiter: str, rows: int) -> np.ndarray:
-    """The line of each row pyarrow read, as the `csv` module numbers it (the line a row ends on)."""
-    if physical_lines(path) == rows + 1:  # a header line, then one row a line: nothing to look up
-        return np.arange(2, rows + 2)
+def csv_lines(path: Path, delimiter: str, read: int, rows: np.ndarray) -> np.ndarray:
+    """The lines of `rows` (of the `read` rows pyarrow read), as the `csv` module numbers them (the
+    line a row ends on)."""
+    if physical_lines(path) == read + 1:  # a header line, then one row a line: nothing to look up
+        return rows + 2
     lines = np.array([line for line, _, _ in python_rows(path, delimiter)], dtype=np.int64)
-    if len(lines) != rows:
-        raise UserError(f"{path}: cannot read as CSV: its quoting leaves the rows ambiguous ({rows} or {len(lines)})")
-    return lines
+    if len(lines) != read:
+        raise UserError(f"{path}: cannot read as CSV: its quoting leaves the rows ambiguous ({read} or {len(lines)})")
+    return lines[rows]
 
 
 # -- the csv module: the reference for lines and messages ---------------------------------------------
@@ -210,7 +211,7 @@ def read_csv(path: Path, text_columns: frozenset[str]) -> TableFile:
         cells.append(_csv_cells(path, delimiter, column, i))
         del column
     places = RowPlaces(path, "line", rows, np.arange(rows), delimiter)
-    return _without_blank_rows(TableFile(names, cells, places))
+    return without_blank_rows(TableFile(names, cells, places))
 
 
 def _arrow_csv(path: Path, delimiter: str, text: set[str], only: list[str] | None) -> Any:
@@ -273,7 +274,7 @@ def _mentions_hexadecimal(path: Path) -> bool:
 def _csv_cells(path: Path, delimiter: str, column: Any, index: int) -> Cells:
     pa = arrow()
     if pa.types.is_string(column.type):
-        return _string_cells(column)
+        return string_cells(column)
     values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)  # a null becomes NaN
     missing = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else np.zeros(len(values), bool)
 
@@ -285,7 +286,7 @@ def _csv_cells(path: Path, delimiter: str, column: Any, index: int) -> Cells:
     return number_cells(values, missing, read_back)
 
 
-def _string_cells(column: Any) -> Cells:
+def string_cells(column: Any) -> Cells:
     """Text cells, classified once per distinct text; a column of numbers written as text (a target
     read as text) is parsed by pyarrow as a whole, its text kept for class names."""
     pa = arrow()
@@ -313,7 +314,7 @@ def _distinct(texts: list[str]) -> CellTexts:
     return CellTexts(codes, list(index))
 
 
-def _without_blank_rows(table: TableFile) -> TableFile:
+def without_blank_rows(table: TableFile) -> TableFile:
     """Rows whose every cell is blank are left out, as the csv module's reader always did. A CSV's
     column of numbers reads an empty cell and an NA cell alike (null): where such a row is missing
     throughout, the file's text decides."""
@@ -332,7 +333,7 @@ def _without_blank_rows(table: TableFile) -> TableFile:
     kept = np.flatnonzero(~candidates)
     kept_cells = [_take(cells, kept) for cells in table.cells]
     return TableFile(
-        table.columns, kept_cells, RowPlaces(places.path, places.unit, places.read, kept, places.delimiter)
+        table.columns, kept_cells, RowPlaces(places.path, places.unit, places.read, places.kept[kept], places.delimiter)
     )
 
 
@@ -364,35 +365,41 @@ def read_parquet(path: Path, text_columns: frozenset[str]) -> TableFile:
         table = pa.parquet.read_table(path)
     except (pa.ArrowException, OSError) as error:
         raise UserError(f"{path}: cannot read as Parquet: {one_line(error)}") from None
-    if table.num_columns == 0:
-        raise UserError(f"{path}: empty file (a Parquet file with no columns)")
-    names = [name.strip() for name in table.column_names]
-    cells = []
-    for i, name in enumerate(names):
-        column = table.column(i)
-        kind = column.type
-        if pa.types.is_dictionary(kind):
-            column, kind = column.cast(kind.value_type), kind.value_type
-        if pa.types.is_boolean(kind) or (name in text_columns and not pa.types.is_string(kind)):
-            column, kind = _parquet_text(column), pa.string()
-        if pa.types.is_large_string(kind) or str(kind) == "string_view":
-            column, kind = column.cast(pa.string()), pa.string()
-        if pa.types.is_string(kind):
-            cells.append(_string_cells(column.fill_null("")))
-        elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-            values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            missing = np.isnan(values)  # a null reads as NaN
-
-            def formatted(values: np.ndarray = values) -> CellTexts:
-                return _distinct([repr(float(value)) for value in values])
-
-            cells.append(number_cells(values, missing, formatted))
-        elif pa.types.is_null(kind):
-            cells.append(text_cells(np.zeros(len(column), dtype=np.int64), [""]))
-        else:
-            cells.append(unsupported_cells(len(column), str(kind)))
+    names = parquet_names(path, table.column_names)
+    cells = [parquet_cells(table.column(i), name, text_columns) for i, name in enumerate(names)]
     places = RowPlaces(path, "row", table.num_rows, np.arange(table.num_rows))
-    return _without_blank_rows(TableFile(names, cells, places))
+    return without_blank_rows(TableFile(names, cells, places))
+
+
+def parquet_names(path: Path, names: list[str]) -> list[str]:
+    if not names:
+        raise UserError(f"{path}: empty file (a Parquet file with no columns)")
+    return [name.strip() for name in names]
+
+
+def parquet_cells(column: Any, name: str, text_columns: frozenset[str]) -> Cells:
+    """One Parquet column (or a batch of it) as cells."""
+    pa = arrow()
+    column = column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column])
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_boolean(kind) or (name in text_columns and not pa.types.is_string(kind)):
+        column, kind = _parquet_text(column), pa.string()
+    if pa.types.is_large_string(kind) or str(kind) == "string_view":
+        column, kind = column.cast(pa.string()), pa.string()
+    if pa.types.is_string(kind):
+        return string_cells(column.fill_null(""))
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+        def formatted() -> CellTexts:
+            return _distinct([repr(float(value)) for value in values])
+
+        return number_cells(values, np.isnan(values), formatted)  # a null reads as NaN
+    if pa.types.is_null(kind):
+        return text_cells(np.zeros(len(column), dtype=np.int64), [""])
+    return unsupported_cells(len(column), str(kind))
 
 
 def _parquet_text(column: Any) -> Any:

@@ -21,10 +21,10 @@ import numpy as np
 
 from trainctl.data.raw import RawData, classification_task
 from trainctl.data.table_cells import MISSING, Cells
-from trainctl.data.table_files import PARQUET_SUFFIXES, RowPlaces, TableFile, read_csv, read_parquet
+from trainctl.data.table_files import PARQUET_SUFFIXES, RowPlaces, TableFile, arrow, read_csv, read_parquet
 from trainctl.data.task import Task
 from trainctl.errors import UserError
-from trainctl.limits import format_bytes, require_memory
+from trainctl.limits import available_memory, format_bytes, require_memory
 
 MAX_CLASSES_FOR_INTEGER_TARGETS = 20  # integer targets with few distinct values are taken as classes
 STRAY_TEXT_SHARE = 0.05  # a column this much text at most, the rest numbers, is likely a typo, not categories
@@ -333,10 +333,30 @@ def class_indices(table: Table, target: str) -> tuple[list[str], np.ndarray]:
     return labels, index_of_text[codes]
 
 
+def fits_in_memory(path: Path, available: int | None = None) -> bool:
+    """Whether reading a whole table file at once fits the memory available (unknown: assumed so):
+    a CSV holds about CSV_READING_BYTES_PER_FILE_BYTE times its size at the peak, a Parquet file
+    twice its uncompressed size."""
+    available = available_memory() if available is None else available
+    if available is None or not path.is_file():
+        return True  # a missing file is named by the reader
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        try:
+            metadata = arrow().parquet.ParquetFile(path).metadata
+        except (arrow().ArrowException, OSError):
+            return True  # not Parquet: the reader says so
+        return 2 * sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)) <= available
+    return path.stat().st_size * CSV_READING_BYTES_PER_FILE_BYTE <= available
+
+
 def table_task(params: dict[str, Any]) -> str:
     """The task of a table dataset, known before training from its `task` or its target column."""
     if params.get("task", "auto") != "auto":
         return params["task"]
+    if not fits_in_memory(Path(params["path"])):
+        from trainctl.data.table_stream import streamed_table_task
+
+        return streamed_table_task(params["path"], params["target"])
     table = read_table(Path(params["path"]), text_columns=(params["target"],))
     require_columns(table, {"data.target": params["target"]})
     return infer_task(table, params["target"], "auto")
@@ -344,7 +364,12 @@ def table_task(params: dict[str, Any]) -> str:
 
 def table_data(path: str, target: str, features: list[str] | None, task: str, on_missing: str) -> RawData:
     """The `csv` dataset: the target's classes or values, and the feature columns' encoding fitted
-    on the training rows once the split is drawn."""
+    on the training rows once the split is drawn. A table too large to read at once is read in
+    chunks (`trainctl.data.table_stream`)."""
+    if not fits_in_memory(Path(path)):
+        from trainctl.data.table_stream import streamed_table_data
+
+        return streamed_table_data(path, target, features, task, on_missing)
     table = read_table(Path(path), text_columns=(target,))
     columns = features if features is not None else [name for name in table.columns if name != target]
     require_columns(table, {"data.target": target})
