@@ -170,12 +170,14 @@ def reference_raw(dataset: dict) -> RawData:
             "error",
         ),
         (
-            "n,c,t\n" + "".join(f"{i},{'ab'[i % 2]},{'pq'[i % 3 % 2]}\n" for i in range(20)) + "   \n5,a,q\n",
+            "n,day,t\n"
+            + "".join(f"{i},2024-01-{i % 3 + 1:02},{'pq'[i % 3 % 2]}\n" for i in range(20))
+            + "   \n5,2024-01-02,q\n",
             "t",
             "error",
         ),
     ],
-    ids=["classes", "dropped-row", "regression", "tsv-equal-numbers", "line-of-spaces"],
+    ids=["classes", "dropped-row", "regression", "tsv-equal-numbers", "dates-and-a-line-of-spaces"],
 )
 def test_the_columnar_path_gives_the_tensors_of_the_former_reader(tmp_path, text, target, on_missing):
     path = write_csv(tmp_path / ("t.tsv" if "\t" in text else "t.csv"), text)
@@ -452,4 +454,24 @@ def test_a_table_is_read_in_chunks_when_reading_it_whole_would_not_fit(tmp_path)
     need = path.stat().st_size * CSV_READING_BYTES_PER_FILE_BYTE
     assert fits_in_memory(path, available=int(need) + 1)
     assert not fits_in_memory(path, available=int(need) - 1)
-    assert fits_in_memory(path, available=None)  # unknown: read whole, as before
+
+
+@pytest.mark.subprocess
+def test_reading_tables_does_not_import_pandas(tmp_path):
+    """pyarrow's conversions to numpy import pandas where it is installed: half a second and 30 MiB
+    a process for nothing; the columns are read from their buffers instead."""
+    path = write_csv(tmp_path / "t.csv", fruit_text())
+    parquet = parquet_of(
+        write_csv(tmp_path / "p.csv", "n,flag,t\n1,true,p\n2,false,q\n3,,p\n4,true,q\n"), tmp_path / "p.parquet"
+    )
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from trainctl.data.tables import table_data\n"
+        f"for path, target in (({str(path)!r}, 'fruit'), ({str(parquet)!r}, 't')):\n"
+        "    raw = table_data(path, target, None, 'auto', 'drop')\n"
+        "    raw.fit_inputs(np.arange(2))[0][np.arange(2)]\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

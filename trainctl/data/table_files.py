@@ -58,6 +58,49 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+# pyarrow's own conversions to numpy and from Python values import pandas where it is installed
+# (half a second and 30 MiB, for nothing here): arrays are read from and made of their buffers.
+
+
+def numbers_of(column: Any, dtype: Any = np.float64) -> np.ndarray:
+    """A chunked array of fixed-width values (float64, int32, ...) as one numpy array; a null reads
+    as NaN (as 0 in integers)."""
+    dtype = np.dtype(dtype)
+    parts = []
+    for chunk in column.chunks:
+        data = chunk.buffers()[1]
+        if data is None:  # the null type: no values at all
+            parts.append(np.full(len(chunk), np.nan if dtype.kind == "f" else 0, dtype))
+            continue
+        values = np.frombuffer(data, dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
+        parts.append(
+            np.where(_valid(chunk), values, np.nan if dtype.kind == "f" else 0) if chunk.null_count else values
+        )
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
+def nulls_of(column: Any) -> np.ndarray:
+    """Which cells of a chunked array are null."""
+    parts = [np.zeros(len(chunk), bool) if not chunk.null_count else ~_valid(chunk) for chunk in column.chunks]
+    return np.concatenate(parts) if parts else np.empty(0, bool)
+
+
+def _valid(chunk: Any) -> np.ndarray:
+    validity = chunk.buffers()[0]
+    if validity is None:  # no bitmap: all null (the null type), or none
+        return np.full(len(chunk), chunk.null_count == 0)
+    bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
+    return bits[chunk.offset : chunk.offset + len(chunk)].astype(bool)
+
+
+def text_array(*texts: str) -> Any:
+    """A pyarrow string array of `texts`, made of its buffers."""
+    pa = arrow()
+    encoded = [text.encode() for text in texts]
+    offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int32)
+    return pa.StringArray.from_buffers(len(texts), pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(encoded)))
+
+
 @dataclass(frozen=True)
 class TableFile:
     """What was read of a file: its column names and cells, and where each row stands in it."""
@@ -275,8 +318,8 @@ def _csv_cells(path: Path, delimiter: str, column: Any, index: int) -> Cells:
     pa = arrow()
     if pa.types.is_string(column.type):
         return string_cells(column)
-    values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)  # a null becomes NaN
-    missing = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else np.zeros(len(values), bool)
+    values = numbers_of(column.cast(pa.float64()))  # a null reads as NaN
+    missing = nulls_of(column)
 
     def read_back() -> CellTexts:  # the text of a column of numbers: for a message or a class name
         rows = python_rows(path, delimiter)
@@ -291,7 +334,7 @@ def string_cells(column: Any) -> Cells:
     read as text) is parsed by pyarrow as a whole, its text kept for class names."""
     pa = arrow()
     try:
-        values = pa.compute.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        values = numbers_of(pa.compute.cast(column, pa.float64()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         values = None
     if values is not None and not np.isnan(values).any():  # NaN: a "nan" cell, which is missing
@@ -304,7 +347,7 @@ def _arrow_texts(column: Any) -> CellTexts:
     """Each cell's index into the distinct cells, as written (stripped later, per distinct cell)."""
     pa = arrow()
     distinct = pa.compute.unique(column)
-    codes = pa.compute.index_in(column, value_set=distinct).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = numbers_of(pa.compute.index_in(column, value_set=distinct), np.int32).astype(np.int64)
     return CellTexts(codes, distinct.to_pylist())
 
 
@@ -362,7 +405,7 @@ def read_parquet(path: Path, text_columns: frozenset[str]) -> TableFile:
     "true"/"false") are read as the same cells of a CSV would be; a null or a float NaN is missing."""
     pa = arrow()
     try:
-        table = pa.parquet.read_table(path)
+        table = pa.parquet.ParquetFile(path).read()
     except (pa.ArrowException, OSError) as error:
         raise UserError(f"{path}: cannot read as Parquet: {one_line(error)}") from None
     names = parquet_names(path, table.column_names)
@@ -389,9 +432,9 @@ def parquet_cells(column: Any, name: str, text_columns: frozenset[str]) -> Cells
     if pa.types.is_large_string(kind) or str(kind) == "string_view":
         column, kind = column.cast(pa.string()), pa.string()
     if pa.types.is_string(kind):
-        return string_cells(column.fill_null(""))
+        return string_cells(pa.compute.fill_null(column, text_array("")[0]))
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        values = numbers_of(column.cast(pa.float64()))
 
         def formatted() -> CellTexts:
             return _distinct([repr(float(value)) for value in values])
@@ -406,5 +449,6 @@ def _parquet_text(column: Any) -> Any:
     """Booleans and numbers as the text a CSV writer gives them (true, false, 3, 2.5)."""
     pa = arrow()
     if pa.types.is_boolean(column.type):
-        return pa.compute.if_else(column, "true", "false")
+        true, false = text_array("true", "false")
+        return pa.compute.if_else(column, true, false)
     return column.cast(pa.string())

@@ -88,11 +88,8 @@ def read_table(path: Path, key: str = "data.path", text_columns: Iterable[str] =
 
 @functools.lru_cache(maxsize=4)
 def _read_file(path: Path, mtime_ns: int, size: int, text_columns: frozenset[str]) -> TableFile:
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        read = read_parquet(path, text_columns)
-    else:
-        require_memory(int(size * CSV_READING_BYTES_PER_FILE_BYTE), f"data: reading {path} ({format_bytes(size)})")
-        read = read_csv(path, text_columns)
+    require_memory(reading_bytes(path), f"data: reading {path} ({format_bytes(size)}) at once would")
+    read = read_parquet(path, text_columns) if path.suffix.lower() in PARQUET_SUFFIXES else read_csv(path, text_columns)
     if len(read.places.kept) == 0:
         raise UserError(f"{path}: no data rows below the header")
     return read
@@ -333,20 +330,25 @@ def class_indices(table: Table, target: str) -> tuple[list[str], np.ndarray]:
     return labels, index_of_text[codes]
 
 
+def reading_bytes(path: Path) -> int:
+    """About the memory reading a whole table file takes at its peak: CSV_READING_BYTES_PER_FILE_BYTE
+    times a CSV's size, twice a Parquet file's uncompressed size (0 for a file that is not Parquet:
+    the reader names it)."""
+    if path.suffix.lower() not in PARQUET_SUFFIXES:
+        return int(path.stat().st_size * CSV_READING_BYTES_PER_FILE_BYTE)
+    pa = arrow()
+    try:
+        metadata = pa.parquet.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError):
+        return 0
+    return 2 * sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
 def fits_in_memory(path: Path, available: int | None = None) -> bool:
-    """Whether reading a whole table file at once fits the memory available (unknown: assumed so):
-    a CSV holds about CSV_READING_BYTES_PER_FILE_BYTE times its size at the peak, a Parquet file
-    twice its uncompressed size."""
+    """Whether a whole table file can be read at once (yes where the memory available is unknown);
+    a table that cannot is read in chunks."""
     available = available_memory() if available is None else available
-    if available is None or not path.is_file():
-        return True  # a missing file is named by the reader
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        try:
-            metadata = arrow().parquet.ParquetFile(path).metadata
-        except (arrow().ArrowException, OSError):
-            return True  # not Parquet: the reader says so
-        return 2 * sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)) <= available
-    return path.stat().st_size * CSV_READING_BYTES_PER_FILE_BYTE <= available
+    return available is None or not path.is_file() or reading_bytes(path) <= available
 
 
 def table_task(params: dict[str, Any]) -> str:
