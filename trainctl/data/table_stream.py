@@ -36,6 +36,7 @@ from trainctl.data.table_files import (
     one_line,
     parquet_cells,
     parquet_names,
+    release_parsing_memory,
     string_cells,
     without_blank_rows,
 )
@@ -52,8 +53,8 @@ from trainctl.data.tables import (
 from trainctl.data.task import Task
 from trainctl.errors import UserError
 
-CSV_BLOCK_BYTES = 64 << 20  # CSV text parsed at a time
-PARQUET_BATCH_ROWS = 1 << 18
+CSV_BLOCK_BYTES = 16 << 20  # CSV text parsed at a time: its cells take a few times that
+PARQUET_BATCH_ROWS = 1 << 16
 MAX_TARGET_TEXTS = 100_000  # distinct target cells kept track of: far more classes than any classifier has
 
 
@@ -100,6 +101,7 @@ class TableChunks:
             yield first, Table(self.path, read.columns, read.cells, read.places, np.arange(len(read.places.kept)))
             first += batch.num_rows
         self.rows_read = first
+        release_parsing_memory()
 
     def _batches(self) -> Iterator[Any]:
         pa = arrow()
