@@ -133,10 +133,10 @@ class RowPlaces:
                 self._numbers = csv_lines(self.path, self.delimiter, self.read, self.kept)
         return self._numbers
 
-    def at(self, row: int) -> str:
-        """`path:line` of a CSV row, `path: row N` of a Parquet one."""
-        number = int(self.numbers()[row])
-        return f"{self.path}:{number}" if self.unit == "line" else f"{self.path}: row {number}"
+
+def place(path: Path, unit: str, number: int) -> str:
+    """Where a row is, for a message: `path:line` in a CSV, `path: row N` in a Parquet file."""
+    return f"{path}:{number}" if unit == "line" else f"{path}: row {number}"
 
 
 def physical_lines(path: Path) -> int:

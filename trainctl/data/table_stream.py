@@ -36,6 +36,7 @@ from trainctl.data.table_files import (
     one_line,
     parquet_cells,
     parquet_names,
+    place,
     release_parsing_memory,
     string_cells,
     without_blank_rows,
@@ -108,7 +109,10 @@ class TableChunks:
         if self.parquet:
             file = pa.parquet.ParquetFile(self.path)
             columns = None if self.only is None else [file.schema_arrow.names[self.columns.index(self.only)]]
-            yield from file.iter_batches(batch_size=self.chunk_rows, columns=columns)
+            try:
+                yield from file.iter_batches(batch_size=self.chunk_rows, columns=columns)
+            except (pa.ArrowException, OSError) as error:
+                raise UserError(f"{self.path}: cannot read as Parquet: {one_line(error)}") from None
             return
         header = header_of(self.path, self.delimiter)
         include = None if self.only is None else [header[self.columns.index(self.only)]]
@@ -137,7 +141,7 @@ class TableChunks:
 
     def place(self, row: int) -> str:
         """`path:line` (`path: row N`) of a row, by its index among all rows read."""
-        return f"{self.path}:{self.number(row)}" if self.unit == "line" else f"{self.path}: row {self.number(row)}"
+        return place(self.path, self.unit, self.number(row))
 
     def cell(self, row: int, column: str) -> str:
         """The text of one cell, by its row's index among all rows read (for a message: slow)."""

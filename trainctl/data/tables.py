@@ -21,7 +21,7 @@ import numpy as np
 
 from trainctl.data.raw import RawData, classification_task
 from trainctl.data.table_cells import MISSING, Cells
-from trainctl.data.table_files import PARQUET_SUFFIXES, RowPlaces, TableFile, arrow, read_csv, read_parquet
+from trainctl.data.table_files import PARQUET_SUFFIXES, RowPlaces, TableFile, arrow, place, read_csv, read_parquet
 from trainctl.data.task import Task
 from trainctl.errors import UserError
 from trainctl.limits import available_memory, format_bytes, require_memory
@@ -67,8 +67,7 @@ class Table:
 
     def at(self, row: int) -> str:
         """Where a row is, for a message: `path:line`, or `path: row N` in a Parquet file."""
-        number = int(self.places.numbers()[self.rows[row]])
-        return f"{self.path}:{number}" if self.places.unit == "line" else f"{self.path}: row {number}"
+        return place(self.path, self.places.unit, int(self.places.numbers()[self.rows[row]]))
 
     def take(self, positions: np.ndarray) -> Table:
         return replace(self, rows=self.rows[positions])
