@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -188,12 +189,17 @@ def test_records_written_past_the_checkpoint_are_replaced_on_resume(tmp_path):
     run = train(config, ["trainer.epochs=1"], out=tmp_path / "k", output=Output(quiet=True)).run
     saved = tmp_path / "epoch1"
     shutil.copytree(run.path / "checkpoints", saved)
+    # TensorBoard reads a folder's event files in name order: the time in whole seconds, then a
+    # per-process counter compared as text. A resume in the same second as the writer before it,
+    # late in a long test process, could sort first; a real resume never comes that quickly.
+    time.sleep(1.1)
     resume(run.path, ["trainer.epochs=2"], output=Output(quiet=True))
     assert len(steps_of(run.path)) == 2 * PER_EPOCH
     # As if killed after epoch 2 was logged but before its checkpoint: epoch 1's checkpoints, no summary.
     shutil.rmtree(run.path / "checkpoints")
     shutil.copytree(saved, run.path / "checkpoints")
     run.summary_path.unlink()
+    time.sleep(1.1)
     resume(run.path, ["trainer.epochs=2"], output=Output(quiet=True))
 
     assert steps_of(run.path) == steps_of(straight.run.path)
