@@ -210,6 +210,29 @@ def test_records_written_past_the_checkpoint_are_replaced_on_resume(tmp_path):
     assert len(tensorboard_scalars(run.path, "train_step/loss")) == 2 * PER_EPOCH
 
 
+def test_a_resume_may_turn_step_logging_on_and_off(tmp_path):
+    """logging.* may change on a resume: turned on, the resumed epochs' rows are the straight run's;
+    turned off, the rows past the checkpoint go (they were trained again, unlogged)."""
+    two_epochs = {"epochs": 2, "device": "cpu"}
+    straight = train(iris_config(tmp_path, 1, trainer=two_epochs), out=tmp_path / "s", output=Output(quiet=True))
+    quiet = iris_config(tmp_path, None, trainer=two_epochs)
+
+    run = train(quiet, ["trainer.epochs=1"], out=tmp_path / "on", output=Output(quiet=True)).run
+    resume(run.path, ["trainer.epochs=2", "logging.every_n_steps=1"], output=Output(quiet=True))
+    assert steps_of(run.path) == steps_of(straight.run.path)[PER_EPOCH:]
+
+    logged = train(iris_config(tmp_path, 1, trainer=two_epochs), ["trainer.epochs=1"], out=tmp_path / "off").run
+    saved = tmp_path / "epoch1"
+    shutil.copytree(logged.path / "checkpoints", saved)
+    resume(logged.path, ["trainer.epochs=2"], output=Output(quiet=True))
+    # As if killed after epoch 2 was logged but before its checkpoint, then resumed with logging off.
+    shutil.rmtree(logged.path / "checkpoints")
+    shutil.copytree(saved, logged.path / "checkpoints")
+    logged.summary_path.unlink()
+    resume(logged.path, ["trainer.epochs=2", "logging.every_n_steps=null"], output=Output(quiet=True))
+    assert steps_of(logged.path) == steps_of(straight.run.path)[:PER_EPOCH]
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

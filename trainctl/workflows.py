@@ -164,15 +164,18 @@ def _resume_claimed(
         TrainingState,
         check_resumable,
         differing_keys,
+        may_change_on_resume,
     )
+    from trainctl.training.step_records import keep_steps_through
 
     saved = load_config(run.config_path)
     config = load_config(run.config_path, overrides)
-    changed = [key for key in differing_keys(saved.to_dict(), config.to_dict()) if key not in MAY_CHANGE_ON_RESUME]
+    changed = [key for key in differing_keys(saved.to_dict(), config.to_dict()) if not may_change_on_resume(key)]
     if changed:
+        allowed = ", ".join(key if "." in key else f"{key}.*" for key in MAY_CHANGE_ON_RESUME)
         raise UserError(
             f"{run.path}: cannot resume with a different config; these keys differ: {', '.join(changed)} "
-            f"(only {', '.join(MAY_CHANGE_ON_RESUME)} may change)"
+            f"(only {allowed} may change)"
         )
     last = run.checkpoint_path("last")
     checkpoint = load_checkpoint(last) if last.is_file() else None  # none: killed before its first checkpoint
@@ -220,6 +223,7 @@ def _resume_claimed(
             _restore_best_checkpoint(run, state)
             # A run stopped after its last epoch but before its summary just gets its test evaluation.
             run.keep_metrics_through(state.epoch)  # rows written after the last checkpoint are trained again
+            keep_steps_through(run, state.global_step)
             run.write_config(config.to_dict())
             if checkpoint is None:
                 run.write_json("data.json", parts.data.description())  # a kill may have cut it short

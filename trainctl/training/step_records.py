@@ -97,17 +97,11 @@ class StepsFile:
     (`tail -f`) and read without TensorBoard; a row per N steps costs one small write."""
 
     def __init__(self, run: RunFolder, steps_done: int):
-        self.path = run.path / STEPS_FILE
-        if self.path.is_file():  # a resume: rows past the checkpoint are trained and written again
-            self._keep_through(steps_done)
+        self.path = run.path / STEPS_FILE  # a resume has dropped the rows past its checkpoint (keep_steps_through)
         try:
             self.file = self.path.open("a", encoding="utf-8")
         except OSError as error:
             raise with_filename(error, self.path) from None
-
-    def _keep_through(self, step: int) -> None:
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= step]
-        write_atomically("".join(line + "\n" for line in kept).encode("utf-8"), self.path)
 
     def __call__(self, record: StepRecord) -> None:
         try:
@@ -118,6 +112,15 @@ class StepsFile:
 
     def close(self) -> None:
         self.file.close()
+
+
+def keep_steps_through(run: RunFolder, step: int) -> None:
+    """On a resume, drop steps.jsonl's rows past the checkpoint's step: they are trained again, and
+    written again when step logging is still on (a resume may turn it off)."""
+    path = run.path / STEPS_FILE
+    if path.is_file():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= step]
+        write_atomically("".join(line + "\n" for line in kept).encode("utf-8"), path)
 
 
 def _step_of(line: str) -> float:
