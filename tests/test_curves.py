@@ -201,6 +201,16 @@ def two_runs(tmp_path_factory):
     ]
 
 
+def test_logging_figures_false_draws_no_figures_and_plot_draws_them_later(cli, tmp_path):
+    config = write_config(tmp_path, trainer={"epochs": 2, "device": "cpu"}, logging={"figures": False})
+    run = train(config, out=tmp_path / "run", output=Output(quiet=True))
+    assert not (run.run.path / "curves.png").exists()
+    assert run.summary["diagnosis"]["message"]  # the diagnosis does not need the figure
+    result = cli("plot", run.run.path, "-o", tmp_path / "later.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "later.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
 def test_every_run_writes_its_curves_and_diagnosis(two_runs):
     run = two_runs[0]
     assert (run.run.path / "curves.png").read_bytes().startswith(PNG_SIGNATURE)

@@ -116,7 +116,7 @@ def test_the_sidecar_applied_by_hand_to_csv_rows_gives_predicts_labels(exported,
 
 def test_the_sidecar_describes_the_run_and_its_check(exported, tiny_run):
     from trainctl import __version__
-    from trainctl.training.state import config_hash
+    from trainctl.config.identity import config_hash
 
     run, _ = tiny_run
     sidecar = sidecar_of(exported["onnx"])

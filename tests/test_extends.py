@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trainctl.config.identity import config_hash
 from trainctl.config.loading import load_config, load_config_data, read_config
 from trainctl.errors import ConfigError, UserError
 from trainctl.limits import MAX_EXTENDS_DEPTH
 from trainctl.output import Output
-from trainctl.training.state import config_hash
 
 from helpers import write_iris_csv
 

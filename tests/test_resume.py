@@ -278,7 +278,7 @@ def _as_an_earlier_version_saved_it(run: Path, section: str, key: str) -> None:
     checkpoint's config without the key, and the checkpoint's hash over that config."""
     import yaml
 
-    from trainctl.training.state import config_hash
+    from trainctl.config.identity import config_hash
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     del config[section][key]

@@ -84,6 +84,9 @@ def test_grid_sweep_runs_every_combination_and_ranks_them(cli, grid_sweep):
     for row in done:
         summary = json.loads((sweep / row["folder"] / "summary.json").read_text())
         assert float(row["val/loss"]) == summary["best_value"]
+        config = yaml.safe_load((sweep / row["folder"] / "config.yaml").read_text())
+        assert config["logging"]["figures"] is False  # trials leave their figures to `trainctl plot`
+        assert not (sweep / row["folder"] / "curves.png").exists()
     assert float(done[0]["val/loss"]) <= float(done[1]["val/loss"])  # best (lowest loss) first
     assert len(failed) == 2
     assert all(row["error"].startswith("the training loss became non-finite at epoch 1") for row in failed)
@@ -100,6 +103,15 @@ def test_rerunning_a_finished_sweep_runs_nothing(cli, grid_sweep):
     assert "0 run now" in result.stdout
     assert read_leaderboard(sweep) == before
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("trial-*/metrics.jsonl")} == stamps
+
+
+@pytest.mark.slow
+def test_a_sweep_goes_on_with_other_logging_settings(cli, grid_sweep):
+    """logging.* may change when a sweep goes on, as on a resume: the study is the same sweep."""
+    _, command = grid_sweep
+    result = cli(*command, "--set", "logging.figures=true")
+    assert result.exit_code == 0, result.output
+    assert "0 run now" in result.stdout
 
 
 @pytest.mark.slow

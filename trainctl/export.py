@@ -367,7 +367,7 @@ def describe(
     """The sidecar's content. `rebuilt` is the description of the data rebuilt now (for what a run
     trained by an earlier trainctl did not save in data.json)."""
     from trainctl import __version__
-    from trainctl.training.state import config_hash
+    from trainctl.config.identity import config_hash
 
     task = saved["task"]
     description: dict[str, Any] = {

@@ -130,7 +130,7 @@ def check_folder(setup: RepeatSetup) -> GroupRecord | None:
         return None
     record = read_group(folder)
     if record.config != setup.base:
-        from trainctl.training.state import differing_keys  # imports torch: only when the configs differ
+        from trainctl.config.identity import differing_keys
 
         raise UserError(
             f"{folder}: this group was started with a different config; these keys differ: "

@@ -66,11 +66,10 @@ def _plugin_options(arguments: list[str]) -> PluginOptions:
 
 def _import_training() -> None:
     """What every trial imports, once, while the sweep is still opening its study: torch, the
-    training stack, the optimizers' compiler hooks (torch._dynamo) and matplotlib for curves.png."""
-    import matplotlib.figure  # noqa: F401
+    training stack and the optimizers' compiler hooks (torch._dynamo). Not matplotlib: trials draw
+    no figures unless logging.figures asks for them."""
     import torch._dynamo  # noqa: F401
 
-    import trainctl.reports.curves
     import trainctl.reports.diagnosis
     import trainctl.reports.preflight
     import trainctl.training.build

@@ -132,8 +132,8 @@ def _trained_with(checkpoint: dict[str, Any], saved: Config, run: RunFolder) -> 
     config without the keys added since (each of which defaults to the old behaviour), so when the
     hashes differ the checkpoint's own copy of the config is read again by this version and compared:
     only a real change of a key counts."""
+    from trainctl.config.identity import config_hash
     from trainctl.config.loading import load_config_data
-    from trainctl.training.state import config_hash
 
     expected = config_hash(saved.to_dict())
     if checkpoint.get("config_hash") == expected:
@@ -155,17 +155,12 @@ def _resume_claimed(
     output: Output,
     epoch_end: Sequence[Callable[[EpochEnd], None]],
 ) -> TrainResult:
+    from trainctl.config.identity import MAY_CHANGE_ON_RESUME, differing_keys, may_change_on_resume
     from trainctl.reports.preflight import preflight
     from trainctl.training import distributed
     from trainctl.training.build import build_training
     from trainctl.training.checkpoint import load_checkpoint
-    from trainctl.training.state import (
-        MAY_CHANGE_ON_RESUME,
-        TrainingState,
-        check_resumable,
-        differing_keys,
-        may_change_on_resume,
-    )
+    from trainctl.training.state import TrainingState, check_resumable
     from trainctl.training.step_records import keep_steps_through
 
     saved = load_config(run.config_path)
@@ -237,6 +232,20 @@ def _resume_claimed(
                 + (f", step {state.step_in_epoch + 1}" if state.step_in_epoch else "")
             )
         return _fit_and_test(config, parts, run, trainer, output, state, rng, warnings, epoch_end)
+
+
+def _draw_figures(config: Config, run: RunFolder, history: list[dict[str, Any]], test: dict[str, Any]) -> None:
+    """curves.png, and reliability.png for a run with a calibration record."""
+    from trainctl.files import new_output
+    from trainctl.reports.curves import plot_runs
+
+    with new_output(run.path / "curves.png", "curves", force=True) as image:
+        plot_runs([(config.name, history, config.trainer.monitor)], image)
+    if "calibration" in test:
+        from trainctl.reports.reliability_plot import RELIABILITY_FILE, plot_reliability
+
+        with new_output(run.path / RELIABILITY_FILE, "reliability diagram", force=True) as image:
+            plot_reliability(test, config.name, image)
 
 
 def _record_plugins(run: RunFolder, config: dict[str, Any]) -> None:
@@ -398,16 +407,8 @@ def _test_and_summarise(
         "diagnosis": {"shape": diagnosis.shape, "message": diagnosis.message, "hint": diagnosis.hint},
         "test": test,
     }
-    from trainctl.files import new_output
-    from trainctl.reports.curves import plot_runs
-
-    with new_output(run.path / "curves.png", "curves", force=True) as image:
-        plot_runs([(config.name, history, config.trainer.monitor)], image)
-    if "calibration" in test:
-        from trainctl.reports.reliability_plot import RELIABILITY_FILE, plot_reliability
-
-        with new_output(run.path / RELIABILITY_FILE, "reliability diagram", force=True) as image:
-            plot_reliability(test, config.name, image)
+    if config.logging.figures:
+        _draw_figures(config, run, history, test)
     run.write_json("summary.json", summary)  # last: a run with a summary is finished, a resume refuses it
     stopping = config.trainer.early_stopping
     if fit.stopped_early and stopping is not None:  # only early stopping stops early

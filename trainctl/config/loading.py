@@ -156,6 +156,9 @@ class LoggingSettings(BaseModel):
     tensorboard: bool = False  # also write TensorBoard event files (pip install tensorboard)
     # Every N optimizer steps, the step's training loss and lr: to steps.jsonl, and TensorBoard when on.
     every_n_steps: Count | None = None  # null: off, and nothing is added to a step
+    # curves.png (and reliability.png) at the end of a run: about 0.4 s of matplotlib. A sweep's
+    # trials default to false, as they are many and short; `trainctl plot RUN` draws them later.
+    figures: bool = True
 
 
 class SweepSettings(BaseModel):

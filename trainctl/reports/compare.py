@@ -17,11 +17,11 @@ from typing import Any
 import yaml
 
 from trainctl.components.metrics import goal
+from trainctl.config.identity import differing_keys
 from trainctl.errors import UserError
 from trainctl.reports.tables import markdown_table, side_by_side
 from trainctl.run_contents import monitor_of, read_summary
 from trainctl.runs import RunFolder
-from trainctl.training.state import differing_keys
 
 FORMATS = ("table", "csv", "json", "markdown")
 IGNORED_SECTIONS = {"name", "output_dir", "sweep"}  # differ between runs without changing what they learn

@@ -156,6 +156,7 @@ def prepare_sweep(
     data, source = read_config(config_path, overrides)
     config = validate(copy.deepcopy(data), source)
     section = data.pop("sweep", None)
+    _trials_draw_no_figures(data)
     plan = make_plan(section, grid, space, random_trials, tpe_trials, seed, pruner)
     check_values(plan, data, source, config.trainer.monitor)
     if nproc > 1 and plan.pruning.pruner != "none":
@@ -170,6 +171,15 @@ def prepare_sweep(
     return SweepSetup(
         config.name, folder, data, plan, config.trainer.monitor, url, jobs, list(plugin_arguments or []), nproc, epochs
     )
+
+
+def _trials_draw_no_figures(data: dict[str, Any]) -> None:
+    """Trials are many and short: their figures (0.4 s of a warm digits trial's 0.8 s) are left to
+    `trainctl plot` unless the config asks for them with logging.figures."""
+    logging = data.get("logging")
+    if not isinstance(logging, dict):  # absent: validation refused anything but a mapping
+        logging = data["logging"] = {}
+    logging.setdefault("figures", False)
 
 
 @dataclass
@@ -627,11 +637,14 @@ def _open_study(setup: SweepSetup) -> Any:
     if saved is None:
         study.set_user_attr("definition", definition)
     elif saved != definition:
-        from trainctl.training.state import differing_keys  # imports torch: only for this message
+        from trainctl.config.identity import differing_keys, may_change_on_resume
 
-        changed = differing_keys(saved["base"], definition["base"])
+        changed = [key for key in differing_keys(saved["base"], definition["base"]) if not may_change_on_resume(key)]
         if saved["plan"] != definition["plan"]:
             changed.append("the swept values")
+        if not changed:  # only keys a resumed trial may change (logging): go on with them
+            study.set_user_attr("definition", definition)
+            return study
         raise UserError(
             f"{setup.folder}: this sweep was started with a different config or sweep; these differ: "
             f"{', '.join(changed)}. Rerun it with the same command, or choose another --out"

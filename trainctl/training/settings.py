@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trainctl.config.identity import config_hash
 from trainctl.runs import RunFolder
 from trainctl.training.averaging import EmaSettings, SwaSettings
 from trainctl.training.precision import Precision, check_precision
-from trainctl.training.state import EarlyStopping, config_hash
+from trainctl.training.state import EarlyStopping
 
 if TYPE_CHECKING:
     from trainctl.config.loading import Config
