@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
@@ -51,45 +51,45 @@ class SwaSettings:
 StepHandler = Callable[[StepEnd], None]
 
 
-class Averaging(Protocol):
-    """What the trainer asks of the weights it evaluates."""
+class Averaging:
+    """What the trainer asks of the weights it evaluates. The defaults are those of a method that
+    adds nothing per step and leaves the learning rate to the configured scheduler."""
 
-    @property
-    def method(self) -> str | None: ...  # "ema", "swa", or None without averaging
-
-    def step_handlers(self) -> list[StepHandler]: ...
-    def sets_lr(self, epoch: int) -> bool: ...  # the configured scheduler does not step in this epoch
-    def begin_epoch(self, epoch: int) -> None: ...
-    def epoch_trained(self, epoch: int) -> None: ...  # after training, before validation
-    def step_lr(self) -> None: ...  # at the end of an epoch it sets the rate of
-    def evaluated(self, trained: torch.nn.Module) -> torch.nn.Module: ...
-    def row_entries(self) -> dict[str, Any]: ...  # what the epoch's metrics row notes
-    def checkpoint_entries(self) -> dict[str, Any]: ...  # `model`, and `averaging` when averaging
-    def load(self, checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]: ...  # the trained weights
-
-
-class NoAveraging:
-    """The trained weights are evaluated and saved."""
-
-    method = None
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
+    method: str | None = None  # "ema", "swa", or None without averaging
 
     def step_handlers(self) -> list[StepHandler]:
         return []
 
-    def sets_lr(self, epoch: int) -> bool:
+    def sets_lr(self, epoch: int) -> bool:  # the configured scheduler does not step in this epoch
         return False
 
     def begin_epoch(self, epoch: int) -> None:
         pass
 
-    def epoch_trained(self, epoch: int) -> None:
+    def epoch_trained(self, epoch: int) -> None:  # after training, before validation
         pass
 
-    def step_lr(self) -> None:
-        raise RuntimeError("no weight averaging sets the learning rate")
+    def step_lr(self) -> None:  # at the end of an epoch it sets the rate of
+        raise RuntimeError(f"{type(self).__name__} does not set the learning rate")
+
+    def evaluated(self, trained: torch.nn.Module) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def row_entries(self) -> dict[str, Any]:  # what the epoch's metrics row notes
+        raise NotImplementedError
+
+    def checkpoint_entries(self) -> dict[str, Any]:  # `model`, and `averaging` when averaging
+        raise NotImplementedError
+
+    def load(self, checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:  # the trained weights
+        raise NotImplementedError
+
+
+class NoAveraging(Averaging):
+    """The trained weights are evaluated and saved."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
 
     def evaluated(self, trained: torch.nn.Module) -> torch.nn.Module:
         return trained
@@ -141,7 +141,19 @@ class AveragedCopy:
         return saved["trained_model"] if saved["n_averaged"] else checkpoint["model"]
 
 
-class ExponentialAverage:
+class AveragedWeights(Averaging):
+    """A method whose average (`copy`) is evaluated once it holds one."""
+
+    copy: AveragedCopy
+
+    def evaluated(self, trained: torch.nn.Module) -> torch.nn.Module:
+        return self.copy.evaluated(trained)
+
+    def row_entries(self) -> dict[str, Any]:
+        return {"n_averaged": self.copy.count}
+
+
+class ExponentialAverage(AveragedWeights):
     """trainer.ema: W_avg ← decay · W_avg + (1 − decay) · W after every `every`-th optimizer step,
     starting from a copy of the weights at the first update (AveragedModel's rule).
 
@@ -181,24 +193,6 @@ class ExponentialAverage:
                 averaged.copy_(trained)
         self.copy.averaged.n_averaged += 1
 
-    def sets_lr(self, epoch: int) -> bool:
-        return False
-
-    def begin_epoch(self, epoch: int) -> None:
-        pass
-
-    def epoch_trained(self, epoch: int) -> None:
-        pass
-
-    def step_lr(self) -> None:
-        raise RuntimeError("an exponential moving average does not set the learning rate")
-
-    def evaluated(self, trained: torch.nn.Module) -> torch.nn.Module:
-        return self.copy.evaluated(trained)
-
-    def row_entries(self) -> dict[str, Any]:
-        return {"n_averaged": self.copy.count}
-
     def checkpoint_entries(self) -> dict[str, Any]:
         return self.copy.checkpoint_entries(optimizer_steps=self.optimizer_steps)
 
@@ -207,7 +201,7 @@ class ExponentialAverage:
         return self.copy.load(checkpoint)
 
 
-class StochasticAverage:
+class StochasticAverage(AveragedWeights):
     """trainer.swa: from `start_epoch` on, SWALR sets the rate and each epoch's final weights join
     the mean; its batch-norm statistics are recomputed over the training split before validation."""
 
@@ -263,12 +257,6 @@ class StochasticAverage:
     def step_lr(self) -> None:
         assert self.lr_schedule is not None, "begin_epoch makes the schedule before any epoch it sets"
         self.lr_schedule.step()
-
-    def evaluated(self, trained: torch.nn.Module) -> torch.nn.Module:
-        return self.copy.evaluated(trained)
-
-    def row_entries(self) -> dict[str, Any]:
-        return {"n_averaged": self.copy.count}
 
     def checkpoint_entries(self) -> dict[str, Any]:
         schedule = self.lr_schedule.state_dict() if self.lr_schedule is not None else None
