@@ -516,6 +516,34 @@ def test_per_sample_losses_of_a_composite_with_a_weighted_term_average_to_its_lo
         )
 
 
+@pytest.mark.parametrize(
+    ("name", "params", "shape"),
+    [
+        ("focal", {}, "classes"),  # vectorised
+        ("adaptive", {}, "values"),  # vectorised, with its own parameters
+        ("cross_entropy", {"class_weight": [1.0, 2.0, 0.5, 3.0], "label_smoothing": 0.1}, "classes"),  # one by one
+        ("gaussian_nll", {}, "mean_and_variance"),  # one by one: vmap cannot batch its checks
+    ],
+)
+def test_per_sample_losses_of_a_large_split_equal_a_batch_of_one_each(name, params, shape):
+    """From VECTORISED_FROM samples on, the batches of one run through vmap where the loss allows it,
+    and one by one where it does not: the same values either way."""
+    from trainctl.training.loss_report import VECTORISED_FROM
+
+    generator = torch.Generator().manual_seed(0)
+    n = VECTORISED_FROM + 3
+    task = CLASSIFICATION if shape == "classes" else REGRESSION
+    outputs = torch.randn(n, {"classes": CLASSES, "values": 3, "mean_and_variance": 6}[shape], generator=generator)
+    targets = torch.randint(0, CLASSES, (n,), generator=generator) if shape == "classes" else torch.randn(n, 3)
+    loss = build(name, task, **params)
+    with torch.no_grad():
+        one_by_one = torch.stack([loss(outputs[i : i + 1], targets[i : i + 1]) for i in range(n)]).double()
+        if "class_weight" in params:  # each weighted value over the mean weight (see per_sample_losses)
+            weights = torch.tensor(params["class_weight"], dtype=torch.float64)[targets]
+            one_by_one = one_by_one * weights / weights.mean()
+    assert per_sample_losses(loss, outputs, targets) == pytest.approx(one_by_one.numpy(), rel=1e-5, abs=1e-6)
+
+
 def test_balanced_class_weight_refuses_a_class_absent_from_training():
     with pytest.raises(UserError, match=r"loss\.class_weight: .*class 'b' has no training sample"):
         build("cross_entropy", CLASSIFICATION, counts=(10, 0, 30, 40), class_weight="balanced")

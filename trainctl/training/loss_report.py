@@ -30,9 +30,28 @@ def per_sample_losses(loss_fn: torch.nn.Module, outputs: torch.Tensor, targets: 
 def _sample_shares(loss_fn: torch.nn.Module, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if isinstance(loss_fn, WeightedSum):  # each term may weigh its samples differently
         return loss_fn.combine([_sample_shares(term, outputs, targets) for term in loss_fn.terms])
-    alone = torch.stack([loss_fn(outputs[i : i + 1], targets[i : i + 1]) for i in range(len(outputs))])
+    alone = _each_alone(loss_fn, outputs, targets)
     weights = _weighted_mean_weights(loss_fn, targets)
     return alone if weights is None else alone * weights / weights.mean()
+
+
+# From this many samples, batches of one are run as one vectorised call (torch.func.vmap): 3 to 60
+# times faster for the catalogue's losses (adaptive: 8.9 s against 0.15 s for 5,000 samples), but its
+# first call in a process costs 0.5 to 1 s of setup, more than a test split of digits takes one by one.
+VECTORISED_FROM = 4096
+
+
+def _each_alone(loss_fn: torch.nn.Module, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each sample's loss as a batch of one."""
+    if len(outputs) >= VECTORISED_FROM:
+        alone = torch.func.vmap(
+            lambda output, target: loss_fn(output.unsqueeze(0), target.unsqueeze(0)), chunk_size=4096
+        )
+        try:
+            return alone(outputs, targets)
+        except Exception:  # a loss vmap cannot batch (data-dependent branches, .item()): one by one
+            pass
+    return torch.stack([loss_fn(outputs[i : i + 1], targets[i : i + 1]) for i in range(len(outputs))])
 
 
 def _weighted_mean_weights(loss_fn: torch.nn.Module, targets: torch.Tensor) -> torch.Tensor | None:
