@@ -26,6 +26,7 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -116,14 +117,18 @@ def hand_written_sweep() -> None:
         raise SystemExit(f"the hand-written sweep went wrong: {len(study.trials)} trials, best {study.best_value}")
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds (user + system) of the command and every process it waited for
+    (the sweep's workers): the CPU time moves far less than the wall time with the machine's load."""
     environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -136,26 +141,30 @@ def main() -> None:
         hand_written_sweep()
         return
     hand_written = [sys.executable, str(Path(__file__).resolve()), "--hand-written"]
-    times: dict[str, list[float]] = {"hand-written Optuna loop": [], "trainctl sweep": []}
+    labels = ("hand-written Optuna loop", "trainctl sweep")
+    measured: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
     loads: list[float] = []  # the 1-minute load average before each pair
     with tempfile.TemporaryDirectory() as workdir:
         timed(hand_written)  # warm the file cache
         for repeat in range(args.repeats):
             loads.append(os.getloadavg()[0])
-            times["hand-written Optuna loop"].append(timed(hand_written))
-            times["trainctl sweep"].append(timed(trainctl_command(Path(workdir) / f"sweep-{repeat}", args.jobs)))
-    base = statistics.median(times["hand-written Optuna loop"])
+            measured[labels[0]].append(timed(hand_written))
+            measured[labels[1]].append(timed(trainctl_command(Path(workdir) / f"sweep-{repeat}", args.jobs)))
     print(
         f"8-trial grid, digits MLP, {EPOCHS} epochs per trial, --jobs {args.jobs}, {args.repeats} alternating "
         f"repeats, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}, load average "
         f"{statistics.median(loads):.1f} (median) on {os.cpu_count()} cores"
     )
-    for label, values in times.items():
-        median = statistics.median(values)
-        shown = "  ".join(f"{value:.1f}" for value in values)
-        print(f"  {label:<25} median {median:6.2f} s  ratio {median / base:.2f}  (runs: {shown})")
-    pairs = zip(times["trainctl sweep"], times["hand-written Optuna loop"], strict=True)
-    print(f"  median of the pairs' ratios: {statistics.median(ours / theirs for ours, theirs in pairs):.2f}")
+    for kind, index in (("wall", 0), ("CPU", 1)):
+        values = {label: [run[index] for run in runs] for label, runs in measured.items()}
+        base = statistics.median(values[labels[0]])
+        print(f"{kind} time:")
+        for label in labels:
+            median = statistics.median(values[label])
+            shown = "  ".join(f"{value:.1f}" for value in values[label])
+            print(f"  {label:<25} median {median:6.2f} s  ratio {median / base:.2f}  (runs: {shown})")
+        pairs = zip(values[labels[1]], values[labels[0]], strict=True)
+        print(f"  median of the pairs' ratios: {statistics.median(ours / theirs for ours, theirs in pairs):.2f}")
 
 
 if __name__ == "__main__":

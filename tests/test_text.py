@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow
+import pyarrow.parquet
 import pytest
 
 from trainctl.data.text import TextEncoding, tokenize
@@ -148,17 +150,24 @@ def test_predict_reads_a_tables_text_column_and_warns_when_no_word_is_known(cli,
         csv.writer(handle, delimiter="\t").writerows([["label", "text"], *(["[neg]", text] for text in texts)])
     lines = tmp_path / "new.txt"
     lines.write_text("\n".join(texts) + "\n")
+    parquet = tmp_path / "new.parquet"
+    pyarrow.parquet.write_table(pyarrow.table({"label": ["[neg]"] * 3, "text": texts}), parquet)
 
-    result = cli("predict", tmp_path / "run", table, lines, "-o", tmp_path / "out.json")
+    result = cli("predict", tmp_path / "run", table, lines, parquet, "-o", tmp_path / "out.json")
     assert result.exit_code == 0, result.output
     records = json.loads((tmp_path / "out.json").read_text())
-    assert [r["input"] for r in records] == [f"{table}:{n}" for n in (2, 3, 4)] + [f"{lines}:{n}" for n in (1, 2, 3)]
-    # The same texts give the same probabilities whether they come from the table or one per line.
-    assert [r["probabilities"] for r in records[:3]] == [r["probabilities"] for r in records[3:]]
+    assert [r["input"] for r in records[:6]] == [f"{table}:{n}" for n in (2, 3, 4)] + [
+        f"{lines}:{n}" for n in (1, 2, 3)
+    ]
+    assert [r["input"].startswith(f"{parquet}:") for r in records[6:]] == [True] * 3
+    # The same texts give the same probabilities whether they come from a table or one per line.
+    assert [r["probabilities"] for r in records[:3]] == [r["probabilities"] for r in records[3:6]]
+    assert [r["probabilities"] for r in records[6:]] == [r["probabilities"] for r in records[3:6]]
     assert [r["prediction"] for r in records[:2]] == ["[pos]", "[neg]"]
     assert "│ [pos]      │" in result.stdout and "│ [neg]      │" in result.stdout
     message = "none of its words is in the model's vocabulary: the prediction is a guess from the model's biases"
-    assert result.stderr.splitlines() == [f"warning: {table}:4: {message}", f"warning: {lines}:3: {message}"]
+    assert result.stderr.splitlines()[:2] == [f"warning: {table}:4: {message}", f"warning: {lines}:3: {message}"]
+    assert result.stderr.splitlines()[2].startswith(f"warning: {parquet}:")
 
 
 def test_predict_names_the_missing_text_column(cli, tmp_path):
@@ -173,5 +182,5 @@ def test_predict_names_the_missing_text_column(cli, tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (
         f"error: {table}: no column 'text', the run's data.text_column; its columns: review, "
-        "label (a file not ending in .csv, .tsv, .tab is read as one text per line)\n"
+        "label (a file not ending in .csv, .tsv, .tab, .parquet, .pq is read as one text per line)\n"
     )

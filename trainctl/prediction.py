@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from trainctl.data.table_files import PARQUET_SUFFIXES, TSV_SUFFIXES
 from trainctl.errors import UserError
 from trainctl.runs import RunFolder
 
@@ -227,7 +228,8 @@ def _number(cell: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".tab")  # read as tables (with a header); any other file: one text per line
+# Read as tables (with a header); any other file: one text per line.
+TABLE_SUFFIXES = (".csv", *TSV_SUFFIXES, *PARQUET_SUFFIXES)
 
 
 def _text_inputs(file: Path, saved: dict[str, Any], data: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
