@@ -276,10 +276,40 @@ def test_a_file_without_probabilities_ranks_by_loss_and_says_so(tmp_path, cli):
     )
 
 
-@pytest.mark.parametrize("case", ["missing", "no samples file", "regression", "not a run", "group"])
+def test_a_file_away_from_its_run_takes_the_classes_from_its_probability_columns(tmp_path, cli):
+    columns = hand_columns()
+    columns = {key: columns[key] for key in ["row", "target", "prediction", "prob_cat", "prob_dog", "prob_fox", "loss"]}
+    write_samples(tmp_path / "mine.csv", columns)
+    result = cli("label-issues", tmp_path / "mine.csv", columns=120)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1] == "no data.json beside mine.csv: the classes are the ones the file names"
+    table = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    assert table == [["108", "fox", "cat", "0.0500"], ["102", "cat", "dog", "0.1000"]]
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "no samples file", "regression", "regression file", "not a run", "group", "no samples"]
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, cli, case):
     path = tmp_path / "thing"
-    if case == "no samples file":
+    if case == "regression file":
+        path = tmp_path / "values.csv"
+        write_samples(
+            path,
+            {
+                "row": [0],
+                "target_0": [1.5],
+                "target_1": [2.0],
+                "prediction_0": [1.0],
+                "prediction_1": [2.5],
+                "loss": [0.25],
+            },
+        )
+    elif case == "no samples":
+        path = tmp_path / "empty.csv"
+        path.write_text("row,target,prediction,loss\n")
+    elif case == "no samples file":
         path.mkdir()
         (path / "config.yaml").write_text("name: x\n")
     elif case == "regression":
@@ -295,6 +325,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, cli, case):
         "to write them",
         "regression": f"{path / 'test_predictions.csv'}: a regression run; label issues are looked for in "
         "classification runs only (confident learning finds class labels that look wrong)",
+        "regression file": f"{path}: a regression run; label issues are looked for in classification runs only "
+        "(confident learning finds class labels that look wrong)",
+        "no samples": f"{path}: a header and no samples; the file is damaged (train and eval write one line a sample)",
         "not a run": f"{path}: neither a run folder (test_predictions.csv) nor a cross-validation folder (oof.csv); "
         "give one of those or a per-sample CSV file",
         "group": f"{path}: a group of runs; give one of its runs (each has its own test_predictions.csv)",

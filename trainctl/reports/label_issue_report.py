@@ -116,16 +116,22 @@ def _class_names(path: Path) -> tuple[list[str], list[str]]:
     """The run's class names from the data.json beside the file (a run's) or in the folders below
     it (a cv folder's fold runs); without one, the names the file holds. A regression run is refused."""
     description = _data_description(path)
-    if description is None:
-        names = file_class_names(path)
-        return names, [f"no {DATA_FILE} beside {path.name}: the classes are the ones the file names"]
-    task = description["task"]
-    if task["kind"] != "classification":
+    if description is not None:
+        _refuse_regression(path, description["task"]["kind"])
+        return list(description["task"]["class_names"]), []
+    names = file_class_names(path)
+    if names is None:  # several target columns: values, not classes
+        _refuse_regression(path, "regression")
+    assert names is not None
+    return names, [f"no {DATA_FILE} beside {path.name}: the classes are the ones the file names"]
+
+
+def _refuse_regression(path: Path, kind: str) -> None:
+    if kind != "classification":
         raise UserError(
-            f"{path}: a {task['kind']} run; label issues are looked for in classification runs only "
+            f"{path}: a {kind} run; label issues are looked for in classification runs only "
             "(confident learning finds class labels that look wrong)"
         )
-    return list(task["class_names"]), []
 
 
 def _data_description(path: Path) -> dict[str, Any] | None:
@@ -158,8 +164,7 @@ def merge_repeated_rows(samples: SampleTable, path: Path) -> SampleTable:
         return samples
     if np.any(samples.targets != samples.targets[first][inverse]):
         raise UserError(f"{path}: a row appears with different targets; the file is damaged")
-    mean = _group_mean(inverse, counts)
-    probabilities = mean(samples.probabilities) if samples.probabilities is not None else None
+    probabilities = _mean_by_row(samples.probabilities, inverse, counts) if samples.probabilities is not None else None
     if probabilities is not None:
         predictions = probabilities.argmax(axis=1)
     else:
@@ -170,19 +175,17 @@ def merge_repeated_rows(samples: SampleTable, path: Path) -> SampleTable:
         targets=samples.targets[first],
         predictions=predictions,
         confidences=probabilities.max(axis=1) if probabilities is not None else None,
-        losses=mean(samples.losses),
+        losses=_mean_by_row(samples.losses, inverse, counts),
         probabilities=probabilities,
         files=[samples.files[k] for k in first] if samples.files is not None else None,
     )
 
 
-def _group_mean(inverse: np.ndarray, counts: np.ndarray) -> Any:
-    def mean(values: np.ndarray) -> np.ndarray:
-        sums = np.zeros((len(counts), *values.shape[1:]))
-        np.add.at(sums, inverse, values)
-        return sums / counts.reshape(-1, *[1] * (values.ndim - 1))
-
-    return mean
+def _mean_by_row(values: np.ndarray, inverse: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean of the entries of each row (`inverse`: each entry's row, `counts`: entries per row)."""
+    sums = np.zeros((len(counts), *values.shape[1:]))
+    np.add.at(sums, inverse, values)
+    return sums / counts.reshape(-1, *[1] * (values.ndim - 1))
 
 
 def _most_frequent(values: np.ndarray) -> int:

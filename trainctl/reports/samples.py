@@ -105,17 +105,24 @@ def _read_lines(path: Path) -> tuple[list[str], list[list[str]]]:
     lines = list(csv.reader(io.StringIO(text)))
     if not lines or "row" not in lines[0] or "loss" not in lines[0]:
         raise UserError(f"{path}: no header with row and loss columns; the file is damaged (train and eval write it)")
+    if len(lines) == 1:
+        raise UserError(
+            f"{path}: a header and no samples; the file is damaged (train and eval write one line a sample)"
+        )
     return lines[0], lines[1:]
 
 
-def file_class_names(path: Path) -> list[str]:
+def file_class_names(path: Path) -> list[str] | None:
     """The classes of a per-sample file read without its run (no data.json beside it): the
     probability columns' names in their order, which is the run's class order; a file without them
-    gives the class names it holds, sorted (enough to list samples, not to map them to outputs)."""
+    gives the class names it holds, sorted (enough to list samples, not to map them to outputs).
+    None for a file of several targets (target_0, target_1, ...): a regression run's."""
     header, body = _read_lines(path)
     named = [column.removeprefix(PROBABILITY_PREFIX) for column in header if column.startswith(PROBABILITY_PREFIX)]
     if named:
         return named
+    if "target" not in header:
+        return None
     where = [header.index(column) for column in ("target", "prediction") if column in header]
     return sorted({fields[k] for fields in body if len(fields) == len(header) for k in where})
 
