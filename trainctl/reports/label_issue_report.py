@@ -205,6 +205,7 @@ def table_rows(report: LabelIssueReport, top: int) -> tuple[list[str], list[list
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) else str(value)
-    return str(value)
+    """Four decimals; a probability below 0.001 in two significant digits (0.0000 would hide it)."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return str(value)
+    return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
