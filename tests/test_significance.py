@@ -287,7 +287,8 @@ def test_real_runs_write_per_sample_results_that_eval_writes_again(tmp_path):
     path = runs[0].run.path / "test_predictions.csv"
     written = path.read_text()
     rows = list(csv.DictReader(written.splitlines()))
-    assert len(rows) == 30 and set(rows[0]) == {"row", "target", "prediction", "confidence", "loss"}
+    probabilities = {"prob_setosa", "prob_versicolor", "prob_virginica"}
+    assert len(rows) == 30 and set(rows[0]) == {"row", "target", "prediction", "confidence", "loss"} | probabilities
     accuracy = sum(row["target"] == row["prediction"] for row in rows) / 30
     assert accuracy == pytest.approx(runs[0].summary["test"]["accuracy"])
     mean_loss = sum(float(row["loss"]) for row in rows) / 30

@@ -825,6 +825,73 @@ def _compare_groups(folders: list[Path], output_format: str) -> None:
     output.write(writers[output_format](comparison))
 
 
+@app.command("label-issues")
+def label_issues(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN|CV_FOLDER|FILE",
+            help="A run folder, a cross-validation folder (oof.csv) or a per-sample CSV file.",
+            show_default=False,
+        ),
+    ],
+    top: Annotated[int, typer.Option(min=1, metavar="K", help="How many samples to show, most likely first.")] = 20,
+    rank_by: Annotated[
+        str,
+        typer.Option(
+            "--rank-by",
+            metavar="self-confidence|normalized-margin",
+            help="The score that orders the list, lowest first: the given label's probability, or it "
+            "minus the most probable other class's.",
+        ),
+    ] = "self-confidence",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE.csv", help="Also write the whole list to this CSV file."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+) -> None:
+    """List the samples whose given label looks wrong: confident learning (Northcutt et al. 2021) on
+    the out-of-sample class probabilities of a run's test split (test_predictions.csv) or of a
+    cross-validation's every sample (oof.csv).
+
+    Each line: the sample's row in the dataset, its file (image and audio folders), the given label,
+    the suggested one (the most probable class) and the given label's probability. A file without
+    class probabilities (a run trained before trainctl kept them: run trainctl eval RUN) lists the
+    misclassified samples by their loss instead, and says so.
+
+    Example: trainctl label-issues runs/digits_mlp-20260101-120000 --top 10 -o suspects.csv
+    """
+    from trainctl.files import check_output_path, new_output
+    from trainctl.reports.label_issue_report import label_issue_report, table_rows
+    from trainctl.reports.label_issues import RANKINGS
+    from trainctl.reports.samples import write_samples
+    from trainctl.reports.tables import Column, table
+
+    shown = Output()
+    with user_errors():
+        ranking = rank_by.replace("-", "_")
+        if ranking not in RANKINGS:
+            allowed = ", ".join(name.replace("_", "-") for name in RANKINGS)
+            raise UserError(f"--rank-by: unknown score {rank_by!r}; allowed: {allowed}")
+        if output is not None:
+            check_output_path(output, "--output", force)  # before the work, not after it
+        report = label_issue_report(source, ranking)
+    for note in report.notes:
+        shown.line(note)
+    headers, rows = table_rows(report, top)
+    if rows:
+        right = {"row", "self-confidence", "normalized-margin", "loss"}
+        shown.show(table([Column(h, justify="right" if h in right else "left") for h in headers], rows))
+    shown.line(report.count_line())
+    if len(report.order) > top and output is None:
+        shown.line(f"the first {top} shown; --top {len(report.order)} shows all, -o FILE.csv writes them")
+    if output is not None:
+        with user_errors(), new_output(output, "--output", force) as written:
+            write_samples(written, report.columns())
+        shown.line(f"written: {output} ({len(report.order)} samples)")
+
+
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="YAML config file every trial starts from.", show_default=False)],

@@ -6,6 +6,9 @@ opens to look at single samples.
     target      the class name, or the value (target_0, target_1, ... for several targets)
     prediction  likewise
     confidence  the predicted class's probability (classification runs whose outputs give probabilities)
+    prob_NAME   each class's probability, one column per class in the run's class order, after the
+                temperature of a calibrated run (the same probabilities as confidence); what
+                `trainctl label-issues` ranks the given labels by
     loss        the sample's loss
     file        the sample's file (image and audio folders)
 """
@@ -35,7 +38,9 @@ def sample_columns(
         columns["target"] = [names[int(k)] for k in labels]
         columns["prediction"] = [names[int(k)] for k in predictions]
         if probabilities is not None:
-            columns["confidence"] = probabilities.max(dim=1).values.double().cpu().tolist()
+            each_class = probabilities.double().cpu()
+            columns["confidence"] = each_class.max(dim=1).values.tolist()
+            columns.update({f"prob_{name}": each_class[:, k].tolist() for k, name in enumerate(names)})
     else:
         targets = labels.double().reshape(len(labels), -1).numpy()
         predicted = predictions.double().reshape(len(predictions), -1).numpy()
