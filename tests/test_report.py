@@ -362,7 +362,7 @@ def test_an_existing_file_is_replaced_only_with_force(digits_copy, tmp_path):
         ),
         (
             lambda p: (p / "a.txt").write_text("x") and p / "a.txt",
-            "{p}/a.txt: not a folder; give a run, group or sweep folder",
+            "{p}/a.txt: not a folder; give a group, run or sweep folder",
         ),
     ],
     ids=["missing", "no-run", "a-file"],

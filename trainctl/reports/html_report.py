@@ -66,7 +66,8 @@ def folder_kind(folder: Path) -> FolderKind:
     if not folder.exists():
         raise UserError(f"{folder}: not found")
     if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder; give a run, group or sweep folder")
+        names = [kind.name for kind in KINDS]
+        raise UserError(f"{folder}: not a folder; give a {', '.join(names[:-1])} or {names[-1]} folder")
     for kind in KINDS:
         if kind.matches(folder):
             return kind
