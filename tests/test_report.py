@@ -468,8 +468,9 @@ def test_a_sweeps_report_ranks_the_trials_and_shows_the_best(tmp_path):
 # ---- in a real browser ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
 def chromium() -> tuple[str, str]:
-    """The system's Chromium and its driver, or a skip saying what is missing."""
+    """The system's Chromium and its driver, or a skip saying what is missing (before any run is trained)."""
     pytest.importorskip("selenium", reason="selenium is not installed (the test extra installs it)")
     browser = next(
         (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
@@ -484,8 +485,8 @@ def chromium() -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_the_pages_load_in_chromium_without_errors_and_show_every_image(digits_copy, image_run, tmp_path):
-    browser, driver_path = chromium()
+def test_the_pages_load_in_chromium_without_errors_and_show_every_image(chromium, digits_copy, image_run, tmp_path):
+    browser, driver_path = chromium
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
