@@ -735,6 +735,45 @@ def plot(
 
 
 @app.command()
+def report(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="A run folder, a group folder (train --repeats) or a sweep folder.", show_default=False),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="The HTML file to write (default: FOLDER/report.html)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+) -> None:
+    """Write one self-contained HTML page about a run, a group of seeds or a sweep, to open in any browser.
+
+    A run's page: the summary and test metrics, the curves, the confusion matrix as a heat map,
+    per-class precision, recall and F1, the reliability diagram with its ECE (before and after
+    temperature scaling when trainer.calibrate was used), the highest-loss test samples (thumbnails
+    of image files) and the resolved config. A group's page: each metric's mean ± sd and 95% interval
+    over the seeds, each seed's metrics and curves. A sweep's page: the leaderboard and the best run.
+    Figures are embedded in the file: it needs no network and no other file, so it can be mailed or
+    archived as it is. Reads the folder's files only; nothing is trained or evaluated.
+
+    Example: trainctl report runs/digits_mlp-20260101-120000   (writes runs/digits_mlp-20260101-120000/report.html)
+
+    Example: trainctl report runs/digits_mlp-sweep -o sweep.html
+    """
+    from trainctl.files import check_output_path, new_output
+    from trainctl.reports.html_report import default_output, folder_kind, report_page
+
+    with user_errors():
+        kind = folder_kind(folder)
+        target = output if output is not None else default_output(folder)
+        check_output_path(target, "--output", force)  # before the work, not after it
+        text = report_page(folder, kind)
+        with new_output(target, "--output", force) as written:
+            written.write_bytes(text.encode("utf-8"))
+    Output().line(f"written: {target} ({kind.name} report, {len(text.encode('utf-8')) // 1024} KiB)")
+
+
+@app.command()
 def compare(
     runs: Annotated[
         list[Path], typer.Argument(help="Run folders, a sweep folder, or group folders.", show_default=False)
