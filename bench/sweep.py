@@ -8,11 +8,12 @@ standardise them, then `study.optimize` over Optuna's GridSampler, each trial bu
 with a per-step cosine schedule, training in batches of 64 and validating every epoch (the trial's
 value is its best validation accuracy). It keeps nothing on disk. `trainctl sweep` does the same
 search with everything it keeps: a run folder per trial (checkpoints every epoch, metrics, curves,
-the test evaluation of the best epoch), the study in SQLite, a leaderboard.
+the test evaluation of the best epoch), the study in SQLite, a leaderboard (its trials draw no figures: logging.figures is off in sweeps).
 
 Each is a fresh process, imports included, and they alternate so that the machine's load hits
 both alike; the report is each one's median wall time, the ratio of the medians and the median of
-the ratios within each alternating pair. Both run with OMP_NUM_THREADS=1 unless it is set: on a
+the ratios within each alternating pair, and the same for CPU time (user + system, the sweep's worker
+processes included), which moves far less with the machine's load. Both run with OMP_NUM_THREADS=1 unless it is set: on a
 small machine shared with other work, torch's OpenMP threads spin against the other processes (on
 2 busy cores, 100 steps of this MLP took 24 s with two threads and 0.3 s with one), which would
 measure the machine's load rather than either program.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from trainctl.reports.groups import GroupRecord, GroupRun, read_group, summarise
 from trainctl.reports.statistics import mean_interval, paired_t_test, t_central_probability, t_quantile, welch_interval
 from trainctl.runs import RunFolder
 
-from helpers import CONFIGS, run_cli, write_config
+from helpers import CONFIGS, TRAINCTL, run_cli, write_config
 
 # Two-sided 95% critical values of Student's t, as printed in statistics tables (4 decimals).
 T_TABLE = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 9: 2.2622, 10: 2.2281, 30: 2.0423, 120: 1.9799}
@@ -254,3 +256,26 @@ def test_strict_reaches_every_run_of_a_group(tmp_path):
     assert all(run.error.startswith("double-softmax: ") for run in record.runs)
     assert "2 of 2 runs failed" in result.stderr
     assert json.loads((group / "summary.json").read_text())["test"] == {}
+
+
+@pytest.mark.subprocess
+def test_a_second_process_on_the_same_group_is_refused_and_changes_nothing(tmp_path):
+    """The group's lock, held here as a running group holds it: a `trainctl train --repeats` process
+    started on the same folder stops at once, naming this process, and writes nothing there."""
+    config = write_config(tmp_path, trainer={"epochs": 1, "device": "cpu"})
+    group = tmp_path / "group"
+    group.mkdir()
+    holder = RunFolder(group)
+    holder.claim()
+    try:
+        second = subprocess.run(
+            [TRAINCTL, "train", config, "--repeats", "2", "--out", group], capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 2
+        assert second.stderr == (
+            f"error: {group}: in use by another trainctl process (PID {os.getpid()}); wait for it to finish, "
+            "or stop it\n"
+        )
+        assert [p.name for p in group.iterdir()] == [holder.lock_path.name]
+    finally:
+        holder.release()
