@@ -9,8 +9,6 @@ the page shows, so the two always agree.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +76,7 @@ def read_run(path: Path) -> RunFiles:
         summary,
         class_names,
         samples,
-        _file_column(samples_path) if samples is not None else None,
+        samples.files if samples is not None else None,
     )
 
 
@@ -89,15 +87,6 @@ def _class_names(path: Path, summary: dict[str, Any]) -> list[str] | None:
         return list(task["class_names"]) if task["kind"] == "classification" else None
     recorded = summary.get("test", {}).get("per_class")
     return list(recorded) if isinstance(recorded, dict) and recorded else None
-
-
-def _file_column(path: Path) -> list[str] | None:
-    """The file column of test_predictions.csv (image and audio folders), in row order; read_samples
-    has checked the file's shape already."""
-    rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
-    if "file" not in (rows.fieldnames or []):
-        return None
-    return [row["file"] for row in rows]
 
 
 # ---- what the page shows, computed from the files --------------------------------------------------
