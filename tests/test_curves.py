@@ -201,6 +201,20 @@ def two_runs(tmp_path_factory):
     ]
 
 
+def test_a_run_name_with_dollar_signs_is_drawn_as_written():
+    """matplotlib reads text between two `$` as math; a run's name is drawn as written: its legend
+    entry is as wide as the same characters drawn with math parsing off."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    name = "lr $0.1$ and $0.2$"
+    rows = [{"epoch": 1, "train/loss": 1.0, "val/loss": 1.1, "val/accuracy": 0.5, "lr": 0.1}]
+    figure = curves_figure([(name, rows, "val/accuracy")])
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    drawn = figure.legends[0].get_texts()[0]
+    as_written = figure.text(0, 0, name, parse_math=False, fontproperties=drawn.get_fontproperties())
+    assert drawn.get_window_extent(renderer).width == as_written.get_window_extent(renderer).width
+
+
 def test_logging_figures_false_draws_no_figures_and_plot_draws_them_later(cli, tmp_path):
     config = write_config(tmp_path, trainer={"epochs": 2, "device": "cpu"}, logging={"figures": False})
     run = train(config, out=tmp_path / "run", output=Output(quiet=True))

@@ -18,6 +18,11 @@ LEGEND_LABEL_FIT = 34  # characters of a run label that fit beside the axes at t
 BEST_EPOCH = "best-epoch"  # the gid of each run's best-epoch marker
 
 
+def literal(label: str) -> str:
+    """A name as matplotlib draws it as written: a `$` would otherwise start math text."""
+    return label.replace("$", r"\$")
+
+
 def plot_runs(runs: list[Curves], path: Path) -> Any:
     """Draw every run's curves on one figure and save it (.png, .svg or .pdf); returns the figure."""
     figure = curves_figure(runs)
@@ -62,7 +67,7 @@ def curves_figure(runs: list[Curves]) -> Any:
                 linestyle="none",
                 gid=BEST_EPOCH,
             )
-        handles.append(Line2D([], [], color=colour, label=label))
+        handles.append(Line2D([], [], color=colour, label=literal(label)))
     handles += [
         Line2D([], [], color="grey", label="train loss"),
         Line2D([], [], color="grey", linestyle="--", label="val loss"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trainctl.reports.curves import literal
+
 RELIABILITY_FILE = "reliability.png"
 
 
@@ -55,7 +57,7 @@ def reliability_figure(record: dict[str, Any], name: str) -> Any:
             alpha=0.7,
         )
     accuracy_axes.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy")
-    title = f"reliability of {name} ({record['split']} split, {calibration['bins']} bins)"
+    title = f"reliability of {literal(name)} ({record['split']} split, {calibration['bins']} bins)"
     accuracy_axes.set_title(title, fontsize="medium")
     accuracy_axes.grid(alpha=0.3)
     accuracy_axes.legend(fontsize="small", loc="upper left")

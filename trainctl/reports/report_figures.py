@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.reports.curves import Curves, curves_figure
+from trainctl.reports.curves import Curves, curves_figure, literal
 from trainctl.reports.reliability_plot import reliability_figure
 
 FIGURE_DPI = 80  # a page shows figures at about the width of a screen: sharper only makes the file larger
@@ -25,11 +25,6 @@ SHORT_NAMES = 6  # class names up to this long fit fixed margins; longer ones ge
 # layout, which fits the margins to them but costs a third of a second per figure
 
 
-def literal(label: str) -> str:
-    """A name as matplotlib draws it as written: a `$` would otherwise start math text."""
-    return label.replace("$", r"\$")
-
-
 def png_of(figure: Any, dpi: int = FIGURE_DPI) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
@@ -38,12 +33,12 @@ def png_of(figure: Any, dpi: int = FIGURE_DPI) -> bytes:
 
 def curves_png(curves: list[Curves], dpi: int = FIGURE_DPI) -> bytes:
     """The figure `trainctl plot` draws (loss, monitored metric, learning rate), as a PNG."""
-    return png_of(curves_figure([(literal(label), rows, monitor) for label, rows, monitor in curves]), dpi)
+    return png_of(curves_figure(curves), dpi)
 
 
 def reliability_png(record: dict[str, Any], name: str) -> bytes:
     """The reliability diagram `train` saves (before and after temperature scaling when calibrated)."""
-    return png_of(reliability_figure(record, literal(name)))
+    return png_of(reliability_figure(record, name))
 
 
 def confusion_png(confusion: np.ndarray, class_names: list[str]) -> bytes:
