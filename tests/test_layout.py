@@ -22,6 +22,7 @@ COMMANDS = {
     "prediction",
     "register",
     "repeats",
+    "starter",
     "sweep_worker",
     "workflows",
 }

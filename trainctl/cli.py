@@ -27,7 +27,7 @@ app = typer.Typer(
         "Example: trainctl train configs/digits_mlp.yaml --set optimizer.lr=3e-4"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -1223,6 +1223,50 @@ def write_schema(
     with user_errors(), new_output(output, "--output", force) as written:
         written.write_text(text, encoding="utf-8")
     Output().line(f"written: {output}")
+
+
+@app.command("init")
+def init_config(
+    dataset: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="A registered dataset (trainctl list-datasets); the default: digits."),
+    ] = None,
+    csv: Annotated[
+        Path | None, typer.Option("--csv", metavar="FILE", help="A table (CSV, TSV or Parquet) with a header row.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(metavar="COLUMN", help="With --csv: the column to predict.")] = None,
+    images: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="A folder with one sub-folder of images per class.")
+    ] = None,
+    audio: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="A folder with one sub-folder of audio files per class.")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The config file to write.")] = Path(
+        "trainctl.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+) -> None:
+    """Write a commented starter config for your data that trains as it is: the task (classification or
+    regression) is read from the data, and the loss, model, metrics and monitored metric follow from it.
+
+    A CSV target column of text, or of whole numbers with at most 20 distinct values, is classes; other
+    numbers are a regression target. Image and audio folders hold one sub-folder per class. Every section
+    has a comment naming the listing of its alternatives.
+
+    Example: trainctl init --csv fruit.csv --target fruit -o fruit.yaml && trainctl train fruit.yaml
+
+    Example: trainctl init --images photos/   (photos/cat/*.jpg, photos/dog/*.jpg)
+    """
+    from trainctl.starter import init
+
+    _load_plugins()  # a plugin's dataset can be named too
+    with user_errors():
+        written = init(output, dataset=dataset, csv=csv, target=target, images=images, audio=audio, force=force)
+    shown = Output()
+    shown.line(f"written: {written.path} ({written.summary()})")
+    for note in written.found.notes:
+        shown.warn(note)
+    shown.line(f"train it: trainctl train {written.path}")
 
 
 def _join_wrapped_lines(docstring: str) -> str:
