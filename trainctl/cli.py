@@ -528,6 +528,7 @@ def lr_find(
 
 @app.command("eval")
 def evaluate(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `trainctl train`.", show_default=False)],
     checkpoint: Annotated[
         str, typer.Option(metavar="best|last|PATH", help="best, last, or a path to a checkpoint file.")
@@ -537,7 +538,19 @@ def evaluate(
         Path | None, typer.Option(metavar="FILE", help="Also write the metrics JSON to this file.")
     ] = None,
     worst: Annotated[int, typer.Option(min=0, metavar="N", help="How many highest-loss samples to report.")] = 10,
-    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace the --output file, and the records of an earlier --data, if they exist."),
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            metavar="FILE|DIR",
+            help="Score a new labelled file instead of a split: a table with the run's columns and target "
+            "(csv and text runs), or a folder of class sub-folders (image_folder and audio_folder runs).",
+        ),
+    ] = None,
 ) -> None:
     """Rebuild a run's model from its saved config, load a checkpoint and report metrics on a split.
 
@@ -548,10 +561,15 @@ def evaluate(
     the name); on the test
     split with the best checkpoint and the default --worst it reproduces summary.json's test record.
 
+    With --data, a new labelled file is encoded as the training data was (the run's data.json: columns,
+    categories, vocabulary, normalisation, class names) and scored; the record is
+    RUN_DIR/eval-data-NAME-CHECKPOINT.json (NAME: the file's), with its per-sample file beside it.
+
     Example: trainctl eval runs/digits_mlp-20260101-120000 --checkpoint last --split val
+
+    Example: trainctl eval runs/fruit-20260101-120000 --data new_fruit.csv
     """
     from trainctl.files import check_output_path, new_output
-    from trainctl.workflows import evaluate_run
 
     _load_plugins()
     _check_run_plugins(run_dir)
@@ -559,17 +577,32 @@ def evaluate(
     with user_errors():
         if output is not None:
             check_output_path(output, "--output", force)  # before the work, not after it
-        run, record = evaluate_run(run_dir, checkpoint, split, worst)
-    _print_metrics(shown, f"{split} split, {checkpoint} checkpoint (epoch {record['epoch']})", record)
+        split_source = ctx.get_parameter_source("split")  # click's enum, as typer bundles it: by name
+        if data is not None and split_source is not None and split_source.name != "DEFAULT":
+            raise UserError("--split: scores a split of the run's own data; with --data the file is scored instead")
+        if data is None:
+            from trainctl.workflows import evaluate_run
+
+            run, record = evaluate_run(run_dir, checkpoint, split, worst)
+            written = run.path / run.eval_record_name(split, checkpoint)
+        else:
+            from trainctl.workflows import evaluate_data
+
+            scored = evaluate_data(run_dir, data, checkpoint, worst, force)
+            record, written = scored.record, scored.record_path
+            for column in scored.unused_columns:
+                shown.warn(f"--data {data}: column {column!r} is not one the model reads: left out")
+    title = f"{data}, {checkpoint} checkpoint" if data is not None else f"{split} split, {checkpoint} checkpoint"
+    _print_metrics(shown, f"{title} (epoch {record['epoch']})", record)
     if "temperature" in record.get("calibration", {}):
         from trainctl.workflows import calibration_line
 
         shown.line(calibration_line(record))
     _print_loss_report(shown, record["loss_report"])
     if output is not None:
-        with user_errors(), new_output(output, "--output", force) as written:
-            written.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    shown.line(f"written: {run.path / run.eval_record_name(split, checkpoint)}")
+        with user_errors(), new_output(output, "--output", force) as copy:
+            copy.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shown.line(f"written: {written}")
 
 
 @app.command()

@@ -21,7 +21,7 @@ from trainctl.runs import RunFolder
 
 if TYPE_CHECKING:
     from trainctl.config.loading import Config
-    from trainctl.data.task import Task
+    from trainctl.data.task import TargetPlan, Task
 
 
 @dataclass
@@ -50,6 +50,7 @@ class RunModel:
     epoch: int | None = None  # the checkpoint's epoch
     weights: str = "trained"  # what the checkpoint's model entry holds: trained, ema or swa (averaged) weights
     temperature: float | None = None  # a calibrated run's (trainer.calibrate), which its probabilities apply
+    plan: TargetPlan | None = None  # how the loss reads targets (eval --data encodes a file's targets so)
 
 
 def load_run_model(run_dir: str | Path, checkpoint: str = "best") -> RunModel:
@@ -80,7 +81,7 @@ def build_run_model(config: Config, saved: dict[str, Any]) -> RunModel:
     context = ModelContext(tuple(saved["input_shape"]), plan.num_outputs, vocabulary)
     model = MODELS.get(config.model.name).build(context, config.model.params)
     model.eval()
-    return RunModel(model, task, loss.input, plan.layout)
+    return RunModel(model, task, loss.input, plan.layout, plan=plan)
 
 
 def load_model(run: RunFolder, config: Config, saved: dict[str, Any], checkpoint: str) -> RunModel:
@@ -370,3 +371,121 @@ def write_predictions(predictions: list[Prediction], path: Path) -> None:
         writer.writerow(["input", "prediction", *([f"p_{name}" for name in classes])])
         for p in predictions:
             writer.writerow([p.source, p.label, *(repr(p.scores[name]) for name in classes)])
+
+
+# ---- eval --data: a new labelled file, read as predict reads inputs, with its targets -------------
+
+
+@dataclass
+class LabelledData:
+    """A labelled file (or folder) encoded as the run's training data was: what `eval --data` scores."""
+
+    inputs: torch.Tensor
+    labels: Any  # numpy: the run's class indices, or target values (samples, targets)
+    rows: Any  # numpy: each sample's row among the file's data rows (its index in a folder's files)
+    files: list[str] | None = None  # image and audio folders: each sample's file, for the loss report
+    lengths: torch.Tensor | None = None  # text: tokens per sample
+    unused_columns: list[str] | None = None  # a table's columns the model does not read
+
+
+def read_labelled(run: RunFolder, config: Config, saved: dict[str, Any], path: Path) -> LabelledData:
+    """`path` read for the run: a table (CSV, TSV, Parquet) with the training columns and the target
+    for a csv run, with the text and label columns for a text run; a folder of class sub-folders
+    for an image_folder or audio_folder run."""
+    params = config.dataset.params
+    if not path.exists():
+        raise UserError(f"--data {path}: {'folder' if saved.get('image') or saved.get('audio') else 'file'} not found")
+    if saved.get("table"):
+        return _labelled_table(path, saved, params)
+    if saved.get("text"):
+        return _labelled_text(path, saved, params)
+    if saved.get("image") and config.dataset.name == "image_folder":
+        return _labelled_folder(path, saved, params, "image")
+    if saved.get("audio"):
+        return _labelled_folder(path, saved, params, "audio")
+    raise UserError(
+        f"--data: scores labelled files of runs trained on csv tables, text, image_folder and audio_folder data; "
+        f"{run.path} was trained on {config.dataset.name!r}: use --split to score its own splits"
+    )
+
+
+def _class_indices(texts: list[str], names: list[str], places: Callable[[int], str], column: str) -> Any:
+    """Each cell's class among the run's; a class the run was never trained on is one line naming it."""
+    import numpy as np
+
+    index = {name: k for k, name in enumerate(names)}
+    unknown = [row for row, text in enumerate(texts) if text not in index]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more rows)" if len(unknown) > 1 else ""
+        raise UserError(
+            f"{places(unknown[0])}: column {column!r}: {texts[unknown[0]]!r} is not a class the run was trained "
+            f"on{more}; its classes: {', '.join(names)}"
+        )
+    return np.array([index[text] for text in texts], dtype=np.int64)
+
+
+def _labelled_table(path: Path, saved: dict[str, Any], params: dict[str, Any]) -> LabelledData:
+    from trainctl.data.tables import FeatureEncoding, column_numbers, handle_missing, read_table
+
+    if path.is_dir():
+        raise UserError(f"--data {path}: a folder; this run reads a table file (CSV, TSV or Parquet)")
+    encoding = FeatureEncoding.from_dict(saved["table"])
+    target = params["target"]
+    table = read_table(path, key="--data", text_columns=(target,))
+    missing = [name for name in (target, *encoding.columns) if name not in table.columns]
+    if missing:
+        what = "the run's target (data.target)" if missing[0] == target else "which the model was trained on"
+        raise UserError(f"--data {path}: no column {missing[0]!r}, {what}; its columns: {', '.join(table.columns)}")
+    table = handle_missing(table, [target, *encoding.columns], params.get("on_missing", "error"))
+    x = torch.as_tensor(encoding.transform(table, strict=True))
+    if saved["task"]["kind"] == "classification":
+        labels = _class_indices(table.column(target), saved["task"]["class_names"], table.at, target)
+    else:
+        labels = column_numbers(table, target, trained=True).astype("float32").reshape(-1, 1)
+    unused = [name for name in table.columns if name != target and name not in encoding.columns]
+    return LabelledData(x, labels, table.rows, unused_columns=unused)
+
+
+def _labelled_text(path: Path, saved: dict[str, Any], params: dict[str, Any]) -> LabelledData:
+    from trainctl.data.tables import handle_missing, read_table
+    from trainctl.data.text import TextEncoding
+
+    if path.is_dir() or path.suffix.lower() not in TABLE_SUFFIXES:
+        raise UserError(
+            f"--data {path}: this text run reads a labelled table ({', '.join(TABLE_SUFFIXES)}) with its "
+            f"columns {params['text_column']!r} and {params['label_column']!r}"
+        )
+    columns = (params["text_column"], params["label_column"])
+    table = read_table(path, key="--data", text_columns=columns)
+    for key, name in zip(("data.text_column", "data.label_column"), columns):
+        if name not in table.columns:
+            raise UserError(
+                f"--data {path}: no column {name!r}, the run's {key}; its columns: {', '.join(table.columns)}"
+            )
+    table = handle_missing(table, list(columns), "drop")  # as training reads its text
+    x = torch.as_tensor(TextEncoding.from_dict(saved["text"]).transform(table.column(columns[0])))
+    labels = _class_indices(table.column(columns[1]), saved["task"]["class_names"], table.at, columns[1])
+    return LabelledData(x, labels, table.rows, lengths=(x != 0).sum(dim=1).clamp(min=1))
+
+
+def _labelled_folder(root: Path, saved: dict[str, Any], params: dict[str, Any], kind: str) -> LabelledData:
+    """One sub-folder per class, named as the run's classes (a folder may hold some of them only)."""
+    import numpy as np
+
+    from trainctl.data.class_folders import audio_class_folders, image_class_folders
+
+    folders = (image_class_folders if kind == "image" else audio_class_folders)(root, "--data")
+    names = saved["task"]["class_names"]
+    unknown = [name for name in folders.classes if name not in names]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise UserError(
+            f"--data {root / unknown[0]}: class folder {unknown[0]!r} is not a class the run was trained on{more}; "
+            f"its classes: {', '.join(names)}"
+        )
+    classes = [names.index(name) for name in folders.classes]
+    files = [file for class_files in folders.files for file in class_files]
+    read = _image_inputs if kind == "image" else _audio_inputs
+    x = torch.cat([read(file, saved, params)[0] for file in files])
+    labels = np.repeat(classes, folders.counts())
+    return LabelledData(x, labels, np.arange(len(files)), files=[str(file) for file in files])

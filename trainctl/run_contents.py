@@ -161,6 +161,7 @@ def _description_problem(saved: Any) -> str | None:
         or _text_problem(saved.get("text"))
         or _audio_problem(saved.get("audio"))
         or _standardization_problem(saved.get("standardization"), saved["input_shape"])
+        or _class_counts_problem(saved.get("class_counts"), saved["task"])
     )
 
 
@@ -182,6 +183,15 @@ def _task_problem(task: Any) -> str | None:
         return "task.class_names is not a list of names"
     if task["kind"] == "classification" and (task["num_classes"] < 2 or len(names) != task["num_classes"]):
         return f"task.class_names has {len(names)} names for {task['num_classes']} classes"
+    return None
+
+
+def _class_counts_problem(counts: Any, task: dict[str, Any]) -> str | None:
+    """class_counts (training samples per class), which runs trained before it was saved lack."""
+    if counts is None:
+        return None
+    if not isinstance(counts, list) or len(counts) != task["num_classes"] or not all(map(_is_count, counts)):
+        return f"class_counts is {_short(counts)}, not a count per class ({task['num_classes']} classes)"
     return None
 
 

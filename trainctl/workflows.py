@@ -512,6 +512,120 @@ def evaluate_run(
 
 
 @dataclass
+class DataEvaluation:
+    run: RunFolder
+    record: dict[str, Any]
+    record_path: Path  # RUN/eval-data-STEM-CHECKPOINT.json, with its per-sample file beside it
+    unused_columns: list[str]  # a table's columns the model does not read (left out)
+
+
+def evaluate_data(
+    run_dir: str | Path, data_path: Path, checkpoint: str = "best", worst: int = 10, force: bool = False
+) -> DataEvaluation:
+    """Score a run on a new labelled file (a folder, for image and audio folder runs), encoded with
+    what the run saved of its training data (data.json): no training data is read. Writes the
+    record and the per-sample file into the run folder, named after the data, never over earlier
+    ones unless `force`."""
+    from trainctl.prediction import build_run_model, read_labelled, saved_data
+    from trainctl.reports.samples import samples_file_name, write_samples
+    from trainctl.training.build import resolve_device
+    from trainctl.training.trainer import evaluate_checkpoint
+
+    run = RunFolder.open(run_dir)
+    config = load_config(run.config_path)
+    saved = saved_data(run)
+    name = run.eval_record_name(f"data-{_file_label(data_path)}", checkpoint)
+    outputs = [run.path / name, run.path / samples_file_name(name)]
+    for path in outputs:
+        if path.exists() and not force:
+            raise UserError(
+                f"{path}: already exists (an earlier eval --data of {data_path.name}); add --force to replace it"
+            )
+    path = run.checkpoint_path(checkpoint)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    labelled = read_labelled(run, config, saved, data_path)
+    loaded = build_run_model(config, saved)
+    data = _labelled_split(saved, loaded, labelled, resolve_device(config.trainer.device))
+    loss_fn = _loss_of_saved_run(config, saved, data, run).to(data.test.device)
+    scored = evaluate_checkpoint(
+        loaded.module, path, "test", loss_fn, data, config.metrics, worst, _output_kind(config)
+    )
+    record = {**scored.record, "split": "data", "data": str(data_path), "checkpoint": checkpoint}
+    write_samples(outputs[1], scored.samples)
+    run.write_json(name, record)
+    return DataEvaluation(run, record, outputs[0], labelled.unused_columns or [])
+
+
+def _file_label(path: Path) -> str:
+    """A data file's or folder's name as part of a file name: its stem, with what a name may not hold as `-`."""
+    import re
+
+    return (
+        re.sub(r"[^\w.-]+", "-", path.resolve().stem if path.is_file() else path.resolve().name).strip(".-") or "data"
+    )
+
+
+SCALE_KEYS = ("target_mean", "target_std")  # data.json: a regression target's training mean and std
+
+
+def _labelled_split(saved: dict[str, Any], loaded: Any, labelled: Any, device: torch.device) -> Any:
+    """The labelled data as PreparedData whose test split it is (training and validation empty),
+    with the run's task, target encoding and scale."""
+    import torch
+
+    from trainctl.data.prepare import PreparedData, Split, encode_targets
+
+    task, plan = loaded.task, loaded.plan
+    assert plan is not None  # build_run_model sets it
+    mean, std = (torch.tensor(saved[key], device=device) if saved[key] is not None else None for key in SCALE_KEYS)
+    inputs = labelled.inputs.to(device)
+    if task.kind == "classification":
+        labels = torch.as_tensor(labelled.labels, dtype=torch.int64, device=device)
+        targets = encode_targets(labels, plan, task)
+    else:
+        labels = torch.as_tensor(labelled.labels, dtype=torch.float32, device=device)
+        targets = labels if mean is None or std is None else (labels - mean) / std
+    split = Split(inputs, labels, targets, labelled.rows, labelled.lengths)
+    empty = Split(inputs[:0], labels[:0], targets[:0], labelled.rows[:0])
+    return PreparedData(
+        train=empty,
+        val=empty,
+        test=split,
+        task=task,
+        plan=plan,
+        input_shape=tuple(saved["input_shape"]),
+        target_mean=mean,
+        target_std=std,
+        encoding={key: saved[key] for key in ("table", "image", "text", "audio") if saved.get(key)},
+        files=labelled.files,
+    )
+
+
+def _loss_of_saved_run(config: Config, saved: dict[str, Any], data: Any, run: RunFolder) -> torch.nn.Module:
+    """The run's loss as training built it, its class weights from the training counts data.json
+    keeps; a run trained before they were saved cannot weigh classes as it did."""
+    from trainctl.training.build import loss_for_task
+
+    counts = saved.get("class_counts")
+    if counts is None and _weighs_classes_by_counts(config.loss.params):
+        raise UserError(
+            f"{run.path}: trained by an earlier trainctl, whose data.json lacks the training class counts that "
+            f"loss {config.loss.name!r} (class_weight: balanced) weighs by; eval --data cannot score it: train it again"
+        )
+    return loss_for_task(config, data.task, data.plan, tuple(counts or ()))
+
+
+def _weighs_classes_by_counts(params: Any) -> bool:
+    """Whether a loss's parameters (a composite's terms too) ask for weights from the class counts."""
+    if isinstance(params, dict):
+        return any(_weighs_classes_by_counts(value) for value in params.values())
+    if isinstance(params, list):
+        return any(_weighs_classes_by_counts(value) for value in params)
+    return params == "balanced"
+
+
+@dataclass
 class LrFindResult:
     config: Config
     sweep: Sweep

@@ -98,8 +98,15 @@ class PreparedData:
         """For token-id inputs (text), how many ids there are; 0 otherwise."""
         return len(self.encoding["text"]["vocabulary"]) if self.encoding and "text" in self.encoding else 0
 
+    def class_counts(self) -> tuple[int, ...]:
+        """Training samples per class (empty for regression): what `class_weight: balanced` weighs by."""
+        if self.task.kind != "classification":
+            return ()
+        return tuple(torch.bincount(self.train.labels.cpu(), minlength=self.task.num_classes).tolist())
+
     def description(self) -> dict[str, Any]:
-        """What `predict` needs to rebuild the model and read its outputs, without the training data."""
+        """What `predict` and `eval --data` need to rebuild the model, its loss and its outputs,
+        without the training data."""
         return {
             "task": {
                 "kind": self.task.kind,
@@ -108,6 +115,7 @@ class PreparedData:
                 "class_names": list(self.task.class_names),
             },
             "input_shape": list(self.input_shape),
+            "class_counts": list(self.class_counts()) or None,
             "target_mean": None if self.target_mean is None else self.target_mean.tolist(),
             "target_std": None if self.target_std is None else self.target_std.tolist(),
             "table": None,

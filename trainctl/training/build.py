@@ -23,7 +23,7 @@ from trainctl.config.loading import Config
 from trainctl.data.image_pipeline import ImageOptions
 from trainctl.data.prepare import PreparedData, prepare_data, steps_per_epoch
 from trainctl.data.streaming import LoaderSettings
-from trainctl.data.task import plan_targets
+from trainctl.data.task import TargetPlan, Task, plan_targets
 from trainctl.errors import UserError
 from trainctl.limits import require_memory
 from trainctl.ranks import SINGLE, Ranks
@@ -132,10 +132,13 @@ def _require_model_memory(entry: Entry, context: ModelContext, params: dict[str,
 
 
 def build_loss(config: Config, data: PreparedData) -> torch.nn.Module:
-    counts: tuple[int, ...] = ()
-    if data.task.kind == "classification":
-        counts = tuple(torch.bincount(data.train.labels.cpu(), minlength=data.task.num_classes).tolist())
-    context = LossContext(data.task, data.plan, counts)
+    return loss_for_task(config, data.task, data.plan, data.class_counts())
+
+
+def loss_for_task(config: Config, task: Task, plan: TargetPlan, class_counts: tuple[int, ...]) -> torch.nn.Module:
+    """The config's loss for a task, weighing classes by the training split's counts where asked
+    (`eval --data` builds it from a run's data.json, without the training data)."""
+    context = LossContext(task, plan, class_counts)
     with refused_by_torch("loss"):
         return LOSSES.get(config.loss.name).build(context, config.loss.params)
 
