@@ -17,6 +17,8 @@ COMMANDS = {
     "__main__",
     "api",
     "cli",
+    "completion",
+    "completion_hook",
     "export",
     "plugins",
     "prediction",

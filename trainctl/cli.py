@@ -6,6 +6,10 @@ Heavy imports (torch, scikit-learn) happen inside the commands that train or eva
 
 from __future__ import annotations
 
+# First: a Tab in the shell is answered there, from the completion index, before typer loads.
+import trainctl.completion_hook  # noqa: F401
+
+# isort: split
 import contextlib
 import inspect
 import json
@@ -17,6 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from trainctl import completion
 from trainctl.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from trainctl.output import Output, closed_output_ends_quietly
 
@@ -195,13 +200,18 @@ def train(
         Path | None,
         typer.Option(
             metavar="RUN_DIR",
+            autocompletion=completion.run_folders,
             help="Continue this run folder from checkpoints/last.pt (extend it with --set trainer.epochs=N).",
         ),
     ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override a config value: key.path=value (YAML). Repeatable.",
+            autocompletion=completion.config_keys,
         ),
     ] = None,
     out: Annotated[
@@ -212,7 +222,12 @@ def train(
         ),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")
+        str | None,
+        typer.Option(
+            metavar="DEVICE",
+            help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).",
+            autocompletion=completion.choices("auto", "cpu", "cuda", "mps"),
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed (sets seed).")] = None,
     quiet: Annotated[
@@ -428,7 +443,11 @@ def validate(
     overrides: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override a config value: key.path=value (YAML). Repeatable.",
+            autocompletion=completion.config_keys,
         ),
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 on warnings too, not only on errors.")] = False,
@@ -464,7 +483,11 @@ def lr_find(
     overrides: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (YAML). Repeatable."
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override a config value: key.path=value (YAML). Repeatable.",
+            autocompletion=completion.config_keys,
         ),
     ] = None,
     min_lr: Annotated[float, typer.Option("--min-lr", metavar="LR", help="The first rate of the sweep.")] = 1e-7,
@@ -474,7 +497,12 @@ def lr_find(
     ] = 100,
     seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed (sets seed).")] = None,
     device: Annotated[
-        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).")
+        str | None,
+        typer.Option(
+            metavar="DEVICE",
+            help="auto, cpu, cuda, cuda:N or mps (sets trainer.device).",
+            autocompletion=completion.choices("auto", "cpu", "cuda", "mps"),
+        ),
     ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The plot to write: .png, .svg or .pdf.")] = Path(
         "lr_find.png"
@@ -529,11 +557,28 @@ def lr_find(
 @app.command("eval")
 def evaluate(
     ctx: typer.Context,
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `trainctl train`.", show_default=False)],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A run folder written by `trainctl train`.", show_default=False, autocompletion=completion.run_folders
+        ),
+    ],
     checkpoint: Annotated[
-        str, typer.Option(metavar="best|last|PATH", help="best, last, or a path to a checkpoint file.")
+        str,
+        typer.Option(
+            metavar="best|last|PATH",
+            help="best, last, or a path to a checkpoint file.",
+            autocompletion=completion.choices("best", "last"),
+        ),
     ] = "best",
-    split: Annotated[str, typer.Option(metavar="test|val|train", help="test, val or train.")] = "test",
+    split: Annotated[
+        str,
+        typer.Option(
+            metavar="test|val|train",
+            help="test, val or train.",
+            autocompletion=completion.choices("test", "val", "train"),
+        ),
+    ] = "test",
     output: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Also write the metrics JSON to this file.")
     ] = None,
@@ -607,7 +652,10 @@ def evaluate(
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder to predict with.", show_default=False)],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(help="Run folder to predict with.", show_default=False, autocompletion=completion.run_folders),
+    ],
     inputs: Annotated[
         list[Path],
         typer.Argument(
@@ -618,7 +666,12 @@ def predict(
         ),
     ],
     checkpoint: Annotated[
-        str, typer.Option(metavar="best|last|PATH", help="best, last, or a checkpoint file.")
+        str,
+        typer.Option(
+            metavar="best|last|PATH",
+            help="best, last, or a checkpoint file.",
+            autocompletion=completion.choices("best", "last"),
+        ),
     ] = "best",
     output: Annotated[
         Path | None,
@@ -674,19 +727,30 @@ def predict(
 
 @app.command("export")
 def export_model(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `trainctl train`.", show_default=False)],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A run folder written by `trainctl train`.", show_default=False, autocompletion=completion.run_folders
+        ),
+    ],
     format_name: Annotated[
         str,
         typer.Option(
             "--format",
             "-f",
             metavar="safetensors|onnx|torchscript|exported-program",
+            autocompletion=completion.choices("safetensors", "onnx", "torchscript", "exported-program"),
             help="safetensors (weights), onnx, torchscript or exported-program (torch.export, .pt2).",
             show_default=False,
         ),
     ],
     checkpoint: Annotated[
-        str, typer.Option(metavar="best|last|PATH", help="best, last, or a checkpoint file.")
+        str,
+        typer.Option(
+            metavar="best|last|PATH",
+            help="best, last, or a checkpoint file.",
+            autocompletion=completion.choices("best", "last"),
+        ),
     ] = "best",
     output: Annotated[
         Path | None,
@@ -739,7 +803,12 @@ def _print_prediction_warnings(output: Output, predictions: list, shown: int = 1
 
 @app.command()
 def plot(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders) to overlay.", show_default=False)],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders (or sweep folders) to overlay.", show_default=False, autocompletion=completion.run_folders
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path(
         "curves.png"
     ),
@@ -809,7 +878,12 @@ def report(
 @app.command()
 def compare(
     runs: Annotated[
-        list[Path], typer.Argument(help="Run folders, a sweep folder, or group folders.", show_default=False)
+        list[Path],
+        typer.Argument(
+            help="Run folders, a sweep folder, or group folders.",
+            show_default=False,
+            autocompletion=completion.run_folders,
+        ),
     ],
     output_format: Annotated[
         str,
@@ -817,6 +891,7 @@ def compare(
             "--format",
             "-f",
             metavar="table|csv|json|markdown",
+            autocompletion=completion.choices("table", "csv", "json", "markdown"),
             help="table (laid out for the terminal's width), csv (one row per run), json or markdown.",
         ),
     ] = "table",
@@ -969,12 +1044,18 @@ def sweep(
     config: Annotated[Path, typer.Argument(help="YAML config file every trial starts from.", show_default=False)],
     grid: Annotated[
         list[str] | None,
-        typer.Option("--grid", metavar="KEY=V1,V2", help="key=v1,v2,...: values to try (YAML). Repeatable."),
+        typer.Option(
+            "--grid",
+            metavar="KEY=V1,V2",
+            help="key=v1,v2,...: values to try (YAML). Repeatable.",
+            autocompletion=completion.config_keys,
+        ),
     ] = None,
     space: Annotated[
         list[str] | None,
         typer.Option(
             "--space",
+            autocompletion=completion.config_keys,
             metavar="KEY=KIND:...",
             help="key=loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B. Repeatable.",
         ),
@@ -987,7 +1068,13 @@ def sweep(
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value for every trial. Repeatable."),
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override a config value for every trial. Repeatable.",
+            autocompletion=completion.config_keys,
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(metavar="DIR", help="Sweep folder (default: OUTPUT_DIR/NAME-sweep).")
@@ -1009,7 +1096,9 @@ def sweep(
     pruner: Annotated[
         str | None,
         typer.Option(
-            metavar="none|median|hyperband", help="Stop unpromising trials after an epoch (sets sweep.pruner)."
+            metavar="none|median|hyperband",
+            help="Stop unpromising trials after an epoch (sets sweep.pruner).",
+            autocompletion=completion.choices("none", "median", "hyperband"),
         ),
     ] = None,
     nproc: Annotated[
@@ -1134,13 +1223,29 @@ def _print_listing(key: str, task: str | None = None) -> None:
 
 @app.command("list-losses")
 def list_losses(
-    name: Annotated[str | None, typer.Argument(help="Show this loss in full, with an example config.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="Show this loss in full, with an example config.", autocompletion=completion.registered("losses")
+        ),
+    ] = None,
     task: Annotated[
         str | None,
-        typer.Option(metavar="TASK", help="Only losses for this task: classification, regression or distribution."),
+        typer.Option(
+            metavar="TASK",
+            help="Only losses for this task: classification, regression or distribution.",
+            autocompletion=completion.loss_tasks,
+        ),
     ] = None,
     details: Annotated[
-        str | None, typer.Option("--details", metavar="NAME", help="Same as NAME.", show_default=False)
+        str | None,
+        typer.Option(
+            "--details",
+            metavar="NAME",
+            help="Same as NAME.",
+            show_default=False,
+            autocompletion=completion.registered("losses"),
+        ),
     ] = None,
 ) -> None:
     """List the registered losses: task, formula, target, expected model output, parameters, when to use.
@@ -1177,7 +1282,10 @@ for _key in ("datasets", "optimizers", "schedulers", "metrics", "transforms"):
 def list_models(
     name: Annotated[
         str | None,
-        typer.Argument(help="Show this model's parameters: the names model.freeze and optimizer.groups select."),
+        typer.Argument(
+            help="Show this model's parameters: the names model.freeze and optimizer.groups select.",
+            autocompletion=completion.registered("models"),
+        ),
     ] = None,
     config: Annotated[
         Path | None,
@@ -1185,7 +1293,13 @@ def list_models(
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", metavar="KEY=VALUE", help="With NAME: override a config value. Repeatable."),
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="With NAME: override a config value. Repeatable.",
+            autocompletion=completion.config_keys,
+        ),
     ] = None,
 ) -> None:
     """List the registered models and their parameters; with NAME, the model's layers (parameter names and shapes).
@@ -1262,7 +1376,11 @@ def write_schema(
 def init_config(
     dataset: Annotated[
         str | None,
-        typer.Option(metavar="NAME", help="A registered dataset (trainctl list-datasets); the default: digits."),
+        typer.Option(
+            metavar="NAME",
+            help="A registered dataset (trainctl list-datasets); the default: digits.",
+            autocompletion=completion.registered("datasets"),
+        ),
     ] = None,
     csv: Annotated[
         Path | None, typer.Option("--csv", metavar="FILE", help="A table (CSV, TSV or Parquet) with a header row.")
@@ -1314,6 +1432,8 @@ for _command in app.registered_commands:
 
 
 def main() -> None:
+    completion.use_trainctl_scripts()  # what --show-completion and --install-completion write for bash
+    completion.answer_if_asked(app)  # a Tab in the shell: the completions, then exit
     with closed_output_ends_quietly():
         app()
 
