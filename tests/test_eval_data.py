@@ -309,3 +309,17 @@ def test_a_run_on_a_builtin_dataset_has_no_labelled_files_to_read(cli, tiny_run,
         "error: --data: scores labelled files of runs trained on csv tables, text, image_folder and audio_folder "
         f"data; {run} was trained on 'iris': use --split to score its own splits"
     )
+
+
+def test_damaged_class_counts_in_data_json_are_one_line(cli, iris_run, tmp_path):
+    run, source = iris_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    saved = json.loads((copy / "data.json").read_text())
+    (copy / "data.json").write_text(json.dumps({**saved, "class_counts": [40, "many", 40]}))
+    result = cli("eval", copy, "--data", source)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {copy / 'data.json'}: class_counts is [40, 'many', 40], not a count per class (3 classes); "
+        "the file is damaged or incomplete (trainctl train writes it)"
+    )

@@ -840,7 +840,11 @@ def plot(
 def report(
     folder: Annotated[
         Path,
-        typer.Argument(help="A run folder, a group folder (train --repeats) or a sweep folder.", show_default=False),
+        typer.Argument(
+            help="A run folder, a group folder (train --repeats) or a sweep folder.",
+            show_default=False,
+            autocompletion=completion.run_folders,
+        ),
     ],
     output: Annotated[
         Path | None,
@@ -980,6 +984,7 @@ def label_issues(
             metavar="RUN|CV_FOLDER|FILE",
             help="A run folder, a cross-validation folder (oof.csv) or a per-sample CSV file.",
             show_default=False,
+            autocompletion=completion.run_folders,
         ),
     ],
     top: Annotated[int, typer.Option(min=1, metavar="K", help="How many samples to show, most likely first.")] = 20,
@@ -988,6 +993,7 @@ def label_issues(
         typer.Option(
             "--rank-by",
             metavar="self-confidence|normalized-margin",
+            autocompletion=completion.choices("self-confidence", "normalized-margin"),
             help="The score that orders the list, lowest first: the given label's probability, or it "
             "minus the most probable other class's.",
         ),
