@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 from trainctl.config.loading import read_config, validate
 from trainctl.errors import UserError
 from trainctl.files import write_atomically
@@ -33,7 +31,6 @@ from trainctl.reports.groups import (
     read_group,
     run_folder_name,
     summarise,
-    test_metrics,
     write_json,
 )
 from trainctl.runs import LOCK_NAME, RunFolder
@@ -187,7 +184,7 @@ def _start_record(setup: RepeatSetup) -> GroupRecord:
 def _run_waiting(setup: RepeatSetup, record: GroupRecord, output: Output) -> tuple[int, bool]:
     """Train the runs not finished yet through the shared run pool (`trainctl.sweeps.pool`),
     recording each in group.json as it ends; how many ran, and whether they were interrupted."""
-    from trainctl.sweeps.pool import PlannedRun, RunEnd, RunPool, notice_of_first_signal, run_planned
+    from trainctl.sweeps.pool import PlannedRun, RunEnd, RunPool, end_line, notice_of_first_signal, run_planned
 
     waiting = [run for run in record.runs if run.status == "waiting"]
     done = len(record.runs) - len(waiting)
@@ -205,24 +202,10 @@ def _run_waiting(setup: RepeatSetup, record: GroupRecord, output: Output) -> tup
         run = waiting[end.index]
         run.seconds, run.status, run.error = end.seconds, end.status, end.error
         write_json(setup.folder / GROUP_FILE, record.to_dict())
-        _report(setup, run, output)
+        output.markup(end_line(setup.folder / run.folder, run.folder, end, setup.monitor))
 
     interrupted = run_planned(pool, planned, on_end, notice_of_first_signal(output.notice, "runs"))
     return pool.ran, interrupted
-
-
-def _report(setup: RepeatSetup, run: GroupRun, output: Output) -> None:
-    """After each run: one line saying how it went."""
-    seconds = f"  ({run.seconds:.1f}s)" if run.seconds is not None else ""
-    if run.status == "done":
-        metric = setup.monitor.removeprefix("val/")
-        value = test_metrics(setup.folder / run.folder).get(metric)
-        outcome = f"test/{metric} {value:.4f}" if value is not None else "done"
-    elif run.status == "failed":
-        outcome = f"[red]failed[/red]: {escape(run.error)}"
-    else:
-        outcome = "[yellow]interrupted[/yellow]"
-    output.markup(f"{escape(run.folder)}  {outcome}{seconds}")
 
 
 def _seed_list(seeds: list[int]) -> str:

@@ -291,6 +291,24 @@ def run_planned(
         pool.close()
 
 
+def end_line(run: Path, label: str, end: RunEnd, monitor: str) -> str:
+    """After each run of a list: one line (rich markup) saying how it went: its test value of the
+    monitored metric, or its error line."""
+    from rich.markup import escape
+
+    from trainctl.reports.groups import test_metrics
+
+    if end.status == "done":
+        metric = monitor.removeprefix("val/")
+        value = test_metrics(run).get(metric)
+        outcome = f"test/{metric} {value:.4f}" if value is not None else "done"
+    elif end.status == "failed":
+        outcome = f"[red]failed[/red]: {escape(end.error)}"
+    else:
+        outcome = "[yellow]interrupted[/yellow]"
+    return f"{escape(label)}  {outcome}  ({end.seconds:.1f}s)"
+
+
 def notice_of_first_signal(notice: Callable[[str], None], what: str) -> Callable[[str], None]:
     """What the first signal says: that running `what` (runs, trials, folds) save their state."""
 
