@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from trainctl.config.identity import differing_keys
 from trainctl.config.loading import Config, read_config, validate
 from trainctl.errors import ConfigError, Problem, UserError
 from trainctl.files import write_atomically
@@ -163,10 +164,7 @@ def check_folder(setup: CvSetup) -> CvRecord | None:
         for name, was, now in (("folds", record.folds, setup.folds), ("repeats", record.repeats, setup.repeats))
         if was != now
     ]
-    if record.config != setup.base:
-        from trainctl.training.state import differing_keys  # imports torch: only when the configs differ
-
-        differences += differing_keys(record.config, setup.base)
+    differences += differing_keys(record.config, setup.base)
     if differences:
         raise UserError(
             f"{folder}: this cross-validation was started with a different config; these differ: "
