@@ -409,6 +409,75 @@ def _train_repeats(
         raise typer.Exit(EXIT_USER_ERROR)
 
 
+@app.command("cv")
+def cross_validate(
+    config: Annotated[Path, typer.Argument(help="YAML config file every fold trains.", show_default=False)],
+    folds: Annotated[
+        int, typer.Option("--folds", "-k", metavar="K", help="Folds: each is held out once as a run's test split.")
+    ],
+    repeats: Annotated[
+        int, typer.Option("--repeats", metavar="R", help="Split again with R split seeds (split_seed, +1, ...).")
+    ] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Folds trained in parallel.")] = 1,
+    out: Annotated[Path | None, typer.Option(metavar="DIR", help="cv folder (default: OUTPUT_DIR/NAME-cv).")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value for every fold. Repeatable."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed of every fold's run (sets seed).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; print only the cv folder.")] = False,
+) -> None:
+    """Cross-validate: train the config once per fold, each fold's held-out rows its test split.
+
+    Folds are stratified by class for classification, and keep whole groups when a csv dataset sets
+    data.group_column. Each fold is an ordinary run folder (fold-1/ ..., repeat-1/fold-1/ ... with
+    --repeats) trained as `trainctl train` trains it, with data.fold and data.split_seed set. The cv
+    folder gets summary.json (each test metric's mean, sd and 95% interval over the folds) and
+    oof.csv (every sample's out-of-fold prediction). The same command continues an interrupted cv;
+    `trainctl compare` pairs two cv folders fold by fold.
+
+    Example: trainctl cv configs/digits_mlp.yaml --folds 5 --jobs 2 --set trainer.epochs=10
+    """
+    from trainctl.reports.cross_validation import OOF_FILE, SUMMARY_FILE, cv_summary_table
+    from trainctl.reports.tables import heading
+    from trainctl.sweeps.cross_validation import prepare_cv, run_cv
+
+    _load_plugins()
+    settings = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
+    output = Output(quiet=quiet)
+    with user_errors():
+        setup = prepare_cv(
+            config,
+            settings,
+            folds=folds,
+            repeats=repeats,
+            out=out,
+            jobs=jobs,
+            plugin_arguments=_plugin_options().arguments(),  # every fold loads the same plugins
+        )
+        outcome = run_cv(setup, output)
+    summary = outcome.summary
+    if quiet:
+        output.line(str(setup.folder))
+    elif summary["test"]:
+        done, total = len(summary["done"]), len(summary["runs"])
+        over = f"{done} folds" if done == total else f"{done} of {total} folds"
+        output.show(heading(f"test metrics over {over}: mean ± sd, {summary['level']:.0%} interval of the mean (t)"))
+        output.show(cv_summary_table(summary))
+    if not quiet:
+        output.line(f"written: {setup.folder / SUMMARY_FILE}")
+        output.line(f"out-of-fold predictions: {setup.folder / OOF_FILE} ({outcome.oof_rows} rows)")
+    if outcome.interrupted:
+        output.notice("interrupted; run the same command again to continue the cross-validation")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if outcome.failed:
+        output.error(
+            f"{len(outcome.failed)} of {len(outcome.record.runs)} folds failed (their errors are in "
+            f"{setup.folder / 'cv.json'}); run the same command again to try them again"
+        )
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
 def without_option(arguments: list[str], option: str) -> list[str]:
     """A command line without `option VALUE` and `option=VALUE`; after `--` every word is kept."""
     kept: list[str] = []
@@ -884,7 +953,7 @@ def compare(
     runs: Annotated[
         list[Path],
         typer.Argument(
-            help="Run folders, a sweep folder, or group folders.",
+            help="Run folders, a sweep folder, group folders or cv folders.",
             show_default=False,
             autocompletion=completion.run_folders,
         ),
@@ -908,7 +977,8 @@ def compare(
     Two runs scored on the same test split also get each metric's difference with a 95% paired
     bootstrap interval over the test samples, said in words. Group folders (train --repeats) are
     compared by each metric's mean ± sd over their seeds; two groups get a paired t test over their
-    seeds and the bootstrap of the seed-averaged difference.
+    seeds and the bootstrap of the seed-averaged difference. cv folders (trainctl cv) on the same folds
+    are compared fold by fold: a paired t test over the folds.
 
     Example: trainctl compare runs/robust_mse-* runs/robust_adaptive-*
 
@@ -925,6 +995,7 @@ def compare(
         comparison_tables,
         expand_runs,
     )
+    from trainctl.reports.cross_validation import is_cv
     from trainctl.reports.groups import is_group
 
     with user_errors():
@@ -932,6 +1003,9 @@ def compare(
             raise UserError(f"--format: unknown format {output_format!r}; allowed: {', '.join(FORMATS)}")
         if all(is_group(path) for path in runs):
             _compare_groups(runs, output_format)
+            return
+        if all(is_cv(path) for path in runs):
+            _compare_groups(runs, output_format, cv=True)
             return
         comparison = compare_runs(expand_runs(runs))
         pair = _paired_runs(comparison) if len(runs) == 2 and len(comparison.runs) == 2 else None
@@ -963,10 +1037,12 @@ def _paired_runs(comparison: Any) -> Any:
     )
 
 
-def _compare_groups(folders: list[Path], output_format: str) -> None:
+def _compare_groups(folders: list[Path], output_format: str, cv: bool = False) -> None:
+    """Groups of seeds, or cv folders (`cv`), side by side, and two of them paired."""
+    from trainctl.reports.compare_cv import compare_cv
     from trainctl.reports.compare_groups import compare_groups, group_csv, group_json, group_markdown, group_tables
 
-    comparison = compare_groups(folders)
+    comparison = compare_cv(folders) if cv else compare_groups(folders)
     output = Output()
     if output_format == "table":
         for renderable in group_tables(comparison, output.stdout.width):

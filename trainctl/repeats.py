@@ -2,8 +2,9 @@
 run an ordinary run folder in a group folder (`trainctl.reports.groups` describes its files), then
 the group's summary of every test metric over the seeds.
 
-Each run is trained as `trainctl train` trains it, `--jobs` at a time, in the sweep's warm worker
-processes (torch is imported once per job, not once per run). A run that fails is recorded with its error line and the others go on. Running the same command
+Each run is trained as `trainctl train` trains it, `--jobs` at a time, in the shared run pool's
+warm worker processes (`trainctl.sweeps.pool`: torch is imported once per job, not once per run).
+A run that fails is recorded with its error line and the others go on. Running the same command
 again continues the group: finished runs are kept, interrupted ones resumed from their last
 checkpoint, failed ones tried again; seeds not in the group yet are added to it. A group is one
 config: a different one is refused, naming the keys that differ.
@@ -12,21 +13,12 @@ config: a different one is refused, naming the keys that differ.
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 from trainctl.config.loading import read_config, validate
-from trainctl.errors import EXIT_INTERRUPTED, UserError
+from trainctl.errors import UserError
 from trainctl.files import write_atomically
 from trainctl.output import Output
 from trainctl.reports.groups import (
@@ -39,7 +31,6 @@ from trainctl.reports.groups import (
     read_group,
     run_folder_name,
     summarise,
-    test_metrics,
     write_json,
 )
 from trainctl.runs import LOCK_NAME, RunFolder
@@ -163,11 +154,10 @@ def run_repeats(setup: RepeatSetup, output: Output) -> RepeatOutcome:
     lock.claim()  # a second process on the same group is refused, naming the first
     try:
         record = _start_record(setup)
-        runner = _Runner(setup, record, output)
-        runner.run_all()
+        ran, interrupted = _run_waiting(setup, record, output)
         summary = summarise(setup.folder, record)
         write_json(setup.folder / SUMMARY_FILE, summary)
-        return RepeatOutcome(record, summary, runner.ran, runner.interrupted)
+        return RepeatOutcome(record, summary, ran, interrupted)
     finally:
         lock.release()
 
@@ -191,188 +181,31 @@ def _start_record(setup: RepeatSetup) -> GroupRecord:
     return record
 
 
-@dataclass
-class _Runner:
-    """`--jobs` threads, each taking the next waiting run and training it, until none is left or a
-    stop is requested. Each thread hands its runs to a warm worker of its own (the sweep's:
-    `trainctl.sweeps.workers`), a process that imports torch once for all its runs; a worker that
-    dies fails only its run, and the next run starts a new one. With --strict, which the workers
-    do not take, each run is a `trainctl train --strict` process."""
+def _run_waiting(setup: RepeatSetup, record: GroupRecord, output: Output) -> tuple[int, bool]:
+    """Train the runs not finished yet through the shared run pool (`trainctl.sweeps.pool`),
+    recording each in group.json as it ends; how many ran, and whether they were interrupted."""
+    from trainctl.sweeps.pool import PlannedRun, RunEnd, RunPool, end_line, notice_of_first_signal, run_planned
 
-    setup: RepeatSetup
-    record: GroupRecord
-    output: Output
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    processes: set[subprocess.Popen] = field(default_factory=set)
-    workers: list[Any] = field(default_factory=list)  # one WarmWorker (or None) per thread
-    ran: int = 0
-    interrupted: bool = False
-    stopping: bool = False
-    failure: BaseException | None = None  # what ended a thread early; raised in the main thread
+    waiting = [run for run in record.runs if run.status == "waiting"]
+    done = len(record.runs) - len(waiting)
+    jobs = min(setup.jobs, len(waiting))
+    output.message(
+        f"group folder: {setup.folder}  ({len(record.runs)} runs, seeds "
+        f"{_seed_list(record.seeds)}; {done} finished before, {len(waiting)} to run"
+        + (f", {jobs} at a time)" if waiting else ")")
+    )
+    base = setup.folder / BASE_CONFIG
+    planned = [PlannedRun(setup.folder / run.folder, base, (f"seed={run.seed}",)) for run in waiting]
+    pool = RunPool(setup.jobs, setup.plugin_arguments, strict=setup.strict)
 
-    def run_all(self) -> None:
-        from trainctl.training.interrupts import graceful_stop
+    def on_end(end: RunEnd) -> None:
+        run = waiting[end.index]
+        run.seconds, run.status, run.error = end.seconds, end.status, end.error
+        write_json(setup.folder / GROUP_FILE, record.to_dict())
+        output.markup(end_line(setup.folder / run.folder, run.folder, end, setup.monitor))
 
-        waiting = [run for run in self.record.runs if run.status == "waiting"]
-        done = len(self.record.runs) - len(waiting)
-        jobs = min(self.setup.jobs, len(waiting))
-        self.output.message(
-            f"group folder: {self.setup.folder}  ({len(self.record.runs)} runs, seeds "
-            f"{_seed_list(self.record.seeds)}; {done} finished before, {len(waiting)} to run"
-            + (f", {jobs} at a time)" if waiting else ")")
-        )
-        queue = list(waiting)
-
-        def on_first_signal(name: str) -> None:
-            self.output.notice(
-                f"{name}: letting running runs save their state; starting no new ones "
-                "(press Ctrl-C again to stop at once)"
-            )
-            self.stopping = True
-            if name == "SIGTERM":  # Ctrl-C reaches the runs from the terminal; SIGTERM only reached us
-                self.signal_runs(signal.SIGTERM)
-
-        self.workers = [None] * jobs
-        threads = [threading.Thread(target=self._work, args=(job, queue), name=f"repeat-{job}") for job in range(jobs)]
-        try:
-            with graceful_stop(on_first_signal) as stop:
-                for thread in threads:
-                    thread.start()
-                try:
-                    for thread in threads:
-                        thread.join()
-                except KeyboardInterrupt:  # the second Ctrl-C: stop the runs at once
-                    self.stopping = True
-                    self.signal_runs(signal.SIGKILL)
-                    for thread in threads:
-                        thread.join()
-                self.interrupted = self.stopping or stop.requested
-        finally:
-            for job in range(jobs):
-                self._retire_worker(job)
-        if self.failure is not None:
-            raise self.failure
-
-    def _work(self, job: int, queue: list[GroupRun]) -> None:
-        try:
-            while not self.stopping and self.failure is None:
-                with self.lock:
-                    if not queue:
-                        return
-                    run = queue.pop(0)
-                self._train(job, run)
-        except BaseException as error:  # the main thread reports it; the other threads stop taking runs
-            with self.lock:
-                self.failure = self.failure or error
-            self.stopping = True
-            self.signal_runs(signal.SIGTERM)  # running runs save their state and stop
-
-    def _train(self, job: int, run: GroupRun) -> None:
-        started = time.perf_counter()
-        path = self.setup.folder / run.folder
-        resuming = (path / "checkpoints" / "last.pt").is_file()
-        if not resuming and path.exists():
-            shutil.rmtree(path)  # stopped before its first checkpoint: nothing in it to keep
-        if self.setup.strict:
-            status, error = self._run_command(run, resuming)
-        else:
-            status, error = self._run_in_worker(job, run, resuming)
-        with self.lock:
-            self.ran += 1
-            run.seconds = round(time.perf_counter() - started, 3)
-            run.status, run.error = ("interrupted", "") if self.stopping and status != "done" else (status, error)
-            write_json(self.setup.folder / GROUP_FILE, self.record.to_dict())
-            self.report(run)
-
-    def _run_in_worker(self, job: int, run: GroupRun, resuming: bool) -> tuple[str, str]:
-        from trainctl.sweeps.worker import TrialRequest
-        from trainctl.sweeps.workers import WorkerDied
-
-        path = str(self.setup.folder / run.folder)
-        base = str(self.setup.folder / BASE_CONFIG)
-        request = TrialRequest(path) if resuming else TrialRequest(path, base, (f"seed={run.seed}",))
-        worker = self.workers[job] or self._start_worker(job)
-        try:
-            outcome = worker.run(request, lambda epoch, value: False)  # a group prunes nothing
-        except WorkerDied as death:
-            self._retire_worker(job)  # the run failed with it; the next run gets a new one
-            return "failed", str(death)
-        if worker.leaking(outcome):
-            self._retire_worker(job)
-        return outcome.status, outcome.error
-
-    def _start_worker(self, job: int) -> Any:
-        from trainctl.sweeps.workers import WarmWorker
-
-        worker = WarmWorker(self.setup.plugin_arguments, self._environment())
-        with self.lock:  # signal_runs reads the slots
-            self.workers[job] = worker
-        return worker
-
-    def _retire_worker(self, job: int) -> None:
-        with self.lock:
-            worker, self.workers[job] = self.workers[job], None
-        if worker is not None:
-            worker.stop()
-
-    def _run_command(self, run: GroupRun, resuming: bool) -> tuple[str, str]:
-        trainctl = [sys.executable, "-m", "trainctl", *self.setup.plugin_arguments, "train"]
-        path = str(self.setup.folder / run.folder)
-        base = str(self.setup.folder / BASE_CONFIG)
-        command = (
-            [*trainctl, "--resume", path, "--quiet"]
-            if resuming
-            else [*trainctl, base, "--set", f"seed={run.seed}", "--out", path, "--quiet", "--strict"]
-        )
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self._environment()
-        )
-        with self.lock:
-            self.processes.add(process)
-        try:
-            _, stderr = process.communicate()
-        finally:
-            with self.lock:
-                self.processes.discard(process)
-        if process.returncode == 0:
-            return "done", ""
-        if process.returncode == EXIT_INTERRUPTED:
-            return "interrupted", ""
-        return "failed", _last_error_line(stderr) or f"trainctl train exited with code {process.returncode}"
-
-    def _environment(self) -> dict[str, str]:
-        environment = dict(os.environ)
-        if self.setup.jobs > 1:  # parallel runs share the cores instead of each taking all of them
-            environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.setup.jobs)))
-        return environment
-
-    def signal_runs(self, signum: int) -> None:
-        """Signal every running run: its process, or its warm worker (an idle one ignores SIGINT and
-        SIGTERM; SIGKILL ends it with its run)."""
-        with self.lock:
-            for process in self.processes:
-                process.send_signal(signum)
-            for worker in self.workers:
-                if worker is not None:
-                    worker.send_signal(signum)
-
-    def report(self, run: GroupRun) -> None:
-        """After each run: one line saying how it went."""
-        seconds = f"  ({run.seconds:.1f}s)" if run.seconds is not None else ""
-        if run.status == "done":
-            metric = self.setup.monitor.removeprefix("val/")
-            value = test_metrics(self.setup.folder / run.folder).get(metric)
-            outcome = f"test/{metric} {value:.4f}" if value is not None else "done"
-        elif run.status == "failed":
-            outcome = f"[red]failed[/red]: {escape(run.error)}"
-        else:
-            outcome = "[yellow]interrupted[/yellow]"
-        self.output.markup(f"{escape(run.folder)}  {outcome}{seconds}")
-
-
-def _last_error_line(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return lines[-1].removeprefix("error: ") if lines else ""
+    interrupted = run_planned(pool, planned, on_end, notice_of_first_signal(output.notice, "runs"))
+    return pool.ran, interrupted
 
 
 def _seed_list(seeds: list[int]) -> str:

@@ -162,10 +162,11 @@ def csv_table(
     features: list[str] | None = None,  # default: every column but the target
     task: Literal["auto", "classification", "regression"] = "auto",
     on_missing: Literal["drop", "error"] = "error",  # rows with an empty or NA cell in a used column
+    group_column: str | None = None,  # rows with one value here stay in one cv fold; not a feature by default
 ) -> RawData:
     from trainctl.data.tables import table_data
 
-    return table_data(path, target, features, task, on_missing)
+    return table_data(path, target, features, task, on_missing, group_column)
 
 
 def _register_standard_images(name: str, summary: str, shape: str, load: Callable[[str, bool], RawData]) -> None:

@@ -62,6 +62,20 @@ class TransformLists(BaseModel):
     eval: list[_Component] | None = None  # default: [normalize]; must not be random
 
 
+class FoldSettings(BaseModel):
+    """data.fold: this run's test split is one fold of a cross-validation (`trainctl cv` sets it per fold)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    count: Annotated[int, Field(ge=2, le=MAX_COUNT)]  # folds the pool of rows is split into (seeded by split_seed)
+    index: Annotated[int, Field(ge=1, le=MAX_COUNT)]  # the fold held out as the test split, 1 to count
+
+    @model_validator(mode="after")
+    def _index_is_a_fold(self) -> FoldSettings:
+        if self.index > self.count:
+            raise ValueError(f"index must be 1 to count ({self.count}), got {self.index}")
+        return self
+
+
 class _Data(_Component):
     name: str = "digits"
     batch_size: Count = 64
@@ -74,6 +88,8 @@ class _Data(_Component):
     pin_memory: bool = False
     persistent_workers: bool = False  # keep the workers between epochs (needs num_workers > 0)
     transforms: TransformLists | None = None  # image and audio datasets only
+    # The test split is this fold's held-out rows; val is drawn from the rest; test_fraction is unused.
+    fold: FoldSettings | None = None
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> _Data:
@@ -222,6 +238,7 @@ class DataSettings:
     pin_memory: bool = False
     persistent_workers: bool = False
     transforms: dict[str, list[dict[str, Any]] | None] | None = None  # {train: [{name, ...}], eval: [...]}
+    fold: dict[str, int] | None = None  # {count, index}: the test split is this cross-validation fold
 
 
 @dataclass(frozen=True)
@@ -256,6 +273,13 @@ class Config:
                 raise
             raise ConfigError([problem]) from None
 
+    def _data_settings(self) -> dict[str, Any]:
+        """data's own settings; `fold` only in a cross-validation fold's run (the runs before it have none)."""
+        settings = asdict(self.data)
+        if settings["fold"] is None:
+            del settings["fold"]
+        return settings
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data, in the shape of the YAML file: exactly what runs."""
 
@@ -267,7 +291,7 @@ class Config:
         return {
             "name": self.name,
             "seed": self.seed,
-            "data": section(self.dataset, asdict(self.data)),
+            "data": section(self.dataset, self._data_settings()),
             "model": section(self.model, {"freeze": list(self.freeze)} if self.freeze else None),
             "loss": section(self.loss),
             "optimizer": section(self.optimizer, {"groups": self.optimizer_groups} if self.optimizer_groups else None),
@@ -296,6 +320,7 @@ def _allowed_keys(loc: Key) -> list[str]:
         ("logging",): LoggingSettings,
         ("sweep",): SweepSettings,
         ("data", "transforms"): TransformLists,
+        ("data", "fold"): FoldSettings,
     }
     if parent in sections:
         return list(sections[parent].model_fields)
@@ -548,7 +573,9 @@ def validate(data: dict[str, Any], source: SourceMap) -> Config:
         name=shape.name,
         seed=shape.seed,
         data=DataSettings(
-            **{key: getattr(data_settings, key) for key in DATA_SETTINGS if key != "transforms"}, transforms=transforms
+            **{key: getattr(data_settings, key) for key in DATA_SETTINGS if key not in ("transforms", "fold")},
+            transforms=transforms,
+            fold=data_settings.fold.model_dump() if data_settings.fold is not None else None,
         ),
         dataset=dataset,
         model=model,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainctl.data.folds import Fold, fold_rows
 from trainctl.data.image_pipeline import ImageOptions, prepare_images
 from trainctl.data.raw import RawData
 from trainctl.data.streaming import StreamedInputs
@@ -155,16 +156,21 @@ def predicting_outputs(outputs: torch.Tensor, layout: str) -> torch.Tensor:
     return outputs[:, : outputs.shape[-1] // 2] if layout == "mean_variance" else outputs
 
 
-def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+def split_indices(
+    raw: RawData, val_fraction: float, test_fraction: float, seed: int, fold: Fold | None = None
+) -> tuple[np.ndarray, ...]:
     """Seeded train/val/test indices, stratified by class for classification: each class is split
     in the same proportions, the counts rounded so the splits have exactly their share overall.
+    With `fold` (data.fold, set by `trainctl cv`), the test split is that fold's held-out rows.
 
     Written out here rather than taken from scikit-learn, whose import alone costs about 0.9 s.
     """
     rng = np.random.default_rng(seed)
     size = len(raw.x)
+    if fold is not None:
+        return _fold_split(raw, val_fraction, fold, seed, rng)
     if raw.test_rows is not None or raw.val_rows is not None:
-        return _split_with_given_rows(raw, val_fraction, test_fraction, rng)
+        return _split_with_given_rows(raw, val_fraction, test_fraction, rng, raw.val_rows, raw.test_rows)
     n_test, n_val = math.ceil(test_fraction * size), math.ceil(val_fraction * size)  # rounded up, as scikit-learn does
     for name, count in (("training", size - n_test - n_val), ("validation", n_val), ("test", n_test)):
         if count < 1:
@@ -189,23 +195,42 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
     return train, val, test
 
 
+def _fold_split(
+    raw: RawData, val_fraction: float, fold: Fold, seed: int, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
+    """data.fold: the fold's held-out rows are the test split, and the validation split is drawn,
+    stratified, from the other rows of the pool (a dataset's own validation split is kept). A test
+    split the dataset keeps itself is not used: the folds hold out their own."""
+    test = fold_rows(raw, fold, seed)
+    return _split_with_given_rows(raw, val_fraction, 0.0, rng, raw.val_rows, test, unused=raw.test_rows)
+
+
 def _split_with_given_rows(
-    raw: RawData, val_fraction: float, test_fraction: float, rng: np.random.Generator
+    raw: RawData,
+    val_fraction: float,
+    test_fraction: float,
+    rng: np.random.Generator,
+    val_rows: Any | None,
+    test_rows: Any | None,
+    unused: Any | None = None,
 ) -> tuple[np.ndarray, ...]:
     """A dataset with its own test (or validation) split keeps it, such as MNIST's t10k files or an
     image folder's test_root; a split not given is drawn, stratified, from the training rows."""
-    given = [rows for rows in (raw.val_rows, raw.test_rows) if rows is not None]
+    given = [np.asarray(rows) for rows in (val_rows, test_rows, unused) if rows is not None]
     pool = np.setdiff1d(np.arange(len(raw.x)), np.concatenate(given))
     drawn: dict[str, np.ndarray] = {}
-    for name, rows, fraction in (("test", raw.test_rows, test_fraction), ("validation", raw.val_rows, val_fraction)):
+    for name, rows, fraction in (("test", test_rows, test_fraction), ("validation", val_rows, val_fraction)):
         if rows is not None:
             drawn[name] = np.sort(np.asarray(rows))
             continue
         count = math.ceil(fraction * len(pool))
         if count >= len(pool):
             raise UserError(f"data: cannot draw a {name} split of {fraction} from {len(pool)} training rows")
-        labels = raw.y[pool]
-        groups = [pool[labels == label] for label in np.unique(labels)]
+        if raw.task.kind == "classification":
+            labels = raw.y[pool]
+            groups = [pool[labels == label] for label in np.unique(labels)]
+        else:
+            groups = [pool]
         counts = _shares(count, np.array([len(group) for group in groups]))
         taken = [rng.permutation(group)[:n] for group, n in zip(groups, counts)]
         drawn[name] = np.sort(np.concatenate(taken))
@@ -250,8 +275,9 @@ def prepare_data(
     split_seed: int,
     device: torch.device,
     images: ImageOptions | None = None,
+    fold: Fold | None = None,
 ) -> PreparedData:
-    train_idx, val_idx, test_idx = split_indices(raw, val_fraction, test_fraction, split_seed)
+    train_idx, val_idx, test_idx = split_indices(raw, val_fraction, test_fraction, split_seed, fold)
 
     def to_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)

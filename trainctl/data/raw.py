@@ -57,6 +57,7 @@ class RawData:
     images: ImageSource | None = None  # an image dataset: inputs come through the transforms
     audio: AudioSource | None = None  # an audio dataset: inputs are features of the decoded files
     files: list[str] | None = None  # each row's file (image and audio folders), named by `eval --worst`
+    groups: Any | None = None  # each row's group (a csv dataset's data.group_column): one cv fold holds a whole group
     # (what is odd, what to do) about the data: warnings of the checks before training (validate, train)
     warnings: list[tuple[str, str]] = field(default_factory=list)
 

@@ -363,24 +363,36 @@ def table_task(params: dict[str, Any]) -> str:
     return infer_task(table, params["target"], "auto")
 
 
-def table_data(path: str, target: str, features: list[str] | None, task: str, on_missing: str) -> RawData:
+def table_data(
+    path: str, target: str, features: list[str] | None, task: str, on_missing: str, group_column: str | None = None
+) -> RawData:
     """The `csv` dataset: the target's classes or values, and the feature columns' encoding fitted
     on the training rows once the split is drawn. A table too large to read at once is read in
-    chunks (`trainctl.data.table_stream`)."""
+    chunks (`trainctl.data.table_stream`). `group_column` gives each row's group for cv folds."""
     if not fits_in_memory(Path(path)):
+        if group_column is not None:
+            raise UserError(
+                f"data.group_column: {path} is too large to read at once and is read in chunks, which "
+                "keep no groups; leave data.group_column out, or use a smaller table"
+            )
         from trainctl.data.table_stream import streamed_table_data
 
         return streamed_table_data(path, target, features, task, on_missing)
     table = read_table(Path(path), text_columns=(target,))
-    columns = features if features is not None else [name for name in table.columns if name != target]
+    set_apart = {target, group_column}
+    columns = features if features is not None else [name for name in table.columns if name not in set_apart]
     require_columns(table, {"data.target": target})
+    if group_column is not None:
+        require_columns(table, {"data.group_column": group_column})
+        if group_column == target:
+            raise UserError(f"data.group_column: the target column {target!r} cannot also be the group column")
     for name in columns:
         require_columns(table, {"data.features": name})
     if target in columns:
         raise UserError(f"data.features: the target column {target!r} cannot also be a feature")
     if not columns:
         raise UserError(f"data.features: {path} has no columns besides the target {target!r}")
-    table = handle_missing(table, [target, *columns], on_missing)
+    table = handle_missing(table, [target, *columns, *([group_column] if group_column else [])], on_missing)
     kind = infer_task(table, target, task)
     if kind == "classification":
         labels, y = class_indices(table, target)
@@ -397,5 +409,6 @@ def table_data(path: str, target: str, features: list[str] | None, task: str, on
         encoding = FeatureEncoding.fit(table, columns, train_rows)
         return EncodedRows(encoding, table), {"table": encoding.to_dict()}
 
+    groups = table.cells_of(group_column).texts().codes[table.rows] if group_column is not None else None
     placeholder = np.zeros((len(y), 0), dtype="float32")  # the width is known once fitted on training rows
-    return RawData(placeholder, y, described, (0,), fit_inputs=fit_inputs, warnings=warnings)
+    return RawData(placeholder, y, described, (0,), fit_inputs=fit_inputs, warnings=warnings, groups=groups)

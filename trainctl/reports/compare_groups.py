@@ -1,6 +1,7 @@
 """`trainctl compare GROUP GROUP ...`: groups of runs (`train --repeats`) side by side, each test
 metric as its mean ± sd over the group's seeds, and for two groups their differences with
-intervals (`trainctl.reports.significance`)."""
+intervals (`trainctl.reports.significance`). cv folders are laid out the same way, over their
+folds (`trainctl.reports.compare_cv`)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ class GroupComparison:
     summaries: list[dict[str, Any]]
     metrics: list[str]
     pair: PairComparison | None  # for two groups
+    title: str = TITLE
+    unit: str = "seeds"  # what each group's values are over: seeds, or a cv folder's folds
+    all_key: str = "seeds"  # the summary's list of every seed (or fold) of the group
+
+    def done(self, summary: dict[str, Any]) -> str:
+        return f"{len(summary['done'])} of {len(summary[self.all_key])}"
 
 
 def group_labels(folders: list[Path]) -> list[str]:
@@ -60,7 +67,7 @@ def _cell(stats: dict[str, Any] | None) -> str:
 
 def _grid(comparison: GroupComparison) -> list[list[str]]:
     rows = [[key, *(cell_text(_lookup(config, key)) for config in comparison.configs)] for key in comparison.keys]
-    rows.append(["seeds done", *(f"{len(s['done'])} of {len(s['seeds'])}" for s in comparison.summaries)])
+    rows.append([f"{comparison.unit} done", *(comparison.done(s) for s in comparison.summaries)])
     rows += [
         [f"test/{name}", *(_cell(s["test"].get(name)) for s in comparison.summaries)] for name in comparison.metrics
     ]
@@ -70,14 +77,14 @@ def _grid(comparison: GroupComparison) -> list[list[str]]:
 def group_tables(comparison: GroupComparison, width: int) -> list[Any]:
     from rich.text import Text
 
-    out = side_by_side(TITLE, comparison.labels, _grid(comparison), [], width)
+    out = side_by_side(comparison.title, comparison.labels, _grid(comparison), [], width)
     if comparison.pair is not None:
         out += [Text(""), *(Text(line) for line in comparison.pair.lines())]
     return out
 
 
 def group_markdown(comparison: GroupComparison) -> str:
-    text = markdown_table(TITLE, comparison.labels, _grid(comparison), [])
+    text = markdown_table(comparison.title, comparison.labels, _grid(comparison), [])
     if comparison.pair is not None:
         text += "\n" + "\n".join(comparison.pair.lines()) + "\n"
     return text
@@ -108,7 +115,7 @@ def group_csv(comparison: GroupComparison) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     columns = [f"test/{name}/{part}" for name in comparison.metrics for part in ("mean", "sd")]
-    writer.writerow(["group", "label", *comparison.keys, "seeds_done", *columns])
+    writer.writerow(["group", "label", *comparison.keys, f"{comparison.unit}_done", *columns])
     for folder, label, config, summary in zip(
         comparison.folders, comparison.labels, comparison.configs, comparison.summaries
     ):

@@ -162,13 +162,14 @@ def format_number(value: float) -> str:
     return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.4g}"
 
 
-def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """One row per test metric: mean ± sd, the interval of the mean, the lowest and highest seed, n."""
+def summary_rows(summary: dict[str, Any], per: str = "per_seed") -> list[list[str]]:
+    """One row per test metric: mean ± sd, the interval of the mean, the lowest and highest value
+    (of the seeds; of the folds for cv, per="per_fold"), n."""
     rows = []
     for name, stats in summary["test"].items():
         spread = "" if stats["sd"] is None else f" ± {format_number(stats['sd'])}"
         interval = "—" if stats["interval"] is None else "[{}, {}]".format(*map(format_number, stats["interval"]))
-        values = list(stats["per_seed"].values())
+        values = list(stats[per].values())
         rows.append(
             [
                 name,
@@ -182,7 +183,7 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def summary_table(summary: dict[str, Any]) -> Any:
+def summary_table(summary: dict[str, Any], per: str = "per_seed", unit: str = "seeds") -> Any:
     from trainctl.reports.tables import Column, table
 
     columns = [
@@ -191,6 +192,6 @@ def summary_table(summary: dict[str, Any]) -> Any:
         Column(f"{summary['level']:.0%} interval", justify="right"),
         Column("min", justify="right"),
         Column("max", justify="right"),
-        Column("seeds", justify="right"),
+        Column(unit, justify="right"),
     ]
-    return table(columns, summary_rows(summary))
+    return table(columns, summary_rows(summary, per))

@@ -1,8 +1,9 @@
 """`trainctl sweep`: an Optuna study whose trials are ordinary `trainctl train` runs.
 
-Trials run in `--jobs` warm worker processes (`trainctl.sweeps.workers`), each importing torch
-once and running trials one after another from a fresh state; a trial in several processes
-(`--nproc N`) runs as its own `trainctl train --nproc N` process instead.
+Trials run in the shared run pool (`trainctl.sweeps.pool`): `--jobs` warm worker processes, each
+importing torch once and running trials one after another from a fresh state; a trial in several
+processes (`--nproc N`) runs as its own `trainctl train --nproc N` process instead. The pool runs
+and signals the trials; this module claims them from the study, prunes them and records them.
 
 The study lives in a SQLite file in the sweep folder (or at `--storage`), so a sweep stopped by
 Ctrl-C, a crash or a reboot continues when the same command runs again, and several processes or
@@ -34,10 +35,6 @@ import json
 import math
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -49,15 +46,14 @@ from rich.markup import escape
 
 from trainctl.components.metrics import goal
 from trainctl.config.loading import read_config, validate
-from trainctl.errors import EXIT_INTERRUPTED, UserError
+from trainctl.errors import UserError
 from trainctl.files import write_atomically
 from trainctl.output import Output
 from trainctl.run_contents import read_summary
 from trainctl.sweeps import folder as sweep_folder
 from trainctl.sweeps.plan import SweepPlan, check_values, make_plan
+from trainctl.sweeps.pool import RunPool, notice_of_first_signal, resuming
 from trainctl.sweeps.worker import PRUNED_FILE, TrialRequest
-from trainctl.sweeps.workers import WarmWorker, WorkerDied
-from trainctl.training.interrupts import StopRequest, graceful_stop
 from trainctl.yaml_source import dump_yaml
 
 BASE_CONFIG = "base.yaml"
@@ -97,11 +93,6 @@ class SweepSetup:
     plugin_arguments: list[str] = field(default_factory=list)  # --plugin/--no-plugins, given to every trial
     nproc: int = 1  # processes per trial: more than one runs each trial as `trainctl train --nproc N`
     epochs: int | str = "auto"  # what each trial trains, for Hyperband; "auto" when the sweep varies it
-
-    @property
-    def warm(self) -> bool:
-        """Trials run in warm workers; a trial in several processes runs as its own command."""
-        return self.nproc == 1
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:
@@ -207,51 +198,27 @@ class StorageLost(UserError):
 
 @dataclass
 class _Runner:
-    """Runs one sweep's trials: `--jobs N` threads, each claiming a trial, running it in its warm
-    worker (or as a `trainctl train --nproc` process) and recording its result, until the study
-    needs no more."""
+    """Runs one sweep's trials in the shared run pool (`trainctl.sweeps.pool`): `--jobs N` jobs,
+    each claiming a trial, running it in its warm worker (or as a `trainctl train --nproc` process)
+    and recording its result, until the study needs no more."""
 
     setup: SweepSetup
     output: Output
-    stop: StopRequest
     study: Any
-    workers: list[WarmWorker | None] = field(default_factory=list)  # one slot per job (none with --nproc)
-    processes: set[subprocess.Popen] = field(default_factory=set)  # trials running as commands
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    ran: int = 0
-    failure: BaseException | None = None  # what ended a worker thread early; raised in the main thread
+    pool: RunPool
 
-    def run_all(self) -> None:
-        """Run the threads until every trial is claimed (by this or another process) and run, or a
-        stop is requested; a second Ctrl-C kills the running trials and waits for their threads to
-        record them as interrupted."""
-        threads = [
-            threading.Thread(target=self._work, args=(n,), name=f"sweep-job-{n}") for n in range(self.setup.jobs)
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                thread.join()
-        except KeyboardInterrupt:
-            self.signal_trials(signal.SIGKILL)
-            for thread in threads:
-                thread.join()
-            raise
-        if self.failure is not None:
-            raise self.failure
+    def run_all(self) -> bool:
+        """Run the jobs until every trial is claimed (by this or another process) and run, or a
+        stop is requested; a second Ctrl-C kills the running trials and waits for their jobs to
+        record them as interrupted. Returns whether the sweep was interrupted."""
 
-    def _work(self, job: int) -> None:
-        try:
-            while not self.stop.requested and self.failure is None:
-                claimed = self._claim()
-                if claimed is None:
-                    return
-                self._run_trial(job, *claimed)
-        except BaseException as error:  # the main thread reports it; the other threads stop claiming
-            with self.lock:
-                self.failure = self.failure or error
-            self.signal_trials(signal.SIGTERM)  # running trials save their state and stop
+        def announce(text: str) -> None:
+            self.output.stdout.print(f"[yellow]{escape(text)}[/yellow]", highlight=False)
+
+        def run_claimed(job: int, claimed: tuple[Any, dict[str, str]]) -> None:
+            self._run_trial(job, *claimed)
+
+        return self.pool.serve(self._claim, run_claimed, notice_of_first_signal(announce, "trials"))
 
     def _claim(self) -> tuple[Any, dict[str, str]] | None:
         """The next trial this process runs and its values, or None when the study needs no more.
@@ -335,18 +302,17 @@ class _Runner:
     def objective(self, job: int, trial: Any, params: dict[str, str]) -> float:
         folder_name = trial.user_attrs.get("folder") or f"trial-{trial.number:04d}"
         trial.set_user_attr("folder", folder_name)
-        if self.stop.requested:
+        if self.pool.stop_requested:
             raise TrialInterrupted()
         run = self.setup.folder / folder_name
         if (run / "summary.json").is_file():  # a retried trial whose run had finished after all
             return self._finished(trial, run)
-        resuming = (run / "checkpoints" / "last.pt").is_file()
-        if run.exists() and not resuming:
-            shutil.rmtree(run)  # a trial stopped before its first checkpoint: nothing in it to keep
-        if self.setup.warm:
-            self._run_in_worker(job, trial, self._request(run, params, resuming))
-        else:
-            self._run_command(self._command(run, params, resuming))
+        request = self._request(run, params, resuming(run))
+        outcome = self.pool.run(job, request, lambda epoch, value: self._should_prune(trial, epoch, value))
+        if outcome.status == "interrupted" or self.pool.stop_requested:
+            raise TrialInterrupted()
+        if outcome.status == "failed":
+            raise TrialFailed(outcome.error)
         return self._finished(trial, run)
 
     def _finished(self, trial: Any, run: Path) -> float:
@@ -367,85 +333,10 @@ class _Runner:
         config = str(self.setup.folder / BASE_CONFIG)
         return TrialRequest(str(run), config, settings, self.setup.monitor, reporting)
 
-    def _command(self, run: Path, params: dict[str, Any], resuming: bool) -> list[str]:
-        trainctl = [sys.executable, "-m", "trainctl", *self.setup.plugin_arguments, "train"]
-        several = ["--nproc", str(self.setup.nproc)]
-        if resuming:
-            return [*trainctl, "--resume", str(run), *several, "--quiet"]
-        settings = [arg for key, value in params.items() for arg in ("--set", f"{key}={value}")]
-        return [*trainctl, str(self.setup.folder / BASE_CONFIG), *settings, "--out", str(run), *several, "--quiet"]
-
-    def _run_in_worker(self, job: int, trial: Any, request: TrialRequest) -> None:
-        worker = self.workers[job] or self._replace_worker(job)
-        try:
-            outcome = worker.run(request, lambda epoch, value: self._should_prune(trial, epoch, value))
-        except WorkerDied as death:
-            self._retire_worker(job)  # the trial failed with it; the next trial gets a new one
-            self._count_run()
-            if self.stop.requested:
-                raise TrialInterrupted() from None
-            raise TrialFailed(str(death)) from None
-        if worker.leaking(outcome):
-            self._retire_worker(job)
-        self._count_run()
-        if outcome.status == "interrupted" or self.stop.requested:
-            raise TrialInterrupted()
-        if outcome.status == "failed":
-            raise TrialFailed(outcome.error)
-
     def _should_prune(self, trial: Any, epoch: int, value: float) -> bool:
         with self.storage_errors():
             trial.report(value, epoch)
             return bool(trial.should_prune())
-
-    def _run_command(self, command: list[str]) -> None:
-        returncode, stderr = self._run(command)
-        self._count_run()
-        if returncode == EXIT_INTERRUPTED or self.stop.requested:
-            raise TrialInterrupted()
-        if returncode != 0:
-            raise TrialFailed(_last_error_line(stderr) or f"trainctl train exited with code {returncode}")
-
-    def _count_run(self) -> None:
-        with self.lock:
-            self.ran += 1
-
-    def _replace_worker(self, job: int) -> WarmWorker:
-        worker = WarmWorker(self.setup.plugin_arguments, _trial_environment(self.setup))
-        with self.lock:  # signal_trials reads the slots
-            self.workers[job] = worker
-        return worker
-
-    def _retire_worker(self, job: int) -> None:
-        """End this job's worker (dead, or grown by a leak); the next trial it runs starts a new one."""
-        worker = self.workers[job]
-        with self.lock:
-            self.workers[job] = None
-        if worker is not None:
-            worker.stop()
-
-    def _run(self, command: list[str]) -> tuple[int, str]:
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_trial_environment(self.setup)
-        )
-        with self.lock:
-            self.processes.add(process)
-        try:
-            _, stderr = process.communicate()
-        finally:
-            with self.lock:
-                self.processes.discard(process)
-        return process.returncode, stderr
-
-    def signal_trials(self, signum: int) -> None:
-        """Signal every trial: the trial processes, and the warm workers (an idle one ignores
-        SIGINT and SIGTERM; SIGKILL ends it with its trial)."""
-        with self.lock:
-            for process in self.processes:
-                process.send_signal(signum)
-            for worker in self.workers:
-                if worker is not None:
-                    worker.send_signal(signum)
 
     def report(self, trial: Any) -> None:
         """After each trial: one line saying how it went."""
@@ -503,11 +394,6 @@ def _is_storage_error(error: Exception) -> bool:
     return isinstance(error, (AssertionError, KeyError)) and any(
         f"{os.sep}optuna{os.sep}storages{os.sep}" in frame.filename for frame in innermost
     )
-
-
-def _last_error_line(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return lines[-1].removeprefix("error: ") if lines else ""
 
 
 def _first_clause(error: str) -> str:
@@ -681,10 +567,10 @@ def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
     SIGTERM is passed on to them) and starts no new ones; a second one stops everything at once.
     """
     claim = sweep_folder.claim(setup.folder)
-    workers: list[WarmWorker | None] = []
+    pool = RunPool(setup.jobs, setup.plugin_arguments, setup.nproc)
     try:
         try:
-            workers.extend(_start_workers(setup))  # they import torch while the study opens
+            pool.start_workers()  # they import torch while the study opens
             with sweep_folder.locked(setup.lock_file):  # Optuna's schema creation is not safe to race
                 study = _open_study(setup)
                 _write_base_config(setup)
@@ -693,50 +579,18 @@ def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
                 claim, setup.lock_file
             )  # a sweep that could not start leaves the folder as it found it
             raise
-        return _run_trials(setup, output, study, workers)
+        return _run_trials(setup, output, study, pool)
     finally:
-        for worker in workers:
-            if worker is not None:
-                worker.stop()
+        pool.close()
 
 
-def _start_workers(setup: SweepSetup) -> Iterator[WarmWorker]:
-    """One warm worker per job, each handed over as soon as it started (to be stopped whatever follows)."""
-    for _ in range(setup.jobs if setup.warm else 0):
-        yield WarmWorker(setup.plugin_arguments, _trial_environment(setup))
-
-
-def _trial_environment(setup: SweepSetup) -> dict[str, str]:
-    environment = dict(os.environ)
-    if setup.jobs > 1:  # parallel trials share the cores instead of each taking all of them
-        threads = max(1, (os.cpu_count() or 1) // (setup.jobs * setup.nproc))
-        environment.setdefault("OMP_NUM_THREADS", str(threads))
-    return environment
-
-
-def _run_trials(setup: SweepSetup, output: Output, study: Any, workers: list[WarmWorker | None]) -> SweepOutcome:
-    interrupted = False
-
-    def on_first_signal(name: str) -> None:
-        output.stdout.print(
-            f"[yellow]{name}: letting running trials save their state; starting no new ones "
-            "(press Ctrl-C again to stop at once)[/yellow]",
-            highlight=False,
-        )
-        if name == "SIGTERM":  # Ctrl-C reaches the trials from the terminal; SIGTERM only reached us
-            runner.signal_trials(signal.SIGTERM)
-
-    with graceful_stop(on_first_signal) as stop:
-        runner = _Runner(setup, output, stop, study, workers)
-        try:
-            runner.run_all()
-        except KeyboardInterrupt:  # the second Ctrl-C: the trials were stopped at once too
-            interrupted = True
-        interrupted = interrupted or stop.requested
+def _run_trials(setup: SweepSetup, output: Output, study: Any, pool: RunPool) -> SweepOutcome:
+    runner = _Runner(setup, output, study, pool)
+    interrupted = runner.run_all()
     with runner.storage_errors(), sweep_folder.locked(setup.lock_file):  # one writer of the leaderboard at a time
         rows = leaderboard(study, setup.direction)
         write_leaderboard(setup.folder / LEADERBOARD_FILE, rows, setup.plan.keys, setup.monitor)
-    return SweepOutcome(rows, runner.ran, interrupted)
+    return SweepOutcome(rows, pool.ran, interrupted)
 
 
 def _write_base_config(setup: SweepSetup) -> None:

@@ -20,6 +20,7 @@ from trainctl.components.models import ModelContext
 from trainctl.components.registries import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 from trainctl.components.schedulers import SchedulerContext, interval_of
 from trainctl.config.loading import Config
+from trainctl.data.folds import Fold
 from trainctl.data.image_pipeline import ImageOptions
 from trainctl.data.prepare import PreparedData, prepare_data, steps_per_epoch
 from trainctl.data.streaming import LoaderSettings
@@ -64,6 +65,7 @@ def build_data(config: Config, device: torch.device) -> PreparedData:
         val_fraction=config.data.val_fraction,
         test_fraction=config.data.test_fraction,
         split_seed=config.data.split_seed,
+        fold=Fold.from_settings(config.data.fold),
         device=device,
         images=ImageOptions(
             config.data.transforms,
