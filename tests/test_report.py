@@ -1,4 +1,4 @@
-"""`trainctl report`: one self-contained HTML file about a run, a group of seeds or a sweep.
+"""`trainctl report`: one self-contained HTML file about a run, a group of seeds, a cv or a sweep.
 
 The runs are trained for real (tiny configs); every number the page shows is checked against the
 run's own files (summary.json, test_predictions.csv), counted or computed here independently. The
@@ -437,6 +437,35 @@ def test_a_groups_report_has_each_seed_and_the_interval_of_the_mean(tmp_path):
     assert summary_rows["accuracy"][2:] == [f"{min(accuracies):.4f}", f"{max(accuracies):.4f}", "3"]
     assert [image["alt"] for image in page.images] == ["curves of seed 0", "curves of seed 1", "curves of seed 2"]
     assert all(decoded_png(image["src"]).size == (640, 160) for image in page.images)  # small: 16×4 in at 40 dpi
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_cv_report_has_each_fold_and_the_out_of_fold_confusion_matrix(tmp_path):
+    folder = tmp_path / "cv"
+    trained = run_cli("cv", tiny_iris(tmp_path), "--folds", "3", "--jobs", "2", "--out", folder)
+    assert trained.exit_code == 0, trained.output
+    result, written = report(folder)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"written: {written} (cross-validation report, ")
+    page = Page(written.read_text(encoding="utf-8"))
+    assert page.title == "trainctl report: cross-validation cv"
+
+    folds = {f"fold-{k}": json.loads((folder / f"fold-{k}" / "summary.json").read_text())["test"] for k in (1, 2, 3)}
+    header = page.header("per-seed")
+    for row in page.rows("per-seed"):
+        shown = {name.removeprefix("test/"): float(value) for name, (_, value) in zip(header[3:], row[3:])}
+        assert shown == {key: value for key, value in folds[row[1][0]].items() if isinstance(value, float)}
+    accuracies = [folds[name]["accuracy"] for name in sorted(folds)]
+    summary_rows = {row[0][0]: [text for text, _ in row[1:]] for row in page.rows("group-summary")}
+    assert summary_rows["accuracy"][0] == f"{statistics.mean(accuracies):.4f} ± {statistics.stdev(accuracies):.4f}"
+
+    # The confusion matrix of every sample's out-of-fold prediction: iris's 150 flowers, counted here.
+    with (folder / "oof.csv").open() as handle:
+        counts = Counter((line["target"], line["prediction"]) for line in csv.DictReader(handle))
+    assert shown_confusion(page) == {pair: counts[pair] for pair in shown_confusion(page)}
+    assert sum(shown_confusion(page).values()) == 150
+    assert [image["alt"] for image in page.images][-3:] == [f"curves of fold-{k}" for k in (1, 2, 3)]
 
 
 @pytest.mark.slow

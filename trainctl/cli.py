@@ -910,7 +910,7 @@ def report(
     folder: Annotated[
         Path,
         typer.Argument(
-            help="A run folder, a group folder (train --repeats) or a sweep folder.",
+            help="A run folder, a group folder (train --repeats), a cv folder or a sweep folder.",
             show_default=False,
             autocompletion=completion.run_folders,
         ),
@@ -921,13 +921,14 @@ def report(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
 ) -> None:
-    """Write one self-contained HTML page about a run, a group of seeds or a sweep, to open in any browser.
+    """Write one self-contained HTML page about a run, a group of seeds, a cv or a sweep, to open in any browser.
 
     A run's page: the summary and test metrics, the curves, the confusion matrix as a heat map,
     per-class precision, recall and F1, the reliability diagram with its ECE (before and after
     temperature scaling when trainer.calibrate was used), the highest-loss test samples (thumbnails
     of image files) and the resolved config. A group's page: each metric's mean ± sd and 95% interval
-    over the seeds, each seed's metrics and curves. A sweep's page: the leaderboard and the best run.
+    over the seeds, each seed's metrics and curves. A cv's page: the same over the folds, and the
+    confusion matrix of the out-of-fold predictions. A sweep's page: the leaderboard and the best run.
     Figures are embedded in the file: it needs no network and no other file, so it can be mailed or
     archived as it is. Reads the folder's files only; nothing is trained or evaluated.
 

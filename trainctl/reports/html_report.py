@@ -1,4 +1,5 @@
-"""`trainctl report`: one self-contained HTML page about a run, a group of seeds or a sweep.
+"""`trainctl report`: one self-contained HTML page about a run, a group of seeds, a cross-validation
+or a sweep.
 
 Which page a folder gets is decided by the first kind in KINDS whose mark the folder holds; a new
 kind of folder is one more FolderKind: its mark and the function that builds its section. (Order
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainctl.errors import UserError
+from trainctl.reports.cross_validation import is_cv
 from trainctl.reports.groups import is_group
 from trainctl.reports.html_page import Html, page
 
@@ -40,6 +42,12 @@ def _group_section(path: Path) -> Html:
     return group_section(path)
 
 
+def _cv_section(path: Path) -> Html:
+    from trainctl.reports.report_collections import cv_section
+
+    return cv_section(path)
+
+
 def _sweep_section(path: Path) -> Html:
     from trainctl.reports.report_collections import sweep_section
 
@@ -56,6 +64,7 @@ def _holds_runs(path: Path) -> bool:
 
 KINDS = (
     FolderKind("group", "group.json", is_group, _group_section),
+    FolderKind("cross-validation", "cv.json", is_cv, _cv_section),
     FolderKind("run", "config.yaml", _is_run, _run_section),
     FolderKind("sweep", "run folders", _holds_runs, _sweep_section),
 )

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from trainctl.errors import UserError
+from trainctl.reports.cross_validation import OOF_FILE
 from trainctl.reports.groups import is_group
 from trainctl.reports.label_issues import find_label_issues, rank_by_loss
 from trainctl.reports.samples import SAMPLES_FILE, SampleTable, file_class_names, read_samples
 from trainctl.run_contents import read_data_description
 
-OOF_FILE = "oof.csv"  # a cross-validation folder's out-of-fold results (trainctl cv)
 DATA_FILE = "data.json"
 CONFIDENT_LEARNING = "confident learning"
 LOSS_RANKING = "loss"

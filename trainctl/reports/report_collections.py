@@ -47,7 +47,8 @@ def group_section(path: Path) -> Html:
     else:
         parts.append(paragraph("no run of the group has finished yet: no test metrics to summarise", class_="note"))
     parts.append(_per_seed_table(path, record, summary))
-    parts.append(section("each seed's curves", _member_curves(path, record), level=3))
+    members = [(f"seed {run.seed}", path / run.folder) for run in record.runs]
+    parts.append(section("each seed's curves", member_curves(members, "no seed"), level=3))
     base = path / BASE_CONFIG
     config_text = base.read_text(encoding="utf-8") if base.is_file() else dump_yaml(record.config, sort_keys=False)
     parts.append(section("config (every seed's, less the seed)", preformatted(config_text), level=3))
@@ -82,24 +83,90 @@ def summary_values(summary: dict[str, Any], seed: int) -> dict[str, float]:
     }
 
 
-def _member_curves(path: Path, record: Any) -> Html:
+def member_curves(members: list[tuple[str, Path]], nobody: str) -> Html:
+    """Each member run's curves, small, labelled; `nobody` names the members when none has an epoch yet."""
     from trainctl.reports.report_figures import SMALL_DPI, curves_png
 
     figures = []
-    for run in record.runs:
-        folder = path / run.folder
+    for label, folder in members:
         if not (folder / "config.yaml").is_file():
             continue
         member = RunFolder.open(folder)
         rows = member.read_metrics()
         if not rows:
             continue
-        label = f"seed {run.seed}"
         curves = curves_png([(label, rows, monitor_of(member.read_config(), member.config_path))], dpi=SMALL_DPI)
         figures.append(element("figure", png_image(curves, f"curves of {label}"), element("figcaption", label)))
     if not figures:
-        return paragraph("no seed has finished an epoch yet", class_="note")
+        return paragraph(f"{nobody} has finished an epoch yet", class_="note")
     return element("div", *figures, class_="small-figures")
+
+
+# ---- cross-validation ------------------------------------------------------------------------------
+
+
+def cv_section(path: Path) -> Html:
+    """The summary over folds, each fold's test metrics, the confusion matrix and per-class metrics
+    of every sample's out-of-fold prediction (oof.csv), each fold's curves small, and the config."""
+    from trainctl.reports.cross_validation import OOF_FILE, read_cv
+    from trainctl.reports.cross_validation import summarise as summarise_cv
+
+    record = read_cv(path)
+    summary = summarise_cv(path, record)
+    done, total = len(summary["done"]), len(summary["runs"])
+    over = f"{done} folds" if done == total else f"{done} of {total} folds"
+    parts: list[Any] = []
+    if summary["test"]:
+        header = ["metric", "mean ± sd", f"{summary['level']:.0%} interval of the mean", "min", "max", "folds"]
+        rows = summary_rows(summary, per="per_fold")
+        parts.append(table(header, rows, caption=f"test metrics over {over}", class_="group-summary"))
+        parts.append(paragraph(f"interval: {summary['interval_method']}", class_="note"))
+    else:
+        parts.append(paragraph("no fold has finished yet: no test metrics to summarise", class_="note"))
+    metrics = list(summary["test"])
+    fold_rows = [
+        [
+            number_cell(run.repeat) if record.repeats > 1 else number_cell(run.fold),
+            run.folder,
+            run.status + (f": {run.error}" if run.error else ""),
+            *(number_cell(summary["test"][name]["per_fold"].get(run.folder)) for name in metrics),
+        ]
+        for run in record.runs
+    ]
+    first = "repeat" if record.repeats > 1 else "fold"
+    header = [first, "folder", "status", *(f"test/{name}" for name in metrics)]
+    parts.append(section("each fold", table(header, fold_rows, class_="per-seed"), level=3))
+    out_of_fold = _out_of_fold_classes(path / OOF_FILE, [path / run.folder for run in record.runs], record.repeats)
+    if out_of_fold is not None:
+        parts.append(out_of_fold)
+    members = [(run.folder, path / run.folder) for run in record.runs]
+    parts.append(section("each fold's curves", member_curves(members, "no fold"), level=3))
+    base = path / BASE_CONFIG
+    config_text = base.read_text(encoding="utf-8") if base.is_file() else dump_yaml(record.config, sort_keys=False)
+    parts.append(section("config (every fold's, less data.fold)", preformatted(config_text), level=3))
+    return section(f"cross-validation {record.name}: {over}", *parts, id_="cv")
+
+
+def _out_of_fold_classes(oof: Path, folds: list[Path], repeats: int) -> Html | None:
+    """A classification cv's confusion matrix and per-class metrics over oof.csv (each sample once
+    per repeat), with the class names of a finished fold's run; None for regression or no oof.csv."""
+    from trainctl.reports.report_run import class_names_of, classes_part, counted_confusion
+    from trainctl.reports.samples import read_samples
+
+    finished = next((fold for fold in folds if (fold / "summary.json").is_file()), None)
+    if finished is None or not oof.is_file():
+        return None
+    class_names = class_names_of(finished, read_summary(finished / "summary.json"))
+    if class_names is None:
+        return None
+    samples = read_samples(oof, class_names)
+    confusion = counted_confusion(samples.targets, samples.predictions, len(class_names))
+    note = "every sample's prediction by the fold that held it out" + (
+        f", once per repeat ({repeats})" if repeats > 1 else ""
+    )
+    return section(
+        "out-of-fold predictions", paragraph(note, class_="note"), classes_part(confusion, class_names, 4), level=3
+    )
 
 
 # ---- a sweep, or any folder of runs --------------------------------------------------------------

@@ -64,7 +64,7 @@ def read_run(path: Path) -> RunFiles:
     folder = RunFolder.open(path)
     config = folder.read_config()
     summary = read_summary(folder.summary_path)
-    class_names = _class_names(path, summary)
+    class_names = class_names_of(path, summary)
     samples_path = path / SAMPLES_FILE
     samples = read_samples(samples_path, class_names) if samples_path.is_file() else None
     return RunFiles(
@@ -80,7 +80,7 @@ def read_run(path: Path) -> RunFiles:
     )
 
 
-def _class_names(path: Path, summary: dict[str, Any]) -> list[str] | None:
+def class_names_of(path: Path, summary: dict[str, Any]) -> list[str] | None:
     """data.json's class names; for a run from before data.json, the per-class record's (in class order)."""
     if (path / "data.json").is_file():
         task = read_data_description(path / "data.json")["task"]
@@ -144,7 +144,7 @@ def run_section(path: Path, level: int = 2, title: str | None = None) -> Html:
         parts.append(section("curves", element("figure", png_image(curves, f"curves of {run.name}")), level=level + 1))
     confusion = confusion_matrix(run)
     if confusion is not None and run.class_names is not None:
-        parts.append(_classes_part(confusion, run.class_names, level + 1))
+        parts.append(classes_part(confusion, run.class_names, level + 1))
     if isinstance(run.test.get("calibration"), dict):
         parts.append(_calibration_part(run, level + 1))
     if run.samples is not None and len(run.samples.losses):
@@ -191,7 +191,8 @@ def _summary_part(run: RunFiles, level: int) -> Html:
     return section("summary", *lines, level=level)
 
 
-def _classes_part(confusion: np.ndarray, class_names: list[str], level: int) -> Html:
+def classes_part(confusion: np.ndarray, class_names: list[str], level: int) -> Html:
+    """The confusion matrix as a heat map (its counts behind a fold) and the per-class metrics."""
     from trainctl.reports.report_figures import confusion_png
 
     counts_table = table(
