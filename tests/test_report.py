@@ -357,12 +357,12 @@ def test_an_existing_file_is_replaced_only_with_force(digits_copy, tmp_path):
         (lambda p: p / "missing", "{p}/missing: not found"),
         (
             lambda p: (p / "notes").mkdir() or p / "notes",
-            "{p}/notes: nothing to report on: no group.json (a group folder), config.yaml (a run folder) "
-            "or run folders (a sweep folder) in it",
+            "{p}/notes: nothing to report on: no group.json (a group folder), cv.json (a cross-validation "
+            "folder), config.yaml (a run folder) or run folders (a sweep folder) in it",
         ),
         (
             lambda p: (p / "a.txt").write_text("x") and p / "a.txt",
-            "{p}/a.txt: not a folder; give a group, run or sweep folder",
+            "{p}/a.txt: not a folder; give a group, cross-validation, run or sweep folder",
         ),
     ],
     ids=["missing", "no-run", "a-file"],
