@@ -42,6 +42,22 @@ _state = {"debug": False}
 # plain values so that commands which load no plugins never import the plugin machinery (pydantic).
 _plugin_choice: dict[str, Any] = {"named": (), "entry_points": True}
 
+
+def overrides_option(scope: str = "") -> Any:
+    """`--set KEY=VALUE` (repeatable, completing config keys); `scope` says what it applies to."""
+    return typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help=f"Override a config value{scope}: key.path=value (YAML). Repeatable.",
+        autocompletion=completion.config_keys,
+    )
+
+
+# `--force` beside an --output file: the commands that write one never replace a file without it.
+Force = Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")]
+
+
 # What typer names a value's type, and what a person writes there instead.
 _VALUE_WORDS = {
     "bool": "true|false",
@@ -206,13 +222,7 @@ def train(
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            metavar="KEY=VALUE",
-            help="Override a config value: key.path=value (YAML). Repeatable.",
-            autocompletion=completion.config_keys,
-        ),
+        overrides_option(),
     ] = None,
     out: Annotated[
         Path | None,
@@ -422,7 +432,7 @@ def cross_validate(
     out: Annotated[Path | None, typer.Option(metavar="DIR", help="cv folder (default: OUTPUT_DIR/NAME-cv).")] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value for every fold. Repeatable."),
+        overrides_option(" for every fold"),
     ] = None,
     seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed of every fold's run (sets seed).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; print only the cv folder.")] = False,
@@ -511,13 +521,7 @@ def validate(
     config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
     overrides: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            metavar="KEY=VALUE",
-            help="Override a config value: key.path=value (YAML). Repeatable.",
-            autocompletion=completion.config_keys,
-        ),
+        overrides_option(),
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 on warnings too, not only on errors.")] = False,
 ) -> None:
@@ -551,13 +555,7 @@ def lr_find(
     config: Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)],
     overrides: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            metavar="KEY=VALUE",
-            help="Override a config value: key.path=value (YAML). Repeatable.",
-            autocompletion=completion.config_keys,
-        ),
+        overrides_option(),
     ] = None,
     min_lr: Annotated[float, typer.Option("--min-lr", metavar="LR", help="The first rate of the sweep.")] = 1e-7,
     max_lr: Annotated[float, typer.Option("--max-lr", metavar="LR", help="The last rate of the sweep.")] = 10.0,
@@ -576,7 +574,7 @@ def lr_find(
     output: Annotated[Path, typer.Option("--output", "-o", help="The plot to write: .png, .svg or .pdf.")] = Path(
         "lr_find.png"
     ),
-    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+    force: Force = False,
 ) -> None:
     """Learning-rate range test: train a copy of the config's model for a few steps while the rate rises exponentially, and suggest a rate.
 
@@ -746,7 +744,7 @@ def predict(
         Path | None,
         typer.Option("--output", "-o", metavar="FILE", help="Also write the predictions: .csv or .json."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+    force: Force = False,
 ) -> None:
     """Predict with a trained run: class and probability (or value) for every input row or image.
 
@@ -881,7 +879,7 @@ def plot(
     output: Annotated[Path, typer.Option("--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path(
         "curves.png"
     ),
-    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+    force: Force = False,
 ) -> None:
     """Overlay the loss curves (train and val) and the monitored metric of several runs in one image.
 
@@ -919,7 +917,7 @@ def report(
         Path | None,
         typer.Option("--output", "-o", metavar="FILE", help="The HTML file to write (default: FOLDER/report.html)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+    force: Force = False,
 ) -> None:
     """Write one self-contained HTML page about a run, a group of seeds, a cv or a sweep, to open in any browser.
 
@@ -1079,7 +1077,7 @@ def label_issues(
         Path | None,
         typer.Option("--output", "-o", metavar="FILE.csv", help="Also write the whole list to this CSV file."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+    force: Force = False,
 ) -> None:
     """List the samples whose given label looks wrong: confident learning (Northcutt et al. 2021) on
     the out-of-sample class probabilities of a run's test split (test_predictions.csv) or of a
@@ -1151,13 +1149,7 @@ def sweep(
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            metavar="KEY=VALUE",
-            help="Override a config value for every trial. Repeatable.",
-            autocompletion=completion.config_keys,
-        ),
+        overrides_option(" for every trial"),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(metavar="DIR", help="Sweep folder (default: OUTPUT_DIR/NAME-sweep).")
@@ -1376,13 +1368,7 @@ def list_models(
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            metavar="KEY=VALUE",
-            help="With NAME: override a config value. Repeatable.",
-            autocompletion=completion.config_keys,
-        ),
+        overrides_option(" (with NAME)"),
     ] = None,
 ) -> None:
     """List the registered models and their parameters; with NAME, the model's layers (parameter names and shapes).
@@ -1429,7 +1415,7 @@ def write_schema(
         Path | None,
         typer.Option("--output", "-o", metavar="FILE", help="Write the schema to this file (default: print it)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+    force: Force = False,
 ) -> None:
     """Write the JSON Schema of the config file, for editors: completion and checks of every key, every
     registered name (plugins' too) and each component's parameters, with descriptions and defaults.
@@ -1478,7 +1464,7 @@ def init_config(
     output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The config file to write.")] = Path(
         "trainctl.yaml"
     ),
-    force: Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")] = False,
+    force: Force = False,
 ) -> None:
     """Write a commented starter config for your data that trains as it is: the task (classification or
     regression) is read from the data, and the loss, model, metrics and monitored metric follow from it.
