@@ -14,7 +14,8 @@ import contextlib
 import inspect
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -367,8 +368,7 @@ def _train_repeats(
 ) -> None:
     """`train --repeats N` / `--seeds LIST`: a group of runs, one per seed, and their summary."""
     from trainctl.repeats import prepare_repeats, run_repeats
-    from trainctl.reports.groups import SUMMARY_FILE, summary_table
-    from trainctl.reports.tables import heading
+    from trainctl.reports.groups import GROUP_FILE
 
     settings = list(overrides or [])
     if device is not None:
@@ -398,25 +398,13 @@ def _train_repeats(
             strict=strict,
         )
         outcome = run_repeats(setup, output)
-    summary = outcome.summary
-    if quiet:
-        output.line(str(setup.folder))
-    elif summary["test"]:
-        done, total = len(summary["done"]), len(summary["seeds"])
-        over = f"{done} seeds" if done == total else f"{done} of {total} seeds"
-        output.show(heading(f"test metrics over {over}: mean ± sd, {summary['level']:.0%} interval of the mean (t)"))
-        output.show(summary_table(summary))
-    if not quiet:
-        output.line(f"written: {setup.folder / SUMMARY_FILE}")
-    if outcome.interrupted:
-        output.notice("interrupted; run the same command again to continue the group")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if outcome.failed:
-        output.error(
-            f"{len(outcome.failed)} of {len(outcome.record.runs)} runs failed (their errors are in "
-            f"{setup.folder / 'group.json'}); run the same command again to try them again"
-        )
-        raise typer.Exit(EXIT_USER_ERROR)
+    _report_collection(
+        output,
+        setup.folder,
+        outcome,
+        CollectionWords("seeds", "per_seed", "runs", "group", GROUP_FILE),
+        quiet,
+    )
 
 
 @app.command("cv")
@@ -448,8 +436,7 @@ def cross_validate(
 
     Example: trainctl cv configs/digits_mlp.yaml --folds 5 --jobs 2 --set trainer.epochs=10
     """
-    from trainctl.reports.cross_validation import OOF_FILE, SUMMARY_FILE, cv_summary_table
-    from trainctl.reports.tables import heading
+    from trainctl.reports.cross_validation import CV_FILE, OOF_FILE
     from trainctl.sweeps.cross_validation import prepare_cv, run_cv
 
     _load_plugins()
@@ -466,24 +453,49 @@ def cross_validate(
             plugin_arguments=_plugin_options().arguments(),  # every fold loads the same plugins
         )
         outcome = run_cv(setup, output)
+    more = [f"out-of-fold predictions: {setup.folder / OOF_FILE} ({outcome.oof_rows} rows)"]
+    words = CollectionWords("folds", "per_fold", "folds", "cross-validation", CV_FILE)
+    _report_collection(output, setup.folder, outcome, words, quiet, more)
+
+
+@dataclass(frozen=True)
+class CollectionWords:
+    """How a group of seeds or a cross-validation's folds are named in what their command prints."""
+
+    members: str  # seeds | folds: what the summary is over
+    per: str  # the summary's key of each member's value
+    runs: str  # runs | folds: what failed
+    what: str  # group | cross-validation: what the same command continues
+    record: str  # the file holding the failed runs' errors
+
+
+def _report_collection(
+    output: Output, folder: Path, outcome: Any, words: CollectionWords, quiet: bool, more: Sequence[str] = ()
+) -> None:
+    """The summary table over the members (only the folder with --quiet), then how it ended: exit 130
+    when interrupted, 2 when a member failed, each with the command that continues."""
+    from trainctl.reports.groups import SUMMARY_FILE, summary_table
+    from trainctl.reports.tables import heading
+
     summary = outcome.summary
     if quiet:
-        output.line(str(setup.folder))
+        output.line(str(folder))
     elif summary["test"]:
-        done, total = len(summary["done"]), len(summary["runs"])
-        over = f"{done} folds" if done == total else f"{done} of {total} folds"
+        done, total = len(summary["done"]), len(outcome.record.runs)
+        over = f"{done} {words.members}" if done == total else f"{done} of {total} {words.members}"
         output.show(heading(f"test metrics over {over}: mean ± sd, {summary['level']:.0%} interval of the mean (t)"))
-        output.show(cv_summary_table(summary))
+        output.show(summary_table(summary, per=words.per, unit=words.members))
     if not quiet:
-        output.line(f"written: {setup.folder / SUMMARY_FILE}")
-        output.line(f"out-of-fold predictions: {setup.folder / OOF_FILE} ({outcome.oof_rows} rows)")
+        output.line(f"written: {folder / SUMMARY_FILE}")
+        for line in more:
+            output.line(line)
     if outcome.interrupted:
-        output.notice("interrupted; run the same command again to continue the cross-validation")
+        output.notice(f"interrupted; run the same command again to continue the {words.what}")
         raise typer.Exit(EXIT_INTERRUPTED)
     if outcome.failed:
         output.error(
-            f"{len(outcome.failed)} of {len(outcome.record.runs)} folds failed (their errors are in "
-            f"{setup.folder / 'cv.json'}); run the same command again to try them again"
+            f"{len(outcome.failed)} of {len(outcome.record.runs)} {words.runs} failed (their errors are in "
+            f"{folder / words.record}); run the same command again to try them again"
         )
         raise typer.Exit(EXIT_USER_ERROR)
 

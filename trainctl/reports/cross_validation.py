@@ -26,9 +26,9 @@ from typing import Any
 
 from trainctl.errors import UserError
 from trainctl.files import write_atomically
-from trainctl.reports.groups import summary_table, test_metrics, write_json
+from trainctl.reports.groups import member_values, metric_statistics, write_json
 from trainctl.reports.samples import SAMPLES_FILE
-from trainctl.reports.statistics import LEVEL, mean_interval
+from trainctl.reports.statistics import LEVEL
 
 CV_FILE = "cv.json"
 SUMMARY_FILE = "summary.json"
@@ -158,25 +158,12 @@ def _record_problem(data: Any) -> str | None:
 
 def fold_values(folder: Path, record: CvRecord) -> dict[str, dict[str, float]]:
     """Each test metric's value per fold folder, over the folds that finished."""
-    values: dict[str, dict[str, float]] = {}
-    for run in record.runs:
-        for name, value in test_metrics(folder / run.folder).items():
-            values.setdefault(name, {})[run.folder] = value
-    return values
+    return member_values([(run.folder, folder / run.folder) for run in record.runs])
 
 
 def summarise(folder: Path, record: CvRecord) -> dict[str, Any]:
     """summary.json: per test metric the mean, sd, 95% interval of the mean and each fold's value."""
-    metrics = {}
-    for name, per_fold in fold_values(folder, record).items():
-        stats = mean_interval(list(per_fold.values()))
-        metrics[name] = {
-            "n": stats.n,
-            "mean": stats.mean,
-            "sd": stats.sd,
-            "interval": None if stats.low is None else [stats.low, stats.high],
-            "per_fold": per_fold,
-        }
+    metrics = metric_statistics(fold_values(folder, record), "per_fold")
     return {
         "name": record.name,
         "folds": record.folds,
@@ -189,11 +176,6 @@ def summarise(folder: Path, record: CvRecord) -> dict[str, Any]:
         "interval_method": INTERVAL_METHOD,
         "test": metrics,
     }
-
-
-def cv_summary_table(summary: dict[str, Any]) -> Any:
-    """summary.json as the table `train --repeats` prints, over folds."""
-    return summary_table(summary, per="per_fold", unit="folds")
 
 
 # ---- out-of-fold results --------------------------------------------------------------------------

@@ -126,27 +126,39 @@ def test_metrics(run_path: Path) -> dict[str, float]:
     return {key: value for key, value in test.items() if isinstance(value, float)}  # the epoch is an int
 
 
-def metric_values(folder: Path, record: GroupRecord) -> dict[str, dict[int, float]]:
-    """Each test metric's value per seed, over the runs that finished, in the order metrics first appear."""
-    values: dict[str, dict[int, float]] = {}
-    for run in record.runs:
-        for name, value in test_metrics(folder / run.folder).items():
-            values.setdefault(name, {})[run.seed] = value
+def member_values(members: list[tuple[Any, Path]]) -> dict[str, dict[Any, float]]:
+    """Each test metric's value per member (key, run folder), over the runs that finished, in the
+    order metrics first appear: a group's seeds, a cross-validation's folds."""
+    values: dict[str, dict[Any, float]] = {}
+    for key, run_path in members:
+        for name, value in test_metrics(run_path).items():
+            values.setdefault(name, {})[key] = value
     return values
 
 
-def summarise(folder: Path, record: GroupRecord) -> dict[str, Any]:
-    """summary.json: per test metric the mean, sd, 95% interval of the mean and each seed's value."""
+def metric_statistics(values: dict[str, dict[Any, float]], per: str) -> dict[str, dict[str, Any]]:
+    """Per metric: n, mean, sd, the 95% interval of the mean and each member's value (under `per`)."""
     metrics = {}
-    for name, per_seed in metric_values(folder, record).items():
-        stats = mean_interval(list(per_seed.values()))
+    for name, per_member in values.items():
+        stats = mean_interval(list(per_member.values()))
         metrics[name] = {
             "n": stats.n,
             "mean": stats.mean,
             "sd": stats.sd,
             "interval": None if stats.low is None else [stats.low, stats.high],
-            "per_seed": {str(seed): value for seed, value in per_seed.items()},
+            per: {str(key): value for key, value in per_member.items()},
         }
+    return metrics
+
+
+def metric_values(folder: Path, record: GroupRecord) -> dict[str, dict[int, float]]:
+    """Each test metric's value per seed, over the runs that finished."""
+    return member_values([(run.seed, folder / run.folder) for run in record.runs])
+
+
+def summarise(folder: Path, record: GroupRecord) -> dict[str, Any]:
+    """summary.json: per test metric the mean, sd, 95% interval of the mean and each seed's value."""
+    metrics = metric_statistics(metric_values(folder, record), "per_seed")
     return {
         "name": record.name,
         "seeds": record.seeds,
