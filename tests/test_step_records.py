@@ -266,7 +266,7 @@ def test_an_unknown_logging_key_suggests_every_n_steps(cli, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         "error: --set logging.every_n_step: logging.every_n_step: unknown key (did you mean 'every_n_steps'?); "
-        "allowed: tensorboard, every_n_steps, figures"
+        "allowed: tensorboard, every_n_steps, figures, mlflow"
     )
 
 

@@ -12,6 +12,7 @@ config: a different one is refused, naming the keys that differ.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,12 +155,22 @@ def run_repeats(setup: RepeatSetup, output: Output) -> RepeatOutcome:
     lock.claim()  # a second process on the same group is refused, naming the first
     try:
         record = _start_record(setup)
-        ran, interrupted = _run_waiting(setup, record, output)
-        summary = summarise(setup.folder, record)
-        write_json(setup.folder / SUMMARY_FILE, summary)
+        with _mlflow_parent(setup, output) as parent:
+            ran, interrupted = _run_waiting(setup, record, output)
+            summary = summarise(setup.folder, record)
+            write_json(setup.folder / SUMMARY_FILE, summary)
+            parent.finish_group(summary, interrupted, [SUMMARY_FILE, GROUP_FILE])
         return RepeatOutcome(record, summary, ran, interrupted)
     finally:
         lock.release()
+
+
+def _mlflow_parent(setup: RepeatSetup, output: Output) -> contextlib.AbstractContextManager[Any]:
+    """With logging.mlflow, the group's parent MLflow run, under which each run nests."""
+    from trainctl.training.mlflow_tracker import group_tracking
+
+    varied = {"seed": ", ".join(map(str, setup.seeds))}
+    return group_tracking(setup.base, setup.folder, setup.name, "repeats", varied, output)
 
 
 def _start_record(setup: RepeatSetup) -> GroupRecord:
@@ -185,6 +196,7 @@ def _run_waiting(setup: RepeatSetup, record: GroupRecord, output: Output) -> tup
     """Train the runs not finished yet through the shared run pool (`trainctl.sweeps.pool`),
     recording each in group.json as it ends; how many ran, and whether they were interrupted."""
     from trainctl.sweeps.pool import PlannedRun, RunEnd, RunPool, end_line, notice_of_first_signal, run_planned
+    from trainctl.training.mlflow_tracker import child_settings
 
     waiting = [run for run in record.runs if run.status == "waiting"]
     done = len(record.runs) - len(waiting)
@@ -195,7 +207,8 @@ def _run_waiting(setup: RepeatSetup, record: GroupRecord, output: Output) -> tup
         + (f", {jobs} at a time)" if waiting else ")")
     )
     base = setup.folder / BASE_CONFIG
-    planned = [PlannedRun(setup.folder / run.folder, base, (f"seed={run.seed}",)) for run in waiting]
+    parent = child_settings(setup.folder)  # nest each new run under the group's MLflow run, when it has one
+    planned = [PlannedRun(setup.folder / run.folder, base, (f"seed={run.seed}", *parent)) for run in waiting]
     pool = RunPool(setup.jobs, setup.plugin_arguments, strict=setup.strict)
 
     def on_end(end: RunEnd) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch stays out of commands that do not train
     from trainctl.training.build import TrainingParts
     from trainctl.training.events import EpochEnd, FitResult
     from trainctl.training.lr_range import RangeSettings, Suggestion, Sweep
+    from trainctl.training.mlflow_tracker import RunTracker
     from trainctl.training.state import RandomStates, TrainingState
     from trainctl.training.trainer import Trainer
 
@@ -341,8 +342,8 @@ def _fit_and_test(
         output.notice(f"{signal_name}: stopping after this step to save the run (press Ctrl-C again to stop at once)")
 
     main = parts.ranks.is_main
-    with graceful_stop(announce) as stop:
-        with _logging(config, run, trainer, state):
+    with graceful_stop(announce) as stop, _tracking(config, run, state, main, output) as tracker:
+        with _logging(config, run, trainer, state, tracker):
             trainer.events.epoch_end.extend(epoch_end)
             with _compile_errors(config):
                 fit = trainer.fit(state, rng, stop)
@@ -452,14 +453,36 @@ def _compile_errors(config: Config) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _logging(config: Config, run: RunFolder, trainer: Trainer, state: TrainingState | None) -> Iterator[None]:
-    """Logging beyond metrics.jsonl, written by rank 0: TensorBoard event files when asked for, and
-    with logging.every_n_steps the step records (steps.jsonl, and TensorBoard when on), in whose
-    mean loss every rank takes part. A resume (`state`) continues where its checkpoint left off."""
+def _tracking(
+    config: Config, run: RunFolder, state: TrainingState | None, main: bool, output: Output
+) -> Iterator[RunTracker | None]:
+    """The run's MLflow run (logging.mlflow), logged by rank 0 through the fit and the test; mlflow
+    is imported only here. A resume (`state`) continues the MLflow run its folder records."""
+    if config.logging.mlflow is None or not main:
+        yield None
+        return
+    from trainctl.training.mlflow_tracker import resumed_from, tracking
+
+    resumed = resumed_from(run, state.epoch, state.global_step) if state is not None else None
+    with tracking(config.logging.mlflow, run, config.to_dict(), output, resumed) as tracker:
+        yield tracker
+
+
+@contextlib.contextmanager
+def _logging(
+    config: Config, run: RunFolder, trainer: Trainer, state: TrainingState | None, tracker: RunTracker | None = None
+) -> Iterator[None]:
+    """Logging beyond metrics.jsonl, written by rank 0: TensorBoard event files when asked for, MLflow
+    (`tracker`) too, and with logging.every_n_steps the step records (steps.jsonl, TensorBoard and
+    MLflow when on), in whose mean loss every rank takes part. A resume (`state`) continues where
+    its checkpoint left off."""
     every, main = config.logging.every_n_steps, trainer.parts.ranks.is_main
     steps_done = state.global_step if state is not None else 0
     with contextlib.ExitStack() as stack:
         consumers = []
+        if tracker is not None:
+            trainer.events.epoch_end.append(tracker.log_epoch)
+            consumers.append(tracker.log_step)
         if config.logging.tensorboard and main:
             from trainctl.training.tensorboard import TensorBoardLogger
 

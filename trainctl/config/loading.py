@@ -167,6 +167,30 @@ class ResolvedTrainerSettings(TrainerSettings):
     early_stopping: ResolvedEarlyStopping | None = None
 
 
+TrackingUri = Annotated[str, Field(min_length=1)]
+# MLflow's own limits on these names (mlflow.utils.validation), checked here so that a name MLflow
+# would refuse is a config error before training rather than a tracker failure during it.
+ExperimentName = Annotated[str, Field(min_length=1, max_length=500)]
+MlflowRunName = Annotated[str, Field(min_length=1, max_length=250)]
+MlflowRunId = Annotated[str, Field(pattern=r"^[0-9A-Za-z_-]{1,64}$")]
+
+
+class MlflowSettings(BaseModel):
+    """logging.mlflow: log the run to MLflow as it trains (pip install mlflow); `{}` takes every default."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Where runs go: a database, a server (http://...) or a folder. A relative path is resolved against
+    # the folder trainctl starts in, and the resolved URI is recorded in the run folder (mlflow.json).
+    tracking_uri: TrackingUri | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: ExperimentName | None = (
+        None  # the MLflow experiment; default: $MLFLOW_EXPERIMENT_NAME, else the config's name
+    )
+    run_name: MlflowRunName | None = None  # the MLflow run's name; default: the run folder's name
+    parent_run_id: MlflowRunId | None = (
+        None  # nest the run under this MLflow run, in its experiment (sweeps and repeats set it)
+    )
+
+
 class LoggingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     tensorboard: bool = False  # also write TensorBoard event files (pip install tensorboard)
@@ -175,6 +199,7 @@ class LoggingSettings(BaseModel):
     # curves.png (and reliability.png) at the end of a run: about 0.4 s of matplotlib. A sweep's
     # trials default to false, as they are many and short; `trainctl plot RUN` draws them later.
     figures: bool = True
+    mlflow: MlflowSettings | None = None  # null: off; {}: on, to MLflow's default local store
 
 
 class SweepSettings(BaseModel):
@@ -318,6 +343,7 @@ def _allowed_keys(loc: Key) -> list[str]:
         ("trainer", "ema"): EmaSettings,
         ("trainer", "swa"): SwaSettings,
         ("logging",): LoggingSettings,
+        ("logging", "mlflow"): MlflowSettings,
         ("sweep",): SweepSettings,
         ("data", "transforms"): TransformLists,
         ("data", "fold"): FoldSettings,
@@ -339,6 +365,8 @@ def _message(error: ErrorDetails, loc: Key) -> str:
     if kind in ("model_type", "dict_type"):
         component = loc[-1] in COMPONENT_SECTIONS or isinstance(loc[-1], int)  # a section or a list item
         example = " with a name, e.g. {name: ...}" if component else ""
+        if loc == ("logging", "mlflow"):
+            example = ", e.g. {} for MLflow's defaults or {experiment: NAME}"
         return f"must be a mapping{example} (got {shown(error['input'])})"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and loc[-1] == "device":

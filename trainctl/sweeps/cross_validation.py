@@ -17,6 +17,7 @@ naming what differs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from trainctl.output import Output
 from trainctl.reports.cross_validation import (
     BASE_CONFIG,
     CV_FILE,
+    OOF_FILE,
+    SUMMARY_FILE,
     CvRecord,
     FoldRun,
     fold_folder,
@@ -197,12 +200,22 @@ def run_cv(setup: CvSetup, output: Output) -> CvOutcome:
     lock.claim()  # a second process on the same folder is refused, naming the first
     try:
         record = _start_record(setup)
-        ran, interrupted = _run_waiting(setup, record, output)
-        summary = write_summary(setup.folder, record)
-        oof_rows = write_oof(setup.folder, record)
+        with _mlflow_parent(setup, output) as parent:
+            ran, interrupted = _run_waiting(setup, record, output)
+            summary = write_summary(setup.folder, record)
+            oof_rows = write_oof(setup.folder, record)
+            parent.finish_group(summary, interrupted, [SUMMARY_FILE, CV_FILE, OOF_FILE])
         return CvOutcome(record, summary, oof_rows, ran, interrupted)
     finally:
         lock.release()
+
+
+def _mlflow_parent(setup: CvSetup, output: Output) -> contextlib.AbstractContextManager[Any]:
+    """With logging.mlflow, the cv folder's parent MLflow run, under which each fold's run nests."""
+    from trainctl.training.mlflow_tracker import group_tracking
+
+    varied = {"data.fold": f"{setup.folds} folds", "data.split_seed": ", ".join(map(str, setup.split_seeds))}
+    return group_tracking(setup.base, setup.folder, setup.name, "cv", varied, output)
 
 
 def _start_record(setup: CvSetup) -> CvRecord:
@@ -228,6 +241,7 @@ def _run_waiting(setup: CvSetup, record: CvRecord, output: Output) -> tuple[int,
     """Train the folds not finished yet through the shared run pool, recording each in cv.json as
     it ends; how many ran, and whether they were interrupted."""
     from trainctl.sweeps.pool import PlannedRun, RunEnd, RunPool, end_line, notice_of_first_signal, run_planned
+    from trainctl.training.mlflow_tracker import child_settings
 
     waiting = [run for run in record.runs if run.status == "waiting"]
     done = len(record.runs) - len(waiting)
@@ -240,7 +254,10 @@ def _run_waiting(setup: CvSetup, record: CvRecord, output: Output) -> tuple[int,
     for note in setup.notes:
         output.message(note)
     base = setup.folder / BASE_CONFIG
-    planned = [PlannedRun(setup.folder / run.folder, base, fold_settings(run, setup.folds)) for run in waiting]
+    parent = child_settings(setup.folder)  # nest each new run under the cv folder's MLflow run, when it has one
+    planned = [
+        PlannedRun(setup.folder / run.folder, base, (*fold_settings(run, setup.folds), *parent)) for run in waiting
+    ]
     pool = RunPool(setup.jobs, setup.plugin_arguments)
 
     def on_end(end: RunEnd) -> None:

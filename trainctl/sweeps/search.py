@@ -54,6 +54,7 @@ from trainctl.sweeps import folder as sweep_folder
 from trainctl.sweeps.plan import SweepPlan, check_values, make_plan
 from trainctl.sweeps.pool import RunPool, notice_of_first_signal, resuming
 from trainctl.sweeps.worker import PRUNED_FILE, TrialRequest
+from trainctl.training.mlflow_tracker import child_settings
 from trainctl.yaml_source import dump_yaml
 
 BASE_CONFIG = "base.yaml"
@@ -329,7 +330,7 @@ class _Runner:
         reporting = self.setup.plan.pruning.pruner != "none"
         if resuming:
             return TrialRequest(str(run), monitor=self.setup.monitor, report=reporting)
-        settings = tuple(f"{key}={value}" for key, value in params.items())
+        settings = (*(f"{key}={value}" for key, value in params.items()), *child_settings(self.setup.folder))
         config = str(self.setup.folder / BASE_CONFIG)
         return TrialRequest(str(run), config, settings, self.setup.monitor, reporting)
 
@@ -579,9 +580,21 @@ def run_sweep(setup: SweepSetup, output: Output) -> SweepOutcome:
                 claim, setup.lock_file
             )  # a sweep that could not start leaves the folder as it found it
             raise
-        return _run_trials(setup, output, study, pool)
+        with _mlflow_parent(setup, output) as parent:
+            outcome = _run_trials(setup, output, study, pool)
+            parent.finish_sweep(outcome.rows, setup.monitor, outcome.interrupted, [LEADERBOARD_FILE])
+        return outcome
     finally:
         pool.close()
+
+
+def _mlflow_parent(setup: SweepSetup, output: Output) -> contextlib.AbstractContextManager[Any]:
+    """With logging.mlflow, the sweep's parent MLflow run, under which each trial nests."""
+    from trainctl.training.mlflow_tracker import group_tracking
+
+    varied = {d.key: d.describe().removeprefix(f"{d.key} ") for d in setup.plan.dimensions}
+    lock = sweep_folder.locked(setup.lock_file)  # sweep processes sharing the folder share one parent
+    return group_tracking(setup.base, setup.folder, setup.name, "sweep", varied, output, lock)
 
 
 def _run_trials(setup: SweepSetup, output: Output, study: Any, pool: RunPool) -> SweepOutcome:
