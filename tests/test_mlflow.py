@@ -16,7 +16,7 @@ import yaml
 
 from trainctl import __version__
 from trainctl.output import Output
-from trainctl.training.mlflow_tracker import CUT, RECORD_FILE, flat_params, resolve_tracking_uri
+from trainctl.training.mlflow_store import CUT, RECORD_FILE, flat_params, resolve_tracking_uri
 from trainctl.workflows import resume, train
 
 from helpers import TRAINCTL, read_jsonl, run_cli, write_config

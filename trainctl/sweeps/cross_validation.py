@@ -241,7 +241,7 @@ def _run_waiting(setup: CvSetup, record: CvRecord, output: Output) -> tuple[int,
     """Train the folds not finished yet through the shared run pool, recording each in cv.json as
     it ends; how many ran, and whether they were interrupted."""
     from trainctl.sweeps.pool import PlannedRun, RunEnd, RunPool, end_line, notice_of_first_signal, run_planned
-    from trainctl.training.mlflow_tracker import child_settings
+    from trainctl.training.mlflow_store import child_settings
 
     waiting = [run for run in record.runs if run.status == "waiting"]
     done = len(record.runs) - len(waiting)

@@ -54,7 +54,7 @@ from trainctl.sweeps import folder as sweep_folder
 from trainctl.sweeps.plan import SweepPlan, check_values, make_plan
 from trainctl.sweeps.pool import RunPool, notice_of_first_signal, resuming
 from trainctl.sweeps.worker import PRUNED_FILE, TrialRequest
-from trainctl.training.mlflow_tracker import child_settings
+from trainctl.training.mlflow_store import child_settings
 from trainctl.yaml_source import dump_yaml
 
 BASE_CONFIG = "base.yaml"
