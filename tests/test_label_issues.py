@@ -438,3 +438,31 @@ def test_labels_flipped_in_digits_are_found_in_the_test_split(tmp_path):
     assert len(found & planted) >= 0.7 * len(planted)  # recall
     assert len(found & planted) >= 0.8 * len(found)  # precision
     assert f"{len(found)} of 360 samples" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_labels_flipped_in_digits_are_found_across_the_data_set_by_cross_validation(tmp_path):
+    """cv scores every sample out of sample: its oof.csv finds the flips in the whole data set."""
+    data = tmp_path / "digits_noisy.csv"
+    flipped = set(write_noisy_digits(data).tolist())
+    config = write_config(
+        tmp_path,
+        name="digits-noisy",
+        data={"name": "csv", "path": str(data), "target": "digit", "task": "classification", "batch_size": 128},
+        model={"name": "mlp", "hidden": [128]},
+        optimizer={"name": "adam", "lr": 0.003},
+        trainer={"epochs": 8, "device": "cpu"},
+    )
+    folder = tmp_path / "cv"
+    trained = run_cli("cv", config, "--folds", "3", "--jobs", "2", "--out", folder, "-q")
+    assert trained.exit_code == 0, trained.output
+    output = tmp_path / "issues.csv"
+    result = run_cli("label-issues", folder, "-o", output)
+    assert result.exit_code == 0, result.output
+    with output.open(newline="") as handle:
+        found = {int(row["row"]) for row in csv.DictReader(handle)}
+    assert len(flipped) == 144  # 8% of 1797
+    assert len(found & flipped) >= 0.7 * len(flipped)  # recall
+    assert len(found & flipped) >= 0.8 * len(found)  # precision
+    assert f"{len(found)} of 1797 samples" in result.stdout
