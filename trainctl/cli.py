@@ -57,6 +57,15 @@ def overrides_option(scope: str = "") -> Any:
 
 # `--force` beside an --output file: the commands that write one never replace a file without it.
 Force = Annotated[bool, typer.Option("--force", help="Replace the --output file if it exists.")]
+# `--checkpoint` of the commands that load a run's model (eval, predict, export).
+Checkpoint = Annotated[
+    str,
+    typer.Option(
+        metavar="best|last|PATH",
+        help="best, last, or a path to a checkpoint file.",
+        autocompletion=completion.choices("best", "last"),
+    ),
+]
 
 
 # What typer names a value's type, and what a person writes there instead.
@@ -642,14 +651,7 @@ def evaluate(
             help="A run folder written by `trainctl train`.", show_default=False, autocompletion=completion.run_folders
         ),
     ],
-    checkpoint: Annotated[
-        str,
-        typer.Option(
-            metavar="best|last|PATH",
-            help="best, last, or a path to a checkpoint file.",
-            autocompletion=completion.choices("best", "last"),
-        ),
-    ] = "best",
+    checkpoint: Checkpoint = "best",
     split: Annotated[
         str,
         typer.Option(
@@ -739,19 +741,12 @@ def predict(
         list[Path],
         typer.Argument(
             help="Input files: CSV tables with the training columns, image files, for a text run "
-            "text files (one text per line) and CSV/TSV tables with its text column, or for a built-in "
+            "text files (one text per line) and CSV/TSV/Parquet tables with its text column, or for a built-in "
             "dataset (iris, digits, ...) CSV rows of its features.",
             show_default=False,
         ),
     ],
-    checkpoint: Annotated[
-        str,
-        typer.Option(
-            metavar="best|last|PATH",
-            help="best, last, or a checkpoint file.",
-            autocompletion=completion.choices("best", "last"),
-        ),
-    ] = "best",
+    checkpoint: Checkpoint = "best",
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", metavar="FILE", help="Also write the predictions: .csv or .json."),
@@ -823,14 +818,7 @@ def export_model(
             show_default=False,
         ),
     ],
-    checkpoint: Annotated[
-        str,
-        typer.Option(
-            metavar="best|last|PATH",
-            help="best, last, or a checkpoint file.",
-            autocompletion=completion.choices("best", "last"),
-        ),
-    ] = "best",
+    checkpoint: Checkpoint = "best",
     output: Annotated[
         Path | None,
         typer.Option(

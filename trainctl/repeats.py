@@ -34,7 +34,7 @@ from trainctl.reports.groups import (
     summarise,
     write_json,
 )
-from trainctl.runs import LOCK_NAME, RunFolder
+from trainctl.runs import RunFolder, holds_earlier_output
 from trainctl.yaml_source import dump_yaml
 
 MAX_SEEDS = 1000  # a group of more runs than this is a typo, not an experiment
@@ -109,16 +109,7 @@ def check_folder(setup: RepeatSetup) -> GroupRecord | None:
     """The folder's group record when it holds this group already (None when new or empty);
     anything else there is refused before anything is written."""
     folder = setup.folder
-    if not folder.exists():
-        return None
-    if not folder.is_dir():
-        raise UserError(f"{folder}: exists and is not a folder; choose another --out")
-    if not is_group(folder):
-        if any(entry.name != LOCK_NAME for entry in folder.iterdir()):
-            raise UserError(
-                f"{folder}: holds files that a trainctl group did not write; a group folder must be new, "
-                "empty or an earlier group's: choose another --out"
-            )
+    if not holds_earlier_output(folder, is_group, "a trainctl group", "group"):
         return None
     record = read_group(folder)
     if record.config != setup.base:

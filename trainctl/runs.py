@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,24 @@ class RunFolder:
         path = self.path / name
         write_atomically((json.dumps(data, indent=2) + "\n").encode("utf-8"), path)
         return path
+
+
+def holds_earlier_output(folder: Path, is_kind: Callable[[Path], bool], writer: str, kind: str) -> bool:
+    """Whether an --out folder holds an earlier output of this kind (a group, a cv, a sweep) to go on
+    with; False when it is new or empty (a lock file aside). Anything else there is refused, before
+    anything is written, so no one's files are taken over."""
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder; choose another --out")
+    if is_kind(folder):
+        return True
+    if any(entry.name != LOCK_NAME for entry in folder.iterdir()):
+        raise UserError(
+            f"{folder}: holds files that {writer} did not write; a {kind} folder must be new, empty or "
+            f"an earlier {kind}'s: choose another --out"
+        )
+    return False
 
 
 def _make_folder(path: Path) -> bool:

@@ -14,10 +14,9 @@ from typing import Any
 
 from trainctl.errors import UserError
 from trainctl.reports.compare import config_differences
-from trainctl.reports.compare_groups import GroupComparison
+from trainctl.reports.compare_groups import GroupComparison, folder_labels, metric_names
 from trainctl.reports.cross_validation import CvRecord, fold_values, read_cv, summarise
-from trainctl.reports.significance import Difference, PairComparison, Test, data_identity
-from trainctl.reports.statistics import paired_t_test
+from trainctl.reports.significance import PairComparison, Test, common_members, data_identity, paired_differences
 
 TITLE = "test metrics of each cv folder: mean ± sd over its folds (best checkpoints)"
 
@@ -41,15 +40,6 @@ def fold_mismatch(records: list[CvRecord]) -> list[str]:
     return [key for key in dict.fromkeys(keys) if any(d.get(key) != definitions[0].get(key) for d in definitions)]
 
 
-def cv_labels(folders: list[Path]) -> list[str]:
-    """Each cv folder's name, less the `-cv` a default cv folder ends with; with the parent folder
-    where the names repeat."""
-    names = [folder.name.removesuffix("-cv") for folder in folders]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{folder.parent.name}/{folder.name}" for folder in folders]
-
-
 def compare_cv(folders: list[Path]) -> GroupComparison:
     records = [read_cv(folder) for folder in folders]
     mismatch = fold_mismatch(records)
@@ -61,10 +51,8 @@ def compare_cv(folders: list[Path]) -> GroupComparison:
         )
     configs = [record.config for record in records]
     summaries = [summarise(folder, record) for folder, record in zip(folders, records)]
-    metrics: list[str] = []
-    for summary in summaries:
-        metrics += [name for name in summary["test"] if name not in metrics]
-    labels = cv_labels(folders)
+    metrics = metric_names(summaries)
+    labels = folder_labels(folders, "-cv")
     pair = compare_two_cv(folders, records, labels) if len(folders) == 2 else None
     return GroupComparison(
         folders, labels, config_differences(configs), configs, summaries, metrics, pair, TITLE, "folds", "runs"
@@ -79,16 +67,11 @@ def compare_two_cv(folders: list[Path], records: list[CvRecord], labels: list[st
     names = [name for name in first if name in second]
     if records[0].config.get("loss") != records[1].config.get("loss"):
         names = [name for name in names if name != "loss"]  # a focal loss value says nothing next to cross-entropy's
-    common = [fold for fold in first.get(names[0], {}) if fold in second.get(names[0], {})] if names else []
+    common = common_members(first, second, names)
     if len(common) < 2:
         comparison.notes.append("no paired comparison: each cv folder needs two finished folds in common")
         return comparison
-    differences = []
-    for name in names:
-        test = paired_t_test([second[name][fold] - first[name][fold] for fold in common])
-        interval = test.interval
-        assert interval.low is not None and interval.high is not None  # two folds or more
-        differences.append(Difference(name, interval.mean, interval.low, interval.high, test.p_value))
+    differences = paired_differences(first, second, names, common)
     method = f"paired t test over {len(common)} folds (the difference per fold, on the same held-out rows)"
     comparison.tests.append(Test(method, differences))
     return comparison

@@ -37,23 +37,26 @@ class GroupComparison:
         return f"{len(summary['done'])} of {len(summary[self.all_key])}"
 
 
-def group_labels(folders: list[Path]) -> list[str]:
-    """Each group's folder name, less the `-repeats` a default group folder ends with; with the
-    parent folder where the names repeat."""
-    names = [folder.name.removesuffix("-repeats") for folder in folders]
+def folder_labels(folders: list[Path], default_suffix: str) -> list[str]:
+    """Each folder's name, less the suffix a default folder of its kind ends with (`-repeats`,
+    `-cv`); with the parent folder where the names repeat."""
+    names = [folder.name.removesuffix(default_suffix) for folder in folders]
     if len(set(names)) == len(names):
         return names
     return [f"{folder.parent.name}/{folder.name}" for folder in folders]
+
+
+def metric_names(summaries: list[dict[str, Any]]) -> list[str]:
+    """The test metrics of any of the summaries, in the order they first appear."""
+    return list(dict.fromkeys(name for summary in summaries for name in summary["test"]))
 
 
 def compare_groups(folders: list[Path]) -> GroupComparison:
     records = [read_group(folder) for folder in folders]
     configs = [record.config for record in records]
     summaries = [summarise(folder, record) for folder, record in zip(folders, records)]
-    metrics: list[str] = []
-    for summary in summaries:
-        metrics += [name for name in summary["test"] if name not in metrics]
-    labels = group_labels(folders)
+    metrics = metric_names(summaries)
+    labels = folder_labels(folders, "-repeats")
     pair = compare_two_groups(folders, labels) if len(folders) == 2 else None
     return GroupComparison(folders, labels, config_differences(configs), configs, summaries, metrics, pair)
 

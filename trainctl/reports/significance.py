@@ -341,17 +341,33 @@ def compare_two_groups(folders: list[Path], labels: list[str]) -> PairComparison
     return comparison
 
 
+def common_members(
+    first: dict[str, dict[Any, float]], second: dict[str, dict[Any, float]], names: list[str]
+) -> list[Any]:
+    """The members (seeds, folds) with a value in both, in the first's order."""
+    return [key for key in first.get(names[0], {}) if key in second.get(names[0], {})] if names else []
+
+
+def paired_differences(
+    first: dict[str, dict[Any, float]], second: dict[str, dict[Any, float]], names: list[str], common: list[Any]
+) -> list[Difference]:
+    """Each metric's mean difference (second − first) over members both have (two or more), with
+    its paired t interval and p value."""
+    differences = []
+    for name in names:
+        test = paired_t_test([second[name][key] - first[name][key] for key in common])
+        i = test.interval
+        assert i.low is not None and i.high is not None  # two pairs or more
+        differences.append(Difference(name, i.mean, i.low, i.high, test.p_value))
+    return differences
+
+
 def _seed_test(values: list[dict[str, dict[int, float]]], names: list[str]) -> Test | None:
     """A paired t test over the seeds both groups finished; a Welch interval when fewer than two match."""
     first, second = values
-    common = [seed for seed in first.get(names[0], {}) if seed in second.get(names[0], {})] if names else []
+    common = common_members(first, second, names)
     if len(common) >= 2:
-        differences = []
-        for name in names:
-            test = paired_t_test([second[name][s] - first[name][s] for s in common])
-            i = test.interval
-            assert i.low is not None and i.high is not None  # two pairs or more
-            differences.append(Difference(name, i.mean, i.low, i.high, test.p_value))
+        differences = paired_differences(first, second, names, common)
         return Test(f"paired t test over {len(common)} seeds (the difference per seed)", differences)
     welch = [(name, welch_interval(list(first[name].values()), list(second[name].values()))) for name in names]
     if not welch or any(interval is None for _, interval in welch):

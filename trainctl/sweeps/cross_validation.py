@@ -44,7 +44,7 @@ from trainctl.reports.cross_validation import (
     write_summary,
 )
 from trainctl.reports.groups import write_json
-from trainctl.runs import LOCK_NAME, RunFolder
+from trainctl.runs import RunFolder, holds_earlier_output
 from trainctl.yaml_source import dump_yaml
 
 MAX_REPEATS = 100  # a cross-validation repeated more often than this is a typo
@@ -150,16 +150,7 @@ def check_folder(setup: CvSetup) -> CvRecord | None:
     """The folder's cv record when it holds this cross-validation already (None when new or
     empty); anything else there is refused before anything is written."""
     folder = setup.folder
-    if not folder.exists():
-        return None
-    if not folder.is_dir():
-        raise UserError(f"{folder}: exists and is not a folder; choose another --out")
-    if not is_cv(folder):
-        if any(entry.name != LOCK_NAME for entry in folder.iterdir()):
-            raise UserError(
-                f"{folder}: holds files that trainctl cv did not write; a cv folder must be new, "
-                "empty or an earlier cv's: choose another --out"
-            )
+    if not holds_earlier_output(folder, is_cv, "trainctl cv", "cv"):
         return None
     record = read_cv(folder)
     differences = [

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainctl.errors import UserError
+from trainctl.runs import holds_earlier_output
 
 MARKER = ".trainctl-sweep"
 MARKER_TEXT = "a trainctl sweep folder: `trainctl sweep --out` continues the sweep kept here\n"
@@ -46,15 +47,7 @@ def locked(path: Path) -> Iterator[None]:
 
 def check_claimable(folder: Path) -> None:
     """Refuse, before anything is written, a folder that is not a sweep folder and not empty."""
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise UserError(f"{folder}: exists and is not a folder; choose another --out")
-    if not (_is_marked(folder) or _is_unmarked_sweep(folder) or _is_empty(folder)):
-        raise UserError(
-            f"{folder}: holds files that a trainctl sweep did not write; a sweep folder must be "
-            "new, empty or an earlier sweep's: choose another --out"
-        )
+    holds_earlier_output(folder, lambda path: _is_marked(path) or _is_unmarked_sweep(path), "a trainctl sweep", "sweep")
 
 
 @dataclass(frozen=True)
@@ -102,10 +95,6 @@ def release(claim: Claim, lock_file: Path) -> None:
 
 def _is_marked(folder: Path) -> bool:
     return (folder / MARKER).is_file()
-
-
-def _is_empty(folder: Path) -> bool:
-    return not any(folder.iterdir())
 
 
 def _is_unmarked_sweep(folder: Path) -> bool:
